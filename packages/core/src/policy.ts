@@ -1,0 +1,68 @@
+import { z } from 'zod';
+import { DEFAULT_LIMITS, limitsSchema } from './limits.js';
+
+const hostPortPattern = z
+  .string()
+  .min(1)
+  .max(253 + 6)
+  .regex(
+    /^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:(\*|[0-9]{1,5}))?$/i,
+    'must be host[:port], e.g. "pypi.org:443" or "*.example.com:443"',
+  );
+
+export const networkRulesSchema = z.strictObject({
+  egress: z.enum(['none', 'allowlist']),
+  allow: z.array(hostPortPattern).max(256).default([]),
+});
+
+export const artifactRulesSchema = z.strictObject({
+  max_count: z.number().int().min(0).max(10_000),
+  max_bytes: z.number().int().min(0).max(16 * 1024 ** 3),
+  max_total_bytes: z.number().int().min(0).max(64 * 1024 ** 3),
+});
+
+export const sessionRulesSchema = z.strictObject({
+  max_ttl_seconds: z.number().int().min(1).max(7 * 24 * 3600),
+  idle_timeout_seconds: z.number().int().min(1).max(7 * 24 * 3600),
+  max_active: z.number().int().min(0).max(10_000),
+});
+
+export const serviceRulesSchema = z.strictObject({
+  allowed: z.boolean(),
+  max_running: z.number().int().min(0).max(10_000),
+});
+
+export const concurrencyRulesSchema = z.strictObject({
+  max_running_jobs: z.number().int().min(1).max(100_000),
+});
+
+/** Language names as the catalog spells them: lower case, short. */
+export const languageNameSchema = z
+  .string()
+  .regex(/^[a-z][a-z0-9+#-]{0,31}$/, 'must be a language name such as "python"');
+
+/** A policy's ruleset: the one schema every version is validated against (ARCHITECTURE.md §4). */
+export const rulesetSchema = z.strictObject({
+  languages: z.array(languageNameSchema).max(128),
+  limits: limitsSchema,
+  network: networkRulesSchema,
+  artifacts: artifactRulesSchema,
+  sessions: sessionRulesSchema,
+  services: serviceRulesSchema,
+  concurrency: concurrencyRulesSchema,
+});
+
+export type Ruleset = z.infer<typeof rulesetSchema>;
+
+/** What a tenant without policies gets: safe limits, no network. */
+export const DEFAULT_RULESET: Ruleset = {
+  languages: ['python', 'node', 'bash', 'sh', 'c', 'cpp', 'java', 'perl', 'tcl', 'ruby', 'php', 'lua'],
+  limits: { ...DEFAULT_LIMITS },
+  network: { egress: 'none', allow: [] },
+  artifacts: { max_count: 32, max_bytes: 16 * 1024 * 1024, max_total_bytes: 64 * 1024 * 1024 },
+  sessions: { max_ttl_seconds: 3600, idle_timeout_seconds: 600, max_active: 10 },
+  services: { allowed: false, max_running: 2 },
+  concurrency: { max_running_jobs: 20 },
+};
+
+export const DEFAULT_POLICY_NAME = 'default';
