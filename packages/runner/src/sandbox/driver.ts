@@ -1,0 +1,112 @@
+import type { ExitStatus, Limits, ResourceUsage, Verdict } from '@kiln/core';
+
+/**
+ * The sandbox driver interface. The bubblewrap driver implements it today; a gVisor (`runsc`) driver
+ * can slot in later without changing callers.
+ */
+
+/** A file to place in the workspace before the run. */
+export interface WorkspaceFile {
+  /** Relative path inside /workspace; no `..`, no absolute paths. */
+  path: string;
+  content: Buffer | string;
+  /** Octal mode, default 0o644. */
+  mode?: number;
+}
+
+/** Network rules for one sandbox. Only `none` exists until the egress proxy lands. */
+export interface SandboxNetwork {
+  egress: 'none' | 'allowlist';
+  allow?: string[];
+}
+
+export interface OneShotSpec {
+  /** argv of the program to run inside the sandbox (argv[0] resolved inside the sandbox's PATH). */
+  command: string[];
+  files?: WorkspaceFile[];
+  stdin?: Buffer | string;
+  /** Extra environment; the sandbox starts from a cleared, minimal environment. */
+  env?: Record<string, string>;
+  /** Working directory inside the sandbox, default /workspace. */
+  cwd?: string;
+  limits: Limits;
+  network?: SandboxNetwork;
+  /** Globs under /workspace to collect after the run (default `out/**`). */
+  collect?: string[];
+  /** Aborting kills the whole sandbox; the verdict becomes `canceled`. */
+  signal?: AbortSignal;
+  /** Streaming of output as it is produced (bounded by limits.output_bytes). */
+  onStdout?: (chunk: Buffer) => void;
+  onStderr?: (chunk: Buffer) => void;
+}
+
+/** A file collected from the workspace after a run, read without following links. */
+export interface CollectedFile {
+  path: string;
+  size_bytes: number;
+  content: Buffer;
+}
+
+export interface RunResult {
+  verdict: Verdict;
+  exit_status: ExitStatus;
+  resource_usage: ResourceUsage;
+  stdout: Buffer;
+  stderr: Buffer;
+  /** True when stdout/stderr were cut at limits.output_bytes. */
+  output_truncated: boolean;
+  files: CollectedFile[];
+  /** Why the run ended in system_error, for logs; never shown to other tenants. */
+  error?: string;
+}
+
+export interface ExecOptions {
+  stdin?: Buffer | string;
+  env?: Record<string, string>;
+  cwd?: string;
+  timeoutMs?: number;
+  onStdout?: (chunk: Buffer) => void;
+  onStderr?: (chunk: Buffer) => void;
+  signal?: AbortSignal;
+}
+
+export interface ExecResult {
+  verdict: Verdict;
+  exit_status: ExitStatus;
+  resource_usage: ResourceUsage;
+  stdout: Buffer;
+  stderr: Buffer;
+  output_truncated: boolean;
+}
+
+export interface FileEntry {
+  path: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  size_bytes: number;
+}
+
+export interface PersistentSpec {
+  files?: WorkspaceFile[];
+  env?: Record<string, string>;
+  limits: Limits;
+  network?: SandboxNetwork;
+}
+
+/** A live persistent sandbox (sessions, services): one init of ours as PID 1, commands over a socket. */
+export interface SandboxHandle {
+  readonly id: string;
+  exec(command: string[] | string, options?: ExecOptions): Promise<ExecResult>;
+  readFile(path: string): Promise<Buffer>;
+  writeFile(path: string, content: Buffer | string, mode?: number): Promise<void>;
+  listFiles(path: string): Promise<FileEntry[]>;
+  /** A Unix socket path on the host that reaches 127.0.0.1:port inside the sandbox. */
+  exposePort(port: number): Promise<string>;
+  /** Kills everything and removes every trace (processes, cgroups, uid, mounts, files). */
+  destroy(): Promise<void>;
+}
+
+export interface SandboxDriver {
+  readonly name: string;
+  run(spec: OneShotSpec): Promise<RunResult>;
+  start(spec: PersistentSpec): Promise<SandboxHandle>;
+}
