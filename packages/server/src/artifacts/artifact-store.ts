@@ -1,0 +1,32 @@
+import type { Readable } from 'node:stream';
+
+/** `sha256:<64 hex>`: how kiln names a checksum everywhere (API, database, headers). */
+export type Checksum = `sha256:${string}`;
+
+/** Where a blob landed and what it is. */
+export interface StoredBlob {
+  storage_uri: string;
+  checksum: Checksum;
+  size_bytes: number;
+}
+
+export interface PutOptions {
+  /** Refuse (ARTIFACT_REJECTED) once more than this many bytes arrive; nothing is stored. */
+  maxBytes?: number;
+  /** When given, the content must hash to this or nothing is stored (VALIDATION_FAILED). */
+  expectedChecksum?: string;
+}
+
+/**
+ * Where artifact bytes live. Content-addressed by SHA-256: the same bytes are stored once, and every read
+ * is checked against the checksum in its address, so silent corruption surfaces as an error, not as data.
+ */
+export interface ArtifactStore {
+  readonly kind: 'fs' | 's3';
+  put(source: Buffer | Readable, options?: PutOptions): Promise<StoredBlob>;
+  /** A stream of the content; it errors at the end if the bytes do not match their checksum. */
+  open(storageUri: string): Promise<Readable>;
+  exists(storageUri: string): Promise<boolean>;
+  delete(storageUri: string): Promise<void>;
+  close(): Promise<void>;
+}
