@@ -5,3 +5,6 @@ export * from './limits.js';
 export * from './policy.js';
 export * from './validation.js';
 export * from './verdicts.js';
+export * from './api.js';
+export * from './jobs-api.js';
+export * from './runner-protocol.js';

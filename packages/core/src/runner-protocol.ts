@@ -1,0 +1,135 @@
+import { z } from 'zod';
+import { limitsSchema } from './limits.js';
+import { artifactRulesSchema, networkRulesSchema } from './policy.js';
+import { collectGlobSchema, jobFileSchema, workspacePathSchema } from './jobs-api.js';
+import { exitStatusSchema, resourceUsageSchema, verdictSchema } from './verdicts.js';
+
+/**
+ * The runner protocol (ARCHITECTURE.md §7): runners speak HTTP to any control-plane replica under
+ * /v1/runner/*, authenticated with the runner token. Work is pulled; every report about a job carries the
+ * lease's attempt number as a fencing token.
+ */
+
+export const runnerLanguageSchema = z.strictObject({
+  name: z.string().min(1).max(32),
+  version: z.string().max(128),
+});
+export type RunnerLanguage = z.infer<typeof runnerLanguageSchema>;
+
+export const registerRunnerSchema = z.strictObject({
+  name: z.string().min(1).max(128),
+  zone: z.string().min(1).max(64),
+  capacity: z.number().int().min(1).max(1024),
+  /** Where the control plane reaches this runner for interactive traffic (sessions, services). */
+  address: z.string().max(512).nullable(),
+  labels: z.record(z.string().max(64), z.string().max(256)).default({}),
+  languages: z.array(runnerLanguageSchema).max(256),
+});
+export type RegisterRunnerRequest = z.infer<typeof registerRunnerSchema>;
+
+export const registerRunnerResponseSchema = z.object({
+  runner_id: z.string(),
+  heartbeat_interval_ms: z.number().int(),
+  lease_ttl_ms: z.number().int(),
+});
+export type RegisterRunnerResponse = z.infer<typeof registerRunnerResponseSchema>;
+
+export const leaseRefSchema = z.strictObject({ job_id: z.string().max(64), attempt: z.number().int().min(1) });
+export type LeaseRef = z.infer<typeof leaseRefSchema>;
+
+export const heartbeatSchema = z.strictObject({
+  runner_id: z.string().max(64),
+  /** Jobs this runner is running now; their leases are extended. */
+  leases: z.array(leaseRefSchema).max(1024),
+  /** Sandboxes alive on the node (ids), for reconciliation. */
+  sandboxes: z.array(z.string().max(64)).max(4096).default([]),
+});
+export type HeartbeatRequest = z.infer<typeof heartbeatSchema>;
+
+export const heartbeatResponseSchema = z.object({
+  status: z.enum(['healthy', 'degraded', 'offline']),
+  draining: z.boolean(),
+  /** Leases the runner must stop now: canceled by a user, or no longer its own (lost, reassigned). */
+  stop: z.array(leaseRefSchema.extend({ reason: z.enum(['canceled', 'lost']) })),
+});
+export type HeartbeatResponse = z.infer<typeof heartbeatResponseSchema>;
+
+export const leaseRequestSchema = z.strictObject({
+  runner_id: z.string().max(64),
+  free_slots: z.number().int().min(0).max(1024),
+  /** How long the poll may wait for work. */
+  wait_ms: z.number().int().min(0).max(60_000).default(25_000),
+});
+export type LeaseRequest = z.infer<typeof leaseRequestSchema>;
+
+/** Everything a runner needs to run a job, frozen at submission (the policy version is pinned). */
+export const jobSpecSchema = z.object({
+  language: z.string(),
+  version: z.string().nullable(),
+  files: z.array(jobFileSchema),
+  entrypoint: workspacePathSchema.nullable(),
+  stdin: z.string().nullable(),
+  args: z.array(z.string()),
+  env: z.record(z.string(), z.string()),
+  limits: limitsSchema,
+  network: networkRulesSchema,
+  artifacts: artifactRulesSchema,
+  collect: z.array(collectGlobSchema),
+});
+export type JobSpec = z.infer<typeof jobSpecSchema>;
+
+export const leasedJobSchema = z.object({
+  job_id: z.string(),
+  tenant_id: z.string(),
+  attempt: z.number().int(),
+  sandbox_id: z.string(),
+  lease_expires_at: z.string(),
+  spec: jobSpecSchema,
+});
+export type LeasedJob = z.infer<typeof leasedJobSchema>;
+
+export const leaseResponseSchema = z.object({ leases: z.array(leasedJobSchema) });
+export type LeaseResponse = z.infer<typeof leaseResponseSchema>;
+
+export const jobEventSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('started') }),
+  z.strictObject({
+    type: z.literal('output'),
+    stream: z.enum(['stdout', 'stderr']),
+    /** base64, since output need not be UTF-8. */
+    data_base64: z.string().max(1024 * 1024),
+  }),
+]);
+export type JobEvent = z.infer<typeof jobEventSchema>;
+
+export const jobEventsReportSchema = z.strictObject({
+  attempt: z.number().int().min(1),
+  events: z.array(jobEventSchema).min(1).max(256),
+});
+export type JobEventsReport = z.infer<typeof jobEventsReportSchema>;
+
+/** A blob the runner uploaded (PUT …/blobs) and now names in its completion report. */
+export const uploadedBlobSchema = z.strictObject({
+  checksum: z.string().regex(/^sha256:[0-9a-f]{64}$/),
+  size_bytes: z.number().int().nonnegative(),
+});
+export type UploadedBlob = z.infer<typeof uploadedBlobSchema>;
+
+export const completionReportSchema = z.strictObject({
+  attempt: z.number().int().min(1),
+  verdict: verdictSchema,
+  exit_status: exitStatusSchema,
+  resource_usage: resourceUsageSchema,
+  stdout: uploadedBlobSchema,
+  stderr: uploadedBlobSchema,
+  artifacts: z
+    .array(uploadedBlobSchema.extend({ name: z.string().min(1).max(1024) }))
+    .max(10_000),
+  rejected_artifacts: z
+    .array(z.strictObject({ name: z.string().max(1024), size_bytes: z.number().int().nonnegative(), reason: z.string().max(512) }))
+    .max(10_000)
+    .default([]),
+  /** For system_error: what went wrong on the node (kept for operators). */
+  error: z.string().max(4096).nullable().default(null),
+});
+export type CompletionReport = z.infer<typeof completionReportSchema>;
