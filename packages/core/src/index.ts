@@ -8,3 +8,4 @@ export * from './verdicts.js';
 export * from './api.js';
 export * from './jobs-api.js';
 export * from './runner-protocol.js';
+export * from './fleet-api.js';
