@@ -1,0 +1,280 @@
+import type { CompletionReport, JobSpec, LeasedJob, LeaseRef, RunnerLanguage, UploadedBlob } from '@kiln/core';
+import type { OneShotSpec, RunResult, SandboxDriver } from '../sandbox/driver.js';
+import { selectArtifacts } from './artifact-selection.js';
+import { ControlPlaneError, type ControlPlaneClient } from './control-plane-client.js';
+import { OutputBatcher } from './output-batcher.js';
+
+export interface AgentLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface RunnerAgentOptions {
+  client: ControlPlaneClient;
+  driver: SandboxDriver;
+  /** Languages detected inside this node's sandboxes. */
+  languages: RunnerLanguage[];
+  /** Turns a leased job's frozen spec into what the sandbox runs. */
+  toRunSpec: (spec: JobSpec) => Omit<OneShotSpec, 'signal' | 'onStdout' | 'onStderr'>;
+  name: string;
+  zone: string;
+  /** Jobs run at once on this node. */
+  capacity: number;
+  address?: string | null;
+  labels?: Record<string, string>;
+  logger: AgentLogger;
+  /** How long one lease poll may wait on the server. @default 20000 */
+  leaseWaitMs?: number;
+  /** On stop, how long running jobs may take to finish before they are abandoned. @default 10000 */
+  shutdownGraceMs?: number;
+}
+
+interface RunningJob {
+  lease: LeasedJob;
+  abort: AbortController;
+  /** Why the job is being stopped from outside, if it is. */
+  stopReason?: 'canceled' | 'lost' | 'shutdown';
+  done: Promise<void>;
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
+
+/**
+ * The data-plane agent of one node: registers, heartbeats, long-polls for leases, runs each job in the
+ * sandbox driver, streams output, uploads outputs and reports with the attempt as a fencing token.
+ */
+export class RunnerAgent {
+  private runnerId: string | undefined;
+  private heartbeatIntervalMs = 2000;
+  private readonly running = new Map<string, RunningJob>();
+  private readonly stopController = new AbortController();
+  private slotFreed: (() => void) | undefined;
+  private loops: Promise<void>[] = [];
+  private draining = false;
+
+  constructor(private readonly options: RunnerAgentOptions) {}
+
+  get id(): string | undefined {
+    return this.runnerId;
+  }
+
+  get runningJobs(): number {
+    return this.running.size;
+  }
+
+  /** Registers (retrying until the control plane answers) and starts the heartbeat and lease loops. */
+  async start(): Promise<void> {
+    await this.register();
+    this.loops = [this.heartbeatLoop(), this.leaseLoop()];
+  }
+
+  /** Stops leasing, lets running jobs finish within the grace period, then abandons the rest. */
+  async stop(): Promise<void> {
+    if (this.stopController.signal.aborted) return;
+    this.stopController.abort();
+    this.slotFreed?.();
+    const grace = sleep(this.options.shutdownGraceMs ?? 10_000);
+    await Promise.race([Promise.all([...this.running.values()].map((r) => r.done)), grace]);
+    for (const job of this.running.values()) {
+      job.stopReason = 'shutdown';
+      job.abort.abort();
+    }
+    await Promise.all([...this.running.values()].map((r) => r.done));
+    await Promise.all(this.loops);
+  }
+
+  private async register(): Promise<void> {
+    const { options } = this;
+    for (let delayMs = 200; !this.stopController.signal.aborted; delayMs = Math.min(delayMs * 2, 5000)) {
+      try {
+        const answer = await options.client.register({
+          name: options.name,
+          zone: options.zone,
+          capacity: options.capacity,
+          address: options.address ?? null,
+          labels: options.labels ?? {},
+          languages: options.languages,
+        });
+        this.runnerId = answer.runner_id;
+        this.heartbeatIntervalMs = answer.heartbeat_interval_ms;
+        options.logger.info({ runner_id: answer.runner_id }, 'registered with the control plane');
+        return;
+      } catch (err) {
+        options.logger.warn({ err: String(err) }, 'registration failed; retrying');
+        await sleep(delayMs, this.stopController.signal);
+      }
+    }
+  }
+
+  private leaseRefs(): LeaseRef[] {
+    return [...this.running.values()]
+      .filter((r) => r.stopReason === undefined)
+      .map((r) => ({ job_id: r.lease.job_id, attempt: r.lease.attempt }));
+  }
+
+  private async heartbeatLoop(): Promise<void> {
+    const signal = this.stopController.signal;
+    while (!signal.aborted) {
+      await sleep(this.heartbeatIntervalMs, signal);
+      if (signal.aborted) break;
+      try {
+        const answer = await this.options.client.heartbeat({
+          runner_id: this.runnerId!,
+          leases: this.leaseRefs(),
+          sandboxes: [],
+        });
+        this.draining = answer.draining;
+        for (const stop of answer.stop) {
+          const job = this.running.get(stop.job_id);
+          if (job && job.lease.attempt === stop.attempt && job.stopReason === undefined) {
+            job.stopReason = stop.reason;
+            job.abort.abort();
+          }
+        }
+      } catch (err) {
+        if (err instanceof ControlPlaneError && err.status === 404) {
+          // The control plane no longer knows this node (e.g. it was forgotten): join again.
+          await this.register();
+        } else {
+          this.options.logger.warn({ err: String(err) }, 'heartbeat failed');
+        }
+      }
+    }
+  }
+
+  private async leaseLoop(): Promise<void> {
+    const signal = this.stopController.signal;
+    let backoffMs = 200;
+    while (!signal.aborted) {
+      const free = this.options.capacity - this.running.size;
+      if (free <= 0 || this.draining) {
+        await new Promise<void>((resolve) => {
+          this.slotFreed = resolve;
+          if (this.draining) setTimeout(resolve, this.heartbeatIntervalMs);
+        });
+        continue;
+      }
+      try {
+        const answer = await this.options.client.lease(
+          { runner_id: this.runnerId!, free_slots: free, wait_ms: this.options.leaseWaitMs ?? 20_000 },
+          signal,
+        );
+        backoffMs = 200;
+        for (const lease of answer.leases) this.startJob(lease);
+      } catch (err) {
+        if (signal.aborted) break;
+        if (err instanceof ControlPlaneError && err.status === 404) await this.register();
+        else this.options.logger.warn({ err: String(err) }, 'lease poll failed');
+        await sleep(backoffMs, signal);
+        backoffMs = Math.min(backoffMs * 2, 5000);
+      }
+    }
+  }
+
+  private startJob(lease: LeasedJob): void {
+    const entry = { lease, abort: new AbortController() } as RunningJob;
+    this.running.set(lease.job_id, entry);
+    entry.done = this.runJob(entry)
+      .catch((err) => this.options.logger.error({ job_id: lease.job_id, err: String(err) }, 'job handling failed'))
+      .finally(() => {
+        this.running.delete(lease.job_id);
+        const wake = this.slotFreed;
+        this.slotFreed = undefined;
+        wake?.();
+      });
+  }
+
+  private async runJob(entry: RunningJob): Promise<void> {
+    const { lease } = entry;
+    const { client, driver, logger } = this.options;
+    const batcher = new OutputBatcher((events) => client.sendEvents(lease.job_id, lease.attempt, events));
+    batcher.push({ type: 'started' });
+    void batcher.flush();
+    const stream = (name: 'stdout' | 'stderr') => (chunk: Buffer) =>
+      batcher.push({ type: 'output', stream: name, data_base64: chunk.toString('base64') });
+
+    let result: RunResult;
+    let error: string | null = null;
+    try {
+      result = await driver.run({
+        ...this.options.toRunSpec(lease.spec),
+        signal: entry.abort.signal,
+        onStdout: stream('stdout'),
+        onStderr: stream('stderr'),
+      });
+      error = result.error ?? null;
+    } catch (err) {
+      error = err instanceof Error ? err.message : String(err);
+      result = {
+        verdict: 'system_error',
+        exit_status: { code: null, signal: null },
+        resource_usage: { cpu_time_ms: 0, wall_time_ms: 0, memory_peak_bytes: 0 },
+        stdout: Buffer.alloc(0),
+        stderr: Buffer.alloc(0),
+        output_truncated: false,
+        files: [],
+      };
+    }
+    await batcher.flush();
+    // A lost lease belongs to someone else now, and a shutdown leaves the job to be leased again.
+    if (entry.stopReason === 'lost' || entry.stopReason === 'shutdown') {
+      logger.info({ job_id: lease.job_id, reason: entry.stopReason }, 'job abandoned without a report');
+      return;
+    }
+    if (entry.stopReason === 'canceled') result.verdict = 'canceled';
+
+    const upload = (bytes: Buffer) => this.retry(() => client.uploadBlob(lease.job_id, lease.attempt, bytes));
+    const selection = selectArtifacts(result.files, lease.spec.artifacts);
+    const stdout = await upload(result.stdout);
+    const stderr = await upload(result.stderr);
+    if (!stdout || !stderr) return;
+    const artifacts: CompletionReport['artifacts'] = [];
+    for (const file of selection.accepted) {
+      const blob = await upload(file.content);
+      if (!blob) return;
+      artifacts.push({ name: file.path, ...blob });
+    }
+    const report: CompletionReport = {
+      attempt: lease.attempt,
+      verdict: result.verdict,
+      exit_status: result.exit_status,
+      resource_usage: result.resource_usage,
+      stdout,
+      stderr,
+      artifacts,
+      rejected_artifacts: selection.rejected,
+      error,
+    };
+    await this.retry(() => client.complete(lease.job_id, report).then(() => true));
+  }
+
+  /**
+   * Retries a report until the control plane acknowledges it. A permanent refusal (409 stale attempt,
+   * 404) means the job is no longer ours: give up quietly. Returns undefined when given up.
+   */
+  private async retry<T>(call: () => Promise<T>): Promise<T | undefined> {
+    for (let delayMs = 100; ; delayMs = Math.min(delayMs * 2, 5000)) {
+      try {
+        return await call();
+      } catch (err) {
+        if (err instanceof ControlPlaneError && err.permanent) {
+          this.options.logger.warn({ err: err.message }, 'report refused; the lease is no longer ours');
+          return undefined;
+        }
+        if (this.stopController.signal.aborted && delayMs >= 5000) return undefined;
+        this.options.logger.warn({ err: String(err) }, 'report failed; retrying');
+        await sleep(delayMs);
+      }
+    }
+  }
+}
+
+export type { UploadedBlob };

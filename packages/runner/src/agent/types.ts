@@ -1,0 +1,3 @@
+import type { JobSpec } from '@kiln/core';
+
+export type ArtifactRules = JobSpec['artifacts'];
