@@ -1,0 +1,172 @@
+import { z } from 'zod';
+import { rulesetSchema } from './policy.js';
+
+/**
+ * Request and response schemas of the control-plane API (ARCHITECTURE.md §5), shared by the server
+ * (validation, OpenAPI) and the SDK (types). Request bodies are strict: an unknown field is an error.
+ */
+
+const rfc3339 = z.string().describe('RFC 3339 time, UTC');
+const name = z.string().trim().min(1).max(128);
+
+/** Every list answers `{items, next_cursor}`; `next_cursor` is null on the last page. */
+export function listOf<T extends z.ZodType>(item: T) {
+  return z.object({ items: z.array(item), next_cursor: z.string().nullable() });
+}
+
+/** `?limit=&cursor=` of every list. */
+export const listQuerySchema = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+  cursor: z.string().min(1).max(512).optional(),
+});
+export type ListQuery = z.infer<typeof listQuerySchema>;
+
+// --- tenants -------------------------------------------------------------------------------------
+
+export const TENANT_STATUSES = ['active', 'suspended'] as const;
+export const tenantStatusSchema = z.enum(TENANT_STATUSES);
+export type TenantStatus = z.infer<typeof tenantStatusSchema>;
+
+export const tenantSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  status: tenantStatusSchema,
+  created_at: rfc3339,
+});
+export type Tenant = z.infer<typeof tenantSchema>;
+
+export const createTenantBodySchema = z.strictObject({ name });
+export const patchTenantBodySchema = z.strictObject({ status: tenantStatusSchema });
+
+// --- agents --------------------------------------------------------------------------------------
+
+export const AGENT_STATUSES = ['active', 'disabled'] as const;
+export const agentStatusSchema = z.enum(AGENT_STATUSES);
+export type AgentStatus = z.infer<typeof agentStatusSchema>;
+
+export const agentTypeSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, 'must be a short lower-case word such as "assistant"');
+
+export const agentSchema = z.object({
+  id: z.string(),
+  tenant_id: z.string(),
+  name: z.string(),
+  type: z.string(),
+  status: agentStatusSchema,
+  created_at: rfc3339,
+});
+export type Agent = z.infer<typeof agentSchema>;
+
+export const createAgentBodySchema = z.strictObject({ name, type: agentTypeSchema.default('assistant') });
+export const patchAgentBodySchema = z.strictObject({ status: agentStatusSchema });
+
+// --- keys ----------------------------------------------------------------------------------------
+
+export const KEY_KINDS = ['operator', 'tenant', 'agent'] as const;
+export const keyKindSchema = z.enum(KEY_KINDS);
+export type KeyKind = z.infer<typeof keyKindSchema>;
+
+/** A key as listed; the secret `key` is present only in the answer that creates it. */
+export const apiKeySchema = z.object({
+  id: z.string(),
+  kind: keyKindSchema,
+  tenant_id: z.string().nullable(),
+  agent_id: z.string().nullable(),
+  created_at: rfc3339,
+  revoked_at: rfc3339.nullable(),
+  key: z.string().optional().describe('the secret, shown once'),
+});
+export type ApiKey = z.infer<typeof apiKeySchema>;
+
+export const createKeyBodySchema = z.strictObject({});
+
+// --- policies ------------------------------------------------------------------------------------
+
+export const policyNameSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, 'must be a short lower-case name such as "default"');
+
+export const policySchema = z.object({
+  id: z.string(),
+  tenant_id: z.string(),
+  name: z.string(),
+  version: z.number().int(),
+  ruleset: rulesetSchema,
+  created_at: rfc3339,
+  updated_at: rfc3339,
+});
+export type Policy = z.infer<typeof policySchema>;
+
+export const policyVersionSchema = z.object({
+  policy_id: z.string(),
+  version: z.number().int(),
+  ruleset: rulesetSchema,
+  created_at: rfc3339,
+  created_by: z.string(),
+});
+export type PolicyVersion = z.infer<typeof policyVersionSchema>;
+
+/** Creating a policy makes version 1; without a ruleset it starts from the default ruleset. */
+export const createPolicyBodySchema = z.strictObject({ name: policyNameSchema, ruleset: rulesetSchema.optional() });
+/** Publishing makes version `expected_version + 1`, or answers 409 when someone published first. */
+export const publishPolicyBodySchema = z.strictObject({
+  ruleset: rulesetSchema,
+  expected_version: z.number().int().min(1),
+});
+
+// --- audit ---------------------------------------------------------------------------------------
+
+export const AUDIT_OUTCOMES = ['success', 'denied', 'error'] as const;
+export const auditOutcomeSchema = z.enum(AUDIT_OUTCOMES);
+export type AuditOutcome = z.infer<typeof auditOutcomeSchema>;
+
+export const auditEventSchema = z.object({
+  id: z.string(),
+  tenant_id: z.string().nullable(),
+  actor_id: z.string(),
+  action: z.string(),
+  resource_type: z.string(),
+  resource_id: z.string().nullable(),
+  timestamp: rfc3339,
+  outcome: auditOutcomeSchema,
+  details: z.record(z.string(), z.unknown()),
+  prev_hash: z.string(),
+  hash: z.string(),
+});
+export type AuditEvent = z.infer<typeof auditEventSchema>;
+
+const timeQuery = z.iso.datetime({ offset: true });
+
+export const auditQuerySchema = listQuerySchema.extend({
+  tenant_id: z.string().max(64).optional().describe('operator only: one tenant, or "none" for operator-level events'),
+  actor_id: z.string().max(64).optional(),
+  action: z.string().max(64).optional(),
+  resource_type: z.string().max(64).optional(),
+  resource_id: z.string().max(64).optional(),
+  outcome: auditOutcomeSchema.optional(),
+  since: timeQuery.optional(),
+  until: timeQuery.optional(),
+});
+export type AuditQuery = z.infer<typeof auditQuerySchema>;
+
+export const auditVerifyQuerySchema = z.strictObject({
+  tenant_id: z.string().max(64).optional().describe('operator only: which chain ("none" = operator-level)'),
+});
+
+export const auditVerifyResultSchema = z.object({
+  ok: z.boolean(),
+  count: z.number().int(),
+  broken_event_id: z.string().optional(),
+  reason: z.string().optional(),
+});
+export type AuditVerifyResult = z.infer<typeof auditVerifyResultSchema>;
+
+// --- languages -----------------------------------------------------------------------------------
+
+export const languageOfferSchema = z.object({
+  name: z.string(),
+  versions: z.array(z.string()),
+  runners: z.number().int(),
+});
+export type LanguageOffer = z.infer<typeof languageOfferSchema>;

@@ -1,0 +1,72 @@
+import { KilnError } from '@kiln/core';
+import { digestsEqual, hashSecret, parseApiKey, secretMatches } from '../domain/keys.js';
+import type { Principal, ServiceDeps } from './context.js';
+
+/** What the control plane knows of its shared secrets. */
+export interface AuthSecrets {
+  /** the operator key (KILN_ADMIN_KEY or the generated one) */
+  adminKey: string;
+  /** the runner token (KILN_RUNNER_TOKEN); runners are refused when unset */
+  runnerToken?: string | undefined;
+}
+
+// Compared against when a key id is unknown, so a miss costs the same as a hit.
+const DUMMY_DIGEST = hashSecret('kiln-no-such-key');
+
+function unauthorized(detail: string): KilnError {
+  return new KilnError('UNAUTHORIZED', detail, { extra: { hint: 'send Authorization: Bearer <key>' } });
+}
+
+/**
+ * Establishes who is calling from an `Authorization: Bearer …` header. A missing, malformed, unknown or
+ * revoked key is 401; an agent key of a disabled agent is 403 AGENT_DISABLED.
+ */
+export async function authenticate(
+  deps: ServiceDeps,
+  secrets: AuthSecrets,
+  authorization: string | undefined,
+): Promise<Principal> {
+  if (authorization === undefined || authorization === '') throw unauthorized('no API key was sent');
+  const match = /^Bearer +(\S{1,512})$/i.exec(authorization);
+  if (!match) throw unauthorized('the Authorization header must be "Bearer <key>"');
+  const presented = match[1]!;
+
+  if (secretMatches(presented, secrets.adminKey)) return { kind: 'operator' };
+  if (secrets.runnerToken && secretMatches(presented, secrets.runnerToken)) return { kind: 'runner' };
+
+  const parsed = parseApiKey(presented);
+  if (!parsed) {
+    digestsEqual(hashSecret(presented), DUMMY_DIGEST);
+    throw unauthorized('the API key is not valid');
+  }
+  const row = await deps.store.db
+    .selectFrom('api_keys')
+    .leftJoin('tenants', 'tenants.id', 'api_keys.tenant_id')
+    .leftJoin('agents', 'agents.id', 'api_keys.agent_id')
+    .select([
+      'api_keys.id',
+      'api_keys.kind',
+      'api_keys.hash',
+      'api_keys.revoked_at',
+      'api_keys.tenant_id',
+      'api_keys.agent_id',
+      'tenants.status as tenant_status',
+      'agents.status as agent_status',
+    ])
+    .where('api_keys.id', '=', parsed.keyId)
+    .executeTakeFirst();
+  const matches = digestsEqual(hashSecret(parsed.secret), row?.hash ?? DUMMY_DIGEST);
+  if (!row || !matches || row.kind !== parsed.kind || row.tenant_id === null) {
+    throw unauthorized('the API key is not valid');
+  }
+  if (row.revoked_at !== null) throw unauthorized('the API key was revoked');
+  const tenantStatus = row.tenant_status ?? 'active';
+  if (row.kind === 'agent') {
+    if (row.agent_id === null) throw unauthorized('the API key is not valid');
+    if (row.agent_status !== 'active') {
+      throw new KilnError('AGENT_DISABLED', `agent ${row.agent_id} is disabled; a tenant admin can enable it`);
+    }
+    return { kind: 'agent', tenantId: row.tenant_id, agentId: row.agent_id, keyId: row.id, tenantStatus };
+  }
+  return { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id, tenantStatus };
+}

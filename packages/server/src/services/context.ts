@@ -1,0 +1,40 @@
+import type { Clock } from '@kiln/core';
+import type { Store } from '../store/store.js';
+
+/**
+ * The one bag of dependencies every service takes (as trigger.dev's engine systems do): no hidden
+ * singletons, so tests pass a real store on either database and a ManualClock.
+ */
+export interface ServiceDeps {
+  store: Store;
+  clock: Clock;
+}
+
+/** Who is calling, established from the bearer key by `authenticate`. */
+export type Principal =
+  | { kind: 'operator' }
+  | { kind: 'tenant'; tenantId: string; keyId: string; tenantStatus: string }
+  | { kind: 'agent'; tenantId: string; agentId: string; keyId: string; tenantStatus: string }
+  | { kind: 'runner' }
+  | { kind: 'anonymous' };
+
+/** The actor_id the audit records: the agent for agent keys, the key for tenant admins, `operator`. */
+export function actorIdOf(principal: Principal): string {
+  switch (principal.kind) {
+    case 'operator':
+      return 'operator';
+    case 'tenant':
+      return principal.keyId;
+    case 'agent':
+      return principal.agentId;
+    case 'runner':
+      return 'runner';
+    case 'anonymous':
+      return 'anonymous';
+  }
+}
+
+/** The tenant a principal acts for, if any. */
+export function tenantOf(principal: Principal): string | null {
+  return principal.kind === 'tenant' || principal.kind === 'agent' ? principal.tenantId : null;
+}

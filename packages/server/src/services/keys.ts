@@ -1,0 +1,103 @@
+import { KilnError, newId, toRfc3339, type ApiKey } from '@kiln/core';
+import { formatApiKey, hashSecret, newSecret } from '../domain/keys.js';
+import { findAgent } from '../store/agents.js';
+import { findApiKey, insertApiKey, revokeApiKey } from '../store/api-keys.js';
+import { findTenant } from '../store/tenants.js';
+import type { TxHandle } from '../store/store.js';
+import { notFound, requireOperator, requireTenantActive, requireTenantAdmin } from './access.js';
+import { auditSuccess } from './audit.js';
+import type { Principal, ServiceDeps } from './context.js';
+
+async function issueKey(
+  deps: ServiceDeps,
+  tx: TxHandle,
+  kind: 'tenant' | 'agent',
+  tenantId: string,
+  agentId: string | null,
+): Promise<ApiKey> {
+  const nowMs = deps.clock.nowMs();
+  const id = newId('key', nowMs);
+  const secret = newSecret();
+  const key = await insertApiKey(tx, {
+    id,
+    tenant_id: tenantId,
+    agent_id: agentId,
+    kind,
+    hash: hashSecret(secret),
+    created_at: toRfc3339(nowMs),
+    revoked_at: null,
+  });
+  return { ...key, key: formatApiKey(kind, id, secret) };
+}
+
+/** The operator makes a tenant admin key. The secret is in this answer only. */
+export async function createTenantKey(deps: ServiceDeps, principal: Principal, tenantId: string): Promise<ApiKey> {
+  requireOperator(principal);
+  return deps.store.transaction(async (tx) => {
+    if (!(await findTenant(tx, tenantId))) throw notFound('tenant', tenantId);
+    const key = await issueKey(deps, tx, 'tenant', tenantId, null);
+    await auditSuccess(deps, tx, principal, {
+      action: 'key.create',
+      resource_type: 'api_key',
+      resource_id: key.id,
+      tenant_id: tenantId,
+      details: { kind: 'tenant' },
+    });
+    return key;
+  });
+}
+
+/** A tenant admin makes a key for one of its agents. The secret is in this answer only. */
+export async function createAgentKey(deps: ServiceDeps, principal: Principal, agentId: string): Promise<ApiKey> {
+  const tenantId = requireTenantAdmin(principal);
+  requireTenantActive(principal);
+  return deps.store.transaction(async (tx) => {
+    const agent = await findAgent(tx, tenantId, agentId);
+    if (!agent) throw notFound('agent', agentId);
+    if (agent.status !== 'active') {
+      throw new KilnError('AGENT_DISABLED', `agent ${agentId} is disabled; enable it before giving it a key`);
+    }
+    const key = await issueKey(deps, tx, 'agent', tenantId, agentId);
+    await auditSuccess(deps, tx, principal, {
+      action: 'key.create',
+      resource_type: 'api_key',
+      resource_id: key.id,
+      details: { kind: 'agent', agent_id: agentId },
+    });
+    return key;
+  });
+}
+
+/**
+ * Revokes a key. The operator may revoke any key; a tenant admin only its own tenant's keys (another
+ * tenant's key answers 404). Revoking twice is INVALID_TRANSITION.
+ */
+export async function revokeKey(deps: ServiceDeps, principal: Principal, keyId: string): Promise<ApiKey> {
+  if (principal.kind !== 'operator') requireTenantAdmin(principal);
+  return deps.store.transaction(async (tx) => {
+    const row = await findApiKey(tx, keyId);
+    if (!row || (principal.kind === 'tenant' && row.tenant_id !== principal.tenantId)) throw notFound('key', keyId);
+    if (row.revoked_at !== null) {
+      throw new KilnError('INVALID_TRANSITION', `key ${keyId} is already revoked`, {
+        extra: { entity: 'api_key', from: 'revoked', to: 'revoked' },
+      });
+    }
+    const revokedAt = toRfc3339(deps.clock.nowMs());
+    await revokeApiKey(tx, keyId, revokedAt);
+    await auditSuccess(deps, tx, principal, {
+      action: 'key.revoke',
+      resource_type: 'api_key',
+      resource_id: keyId,
+      tenant_id: row.tenant_id,
+      details: { kind: row.kind, agent_id: row.agent_id },
+    });
+    return {
+      id: row.id,
+      kind: row.kind as ApiKey['kind'],
+      tenant_id: row.tenant_id,
+      agent_id: row.agent_id,
+      created_at: row.created_at,
+      revoked_at: revokedAt,
+    };
+  });
+}

@@ -1,0 +1,112 @@
+import { newId, toRfc3339, type AuditEvent, type AuditOutcome } from '@kiln/core';
+import { GENESIS_HASH, hashAuditEvent } from '../domain/audit-chain.js';
+import { decodeCursor, page } from './pagination.js';
+import { auditEventFromRow } from './rows.js';
+import type { DbHandle, TxHandle } from './store.js';
+
+/** The chain of events that belong to no tenant (operator actions, refused anonymous calls). */
+export const OPERATOR_CHAIN = 'operator';
+
+export interface NewAuditEvent {
+  tenant_id: string | null;
+  actor_id: string;
+  action: string;
+  resource_type: string;
+  resource_id: string | null;
+  outcome: AuditOutcome;
+  details: Record<string, unknown>;
+}
+
+/**
+ * Appends an event to its tenant's hash chain, inside the caller's transaction. Appends to one chain are
+ * serialised: on PostgreSQL by locking the chain's head row (FOR UPDATE), on SQLite by its single writer.
+ */
+export async function appendAuditEvent(tx: TxHandle, event: NewAuditEvent, nowMs: number): Promise<AuditEvent> {
+  const chainId = event.tenant_id ?? OPERATOR_CHAIN;
+  await tx.db
+    .insertInto('audit_chain_heads')
+    .values({ chain_id: chainId, last_seq: 0, last_hash: GENESIS_HASH })
+    .onConflict((oc) => oc.column('chain_id').doNothing())
+    .execute();
+  let headQuery = tx.db.selectFrom('audit_chain_heads').selectAll().where('chain_id', '=', chainId);
+  if (tx.dialect === 'postgres') headQuery = headQuery.forUpdate();
+  const head = await headQuery.executeTakeFirstOrThrow();
+
+  const fields = {
+    id: newId('audit_event', nowMs),
+    tenant_id: event.tenant_id,
+    chain_seq: head.last_seq + 1,
+    actor_id: event.actor_id,
+    action: event.action,
+    resource_type: event.resource_type,
+    resource_id: event.resource_id,
+    timestamp: toRfc3339(nowMs),
+    outcome: event.outcome,
+    details: event.details,
+    prev_hash: head.last_hash,
+  };
+  const hash = hashAuditEvent(fields);
+  await tx.db
+    .insertInto('audit_events')
+    .values({ ...fields, chain_id: chainId, details: JSON.stringify(fields.details), hash })
+    .execute();
+  await tx.db
+    .updateTable('audit_chain_heads')
+    .set({ last_seq: fields.chain_seq, last_hash: hash })
+    .where('chain_id', '=', chainId)
+    .execute();
+  return auditEventFromRow({ ...fields, chain_id: chainId, details: JSON.stringify(fields.details), hash });
+}
+
+export interface AuditFilter {
+  /** a tenant's id, `null` for operator-level events, or undefined for every event (operator view) */
+  tenantId?: string | null | undefined;
+  actor_id?: string | undefined;
+  action?: string | undefined;
+  resource_type?: string | undefined;
+  resource_id?: string | undefined;
+  outcome?: string | undefined;
+  since?: string | undefined;
+  until?: string | undefined;
+  limit: number;
+  cursor?: string | undefined;
+}
+
+export async function listAuditEvents(h: DbHandle, f: AuditFilter) {
+  const after = decodeCursor(f.cursor);
+  let q = h.db.selectFrom('audit_events').selectAll().orderBy('id').limit(f.limit + 1);
+  if (f.tenantId === null) q = q.where('tenant_id', 'is', null);
+  else if (f.tenantId !== undefined) q = q.where('tenant_id', '=', f.tenantId);
+  if (f.actor_id !== undefined) q = q.where('actor_id', '=', f.actor_id);
+  if (f.action !== undefined) q = q.where('action', '=', f.action);
+  if (f.resource_type !== undefined) q = q.where('resource_type', '=', f.resource_type);
+  if (f.resource_id !== undefined) q = q.where('resource_id', '=', f.resource_id);
+  if (f.outcome !== undefined) q = q.where('outcome', '=', f.outcome);
+  // Timestamps are RFC 3339 UTC text with milliseconds: normalised, they compare as text.
+  if (f.since !== undefined) q = q.where('timestamp', '>=', new Date(f.since).toISOString());
+  if (f.until !== undefined) q = q.where('timestamp', '<', new Date(f.until).toISOString());
+  if (after) q = q.where('id', '>', after);
+  return page((await q.execute()).map(auditEventFromRow), f.limit);
+}
+
+/** Reads one chain in order, a page at a time, so verifying a long chain does not load it whole. */
+export async function* readChain(h: DbHandle, chainId: string, pageSize = 500) {
+  let afterSeq = 0;
+  for (;;) {
+    const rows = await h.db
+      .selectFrom('audit_events')
+      .selectAll()
+      .where('chain_id', '=', chainId)
+      .where('chain_seq', '>', afterSeq)
+      .orderBy('chain_seq')
+      .limit(pageSize)
+      .execute();
+    for (const row of rows) yield row;
+    if (rows.length < pageSize) return;
+    afterSeq = rows[rows.length - 1]!.chain_seq;
+  }
+}
+
+export async function findChainHead(h: DbHandle, chainId: string) {
+  return h.db.selectFrom('audit_chain_heads').selectAll().where('chain_id', '=', chainId).executeTakeFirst();
+}

@@ -1,0 +1,238 @@
+/**
+ * The database's tables as Kysely sees them. Times are RFC 3339 text (UTC, milliseconds) and JSON is
+ * text, on SQLite and PostgreSQL alike: one encoding, so every query and test means the same on both.
+ */
+
+export interface TenantsTable {
+  id: string;
+  name: string;
+  status: string;
+  created_at: string;
+}
+
+export interface AgentsTable {
+  id: string;
+  tenant_id: string;
+  name: string;
+  type: string;
+  status: string;
+  created_at: string;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  tenant_id: string | null;
+  agent_id: string | null;
+  kind: string;
+  /** hex SHA-256 of the secret part of the key */
+  hash: string;
+  created_at: string;
+  revoked_at: string | null;
+}
+
+export interface PoliciesTable {
+  id: string;
+  tenant_id: string;
+  name: string;
+  version: number;
+  ruleset: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface PolicyVersionsTable {
+  policy_id: string;
+  version: number;
+  ruleset: string;
+  created_at: string;
+  created_by: string;
+}
+
+export interface JobsTable {
+  id: string;
+  tenant_id: string;
+  agent_id: string | null;
+  policy_id: string;
+  policy_version: number;
+  language: string;
+  language_version: string | null;
+  status: string;
+  requested_at: string;
+  started_at: string | null;
+  completed_at: string | null;
+  exit_status: string | null;
+  resource_usage: string | null;
+  output_refs: string | null;
+  verdict: string | null;
+  attempt: number;
+  max_attempts: number;
+  /** the whole job request as JSON (code, files, limits, env…) */
+  request: string;
+  zone: string | null;
+  runner_id: string | null;
+  lease_expires_at: string | null;
+  error: string | null;
+  updated_at: string;
+}
+
+export interface SessionsTable {
+  id: string;
+  tenant_id: string;
+  agent_id: string | null;
+  policy_id: string;
+  policy_version: number;
+  status: string;
+  ttl_seconds: number;
+  created_at: string;
+  expires_at: string;
+  last_activity_at: string;
+  /** the last step sequence handed out; bumped inside the step's transaction */
+  last_step_sequence: number;
+  runner_id: string | null;
+  language: string | null;
+  ended_at: string | null;
+}
+
+export interface SessionStepsTable {
+  id: string;
+  session_id: string;
+  sequence: number;
+  command: string;
+  status: string;
+  started_at: string | null;
+  completed_at: string | null;
+  exit_status: string | null;
+  resource_usage: string | null;
+  output_refs: string | null;
+  created_at: string;
+}
+
+export interface ArtifactsTable {
+  id: string;
+  tenant_id: string;
+  owner_type: string;
+  owner_id: string;
+  name: string;
+  size_bytes: number;
+  checksum: string;
+  storage_uri: string;
+  created_at: string;
+}
+
+export interface WorkflowsTable {
+  id: string;
+  tenant_id: string;
+  agent_id: string | null;
+  status: string;
+  created_at: string;
+  started_at: string | null;
+  completed_at: string | null;
+  spec: string | null;
+  /** the last step sequence handed out; bumped inside the step's transaction */
+  last_step_sequence: number;
+}
+
+export interface WorkflowStepsTable {
+  id: string;
+  workflow_id: string;
+  sequence: number;
+  name: string | null;
+  agent_id: string | null;
+  job_id: string | null;
+  status: string;
+  started_at: string | null;
+  completed_at: string | null;
+  spec: string | null;
+}
+
+export interface ServicesTable {
+  id: string;
+  tenant_id: string;
+  agent_id: string | null;
+  policy_id: string;
+  policy_version: number;
+  status: string;
+  created_at: string;
+  started_at: string | null;
+  stopped_at: string | null;
+  proxy_url: string | null;
+  port: number | null;
+  runner_id: string | null;
+  spec: string | null;
+}
+
+export interface RunnerNodesTable {
+  id: string;
+  name: string;
+  status: string;
+  zone: string | null;
+  capacity: number;
+  address: string | null;
+  labels: string;
+  /** JSON array of `{name, version}` the runner offers */
+  languages: string;
+  last_heartbeat_at: string | null;
+  created_at: string;
+}
+
+export interface SandboxInstancesTable {
+  id: string;
+  kind: string;
+  job_id: string | null;
+  session_id: string | null;
+  service_id: string | null;
+  runner_id: string;
+  status: string;
+  created_at: string;
+  terminated_at: string | null;
+}
+
+export interface AuditEventsTable {
+  id: string;
+  tenant_id: string | null;
+  /** the chain the event belongs to: its tenant's id, or `operator` for events with no tenant */
+  chain_id: string;
+  /** 1, 2, 3… within the chain */
+  chain_seq: number;
+  actor_id: string;
+  action: string;
+  resource_type: string;
+  resource_id: string | null;
+  timestamp: string;
+  outcome: string;
+  details: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface AuditChainHeadsTable {
+  chain_id: string;
+  last_seq: number;
+  last_hash: string;
+}
+
+export interface MigrationsTable {
+  name: string;
+  applied_at: string;
+}
+
+export interface Database {
+  tenants: TenantsTable;
+  agents: AgentsTable;
+  api_keys: ApiKeysTable;
+  policies: PoliciesTable;
+  policy_versions: PolicyVersionsTable;
+  jobs: JobsTable;
+  sessions: SessionsTable;
+  session_steps: SessionStepsTable;
+  artifacts: ArtifactsTable;
+  workflows: WorkflowsTable;
+  workflow_steps: WorkflowStepsTable;
+  services: ServicesTable;
+  runner_nodes: RunnerNodesTable;
+  sandbox_instances: SandboxInstancesTable;
+  audit_events: AuditEventsTable;
+  audit_chain_heads: AuditChainHeadsTable;
+  kiln_migrations: MigrationsTable;
+}
+

@@ -1,0 +1,86 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
+import { Kysely, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
+import pg from 'pg';
+import { migrate, type DbDialect } from './migrations.js';
+import type { Database } from './schema.js';
+
+export type { DbDialect } from './migrations.js';
+
+/**
+ * What every store function takes: a Kysely handle (the store's own, or a transaction) and the dialect,
+ * for the few statements that differ (row locks exist only on PostgreSQL; SQLite has one writer).
+ */
+export interface DbHandle {
+  readonly db: Kysely<Database>;
+  readonly dialect: DbDialect;
+}
+
+/** A handle inside a transaction. */
+export interface TxHandle extends DbHandle {
+  readonly db: Transaction<Database>;
+}
+
+/** The database of the control plane. */
+export interface Store extends DbHandle {
+  /** Runs `fn` in one transaction; it commits when `fn` resolves and rolls back when it throws. */
+  transaction<T>(fn: (tx: TxHandle) => Promise<T>): Promise<T>;
+  /** Resolves when the database answers (for /readyz). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export type StoreOptions =
+  | { kind: 'sqlite'; /** a file path, or `:memory:` */ file: string; busyTimeoutMs?: number }
+  | { kind: 'postgres'; url: string; poolSize?: number };
+
+// PostgreSQL returns bigint (int8) and numeric as strings; kiln's numbers stay within 2^53.
+const pgTypes = {
+  getTypeParser(oid: number, format?: 'text' | 'binary') {
+    if (oid === 20) return (value: string) => Number(value);
+    return pg.types.getTypeParser(oid, format as 'text');
+  },
+};
+
+/** Opens the database and runs pending migrations. */
+export async function openStore(options: StoreOptions): Promise<Store> {
+  let db: Kysely<Database>;
+  let dialect: DbDialect;
+  if (options.kind === 'sqlite') {
+    dialect = 'sqlite';
+    if (options.file !== ':memory:') mkdirSync(dirname(options.file), { recursive: true });
+    const sqlite = new SqliteDatabase(options.file, { timeout: options.busyTimeoutMs ?? 5000 });
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('foreign_keys = ON');
+    sqlite.pragma('synchronous = NORMAL');
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  } else {
+    dialect = 'postgres';
+    const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10, types: pgTypes });
+    // An idle client's error (server restart) must not crash the process; the next query reports it.
+    pool.on('error', () => {});
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  }
+  try {
+    await migrate(db, dialect);
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+  return {
+    db,
+    dialect,
+    transaction: (fn) => db.transaction().execute((trx) => fn({ db: trx, dialect })),
+    ping: async () => {
+      await sql`select 1`.execute(db);
+    },
+    close: () => db.destroy(),
+  };
+}
+
+/** Chooses the database from the configuration: PostgreSQL when a URL is given, else SQLite in the data dir. */
+export function storeOptionsFor(config: { databaseUrl?: string | undefined; sqliteFile: string }): StoreOptions {
+  if (config.databaseUrl) return { kind: 'postgres', url: config.databaseUrl };
+  return { kind: 'sqlite', file: config.sqliteFile };
+}
