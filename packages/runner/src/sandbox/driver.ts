@@ -38,6 +38,12 @@ export interface OneShotSpec {
   /** Streaming of output as it is produced (bounded by limits.output_bytes). */
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
+  /**
+   * The command reports its compile step on fd 3: a first line `compile:failed` makes the verdict
+   * `compile_error` (the compiler's message is in stderr). The command closes fd 3 before running the
+   * program, so the program cannot forge it. Set by the language catalog for compiled languages.
+   */
+  reportsCompileStatus?: boolean;
 }
 
 /** A file collected from the workspace after a run, read without following links. */

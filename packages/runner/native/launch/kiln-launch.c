@@ -1,0 +1,161 @@
+/*
+ * kiln-launch: the few steps that must happen between fork and exec of a sandbox, which Node cannot
+ * do itself. Three modes, all argv-driven:
+ *
+ *   kiln-launch [--cgroup PROCS_FILE]... [--rlimit NAME=SOFT:HARD]... [--fd N=PATH]...
+ *               --uid UID --gid GID -- PROGRAM [ARGS...]
+ *       joins each cgroup (writes its own pid to PROCS_FILE), sets the rlimits (NAME is one of cpu,
+ *       fsize, nofile, core, nproc), opens PATH read-only as fd N (for `bwrap --seccomp N`), drops
+ *       supplementary groups, gid and uid, asks for SIGKILL if the runner dies, then execs PROGRAM.
+ *       Exits 125 on any failure before exec, with one line on stderr prefixed `kiln-launch:`.
+ *   kiln-launch mount-tmpfs DIR SIZE_BYTES NR_INODES UID GID
+ *       mounts a size-capped tmpfs (nosuid,nodev) at DIR owned by UID:GID, mode 0700.
+ *   kiln-launch umount DIR
+ *       detaches DIR and every mount below it (MNT_DETACH), then removes the empty DIR.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define FAIL_EXIT 125
+
+static void die(const char *what, const char *arg) {
+  fprintf(stderr, "kiln-launch: %s%s%s: %s\n", what, arg ? " " : "", arg ? arg : "", strerror(errno));
+  exit(FAIL_EXIT);
+}
+
+static void usage(const char *why) {
+  fprintf(stderr, "kiln-launch: %s\n", why);
+  exit(FAIL_EXIT);
+}
+
+static unsigned long long parse_num(const char *s, const char *what) {
+  char *end = NULL;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || !end || *end || s[0] == '-' || s[0] == '\0') usage(what);
+  return v;
+}
+
+static int rlimit_resource(const char *name, size_t len) {
+  static const struct { const char *name; int res; } table[] = {
+      {"cpu", RLIMIT_CPU}, {"fsize", RLIMIT_FSIZE}, {"nofile", RLIMIT_NOFILE},
+      {"core", RLIMIT_CORE}, {"nproc", RLIMIT_NPROC}, {"stack", RLIMIT_STACK},
+  };
+  for (size_t i = 0; i < sizeof table / sizeof *table; i++)
+    if (strlen(table[i].name) == len && strncmp(table[i].name, name, len) == 0) return table[i].res;
+  return -1;
+}
+
+static void set_rlimit(const char *spec) {
+  const char *eq = strchr(spec, '=');
+  const char *colon = eq ? strchr(eq, ':') : NULL;
+  if (!eq || !colon) usage("--rlimit wants NAME=SOFT:HARD");
+  int res = rlimit_resource(spec, (size_t)(eq - spec));
+  if (res < 0) usage("--rlimit: unknown resource");
+  char soft[32], hard[32];
+  size_t soft_len = (size_t)(colon - eq - 1);
+  if (soft_len == 0 || soft_len >= sizeof soft || strlen(colon + 1) >= sizeof hard) usage("--rlimit: bad value");
+  memcpy(soft, eq + 1, soft_len);
+  soft[soft_len] = '\0';
+  strcpy(hard, colon + 1);
+  struct rlimit rl = {
+      .rlim_cur = strcmp(soft, "inf") == 0 ? RLIM_INFINITY : parse_num(soft, "--rlimit: bad soft value"),
+      .rlim_max = strcmp(hard, "inf") == 0 ? RLIM_INFINITY : parse_num(hard, "--rlimit: bad hard value"),
+  };
+  if (setrlimit(res, &rl) != 0) die("setrlimit", spec);
+}
+
+static void join_cgroup(const char *procs_file) {
+  int fd = open(procs_file, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) die("open", procs_file);
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
+  if (write(fd, buf, (size_t)n) != n) die("join cgroup", procs_file);
+  close(fd);
+}
+
+static void open_fd(const char *spec) {
+  const char *eq = strchr(spec, '=');
+  if (!eq) usage("--fd wants N=PATH");
+  char num[16];
+  size_t len = (size_t)(eq - spec);
+  if (len == 0 || len >= sizeof num) usage("--fd: bad number");
+  memcpy(num, spec, len);
+  num[len] = '\0';
+  int want = (int)parse_num(num, "--fd: bad number");
+  if (want < 3 || want > 1000) usage("--fd: number must be 3..1000");
+  int fd = open(eq + 1, O_RDONLY); /* no O_CLOEXEC: the exec'd program reads it */
+  if (fd < 0) die("open", eq + 1);
+  if (fd != want) {
+    if (dup2(fd, want) < 0) die("dup2", eq + 1);
+    close(fd);
+  }
+}
+
+static int launch(int argc, char **argv) {
+  long long uid = -1, gid = -1;
+  int i = 1;
+  pid_t parent = getppid();
+  for (; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0) { i++; break; }
+    if (i + 1 >= argc) usage("missing value after an option");
+    const char *v = argv[++i];
+    if (strcmp(a, "--cgroup") == 0) join_cgroup(v);
+    else if (strcmp(a, "--rlimit") == 0) set_rlimit(v);
+    else if (strcmp(a, "--fd") == 0) open_fd(v);
+    else if (strcmp(a, "--uid") == 0) uid = (long long)parse_num(v, "--uid: bad number");
+    else if (strcmp(a, "--gid") == 0) gid = (long long)parse_num(v, "--gid: bad number");
+    else usage("unknown option");
+  }
+  if (i >= argc) usage("no program to run after --");
+  /* The sandbox must never run as host root: refuse rather than default. */
+  if (uid <= 0 || gid <= 0 || uid > 0xfffffffeLL || gid > 0xfffffffeLL) usage("--uid and --gid must be unprivileged ids");
+  if (setgroups(0, NULL) != 0) die("setgroups", NULL);
+  if (setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) != 0) die("setresgid", NULL);
+  if (setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) != 0) die("setresuid", NULL);
+  if (getuid() == 0 || geteuid() == 0) usage("still root after setresuid");
+  /* Changing credentials clears the parent-death signal, so ask for it only now. */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl", NULL);
+  if (getppid() != parent) _exit(FAIL_EXIT); /* the runner died while we were starting */
+  execv(argv[i], &argv[i]);
+  die("exec", argv[i]);
+  return FAIL_EXIT;
+}
+
+static int mount_tmpfs(int argc, char **argv) {
+  if (argc != 7) usage("usage: mount-tmpfs DIR SIZE_BYTES NR_INODES UID GID");
+  unsigned long long size = parse_num(argv[3], "bad size");
+  unsigned long long inodes = parse_num(argv[4], "bad inode count");
+  unsigned long long uid = parse_num(argv[5], "bad uid"), gid = parse_num(argv[6], "bad gid");
+  char opts[256];
+  snprintf(opts, sizeof opts, "size=%llu,nr_inodes=%llu,mode=0700,uid=%llu,gid=%llu", size, inodes, uid, gid);
+  if (mount("kiln-workspace", argv[2], "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0) die("mount tmpfs", argv[2]);
+  return 0;
+}
+
+static int umount_dir(int argc, char **argv) {
+  if (argc != 3) usage("usage: umount DIR");
+  if (umount2(argv[2], MNT_DETACH | UMOUNT_NOFOLLOW) != 0 && errno != EINVAL && errno != ENOENT)
+    die("umount", argv[2]);
+  if (rmdir(argv[2]) != 0 && errno != ENOENT) die("rmdir", argv[2]);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "mount-tmpfs") == 0) return mount_tmpfs(argc, argv);
+  if (argc >= 2 && strcmp(argv[1], "umount") == 0) return umount_dir(argc, argv);
+  return launch(argc, argv);
+}

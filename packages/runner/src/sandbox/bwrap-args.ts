@@ -1,0 +1,140 @@
+import { existsSync } from 'node:fs';
+
+/**
+ * The bubblewrap command line for one sandbox (ARCHITECTURE.md §8, SANDBOX-NOTES.md): every namespace,
+ * nested user namespaces refused, no capabilities, a cleared environment, the host's /usr read-only with
+ * the merged-/usr symlinks, only the /etc files runtimes need, a fresh /proc and /dev, the sandbox's own
+ * tmpfs folders at /workspace, /tmp and /dev/shm, its cgroup folders read-only at /sys/fs/cgroup (so Node
+ * and Java size their heaps from the sandbox's limit), and the seccomp program on an inherited fd.
+ */
+
+/** A host folder or file bound into the sandbox. */
+export interface BindMount {
+  source: string;
+  dest: string;
+  /** @default true */
+  readOnly?: boolean;
+}
+
+export interface BwrapOptions {
+  /** Host folder bound read-write at /workspace. */
+  workspaceDir: string;
+  /** Host folder bound read-write at /tmp (size-capped by the workspace's tmpfs). */
+  tmpDir: string;
+  /** Host folder bound read-write at /dev/shm. */
+  shmDir: string;
+  /** The inherited fd holding the seccomp BPF program (kiln-launch --fd N=PATH). */
+  seccompFd: number;
+  /** Cgroup folders bound read-only (from SandboxCgroup.binds). */
+  cgroupBinds?: readonly { source: string; dest: string }[];
+  /** Extra binds, e.g. a persistent sandbox's control folder. */
+  extraBinds?: readonly BindMount[];
+  /** Environment of the payload; added to the minimal base (PATH, HOME, LANG, TMPDIR). */
+  env?: Record<string, string>;
+  /** Working directory inside. @default /workspace */
+  cwd?: string;
+  /** uid and gid the payload sees inside its user namespace. @default 1000 */
+  insideUid?: number;
+  /** @default 'kiln' */
+  hostname?: string;
+  /** A host file bound at /etc/passwd so tools that look up the user work. */
+  passwdFile?: string;
+  /** The payload argv (resolved inside the sandbox's PATH, or an absolute path inside). */
+  command: readonly string[];
+}
+
+/** Base environment inside every sandbox; nothing of the runner's environment leaks in. */
+export const SANDBOX_BASE_ENV: Readonly<Record<string, string>> = {
+  PATH: '/usr/local/bin:/usr/bin:/bin',
+  HOME: '/workspace',
+  LANG: 'C.UTF-8',
+  TMPDIR: '/tmp',
+  USER: 'sandbox',
+};
+
+/** /etc files runtimes need, bound read-only when the host has them. Nothing secret (no ssl/private). */
+const ETC_FILES = [
+  '/etc/ld.so.cache',
+  '/etc/alternatives',
+  '/etc/ssl/certs',
+  '/etc/ssl/openssl.cnf',
+  '/etc/ca-certificates',
+  '/etc/java-17-openjdk',
+  '/etc/localtime',
+  '/etc/mime.types',
+  '/etc/php',
+  '/etc/perl',
+  '/etc/python3',
+  '/etc/python3.11',
+];
+
+let presentEtc: string[] | undefined;
+function etcBinds(): string[] {
+  presentEtc ??= ETC_FILES.filter((p) => existsSync(p));
+  return presentEtc;
+}
+
+/** Top-level merged-/usr symlinks (Debian 12: /bin → usr/bin and so on). */
+const USR_SYMLINKS: [string, string][] = [
+  ['usr/bin', '/bin'],
+  ['usr/sbin', '/sbin'],
+  ['usr/lib', '/lib'],
+  ['usr/lib64', '/lib64'],
+  ['usr/lib32', '/lib32'],
+  ['usr/libx32', '/libx32'],
+];
+
+let presentSymlinks: [string, string][] | undefined;
+function usrSymlinks(): [string, string][] {
+  presentSymlinks ??= USR_SYMLINKS.filter(([target]) => existsSync(`/${target}`));
+  return presentSymlinks;
+}
+
+/** Environment variable names must be plain identifiers; values must not contain NUL. */
+function checkEnv(env: Record<string, string>): void {
+  for (const [k, v] of Object.entries(env)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`bad environment variable name ${JSON.stringify(k)}`);
+    if (v.includes('\0')) throw new Error(`environment variable ${k} contains NUL`);
+  }
+}
+
+/** Builds bwrap's argv (without the bwrap path itself). */
+export function buildBwrapArgs(o: BwrapOptions): string[] {
+  if (o.command.length === 0) throw new Error('empty command');
+  const insideUid = String(o.insideUid ?? 1000);
+  const args = [
+    '--unshare-all',
+    '--unshare-user',
+    '--disable-userns',
+    '--die-with-parent',
+    '--new-session',
+    '--cap-drop',
+    'ALL',
+    '--clearenv',
+    '--uid',
+    insideUid,
+    '--gid',
+    insideUid,
+    '--hostname',
+    o.hostname ?? 'kiln',
+    '--ro-bind',
+    '/usr',
+    '/usr',
+  ];
+  for (const [target, link] of usrSymlinks()) args.push('--symlink', target, link);
+  for (const p of etcBinds()) args.push('--ro-bind', p, p);
+  if (o.passwdFile) args.push('--ro-bind', o.passwdFile, '/etc/passwd');
+  args.push('--proc', '/proc', '--dev', '/dev');
+  args.push('--bind', o.workspaceDir, '/workspace', '--bind', o.tmpDir, '/tmp', '--bind', o.shmDir, '/dev/shm');
+  for (const b of o.cgroupBinds ?? []) args.push('--ro-bind', b.source, b.dest);
+  for (const b of o.extraBinds ?? []) args.push(b.readOnly === false ? '--bind' : '--ro-bind', b.source, b.dest);
+  // The root tmpfs bwrap builds is read-only once set up: the payload writes only where we allow.
+  args.push('--remount-ro', '/');
+  const env = { ...SANDBOX_BASE_ENV, ...(o.env ?? {}) };
+  checkEnv(env);
+  for (const [k, v] of Object.entries(env)) args.push('--setenv', k, v);
+  args.push('--chdir', o.cwd ?? '/workspace');
+  args.push('--seccomp', String(o.seccompFd));
+  args.push('--', ...o.command);
+  return args;
+}

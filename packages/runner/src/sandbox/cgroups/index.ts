@@ -1,0 +1,24 @@
+import { existsSync } from 'node:fs';
+import type { CgroupBackend } from './types.js';
+import { CgroupV1Backend } from './v1.js';
+import { CgroupV2Backend } from './v2.js';
+
+export type { CgroupBackend, CgroupBind, CgroupLimits, CgroupUsage, SandboxCgroup } from './types.js';
+export { CgroupV1Backend } from './v1.js';
+export { CgroupV2Backend } from './v2.js';
+
+let detected: CgroupBackend | undefined;
+
+/**
+ * The backend for this host: v2 when `root` is a cgroup2 mount (it has cgroup.controllers), v1 when it
+ * holds per-controller hierarchies. Cached: detection and the `kiln` parents are set up once.
+ */
+export function detectCgroupBackend(root = '/sys/fs/cgroup'): CgroupBackend {
+  if (detected && root === '/sys/fs/cgroup') return detected;
+  let backend: CgroupBackend;
+  if (existsSync(`${root}/cgroup.controllers`)) backend = new CgroupV2Backend(root);
+  else if (existsSync(`${root}/memory`) && existsSync(`${root}/pids`)) backend = new CgroupV1Backend(root);
+  else throw new Error(`no usable cgroup hierarchy under ${root} (need memory and pids controllers)`);
+  if (root === '/sys/fs/cgroup') detected = backend;
+  return backend;
+}

@@ -1,0 +1,124 @@
+import { existsSync, realpathSync } from 'node:fs';
+import type { CgroupBackend, CgroupBind, CgroupLimits, CgroupUsage, SandboxCgroup } from './types.js';
+import { ensureDir, killPids, readKeyed, readNumber, readPids, removeDirsWithRetry, writeValue } from './fs-util.js';
+
+const CPU_PERIOD_US = 100_000;
+
+/**
+ * cgroup v1: one hierarchy per controller under `root` (memory, pids, cpu, cpuacct). When a cgroup2
+ * hierarchy is also mounted (`root/unified`, the "hybrid" layout), the sandbox joins it too, only for
+ * its `cgroup.kill`, which kills a whole tree atomically.
+ */
+export class CgroupV1Backend implements CgroupBackend {
+  readonly version = 1 as const;
+  private readonly parents: { memory: string; pids: string; cpu: string; cpuacct: string; unified?: string };
+  private readonly cpuacctSharesCpu: boolean;
+
+  constructor(readonly root = '/sys/fs/cgroup', readonly parentName = 'kiln') {
+    const at = (c: string) => `${root}/${c}/${parentName}`;
+    const unifiedRoot = `${root}/unified`;
+    this.parents = {
+      memory: at('memory'),
+      pids: at('pids'),
+      cpu: at('cpu'),
+      cpuacct: at('cpuacct'),
+      ...(existsSync(`${unifiedRoot}/cgroup.procs`) ? { unified: `${unifiedRoot}/${parentName}` } : {}),
+    };
+    // Some distributions co-mount cpu and cpuacct ("cpu,cpuacct" with two symlinks to it).
+    this.cpuacctSharesCpu = realpathSync(`${root}/cpu`) === realpathSync(`${root}/cpuacct`);
+    for (const dir of Object.values(this.parents)) if (dir) ensureDir(dir);
+  }
+
+  create(name: string, limits: CgroupLimits): SandboxCgroup {
+    const dirs = {
+      memory: `${this.parents.memory}/${name}`,
+      pids: `${this.parents.pids}/${name}`,
+      cpu: `${this.parents.cpu}/${name}`,
+      cpuacct: this.cpuacctSharesCpu ? `${this.parents.cpu}/${name}` : `${this.parents.cpuacct}/${name}`,
+      unified: this.parents.unified ? `${this.parents.unified}/${name}` : undefined,
+    };
+    const created: string[] = [];
+    try {
+      for (const dir of new Set([dirs.memory, dirs.pids, dirs.cpu, dirs.cpuacct, dirs.unified])) {
+        if (!dir) continue;
+        ensureDir(dir);
+        created.push(dir);
+      }
+      // memsw must stay >= memory: lower memsw last when shrinking, raise it first when growing. A fresh
+      // cgroup starts unlimited, so setting memory first then memsw is always valid.
+      writeValue(`${dirs.memory}/memory.limit_in_bytes`, limits.memoryBytes);
+      if (existsSync(`${dirs.memory}/memory.memsw.limit_in_bytes`)) {
+        writeValue(`${dirs.memory}/memory.memsw.limit_in_bytes`, limits.memoryBytes);
+      }
+      writeValue(`${dirs.pids}/pids.max`, limits.pids);
+      writeValue(`${dirs.cpu}/cpu.cfs_period_us`, CPU_PERIOD_US);
+      writeValue(`${dirs.cpu}/cpu.cfs_quota_us`, Math.round((CPU_PERIOD_US * (limits.cpuPercent ?? 100)) / 100));
+    } catch (err) {
+      void removeDirsWithRetry(created, () => {}, 1000).catch(() => {});
+      throw err;
+    }
+    return new CgroupV1(name, dirs, created);
+  }
+}
+
+class CgroupV1 implements SandboxCgroup {
+  readonly procsFiles: string[];
+  readonly binds: CgroupBind[];
+  private oomBaseline = 0;
+  private pidsBaseline = 0;
+
+  constructor(
+    readonly name: string,
+    private readonly dirs: { memory: string; pids: string; cpu: string; cpuacct: string; unified?: string | undefined },
+    private readonly allDirs: string[],
+  ) {
+    this.procsFiles = allDirs.map((d) => `${d}/cgroup.procs`);
+    this.binds = [
+      { source: dirs.memory, dest: '/sys/fs/cgroup/memory' },
+      { source: dirs.pids, dest: '/sys/fs/cgroup/pids' },
+      { source: dirs.cpu, dest: '/sys/fs/cgroup/cpu' },
+      ...(dirs.cpuacct !== dirs.cpu ? [{ source: dirs.cpuacct, dest: '/sys/fs/cgroup/cpuacct' }] : []),
+    ];
+  }
+
+  usage(): CgroupUsage {
+    return {
+      cpuTimeMs: readNumber(`${this.dirs.cpuacct}/cpuacct.usage`) / 1e6,
+      memoryPeakBytes: readNumber(`${this.dirs.memory}/memory.max_usage_in_bytes`),
+      oomKills: (readKeyed(`${this.dirs.memory}/memory.oom_control`).get('oom_kill') ?? 0) - this.oomBaseline,
+      pidsLimitHits: (readKeyed(`${this.dirs.pids}/pids.events`).get('max') ?? 0) - this.pidsBaseline,
+    };
+  }
+
+  resetCounters(): void {
+    writeValue(`${this.dirs.cpuacct}/cpuacct.usage`, 0);
+    writeValue(`${this.dirs.memory}/memory.max_usage_in_bytes`, 0);
+    // These two counters cannot be reset: remember where they stood.
+    this.oomBaseline = readKeyed(`${this.dirs.memory}/memory.oom_control`).get('oom_kill') ?? 0;
+    this.pidsBaseline = readKeyed(`${this.dirs.pids}/pids.events`).get('max') ?? 0;
+  }
+
+  pids(): number[] {
+    return readPids(`${this.dirs.pids}/cgroup.procs`);
+  }
+
+  killAll(): void {
+    if (this.dirs.unified) {
+      try {
+        writeValue(`${this.dirs.unified}/cgroup.kill`, 1);
+      } catch {
+        // folder already gone or kernel without cgroup.kill: fall through to the v1 loop
+      }
+    }
+    // cgroup.kill is atomic; the loop below catches anything forked while we read (v1 has no kill file).
+    for (let round = 0; round < 5; round++) {
+      const pids = this.pids();
+      if (pids.length === 0) return;
+      killPids(pids);
+    }
+  }
+
+  remove(): Promise<void> {
+    return removeDirsWithRetry([...this.allDirs].reverse(), () => this.killAll());
+  }
+}

@@ -1,0 +1,14 @@
+export * from './driver.js';
+export * from './bubblewrap-driver.js';
+export * from './bwrap-args.js';
+export * from './cgroups/index.js';
+export * from './launch-args.js';
+export * from './native-paths.js';
+export * from './runtime-dir.js';
+export * from './seccomp.js';
+export * from './uid-pool.js';
+export * from './verdict.js';
+export * from './workspace.js';
+export { SafeRoot } from './safe-fs.js';
+export { sandboxPasswdFile } from './sandbox-etc.js';
+export { runOneShot, type OneShotDeps } from './one-shot.js';

@@ -1,0 +1,56 @@
+import type { Limits } from '@kiln/core';
+
+/**
+ * kiln-launch's command line (native/launch/kiln-launch.c): join the cgroups, set rlimits, open the
+ * seccomp program on a fixed fd, drop to the pool uid, then exec the program (bwrap).
+ */
+export interface LaunchOptions {
+  cgroupProcsFiles: readonly string[];
+  rlimits: RlimitSet;
+  uid: number;
+  gid: number;
+  /** Files opened read-only on fixed fds in the launched program (the seccomp program). */
+  fds?: readonly { fd: number; path: string }[];
+  program: string;
+  args: readonly string[];
+}
+
+/** Soft:hard pairs; `inf` for unlimited. */
+export interface RlimitSet {
+  cpu?: [number, number];
+  fsize?: [number, number];
+  nofile?: [number, number];
+  core?: [number, number];
+  nproc?: [number, number];
+}
+
+/** The fd bwrap reads the seccomp program from. */
+export const SECCOMP_FD = 10;
+
+/**
+ * rlimits for a one-shot sandbox. RLIMIT_CPU counts whole seconds per process: it is the kernel's
+ * backstop (SIGXCPU), the runner's cgroup watchdog enforces the millisecond limit across all processes.
+ * RLIMIT_NPROC backs up the pids cgroup (the uid is the sandbox's alone, so it counts only its tasks).
+ */
+export function rlimitsFor(limits: Limits): RlimitSet {
+  const cpuSeconds = Math.max(1, Math.ceil(limits.cpu_time_ms / 1000));
+  const openFiles = limits.open_files ?? 256;
+  return {
+    cpu: [cpuSeconds, cpuSeconds + 1],
+    fsize: [limits.file_size_bytes, limits.file_size_bytes],
+    nofile: [openFiles, openFiles],
+    core: [0, 0],
+    nproc: [limits.pids + 16, limits.pids + 16],
+  };
+}
+
+export function buildLaunchArgs(o: LaunchOptions): string[] {
+  const args: string[] = [];
+  for (const f of o.cgroupProcsFiles) args.push('--cgroup', f);
+  for (const [name, pair] of Object.entries(o.rlimits) as [string, [number, number] | undefined][]) {
+    if (pair) args.push('--rlimit', `${name}=${pair[0]}:${pair[1]}`);
+  }
+  for (const f of o.fds ?? []) args.push('--fd', `${f.fd}=${f.path}`);
+  args.push('--uid', String(o.uid), '--gid', String(o.gid), '--', o.program, ...o.args);
+  return args;
+}

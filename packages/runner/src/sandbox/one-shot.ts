@@ -1,0 +1,279 @@
+import { spawn } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
+import { limitsSchema, newId, parseOrThrow } from '@kiln/core';
+import { buildBwrapArgs } from './bwrap-args.js';
+import type { CgroupBackend, SandboxCgroup } from './cgroups/index.js';
+import type { CollectedFile, OneShotSpec, RunResult } from './driver.js';
+import { buildLaunchArgs, rlimitsFor, SECCOMP_FD } from './launch-args.js';
+import { nativeHelperPath, requireBwrap } from './native-paths.js';
+import { sandboxPasswdFile } from './sandbox-etc.js';
+import { seccompProgramPath } from './seccomp.js';
+import type { UidLease, UidPool } from './uid-pool.js';
+import { decideVerdict, decodeExit } from './verdict.js';
+import { Workspace } from './workspace.js';
+
+/** What a one-shot run needs from its driver. */
+export interface OneShotDeps {
+  cgroups: CgroupBackend;
+  uids: UidPool;
+  /** Called with the promise of each sandbox's asynchronous cleanup (cgroup drain, unmount, uid release). */
+  trackCleanup: (done: Promise<void>) => void;
+}
+
+/** Bytes kept per stream beyond output_bytes never matter; this bounds memory for a 0-byte limit too. */
+const STATUS_LINE_MAX = 256;
+/** The CPU watchdog never sleeps less than this, so it costs nothing on short runs. */
+const CPU_WATCH_MIN_MS = 10;
+
+/**
+ * Runs one command in a fresh sandbox and tears everything down. The result comes back as soon as the
+ * payload is gone and its accounting is read; removing the cgroup (whose pids drain for a second or two),
+ * unmounting the workspace and releasing the uid happen afterwards, reported through `trackCleanup`.
+ */
+export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<RunResult> {
+  const limits = parseOrThrow(limitsSchema, spec.limits, 'limits');
+  if (spec.command.length === 0) throw new Error('OneShotSpec.command is empty');
+  if (spec.network && spec.network.egress !== 'none') {
+    return setupFailure('network egress through the proxy is not available yet; only egress "none" is supported');
+  }
+  if (spec.signal?.aborted) return cancelledBeforeStart();
+
+  const sandboxId = newId('sandbox');
+  let lease: UidLease | undefined;
+  let workspace: Workspace | undefined;
+  let cgroup: SandboxCgroup | undefined;
+  try {
+    lease = deps.uids.acquire();
+    workspace = Workspace.create({ uid: lease.uid, gid: lease.gid, diskBytes: limits.disk_bytes, id: sandboxId });
+    workspace.writeFiles(spec.files ?? []);
+    cgroup = deps.cgroups.create(sandboxId, { memoryBytes: limits.memory_bytes, pids: limits.pids });
+    const bwrapArgs = buildBwrapArgs({
+      workspaceDir: workspace.workDir,
+      tmpDir: workspace.tmpDir,
+      shmDir: workspace.shmDir,
+      seccompFd: SECCOMP_FD,
+      cgroupBinds: cgroup.binds,
+      passwdFile: sandboxPasswdFile(),
+      ...(spec.env ? { env: spec.env } : {}),
+      ...(spec.cwd ? { cwd: spec.cwd } : {}),
+      command: spec.command,
+    });
+    // bwrap tells us on this fd once the payload started: its absence means a set-up failure.
+    bwrapArgs.unshift('--json-status-fd', '4');
+    const launchArgs = buildLaunchArgs({
+      cgroupProcsFiles: cgroup.procsFiles,
+      rlimits: rlimitsFor(limits),
+      uid: lease.uid,
+      gid: lease.gid,
+      fds: [{ fd: SECCOMP_FD, path: seccompProgramPath(spec.network ? 'no-network' : 'no-network') }],
+      program: requireBwrap(),
+      args: bwrapArgs,
+    });
+    const result = await supervise(spec, limits, cgroup, nativeHelperPath('kiln-launch'), launchArgs);
+    if (result.verdict !== 'system_error' && result.verdict !== 'canceled') {
+      result.files = collectFiles(workspace, spec.collect ?? ['out/**'], limits.output_bytes);
+    }
+    return result;
+  } catch (err) {
+    cgroup?.killAll();
+    return setupFailure(err instanceof Error ? err.message : String(err));
+  } finally {
+    deps.trackCleanup(cleanup(cgroup, workspace, lease));
+  }
+}
+
+/** Removal order matters: no process may remain before the workspace goes, nor files before the uid is reused. */
+async function cleanup(cgroup?: SandboxCgroup, workspace?: Workspace, lease?: UidLease): Promise<void> {
+  try {
+    if (cgroup) await cgroup.remove();
+    if (workspace) await workspace.remove();
+    lease?.release();
+  } catch (err) {
+    // A uid whose cgroup or files may outlive the run is never handed out again by this process.
+    throw new Error(`sandbox cleanup failed: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+function collectFiles(workspace: Workspace, globs: readonly string[], outputBytes: number): CollectedFile[] {
+  // Collected files are output too: bound them by the larger of output_bytes and 16 MiB per file.
+  return workspace.collect(globs, { maxFileBytes: Math.max(outputBytes, 16 * 1024 * 1024) });
+}
+
+interface Supervised extends RunResult {}
+
+function supervise(
+  spec: OneShotSpec,
+  limits: ReturnType<typeof limitsSchema.parse>,
+  cgroup: SandboxCgroup,
+  launchPath: string,
+  launchArgs: string[],
+): Promise<Supervised> {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const child = spawn(launchPath, launchArgs, {
+      stdio: ['pipe', 'pipe', 'pipe', spec.reportsCompileStatus ? 'pipe' : 'ignore', 'pipe'],
+      env: {},
+    });
+    const [stdin, out, err] = [child.stdin, child.stdout, child.stderr] as [
+      NonNullable<typeof child.stdin>,
+      NonNullable<typeof child.stdout>,
+      NonNullable<typeof child.stderr>,
+    ];
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    let keptBytes = 0;
+    let seenBytes = 0;
+    let outputExceeded = false;
+    let wallTimeExceeded = false;
+    let cpuTimeExceeded = false;
+    let canceled = false;
+    let statusText = '';
+    let bwrapStatus = '';
+    let spawnError: string | undefined;
+
+    const killAll = () => {
+      cgroup.killAll();
+      child.kill('SIGKILL');
+    };
+
+    const onData = (into: Buffer[], callback?: (chunk: Buffer) => void) => (chunk: Buffer) => {
+      seenBytes += chunk.length;
+      const room = limits.output_bytes - keptBytes;
+      const kept = chunk.length <= room ? chunk : chunk.subarray(0, Math.max(0, room));
+      if (kept.length > 0) {
+        into.push(kept);
+        keptBytes += kept.length;
+        callback?.(kept);
+      }
+      if (seenBytes > limits.output_bytes && !outputExceeded) {
+        outputExceeded = true;
+        killAll();
+      }
+    };
+    out.on('data', onData(stdout, spec.onStdout));
+    err.on('data', onData(stderr, spec.onStderr));
+    const statusStream = child.stdio[3];
+    statusStream?.on('data', (chunk: Buffer) => {
+      if (statusText.length < STATUS_LINE_MAX) statusText += chunk.toString('utf8');
+    });
+    child.stdio[4]?.on('data', (chunk: Buffer) => {
+      if (bwrapStatus.length < 4096) bwrapStatus += chunk.toString('utf8');
+    });
+
+    stdin.on('error', () => {
+      // the payload may exit without reading its stdin (EPIPE): not an error of the run
+    });
+    if (spec.stdin !== undefined && spec.stdin.length > 0) stdin.end(spec.stdin);
+    else stdin.end();
+
+    const wallTimer = setTimeout(() => {
+      wallTimeExceeded = true;
+      killAll();
+    }, limits.wall_time_ms);
+
+    // The cgroup's CPU time covers every process and thread; RLIMIT_CPU only whole seconds per process.
+    let cpuTimer: NodeJS.Timeout | undefined;
+    const watchCpu = (delayMs: number) => {
+      cpuTimer = setTimeout(() => {
+        let usedMs = 0;
+        try {
+          usedMs = cgroup.usage().cpuTimeMs;
+        } catch {
+          return;
+        }
+        if (usedMs >= limits.cpu_time_ms) {
+          cpuTimeExceeded = true;
+          killAll();
+        } else {
+          watchCpu(Math.max(CPU_WATCH_MIN_MS, limits.cpu_time_ms - usedMs));
+        }
+      }, delayMs);
+    };
+    watchCpu(Math.max(CPU_WATCH_MIN_MS, limits.cpu_time_ms));
+
+    const onAbort = () => {
+      canceled = true;
+      killAll();
+    };
+    spec.signal?.addEventListener('abort', onAbort, { once: true });
+
+    child.on('error', (err) => {
+      spawnError = `could not start kiln-launch: ${err.message}`;
+    });
+    child.on('close', (code, signal) => {
+      const wallTimeMs = performance.now() - started;
+      clearTimeout(wallTimer);
+      if (cpuTimer) clearTimeout(cpuTimer);
+      spec.signal?.removeEventListener('abort', onAbort);
+      // No process may outlive the payload (daemons, setsid orphans): the pid namespace took them with
+      // bwrap's init; the cgroup kill catches anything in between.
+      cgroup.killAll();
+      const usage = safeUsage(cgroup);
+      const stderrBuf = Buffer.concat(stderr);
+      const payloadStarted = bwrapStatus.includes('"child-pid"');
+      let setupError = spawnError;
+      if (!payloadStarted && !setupError && !canceled && !wallTimeExceeded && !outputExceeded) {
+        setupError = `the sandbox did not start (exit ${code ?? signal}): ${stderrBuf.toString('utf8').trim().slice(0, 500)}`;
+      }
+      if (!payloadStarted && setupError === undefined && (wallTimeExceeded || outputExceeded)) {
+        setupError = 'the sandbox did not start before it was killed';
+      }
+      const exit = decodeExit(code, signal);
+      const cpuTimeExceededAfter = cpuTimeExceeded || usage.cpuTimeMs > limits.cpu_time_ms;
+      const verdict = decideVerdict({
+        canceled,
+        setupError,
+        outputExceeded,
+        oomKills: usage.oomKills,
+        wallTimeExceeded,
+        cpuTimeExceeded: cpuTimeExceededAfter,
+        compileFailed: statusText.split('\n')[0]?.trim() === 'compile:failed',
+        exit,
+      });
+      resolve({
+        verdict,
+        exit_status: exit,
+        resource_usage: {
+          cpu_time_ms: round3(usage.cpuTimeMs),
+          wall_time_ms: round3(wallTimeMs),
+          memory_peak_bytes: usage.memoryPeakBytes,
+          output_bytes: seenBytes,
+        },
+        stdout: Buffer.concat(stdout),
+        stderr: stderrBuf,
+        output_truncated: outputExceeded,
+        files: [],
+        ...(setupError !== undefined ? { error: setupError } : {}),
+      });
+    });
+  });
+}
+
+function safeUsage(cgroup: SandboxCgroup) {
+  try {
+    return cgroup.usage();
+  } catch {
+    return { cpuTimeMs: 0, memoryPeakBytes: 0, oomKills: 0, pidsLimitHits: 0 };
+  }
+}
+
+const round3 = (n: number) => Math.round(n * 1000) / 1000;
+
+function emptyResult(): Omit<RunResult, 'verdict'> {
+  return {
+    exit_status: { code: null, signal: null },
+    resource_usage: { cpu_time_ms: 0, wall_time_ms: 0, memory_peak_bytes: 0 },
+    stdout: Buffer.alloc(0),
+    stderr: Buffer.alloc(0),
+    output_truncated: false,
+    files: [],
+  };
+}
+
+function setupFailure(error: string): RunResult {
+  return { verdict: 'system_error', ...emptyResult(), error };
+}
+
+function cancelledBeforeStart(): RunResult {
+  return { verdict: 'canceled', ...emptyResult() };
+}

@@ -1,0 +1,145 @@
+import { closeSync, constants, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { runtimeSubdir } from './runtime-dir.js';
+
+/**
+ * Unprivileged host uids for sandboxes: one per live sandbox, never 0, never shared, safe across
+ * processes (several runners and test workers on one host). Each uid is claimed by creating
+ * `<runtime>/uids/<uid>.lock` with O_EXCL; the file holds the owner's pid and its start time, so a lock
+ * left by a dead process is reclaimed. Reclaiming goes through a second O_EXCL file per uid, so two
+ * processes never both reclaim the same stale lock (which could let one delete the other's fresh lock).
+ */
+
+/** @default first uid 2_000_000, 65_536 uids; override with KILN_UID_BASE / KILN_UID_COUNT. */
+export interface UidPoolOptions {
+  firstUid?: number;
+  count?: number;
+  /** Folder holding the lock files. @default `<runtime>/uids` */
+  lockDir?: string;
+}
+
+export interface UidLease {
+  readonly uid: number;
+  readonly gid: number;
+  /** Gives the uid back; call only after every process of the sandbox is gone. Idempotent. */
+  release(): void;
+}
+
+function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 22 (starttime); the command name (field 2) may contain spaces, so split after its ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+const ownStamp = `${process.pid} ${processStartTime(process.pid) ?? '0'}\n`;
+
+function ownerIsAlive(lockFile: string): boolean {
+  let content: string;
+  try {
+    content = readFileSync(lockFile, 'utf8');
+  } catch {
+    return false;
+  }
+  const [pid, start] = content.trim().split(' ');
+  // A lock being written right now may be empty for a moment: treat it as alive.
+  if (!pid) return true;
+  const actual = processStartTime(Number(pid));
+  return actual !== undefined && (start === undefined || start === actual);
+}
+
+function tryCreate(path: string): boolean {
+  try {
+    const fd = openSync(path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600);
+    try {
+      writeSync(fd, ownStamp);
+    } finally {
+      closeSync(fd);
+    }
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
+}
+
+function tryUnlink(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // gone already
+  }
+}
+
+export class UidPool {
+  readonly firstUid: number;
+  readonly count: number;
+  private readonly lockDir: string | undefined;
+  private cursor: number;
+
+  constructor(options: UidPoolOptions = {}) {
+    this.firstUid = options.firstUid ?? Number(process.env.KILN_UID_BASE ?? 2_000_000);
+    this.count = options.count ?? Number(process.env.KILN_UID_COUNT ?? 65_536);
+    if (!Number.isInteger(this.firstUid) || this.firstUid < 1000 || this.firstUid + this.count > 0xfffffffe) {
+      throw new Error(`uid pool range ${this.firstUid}+${this.count} is not an unprivileged range`);
+    }
+    this.lockDir = options.lockDir;
+    // Start each process somewhere different so concurrent processes rarely contend for the same uid.
+    this.cursor = (process.pid * 7919) % this.count;
+  }
+
+  private dir(): string {
+    return this.lockDir ?? runtimeSubdir('uids', 0o700);
+  }
+
+  /** Claims a free uid; throws when every uid of the pool is taken by a live owner. */
+  acquire(): UidLease {
+    const dir = this.dir();
+    for (let tried = 0; tried < this.count; tried++) {
+      const uid = this.firstUid + ((this.cursor + tried) % this.count);
+      const lockFile = `${dir}/${uid}.lock`;
+      if (tryCreate(lockFile) || this.reclaim(lockFile)) {
+        this.cursor = (this.cursor + tried + 1) % this.count;
+        let released = false;
+        return {
+          uid,
+          gid: uid,
+          release: () => {
+            if (released) return;
+            released = true;
+            tryUnlink(lockFile);
+          },
+        };
+      }
+    }
+    throw new Error(`no free sandbox uid in ${this.firstUid}..${this.firstUid + this.count - 1}`);
+  }
+
+  /** Takes over a lock whose owner is dead; false when it is alive or another process is reclaiming it. */
+  private reclaim(lockFile: string): boolean {
+    if (ownerIsAlive(lockFile)) return false;
+    const guard = `${lockFile}.reclaim`;
+    if (!tryCreate(guard)) {
+      // Someone else is reclaiming; if that someone died mid-way, clear its guard for the next try.
+      if (!ownerIsAlive(guard)) tryUnlink(guard);
+      return false;
+    }
+    try {
+      if (ownerIsAlive(lockFile)) return false;
+      tryUnlink(lockFile);
+      return tryCreate(lockFile);
+    } finally {
+      tryUnlink(guard);
+    }
+  }
+}
+
+let shared: UidPool | undefined;
+
+/** The process-wide pool (environment-configured). */
+export function defaultUidPool(): UidPool {
+  shared ??= new UidPool();
+  return shared;
+}

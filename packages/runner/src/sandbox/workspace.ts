@@ -1,0 +1,142 @@
+import { execFile, spawnSync } from 'node:child_process';
+import { chownSync, mkdirSync } from 'node:fs';
+import { newId } from '@kiln/core';
+import type { CollectedFile, WorkspaceFile } from './driver.js';
+import { nativeHelperPath } from './native-paths.js';
+import { runtimeSubdir } from './runtime-dir.js';
+import { globToRegExp, SafeRoot, UnsafePathError } from './safe-fs.js';
+
+export { UnsafePathError, splitRelativePath, globToRegExp } from './safe-fs.js';
+
+/**
+ * A sandbox's writable storage: one size-capped tmpfs per sandbox, mounted on the host at
+ * `<runtime>/workspaces/<id>` and owned by the sandbox uid. It holds three folders bound into the sandbox:
+ * `work` → /workspace, `tmp` → /tmp, `shm` → /dev/shm. Why a tmpfs: the size cap (disk_bytes) covers the
+ * workspace, /tmp and /dev/shm together, the host disk can never fill, its pages are charged to the
+ * sandbox's memory cgroup, a hard link to a host file is impossible (another filesystem), and removal is
+ * one lazy unmount that never walks anything the sandbox made. Files are read and written through
+ * SafeRoot, which never follows a link the sandbox planted.
+ */
+export interface WorkspaceOptions {
+  uid: number;
+  gid: number;
+  /** Size cap of the whole tmpfs (workspace + /tmp + /dev/shm). */
+  diskBytes: number;
+  /** Folder name; @default a fresh `sbx_` id. */
+  id?: string;
+}
+
+export interface CollectOptions {
+  /** Largest single file collected; bigger files are skipped. @default 16 MiB */
+  maxFileBytes?: number;
+  /** Stop collecting once this many bytes were gathered. @default 64 MiB */
+  maxTotalBytes?: number;
+  /** @default 1000 */
+  maxFiles?: number;
+}
+
+export class Workspace {
+  /** Host path of the tmpfs mount. */
+  readonly root: string;
+  /** Host path bound at /workspace. */
+  readonly workDir: string;
+  /** Host path bound at /tmp. */
+  readonly tmpDir: string;
+  /** Host path bound at /dev/shm. */
+  readonly shmDir: string;
+  private readonly work: SafeRoot;
+  private removed: Promise<void> | undefined;
+
+  private constructor(
+    readonly id: string,
+    root: string,
+    readonly uid: number,
+    readonly gid: number,
+  ) {
+    this.root = root;
+    this.workDir = `${root}/work`;
+    this.tmpDir = `${root}/tmp`;
+    this.shmDir = `${root}/shm`;
+    this.work = new SafeRoot(this.workDir);
+  }
+
+  /** Mounts the tmpfs and makes the three folders. */
+  static create(options: WorkspaceOptions): Workspace {
+    const id = options.id ?? newId('sandbox');
+    if (!/^[A-Za-z0-9_-]+$/.test(id)) throw new Error(`bad workspace id ${id}`);
+    const root = `${runtimeSubdir('workspaces')}/${id}`;
+    mkdirSync(root, { mode: 0o700 });
+    // One inode per 4 KiB of cap, at least 1024: enough for real work, bounded against inode floods.
+    const inodes = Math.max(1024, Math.floor(options.diskBytes / 4096));
+    const r = spawnSync(
+      nativeHelperPath('kiln-launch'),
+      ['mount-tmpfs', root, String(options.diskBytes), String(inodes), String(options.uid), String(options.gid)],
+      { encoding: 'utf8' },
+    );
+    if (r.status !== 0) {
+      spawnSync('rmdir', [root]);
+      throw new Error(`could not mount the workspace: ${r.stderr.trim() || r.error?.message}`);
+    }
+    for (const [name, mode] of [
+      ['work', 0o755],
+      ['tmp', 0o1777],
+      ['shm', 0o1777],
+    ] as const) {
+      mkdirSync(`${root}/${name}`, { mode });
+      chownSync(`${root}/${name}`, options.uid, options.gid);
+    }
+    return new Workspace(id, root, options.uid, options.gid);
+  }
+
+  /** Writes files into /workspace (relative paths only; links and `..` refused). */
+  writeFiles(files: readonly WorkspaceFile[]): void {
+    for (const f of files) this.writeFile(f.path, f.content, f.mode ?? 0o644);
+  }
+
+  writeFile(path: string, content: Buffer | string, mode = 0o644): void {
+    this.work.writeFile(path, content, mode & 0o777, { uid: this.uid, gid: this.gid });
+  }
+
+  readFile(path: string, maxBytes?: number): Buffer {
+    return this.work.readFile(path, maxBytes);
+  }
+
+  listFiles(path: string): ReturnType<SafeRoot['list']> {
+    return this.work.list(path);
+  }
+
+  /**
+   * Collects regular files under /workspace matching any glob. Links, special files and files with more
+   * than one hard link are skipped, never followed.
+   */
+  collect(globs: readonly string[], options: CollectOptions = {}): CollectedFile[] {
+    if (globs.length === 0) return [];
+    const patterns = globs.map(globToRegExp);
+    const maxFile = options.maxFileBytes ?? 16 * 1024 * 1024;
+    let budget = options.maxTotalBytes ?? 64 * 1024 * 1024;
+    const maxFiles = options.maxFiles ?? 1000;
+    const out: CollectedFile[] = [];
+    this.work.walkFiles((rel) => {
+      if (out.length >= maxFiles || !patterns.some((p) => p.test(rel))) return;
+      try {
+        const content = this.work.readFile(rel, Math.min(maxFile, budget));
+        budget -= content.length;
+        out.push({ path: rel, size_bytes: content.length, content });
+      } catch (err) {
+        if (!(err instanceof UnsafePathError) && (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    });
+    return out;
+  }
+
+  /** Unmounts (lazily, with everything below) and removes the folder. Idempotent. */
+  remove(): Promise<void> {
+    this.removed ??= new Promise((resolve, reject) => {
+      execFile(nativeHelperPath('kiln-launch'), ['umount', this.root], (err, _out, stderr) => {
+        if (err) reject(new Error(`could not remove the workspace ${this.root}: ${stderr.trim() || err.message}`));
+        else resolve();
+      });
+    });
+    return this.removed;
+  }
+}
