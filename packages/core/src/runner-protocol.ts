@@ -66,6 +66,8 @@ export type LeaseRequest = z.infer<typeof leaseRequestSchema>;
 export const jobSpecSchema = z.object({
   language: z.string(),
   version: z.string().nullable(),
+  /** The program as one source text, or null when `files` carry it. */
+  code: z.string().nullable(),
   files: z.array(jobFileSchema),
   entrypoint: workspacePathSchema.nullable(),
   stdin: z.string().nullable(),

@@ -4,7 +4,7 @@ import { dirname, join, resolve, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Readable } from 'node:stream';
 import { KilnError } from '@kiln/core';
-import type { ArtifactStore, PutOptions, StoredBlob } from './artifact-store.js';
+import type { ArtifactStore, Checksum, PutOptions, StoredBlob } from './artifact-store.js';
 import { checksumOfKey, contentKey, spool, verifying } from './content.js';
 
 /** Artifacts as files under one root folder on the local disk (`file://` URIs); the default driver. */
@@ -30,7 +30,7 @@ export class FsArtifactStore implements ArtifactStore {
     } finally {
       await unlink(spooled.path).catch(() => {});
     }
-    return { storage_uri: pathToFileURL(target).href, checksum: spooled.checksum, size_bytes: spooled.size_bytes };
+    return { storage_uri: this.uriOf(spooled.checksum), checksum: spooled.checksum, size_bytes: spooled.size_bytes };
   }
 
   async open(storageUri: string): Promise<Readable> {
@@ -40,6 +40,10 @@ export class FsArtifactStore implements ArtifactStore {
       throw err;
     });
     return handle.createReadStream().pipe(verifying(checksum));
+  }
+
+  uriOf(checksum: Checksum): string {
+    return pathToFileURL(join(this.root, contentKey(checksum))).href;
   }
 
   async exists(storageUri: string): Promise<boolean> {

@@ -11,7 +11,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { KilnError } from '@kiln/core';
-import type { ArtifactStore, PutOptions, StoredBlob } from './artifact-store.js';
+import type { ArtifactStore, Checksum, PutOptions, StoredBlob } from './artifact-store.js';
 import { checksumOfKey, contentKey, spool, verifying } from './content.js';
 
 export interface S3ArtifactStoreOptions {
@@ -73,7 +73,7 @@ export class S3ArtifactStore implements ArtifactStore {
     } finally {
       await rm(spooled.path, { force: true });
     }
-    return { storage_uri: `s3://${this.bucket}/${key}`, checksum: spooled.checksum, size_bytes: spooled.size_bytes };
+    return { storage_uri: this.uriOf(spooled.checksum), checksum: spooled.checksum, size_bytes: spooled.size_bytes };
   }
 
   async open(storageUri: string): Promise<Readable> {
@@ -87,6 +87,10 @@ export class S3ArtifactStore implements ArtifactStore {
       }
       throw err;
     }
+  }
+
+  uriOf(checksum: Checksum): string {
+    return `s3://${this.bucket}/${this.keyOf(contentKey(checksum))}`;
   }
 
   async exists(storageUri: string): Promise<boolean> {

@@ -1,5 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import type { Database } from './schema.js';
+import { jobFleetMigration } from './migration-002-job-fleet.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
 
@@ -295,7 +296,7 @@ const initial: Migration = {
  * Every migration, in order. Later issues append here; a database records which ran in
  * `kiln_migrations`, so running them at every start is idempotent.
  */
-export const MIGRATIONS: readonly Migration[] = [initial];
+export const MIGRATIONS: readonly Migration[] = [initial, jobFleetMigration];
 
 /**
  * Runs the migrations that have not run yet, each in its own transaction. On PostgreSQL an advisory lock

@@ -73,6 +73,14 @@ export interface JobsTable {
   lease_expires_at: string | null;
   error: string | null;
   updated_at: string;
+  /** the sandbox instance of the current attempt */
+  sandbox_id: string | null;
+  stdout_inline: string | null;
+  stderr_inline: string | null;
+  /** JSON array of artifacts refused at collection, with the reason */
+  rejected_artifacts: string | null;
+  /** the pinned policy's running-job cap for the tenant */
+  max_running_jobs: number;
 }
 
 export interface SessionsTable {
@@ -173,6 +181,8 @@ export interface RunnerNodesTable {
   languages: string;
   last_heartbeat_at: string | null;
   created_at: string;
+  /** 1 while draining: no new work is placed on it */
+  draining: number;
 }
 
 export interface SandboxInstancesTable {

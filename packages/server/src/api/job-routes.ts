@@ -1,0 +1,142 @@
+import {
+  artifactSchema,
+  createJobSchema,
+  jobSchema,
+  jobStatusSchema,
+  listOf,
+  listQuerySchema,
+  artifactOwnerTypeSchema,
+} from '@kiln/core';
+import { z } from 'zod';
+import { getTenantArtifact, listTenantArtifacts, openTenantArtifact } from '../services/artifacts.js';
+import type { JobDeps } from '../services/job-deps.js';
+import { cancelJob, getTenantJob, listTenantJobs, submitJob, waitForJob } from '../services/jobs.js';
+import { streamJobEvents } from './job-events-stream.js';
+import { defineRoute, idParams, type RouteSpec } from './route.js';
+
+const booleanQuery = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+
+const createJobQuery = z.strictObject({
+  wait: booleanQuery.optional(),
+  /** how long `wait` may block, bounded by the server's maximum */
+  timeout_ms: z.coerce.number().int().min(0).max(600_000).optional(),
+});
+
+const listJobsQuery = listQuerySchema.extend({
+  status: jobStatusSchema.optional(),
+  agent_id: z.string().max(64).optional(),
+});
+
+const listArtifactsQuery = listQuerySchema.extend({
+  owner_type: artifactOwnerTypeSchema.optional(),
+  owner_id: z.string().max(64).optional(),
+});
+
+/** Jobs and their artifacts: tenant admins and agents. */
+export function jobRoutes(jobDeps: JobDeps): RouteSpec[] {
+  return [
+    defineRoute({
+      method: 'POST',
+      url: '/v1/jobs',
+      summary: 'Submit a job (`?wait=true` blocks until it ends, bounded)',
+      tag: 'jobs',
+      auth: 'key',
+      audit: { action: 'job.create', resourceType: 'job' },
+      query: createJobQuery,
+      body: createJobSchema,
+      response: jobSchema,
+      successStatus: 201,
+      handler: async ({ principal, body, query, request }) => {
+        const job = await submitJob(jobDeps, principal, body);
+        if (!query.wait) return job;
+        const timeoutMs = Math.min(query.timeout_ms ?? jobDeps.fleet.maxWaitMs, jobDeps.fleet.maxWaitMs);
+        const gone = new AbortController();
+        request.raw.once('close', () => gone.abort());
+        return waitForJob(jobDeps, principal, job.id, timeoutMs, gone.signal);
+      },
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/jobs',
+      summary: 'List jobs, newest first',
+      tag: 'jobs',
+      auth: 'key',
+      query: listJobsQuery,
+      response: listOf(jobSchema),
+      handler: ({ principal, query }) => listTenantJobs(jobDeps, principal, query),
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/jobs/:id',
+      summary: 'Get a job',
+      tag: 'jobs',
+      auth: 'key',
+      params: idParams,
+      response: jobSchema,
+      handler: ({ principal, params }) => getTenantJob(jobDeps, principal, params.id),
+    }),
+    defineRoute({
+      method: 'POST',
+      url: '/v1/jobs/:id/cancel',
+      summary: 'Cancel a job (a running one is killed within a second)',
+      tag: 'jobs',
+      auth: 'key',
+      audit: { action: 'job.cancel', resourceType: 'job' },
+      params: idParams,
+      bodyOptional: true,
+      body: z.strictObject({}),
+      response: jobSchema,
+      handler: ({ principal, params }) => cancelJob(jobDeps, principal, params.id),
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/jobs/:id/events',
+      summary: 'Server-sent events of a job: `status`, `output` chunks as produced, then `end`',
+      tag: 'jobs',
+      auth: 'key',
+      params: idParams,
+      raw: true,
+      handler: ({ principal, params, request, reply }) => streamJobEvents(jobDeps, principal, params.id, request, reply),
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/artifacts',
+      summary: 'List artifacts, optionally of one owner',
+      tag: 'artifacts',
+      auth: 'key',
+      query: listArtifactsQuery,
+      response: listOf(artifactSchema),
+      handler: ({ principal, query }) => listTenantArtifacts(jobDeps, principal, query),
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/artifacts/:id',
+      summary: 'Get an artifact',
+      tag: 'artifacts',
+      auth: 'key',
+      params: idParams,
+      response: artifactSchema,
+      handler: ({ principal, params }) => getTenantArtifact(jobDeps, principal, params.id),
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/artifacts/:id/content',
+      summary: 'Download an artifact; its checksum is in the X-Kiln-Checksum header',
+      tag: 'artifacts',
+      auth: 'key',
+      params: idParams,
+      raw: true,
+      handler: async ({ principal, params, reply }) => {
+        const { artifact, body } = await openTenantArtifact(jobDeps, principal, params.id);
+        const filename = artifact.name.split('/').pop()!.replace(/[^A-Za-z0-9._-]/g, '_');
+        return reply
+          .header('content-type', 'application/octet-stream')
+          .header('content-length', artifact.size_bytes)
+          .header('x-kiln-checksum', artifact.checksum)
+          .header('digest', `sha-256=${Buffer.from(artifact.checksum.slice(7), 'hex').toString('base64')}`)
+          .header('content-disposition', `attachment; filename="${filename}"`)
+          .send(body);
+      },
+    }),
+  ];
+}

@@ -1,0 +1,119 @@
+import type { Readable } from 'node:stream';
+import {
+  completionReportSchema,
+  heartbeatResponseSchema,
+  heartbeatSchema,
+  jobEventsReportSchema,
+  leaseRequestSchema,
+  leaseResponseSchema,
+  registerRunnerResponseSchema,
+  registerRunnerSchema,
+  uploadedBlobSchema,
+} from '@kiln/core';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { JobDeps } from '../services/job-deps.js';
+import {
+  completeJob,
+  leaseWork,
+  registerRunner,
+  reportJobEvents,
+  runnerHeartbeat,
+  uploadJobBlob,
+} from '../services/runner-protocol.js';
+import { defineRoute, idParams, type RouteSpec } from './route.js';
+
+/** Aborts when the client goes away, so a long poll stops waiting for a runner that left. */
+function clientGone(request: FastifyRequest): AbortSignal {
+  const controller = new AbortController();
+  request.raw.once('close', () => controller.abort());
+  return controller.signal;
+}
+
+const attemptQuery = z.strictObject({ attempt: z.coerce.number().int().min(1) });
+
+/**
+ * Blob uploads arrive as raw bytes; they are streamed into the artifact store, never buffered, and
+ * bounded there by the job's own limits.
+ */
+export function acceptRawUploads(app: FastifyInstance): void {
+  app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
+}
+
+/** The runner protocol under /v1/runner/*, open only to the runner token (ARCHITECTURE.md §7). */
+export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
+  return [
+    defineRoute({
+      method: 'POST',
+      url: '/v1/runner/register',
+      summary: 'Register a runner node (again after a restart)',
+      tag: 'runner protocol',
+      auth: 'runner',
+      audit: { action: 'runner.register', resourceType: 'runner' },
+      body: registerRunnerSchema,
+      response: registerRunnerResponseSchema,
+      handler: ({ body }) => registerRunner(jobDeps, body),
+    }),
+    defineRoute({
+      method: 'POST',
+      url: '/v1/runner/heartbeat',
+      summary: 'Heartbeat: extends held leases, answers which to stop (long poll up to one interval)',
+      tag: 'runner protocol',
+      auth: 'runner',
+      body: heartbeatSchema,
+      response: heartbeatResponseSchema,
+      handler: ({ body, request }) => runnerHeartbeat(jobDeps, body, clientGone(request)),
+    }),
+    defineRoute({
+      method: 'POST',
+      url: '/v1/runner/lease',
+      summary: 'Long-poll for work',
+      tag: 'runner protocol',
+      auth: 'runner',
+      body: leaseRequestSchema,
+      response: leaseResponseSchema,
+      handler: ({ body, request }) => leaseWork(jobDeps, body, clientGone(request)),
+    }),
+    defineRoute({
+      method: 'POST',
+      url: '/v1/runner/leases/:id/events',
+      summary: 'Report a lease\'s start and output chunks',
+      tag: 'runner protocol',
+      auth: 'runner',
+      params: idParams,
+      body: jobEventsReportSchema,
+      successStatus: 204,
+      handler: async ({ params, body }) => {
+        await reportJobEvents(jobDeps, params.id, body);
+        return null;
+      },
+    }),
+    defineRoute({
+      method: 'PUT',
+      url: '/v1/runner/leases/:id/blobs',
+      summary: 'Upload a blob (stdout, stderr, an artifact) for a lease; raw bytes',
+      tag: 'runner protocol',
+      auth: 'runner',
+      params: idParams,
+      query: attemptQuery,
+      response: uploadedBlobSchema,
+      successStatus: 201,
+      handler: ({ params, query, request }) => uploadJobBlob(jobDeps, params.id, query.attempt, request.body as Readable),
+    }),
+    defineRoute({
+      method: 'POST',
+      url: '/v1/runner/leases/:id/complete',
+      summary: 'Report a lease\'s result, fenced by its attempt; idempotent',
+      tag: 'runner protocol',
+      auth: 'runner',
+      audit: { action: 'job.complete', resourceType: 'job' },
+      params: idParams,
+      body: completionReportSchema,
+      successStatus: 204,
+      handler: async ({ params, body }) => {
+        await completeJob(jobDeps, params.id, body);
+        return null;
+      },
+    }),
+  ];
+}

@@ -1,0 +1,117 @@
+import type { RunnerNode, SandboxInstance } from '@kiln/core';
+import { getRunner, listRunners, listSandboxes, runnerFromRow, sandboxFromRow, setRunnerDraining, sweepRunnerLiveness } from '../store/fleet.js';
+import { expiredLeases, requeueOrFail } from '../store/jobs.js';
+import { appendAuditEvent } from '../store/audit.js';
+import { decodeCursor, page } from '../store/pagination.js';
+import { notFound, requireOperator } from './access.js';
+import { auditSuccess } from './audit.js';
+import type { Principal } from './context.js';
+import type { JobDeps } from './job-deps.js';
+import { topics } from './notifier.js';
+import { recoverRunnerWork } from './runner-protocol.js';
+
+export async function listFleet(deps: JobDeps, principal: Principal, query: { limit: number; cursor?: string | undefined }) {
+  requireOperator(principal);
+  const rows = await listRunners(deps.store, { limit: query.limit, after: decodeCursor(query.cursor) });
+  const result = page(rows, query.limit);
+  return { items: result.items.map(runnerFromRow), next_cursor: result.next_cursor };
+}
+
+export async function getFleetRunner(deps: JobDeps, principal: Principal, id: string): Promise<RunnerNode> {
+  requireOperator(principal);
+  const row = await getRunner(deps.store, id);
+  if (!row) throw notFound('runner', id);
+  return runnerFromRow(row);
+}
+
+/** Drains a runner: it takes no new work; what it runs finishes. */
+export async function drainRunner(deps: JobDeps, principal: Principal, id: string): Promise<RunnerNode> {
+  requireOperator(principal);
+  const row = await deps.store.transaction(async (tx) => {
+    const found = await getRunner(tx, id);
+    if (!found) throw notFound('runner', id);
+    await setRunnerDraining(tx, id, true);
+    await auditSuccess(deps, tx, principal, { action: 'runner.drain', resource_type: 'runner', resource_id: id, tenant_id: null });
+    return { ...found, draining: 1 };
+  });
+  deps.notifier.publish(topics.runner(id));
+  return runnerFromRow(row);
+}
+
+export async function listFleetSandboxes(
+  deps: JobDeps,
+  principal: Principal,
+  query: { limit: number; cursor?: string | undefined; job_id?: string | undefined; session_id?: string | undefined; runner_id?: string | undefined },
+): Promise<{ items: SandboxInstance[]; next_cursor: string | null }> {
+  requireOperator(principal);
+  const { cursor, ...filters } = query;
+  const rows = await listSandboxes(deps.store, { ...filters, after: decodeCursor(cursor) });
+  const result = page(rows, query.limit);
+  return { items: result.items.map(sandboxFromRow), next_cursor: result.next_cursor };
+}
+
+/**
+ * One pass of the fleet reaper: runners move healthy → degraded → offline by heartbeat age; an offline
+ * runner's sandboxes fail and its jobs go back to the queue (or fail when out of attempts); a lease that
+ * ran out on a live runner is recovered the same way. Safe to run on every replica at once.
+ */
+export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; recovered: number }> {
+  const nowMs = deps.clock.nowMs();
+  const result = await deps.store.transaction(async (tx) => {
+    const offline = await sweepRunnerLiveness(tx, {
+      nowMs,
+      degradedAfterMs: deps.fleet.degradedAfterMs,
+      offlineAfterMs: deps.fleet.offlineAfterMs,
+    });
+    let recovered = 0;
+    for (const runner of offline) {
+      recovered += await recoverRunnerWork(tx, runner, 'runner went offline', nowMs);
+      await appendAuditEvent(
+        tx,
+        {
+          tenant_id: null,
+          actor_id: 'kiln',
+          action: 'runner.offline',
+          resource_type: 'runner',
+          resource_id: runner.id,
+          outcome: 'success',
+          details: { last_heartbeat_at: runner.last_heartbeat_at },
+        },
+        nowMs,
+      );
+    }
+    for (const job of await expiredLeases(tx, nowMs)) {
+      const outcome = await requeueOrFail(tx, job, 'lease expired', nowMs);
+      await appendAuditEvent(
+        tx,
+        {
+          tenant_id: job.tenant_id,
+          actor_id: 'kiln',
+          action: outcome === 'requeued' ? 'job.requeue' : 'job.fail',
+          resource_type: 'job',
+          resource_id: job.id,
+          outcome: 'success',
+          details: { attempt: job.attempt, reason: 'lease expired' },
+        },
+        nowMs,
+      );
+      recovered += 1;
+    }
+    return { offline: offline.length, recovered };
+  });
+  if (result.recovered > 0) deps.notifier.publish(topics.work);
+  return result;
+}
+
+/** Runs `sweepFleet` every `intervalMs` until stopped; errors are logged, never fatal. */
+export function startFleetReaper(deps: JobDeps, intervalMs: number, onError: (err: unknown) => void): () => Promise<void> {
+  let running: Promise<unknown> = Promise.resolve();
+  const timer = setInterval(() => {
+    running = running.then(() => sweepFleet(deps)).catch(onError);
+  }, intervalMs);
+  timer.unref();
+  return async () => {
+    clearInterval(timer);
+    await running;
+  };
+}

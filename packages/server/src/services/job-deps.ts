@@ -1,0 +1,35 @@
+import type { ArtifactStore } from '../artifacts/artifact-store.js';
+import type { ServiceDeps } from './context.js';
+import type { Notifier } from './notifier.js';
+
+/** Timings and bounds of the fleet, with units in every name. */
+export interface FleetSettings {
+  /** How often runners heartbeat. @default 1000 */
+  heartbeatIntervalMs: number;
+  /** A lease not extended for this long is lost. @default 15000 */
+  leaseTtlMs: number;
+  /** No heartbeat for this long: degraded (no new placements). @default 3000 */
+  degradedAfterMs: number;
+  /** No heartbeat for this long: offline (its work is recovered). @default 10000 */
+  offlineAfterMs: number;
+  /** Attempts a job gets before it fails with system_error. @default 3 */
+  maxAttempts: number;
+  /** Upper bound of `POST /v1/jobs?wait=true`. @default 60000 */
+  maxWaitMs: number;
+}
+
+export const DEFAULT_FLEET_SETTINGS: FleetSettings = {
+  heartbeatIntervalMs: 1000,
+  leaseTtlMs: 15_000,
+  degradedAfterMs: 3000,
+  offlineAfterMs: 10_000,
+  maxAttempts: 3,
+  maxWaitMs: 60_000,
+};
+
+/** What the job and fleet use cases need beyond the store and clock. */
+export interface JobDeps extends ServiceDeps {
+  notifier: Notifier;
+  artifacts: ArtifactStore;
+  fleet: FleetSettings;
+}

@@ -1,0 +1,238 @@
+import {
+  DEFAULT_POLICY_NAME,
+  KilnError,
+  newId,
+  toRfc3339,
+  type CreateJobRequest,
+  type Job,
+  type JobSpec,
+  type Limits,
+  type Policy,
+} from '@kiln/core';
+import { jobMachine } from '../domain/machines.js';
+import { findAgent } from '../store/agents.js';
+import { getJob, moveJob, type JobRow } from '../store/jobs.js';
+import { decodeCursor, page } from '../store/pagination.js';
+import { findPolicy, findPolicyByName } from '../store/policies.js';
+import { listFleetLanguages } from '../store/runners.js';
+import type { DbHandle } from '../store/store.js';
+import { notFound, requireTenantActive, requireTenantMember } from './access.js';
+import { auditSuccess } from './audit.js';
+import type { Principal } from './context.js';
+import type { JobDeps } from './job-deps.js';
+import { isTerminalStatus, jobFromRow } from './job-views.js';
+import { topics } from './notifier.js';
+
+/** The agent a job is submitted for: an agent key's own, or one its tenant admin names. */
+async function resolveAgent(deps: JobDeps, principal: Principal, tenantId: string, requested?: string): Promise<string | null> {
+  if (principal.kind === 'agent') {
+    if (requested !== undefined && requested !== principal.agentId) {
+      throw new KilnError('FORBIDDEN', 'an agent key submits jobs as its own agent; drop agent_id', { field: 'body.agent_id' });
+    }
+    return principal.agentId;
+  }
+  if (requested === undefined) return null;
+  const agent = await findAgent(deps.store, tenantId, requested);
+  if (!agent) throw new KilnError('NOT_FOUND', `agent ${requested} does not exist`, { field: 'body.agent_id' });
+  if (agent.status !== 'active') {
+    throw new KilnError('AGENT_DISABLED', `agent ${requested} is disabled; enable it or submit without it`, {
+      field: 'body.agent_id',
+    });
+  }
+  return agent.id;
+}
+
+async function resolvePolicy(deps: JobDeps, tenantId: string, policyId?: string): Promise<Policy> {
+  const policy = policyId
+    ? await findPolicy(deps.store, tenantId, policyId)
+    : await findPolicyByName(deps.store, tenantId, DEFAULT_POLICY_NAME);
+  if (!policy) {
+    throw policyId
+      ? new KilnError('NOT_FOUND', `policy ${policyId} does not exist`, { field: 'body.policy_id' })
+      : new KilnError('NOT_FOUND', 'this tenant has no default policy; name one with policy_id');
+  }
+  return policy;
+}
+
+/**
+ * Requests may ask for less than the policy allows, never more: the effective limits are the policy's
+ * ceilings lowered by what the request asks. Asking for more is POLICY_VIOLATION naming the field.
+ */
+export function effectiveLimits(policy: Policy, requested: CreateJobRequest['limits']): Limits {
+  const ceilings = policy.ruleset.limits;
+  const limits: Limits = { ...ceilings };
+  for (const [name, value] of Object.entries(requested ?? {}) as [keyof Limits, number | undefined][]) {
+    if (value === undefined) continue;
+    const ceiling = ceilings[name];
+    if (ceiling !== undefined && value > ceiling) {
+      throw new KilnError(
+        'POLICY_VIOLATION',
+        `limits.${name} asks for ${value}, above the ceiling of ${ceiling} in policy ${policy.name} v${policy.version}`,
+        { field: `body.limits.${name}`, extra: { ceiling, requested: value, policy_id: policy.id, policy_version: policy.version } },
+      );
+    }
+    limits[name] = value;
+  }
+  return limits;
+}
+
+/** Submits a job: checked against the tenant's policy and the fleet's languages, queued, audited. */
+export async function submitJob(deps: JobDeps, principal: Principal, input: CreateJobRequest): Promise<Job> {
+  const tenantId = requireTenantMember(principal);
+  requireTenantActive(principal);
+  const agentId = await resolveAgent(deps, principal, tenantId, input.agent_id);
+  const policy = await resolvePolicy(deps, tenantId, input.policy_id);
+  if (!policy.ruleset.languages.includes(input.language)) {
+    throw new KilnError(
+      'POLICY_VIOLATION',
+      `language ${input.language} is not allowed by policy ${policy.name} v${policy.version}; allowed: ${policy.ruleset.languages.join(', ')}`,
+      { field: 'body.language', extra: { allowed: policy.ruleset.languages } },
+    );
+  }
+  const offered = await listFleetLanguages(deps.store);
+  const offer = offered.find((o) => o.name === input.language);
+  if (!offer) {
+    throw new KilnError(
+      'UNSUPPORTED_LANGUAGE',
+      `no runner offers ${input.language}; offered now: ${offered.map((o) => o.name).join(', ') || 'none (no runner is up)'}`,
+      { field: 'body.language' },
+    );
+  }
+  if (input.version !== undefined && !offer.versions.some((v) => v === input.version || v.startsWith(`${input.version}.`))) {
+    throw new KilnError('UNSUPPORTED_LANGUAGE', `${input.language} ${input.version} is not offered; offered: ${offer.versions.join(', ')}`, {
+      field: 'body.version',
+    });
+  }
+  const limits = effectiveLimits(policy, input.limits);
+  const spec: JobSpec = {
+    language: input.language,
+    version: input.version ?? null,
+    code: input.code ?? null,
+    files: input.files ?? [],
+    entrypoint: input.entrypoint ?? null,
+    stdin: input.stdin ?? null,
+    args: input.args ?? [],
+    env: input.env ?? {},
+    limits,
+    network: policy.ruleset.network,
+    artifacts: policy.ruleset.artifacts,
+    collect: input.collect ?? ['out/**'],
+  };
+  const nowMs = deps.clock.nowMs();
+  const nowIso = toRfc3339(nowMs);
+  const row: JobRow = {
+    id: newId('job', nowMs),
+    tenant_id: tenantId,
+    agent_id: agentId,
+    policy_id: policy.id,
+    policy_version: policy.version,
+    language: input.language,
+    language_version: input.version ?? null,
+    status: jobMachine.initial,
+    requested_at: nowIso,
+    started_at: null,
+    completed_at: null,
+    exit_status: null,
+    resource_usage: null,
+    output_refs: null,
+    verdict: null,
+    attempt: 0,
+    max_attempts: deps.fleet.maxAttempts,
+    max_running_jobs: policy.ruleset.concurrency.max_running_jobs,
+    request: JSON.stringify(spec),
+    zone: input.zone ?? null,
+    runner_id: null,
+    lease_expires_at: null,
+    sandbox_id: null,
+    stdout_inline: null,
+    stderr_inline: null,
+    rejected_artifacts: null,
+    error: null,
+    updated_at: nowIso,
+  };
+  await deps.store.transaction(async (tx) => {
+    await tx.db.insertInto('jobs').values(row).execute();
+    await auditSuccess(deps, tx, principal, {
+      action: 'job.create',
+      resource_type: 'job',
+      resource_id: row.id,
+      details: { language: row.language, policy_id: policy.id, policy_version: policy.version, zone: row.zone },
+    });
+  });
+  deps.notifier.publish(topics.work);
+  return jobFromRow(row);
+}
+
+/** A job of the caller's tenant; another tenant's answers 404 exactly like a missing one. */
+async function loadTenantJob(h: DbHandle, principal: Principal, id: string): Promise<JobRow> {
+  const tenantId = requireTenantMember(principal);
+  const row = await getJob(h, id);
+  if (!row || row.tenant_id !== tenantId) throw notFound('job', id);
+  return row;
+}
+
+export function findTenantJob(deps: JobDeps, principal: Principal, id: string): Promise<JobRow> {
+  return loadTenantJob(deps.store, principal, id);
+}
+
+export async function getTenantJob(deps: JobDeps, principal: Principal, id: string): Promise<Job> {
+  return jobFromRow(await findTenantJob(deps, principal, id));
+}
+
+export async function listTenantJobs(
+  deps: JobDeps,
+  principal: Principal,
+  query: { limit: number; cursor?: string | undefined; status?: string | undefined; agent_id?: string | undefined },
+) {
+  const tenantId = requireTenantMember(principal);
+  const after = decodeCursor(query.cursor);
+  let q = deps.store.db.selectFrom('jobs').selectAll().where('tenant_id', '=', tenantId).orderBy('id', 'desc').limit(query.limit + 1);
+  if (after) q = q.where('id', '<', after);
+  if (query.status) q = q.where('status', '=', query.status);
+  if (query.agent_id) q = q.where('agent_id', '=', query.agent_id);
+  // An agent key sees its own jobs only.
+  if (principal.kind === 'agent') q = q.where('agent_id', '=', principal.agentId);
+  const result = page(await q.execute(), query.limit);
+  return { items: result.items.map(jobFromRow), next_cursor: result.next_cursor };
+}
+
+/**
+ * Cancels a job: a queued one at once; a running one is marked canceled and its runner told to kill the
+ * sandbox (it learns on its next heartbeat, woken at once). A finished job cannot be canceled.
+ */
+export async function cancelJob(deps: JobDeps, principal: Principal, id: string): Promise<Job> {
+  requireTenantActive(principal);
+  const nowMs = deps.clock.nowMs();
+  const job = await deps.store.transaction(async (tx) => {
+    const row = await loadTenantJob(tx, principal, id);
+    const values = { verdict: 'canceled', completed_at: toRfc3339(nowMs), lease_expires_at: null };
+    if (!(await moveJob(tx, row, 'canceled', values, nowMs))) {
+      throw new KilnError('CONFLICT', `job ${id} changed while it was being canceled; read it and try again`);
+    }
+    await auditSuccess(deps, tx, principal, {
+      action: 'job.cancel',
+      resource_type: 'job',
+      resource_id: id,
+      details: { from: row.status },
+    });
+    return { ...row, ...values, status: 'canceled' };
+  });
+  if (job.runner_id) deps.notifier.publish(topics.runner(job.runner_id));
+  const view = jobFromRow(job);
+  deps.notifier.publish(topics.job(id), { type: 'status', job: view });
+  return view;
+}
+
+/** Waits until the job is terminal or `timeoutMs` passes; answers the job as it is then. */
+export async function waitForJob(deps: JobDeps, principal: Principal, id: string, timeoutMs: number, signal?: AbortSignal): Promise<Job> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const next = deps.notifier.next(topics.job(id), Math.min(1000, Math.max(0, deadline - Date.now())), signal);
+    const row = await findTenantJob(deps, principal, id);
+    if (isTerminalStatus(row.status) || Date.now() >= deadline || signal?.aborted) {
+      void next;
+      return jobFromRow(row);
+    }
+    await next;
+  }
+}

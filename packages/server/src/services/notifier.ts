@@ -1,0 +1,119 @@
+import { EventEmitter } from 'node:events';
+import pg from 'pg';
+
+/**
+ * Wake-ups between the parts of the control plane: new work for lease polls, a cancel for a runner's
+ * heartbeat, a job's progress for its event stream. In-process on SQLite (one process owns the file);
+ * LISTEN/NOTIFY on PostgreSQL, so a wake-up reaches every replica. Delivery is best effort: every
+ * waiter also re-reads the database, so a lost wake-up costs latency, never correctness.
+ */
+export interface Notifier {
+  publish(topic: string, payload?: unknown): void;
+  /** Returns the unsubscribe function. */
+  subscribe(topic: string, listener: (payload: unknown) => void): () => void;
+  /** Resolves on the next message on `topic`, or with undefined after `timeoutMs` or on abort. */
+  next(topic: string, timeoutMs: number, signal?: AbortSignal): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+const CHANNEL = 'kiln_events';
+// NOTIFY payloads are limited to 8000 bytes; larger messages are delivered in-process only.
+const MAX_NOTIFY_BYTES = 7900;
+
+class LocalNotifier implements Notifier {
+  protected readonly emitter = new EventEmitter();
+
+  constructor() {
+    this.emitter.setMaxListeners(0);
+  }
+
+  publish(topic: string, payload?: unknown): void {
+    this.emitter.emit(topic, payload);
+  }
+
+  subscribe(topic: string, listener: (payload: unknown) => void): () => void {
+    this.emitter.on(topic, listener);
+    return () => this.emitter.off(topic, listener);
+  }
+
+  next(topic: string, timeoutMs: number, signal?: AbortSignal): Promise<unknown> {
+    return new Promise((resolve) => {
+      const done = (payload?: unknown) => {
+        clearTimeout(timer);
+        unsubscribe();
+        signal?.removeEventListener('abort', onAbort);
+        resolve(payload);
+      };
+      const onAbort = () => done(undefined);
+      const unsubscribe = this.subscribe(topic, done);
+      const timer = setTimeout(done, timeoutMs);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.emitter.removeAllListeners();
+  }
+}
+
+class PostgresNotifier extends LocalNotifier {
+  private readonly listener: pg.Client;
+  private readonly sender: pg.Pool;
+  private closed = false;
+
+  constructor(url: string) {
+    super();
+    this.listener = new pg.Client({ connectionString: url });
+    this.sender = new pg.Pool({ connectionString: url, max: 2 });
+    this.sender.on('error', () => {});
+  }
+
+  async start(): Promise<void> {
+    this.listener.on('notification', (msg) => {
+      if (msg.channel !== CHANNEL || !msg.payload) return;
+      try {
+        const { topic, payload } = JSON.parse(msg.payload) as { topic: string; payload: unknown };
+        this.emitter.emit(topic, payload);
+      } catch {
+        // not ours
+      }
+    });
+    this.listener.on('error', () => {});
+    await this.listener.connect();
+    await this.listener.query(`LISTEN ${CHANNEL}`);
+  }
+
+  override publish(topic: string, payload?: unknown): void {
+    const text = JSON.stringify({ topic, payload });
+    if (this.closed || Buffer.byteLength(text) > MAX_NOTIFY_BYTES) {
+      super.publish(topic, payload);
+      return;
+    }
+    // Our own LISTEN delivers it back to this process too, so local waiters are woken exactly once.
+    this.sender.query('select pg_notify($1, $2)', [CHANNEL, text]).catch(() => super.publish(topic, payload));
+  }
+
+  override async close(): Promise<void> {
+    this.closed = true;
+    await super.close();
+    await this.listener.end().catch(() => {});
+    await this.sender.end().catch(() => {});
+  }
+}
+
+export async function createNotifier(options: { kind: 'sqlite' } | { kind: 'postgres'; url: string }): Promise<Notifier> {
+  if (options.kind === 'sqlite') return new LocalNotifier();
+  const notifier = new PostgresNotifier(options.url);
+  await notifier.start();
+  return notifier;
+}
+
+/** The topics, in one place. */
+export const topics = {
+  /** queued work appeared (a new job, a requeue) */
+  work: 'work',
+  /** something a runner must act on (a cancel of one of its jobs) */
+  runner: (runnerId: string) => `runner:${runnerId}`,
+  /** a job changed status or produced output */
+  job: (jobId: string) => `job:${jobId}`,
+};

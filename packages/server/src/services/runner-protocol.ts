@@ -1,0 +1,314 @@
+import type { Readable } from 'node:stream';
+import {
+  INLINE_OUTPUT_MAX_BYTES,
+  KilnError,
+  toRfc3339,
+  type CompletionReport,
+  type HeartbeatRequest,
+  type HeartbeatResponse,
+  type JobEventsReport,
+  type LeaseRequest,
+  type LeaseResponse,
+  type RegisterRunnerRequest,
+  type RegisterRunnerResponse,
+  type UploadedBlob,
+  type Verdict,
+  newId,
+} from '@kiln/core';
+import { text } from 'node:stream/consumers';
+import type { Checksum } from '../artifacts/artifact-store.js';
+import { appendAuditEvent } from '../store/audit.js';
+import { failRunnerSandboxes, getRunner, markSandboxRunning, touchRunner, upsertRunner, type RunnerRow } from '../store/fleet.js';
+import {
+  claimJobs,
+  endSandbox,
+  extendLeases,
+  getJob,
+  getLeasedJob,
+  leasesToStop,
+  moveJob,
+  requeueOrFail,
+  runningJobsOf,
+  type JobRow,
+} from '../store/jobs.js';
+import type { TxHandle } from '../store/store.js';
+import type { JobDeps } from './job-deps.js';
+import { jobFromRow } from './job-views.js';
+import { topics } from './notifier.js';
+
+/** Runner protocol use cases (ARCHITECTURE.md §7). The caller has checked the runner token. */
+
+async function auditRunnerAction(
+  tx: TxHandle,
+  nowMs: number,
+  event: { tenant_id: string | null; actor_id: string; action: string; resource_type: string; resource_id: string; details: Record<string, unknown> },
+): Promise<void> {
+  await appendAuditEvent(tx, { ...event, outcome: 'success', details: { actor_kind: 'runner', ...event.details } }, nowMs);
+}
+
+/** Recovers the running jobs of a runner that is gone or restarted: requeued, or failed when out of attempts. */
+export async function recoverRunnerWork(tx: TxHandle, runner: RunnerRow, reason: string, nowMs: number): Promise<number> {
+  await failRunnerSandboxes(tx, runner.id, nowMs);
+  const jobs = await runningJobsOf(tx, runner.id);
+  for (const job of jobs) {
+    const outcome = await requeueOrFail(tx, job, reason, nowMs);
+    await auditRunnerAction(tx, nowMs, {
+      tenant_id: job.tenant_id,
+      actor_id: runner.id,
+      action: outcome === 'requeued' ? 'job.requeue' : 'job.fail',
+      resource_type: 'job',
+      resource_id: job.id,
+      details: { attempt: job.attempt, reason },
+    });
+  }
+  return jobs.length;
+}
+
+/**
+ * Registers a runner. A known name is the same node after a restart: whatever it ran before is gone
+ * with its old process, so those jobs go back to the queue now instead of waiting for their leases.
+ */
+export async function registerRunner(deps: JobDeps, req: RegisterRunnerRequest): Promise<RegisterRunnerResponse> {
+  const nowMs = deps.clock.nowMs();
+  const recovered = await deps.store.transaction(async (tx) => {
+    const { runner, restarted } = await upsertRunner(tx, req, nowMs);
+    const count = restarted ? await recoverRunnerWork(tx, runner, 'runner restarted', nowMs) : 0;
+    await auditRunnerAction(tx, nowMs, {
+      tenant_id: null,
+      actor_id: runner.id,
+      action: restarted ? 'runner.reregister' : 'runner.register',
+      resource_type: 'runner',
+      resource_id: runner.id,
+      details: { name: req.name, zone: req.zone, capacity: req.capacity, languages: req.languages.length, recovered_jobs: count },
+    });
+    return { runner, count };
+  });
+  if (recovered.count > 0) deps.notifier.publish(topics.work);
+  return {
+    runner_id: recovered.runner.id,
+    heartbeat_interval_ms: deps.fleet.heartbeatIntervalMs,
+    lease_ttl_ms: deps.fleet.leaseTtlMs,
+  };
+}
+
+async function requireRunner(deps: JobDeps, runnerId: string): Promise<RunnerRow> {
+  const runner = await getRunner(deps.store, runnerId);
+  if (!runner) throw new KilnError('NOT_FOUND', `runner ${runnerId} is not registered; register again`, { field: 'body.runner_id' });
+  return runner;
+}
+
+/**
+ * A heartbeat: marks the node alive, extends the leases it holds, and answers which of them it must
+ * stop. With nothing to stop, it waits up to one interval for a cancel (a long poll), so a cancel
+ * reaches the sandbox in milliseconds rather than at the next beat.
+ */
+export async function runnerHeartbeat(deps: JobDeps, req: HeartbeatRequest, signal?: AbortSignal): Promise<HeartbeatResponse> {
+  const wake = deps.notifier.next(topics.runner(req.runner_id), deps.fleet.heartbeatIntervalMs, signal);
+  const runner = await deps.store.transaction(async (tx) => {
+    const found = await getRunner(tx, req.runner_id);
+    if (!found) throw new KilnError('NOT_FOUND', `runner ${req.runner_id} is not registered; register again`);
+    const touched = await touchRunner(tx, found, deps.clock.nowMs());
+    await extendLeases(tx, { runnerId: found.id, leases: req.leases, nowMs: deps.clock.nowMs(), leaseTtlMs: deps.fleet.leaseTtlMs });
+    return touched;
+  });
+  let stop = await leasesToStop(deps.store, { runnerId: runner.id, leases: req.leases });
+  if (stop.length === 0 && req.leases.length > 0) {
+    await wake;
+    stop = await leasesToStop(deps.store, { runnerId: runner.id, leases: req.leases });
+  }
+  return { status: 'healthy', draining: runner.draining === 1, stop };
+}
+
+/**
+ * A lease poll: claims queued work the runner can take, or waits (long poll) until work appears or
+ * `wait_ms` passes. A degraded, offline or draining runner gets nothing.
+ */
+export async function leaseWork(deps: JobDeps, req: LeaseRequest, signal?: AbortSignal): Promise<LeaseResponse> {
+  const deadline = Date.now() + req.wait_ms;
+  for (;;) {
+    const wake = deps.notifier.next(topics.work, Math.max(0, Math.min(deadline - Date.now(), 5000)), signal);
+    const runner = await requireRunner(deps, req.runner_id);
+    if (runner.status === 'healthy' && runner.draining === 0 && req.free_slots > 0) {
+      const languages = (JSON.parse(runner.languages) as { name: string }[]).map((l) => l.name);
+      const nowMs = deps.clock.nowMs();
+      const claimed = await deps.store.transaction(async (tx) => {
+        const jobs = await claimJobs(tx, {
+          runnerId: runner.id,
+          zone: runner.zone,
+          languages,
+          freeSlots: req.free_slots,
+          nowMs,
+          leaseTtlMs: deps.fleet.leaseTtlMs,
+        });
+        for (const c of jobs) {
+          await auditRunnerAction(tx, nowMs, {
+            tenant_id: c.job.tenant_id,
+            actor_id: runner.id,
+            action: 'job.lease',
+            resource_type: 'job',
+            resource_id: c.job.id,
+            details: { attempt: c.job.attempt, sandbox_id: c.sandboxId },
+          });
+        }
+        return jobs;
+      });
+      if (claimed.length > 0) {
+        for (const c of claimed) deps.notifier.publish(topics.job(c.job.id), { type: 'status', job: jobFromRow(c.job) });
+        return {
+          leases: claimed.map((c) => ({
+            job_id: c.job.id,
+            tenant_id: c.job.tenant_id,
+            attempt: c.job.attempt,
+            sandbox_id: c.sandboxId,
+            lease_expires_at: toRfc3339(nowMs + deps.fleet.leaseTtlMs),
+            spec: c.spec,
+          })),
+        };
+      }
+    }
+    if (Date.now() >= deadline || signal?.aborted) return { leases: [] };
+    await wake;
+  }
+}
+
+/** Output and start events of a running attempt: the sandbox is running; chunks go to live watchers. */
+export async function reportJobEvents(deps: JobDeps, jobId: string, report: JobEventsReport): Promise<void> {
+  const job = await getJob(deps.store, jobId);
+  if (!job) throw new KilnError('NOT_FOUND', `job ${jobId} does not exist`);
+  if (job.attempt !== report.attempt || (job.status !== 'running' && job.status !== 'canceled')) {
+    throw new KilnError('STALE_ATTEMPT', `attempt ${report.attempt} of job ${jobId} is not the current one`);
+  }
+  for (const event of report.events) {
+    if (event.type === 'started') {
+      if (job.sandbox_id) await deps.store.transaction((tx) => markSandboxRunning(tx, job.sandbox_id!));
+      continue;
+    }
+    const data = Buffer.from(event.data_base64, 'base64').toString('utf8');
+    // NOTIFY carries at most 8000 bytes, so long chunks travel in pieces.
+    for (let i = 0; i < data.length; i += 2048) {
+      deps.notifier.publish(topics.job(jobId), { type: 'output', stream: event.stream, data: data.slice(i, i + 2048) });
+    }
+  }
+}
+
+/**
+ * Stores a blob (stdout, stderr, an artifact) for the current attempt of a job, streamed and hashed.
+ * Bounded by the job's own limits, so a runner cannot fill the store past what the policy allows.
+ */
+export async function uploadJobBlob(deps: JobDeps, jobId: string, attempt: number, body: Readable): Promise<UploadedBlob> {
+  const job = await getJob(deps.store, jobId);
+  if (!job) throw new KilnError('NOT_FOUND', `job ${jobId} does not exist`);
+  if (job.attempt !== attempt || (job.status !== 'running' && job.status !== 'canceled')) {
+    body.resume();
+    throw new KilnError('STALE_ATTEMPT', `attempt ${attempt} of job ${jobId} is not the current one`);
+  }
+  const spec = JSON.parse(job.request) as { limits: { output_bytes: number }; artifacts: { max_bytes: number } };
+  const blob = await deps.artifacts.put(body, { maxBytes: Math.max(spec.limits.output_bytes, spec.artifacts.max_bytes) });
+  return { checksum: blob.checksum, size_bytes: blob.size_bytes };
+}
+
+function statusOf(verdict: Verdict): 'succeeded' | 'failed' | 'canceled' {
+  if (verdict === 'ok') return 'succeeded';
+  if (verdict === 'canceled') return 'canceled';
+  return 'failed';
+}
+
+async function inlineText(deps: JobDeps, blob: UploadedBlob): Promise<string | null> {
+  if (blob.size_bytes > INLINE_OUTPUT_MAX_BYTES) return null;
+  return text(await deps.artifacts.open(deps.artifacts.uriOf(blob.checksum as Checksum)));
+}
+
+/**
+ * The final report of an attempt, fenced by its attempt number: a stale attempt gets 409 and changes
+ * nothing; the same report again (a retry after a lost answer) is acknowledged without a second write.
+ */
+export async function completeJob(deps: JobDeps, jobId: string, report: CompletionReport): Promise<void> {
+  const current = await getJob(deps.store, jobId);
+  if (current && current.attempt === report.attempt && current.output_refs !== null) return; // already recorded
+  for (const blob of [report.stdout, report.stderr, ...report.artifacts]) {
+    if (!(await deps.artifacts.exists(deps.artifacts.uriOf(blob.checksum as Checksum)))) {
+      throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} was not uploaded for this job`, { field: 'body.artifacts' });
+    }
+  }
+  const stdoutInline = await inlineText(deps, report.stdout);
+  const stderrInline = await inlineText(deps, report.stderr);
+  const nowMs = deps.clock.nowMs();
+  const nowIso = toRfc3339(nowMs);
+  const finished = await deps.store.transaction(async (tx) => {
+    const job = await getLeasedJob(tx, { jobId, attempt: report.attempt });
+    if (job.output_refs !== null) return undefined;
+    const spec = JSON.parse(job.request) as { artifacts: { max_count: number; max_bytes: number; max_total_bytes: number } };
+    const rejected = [...report.rejected_artifacts];
+    const artifactRow = (name: string, blob: UploadedBlob) => ({
+      id: newId('artifact', nowMs),
+      tenant_id: job.tenant_id,
+      owner_type: 'job',
+      owner_id: job.id,
+      name,
+      size_bytes: blob.size_bytes,
+      checksum: blob.checksum,
+      storage_uri: deps.artifacts.uriOf(blob.checksum as Checksum),
+      created_at: nowIso,
+    });
+    const stdoutRow = artifactRow('stdout', report.stdout);
+    const stderrRow = artifactRow('stderr', report.stderr);
+    const artifactRows = [];
+    let totalBytes = 0;
+    // The runner applied the policy already; the control plane checks again rather than trust it.
+    for (const a of report.artifacts) {
+      if (a.size_bytes > spec.artifacts.max_bytes || artifactRows.length >= spec.artifacts.max_count || totalBytes + a.size_bytes > spec.artifacts.max_total_bytes) {
+        rejected.push({ name: a.name, size_bytes: a.size_bytes, reason: 'over the policy\'s artifact limits' });
+        continue;
+      }
+      totalBytes += a.size_bytes;
+      artifactRows.push(artifactRow(a.name, a));
+    }
+    await tx.db.insertInto('artifacts').values([stdoutRow, stderrRow, ...artifactRows]).execute();
+    const values: Partial<JobRow> = {
+      exit_status: JSON.stringify(report.exit_status),
+      resource_usage: JSON.stringify(report.resource_usage),
+      output_refs: JSON.stringify({ stdout: stdoutRow.id, stderr: stderrRow.id, artifacts: artifactRows.map((r) => r.id) }),
+      stdout_inline: stdoutInline,
+      stderr_inline: stderrInline,
+      rejected_artifacts: JSON.stringify(rejected),
+      lease_expires_at: null,
+      error: report.error,
+    };
+    let status = job.status;
+    if (job.status === 'running') {
+      status = statusOf(report.verdict);
+      Object.assign(values, { verdict: report.verdict, completed_at: nowIso });
+      if (!(await moveJob(tx, job, status, values, nowMs))) throw new KilnError('STALE_ATTEMPT', `job ${jobId} changed under the report`);
+    } else {
+      // Canceled while it ran: keep `canceled`, record what the sandbox produced.
+      await tx.db.updateTable('jobs').set({ ...values, updated_at: nowIso }).where('id', '=', jobId).execute();
+    }
+    if (job.sandbox_id) await endSandbox(tx, job.sandbox_id, report.verdict === 'system_error' ? 'failed' : 'terminated', nowMs);
+    const actor = job.runner_id ?? 'runner';
+    await auditRunnerAction(tx, nowMs, {
+      tenant_id: job.tenant_id,
+      actor_id: actor,
+      action: 'job.complete',
+      resource_type: 'job',
+      resource_id: job.id,
+      details: { attempt: job.attempt, status, verdict: report.verdict, exit_code: report.exit_status.code, artifacts: artifactRows.length },
+    });
+    for (const r of rejected) {
+      await appendAuditEvent(
+        tx,
+        {
+          tenant_id: job.tenant_id,
+          actor_id: actor,
+          action: 'artifact.reject',
+          resource_type: 'job',
+          resource_id: job.id,
+          outcome: 'denied',
+          details: { actor_kind: 'runner', name: r.name, size_bytes: r.size_bytes, reason: r.reason },
+        },
+        nowMs,
+      );
+    }
+    return (await getJob(tx, jobId))!;
+  });
+  if (finished) deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished) });
+}

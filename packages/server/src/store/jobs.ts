@@ -1,0 +1,258 @@
+import { KilnError, newId, toRfc3339, type JobSpec } from '@kiln/core';
+import type { Selectable } from 'kysely';
+import { jobMachine, sandboxInstanceMachine } from '../domain/machines.js';
+import { assertTransition, sourcesOf, type StateMachine } from '../domain/state-machine.js';
+import type { JobsTable } from './schema.js';
+import type { DbHandle, TxHandle } from './store.js';
+
+export type JobRow = Selectable<JobsTable>;
+
+/** What a runner offers when it asks for work. */
+export interface ClaimRequest {
+  runnerId: string;
+  zone: string | null;
+  languages: string[];
+  freeSlots: number;
+  nowMs: number;
+  leaseTtlMs: number;
+}
+
+/** A job handed to a runner: the row as claimed and the sandbox instance made for this attempt. */
+export interface ClaimedJob {
+  job: JobRow;
+  sandboxId: string;
+  spec: JobSpec;
+}
+
+export async function getJob(h: DbHandle, id: string): Promise<JobRow | undefined> {
+  return h.db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+/** Moves one job's state through its transition table; the WHERE on the old status makes it race-safe. */
+export async function moveJob(
+  tx: TxHandle,
+  job: JobRow,
+  to: JobRow['status'],
+  values: Partial<JobRow>,
+  nowMs: number,
+): Promise<boolean> {
+  assertTransition(jobMachine, job.status as never, to as never, job.id);
+  const result = await tx.db
+    .updateTable('jobs')
+    .set({ ...values, status: to, updated_at: toRfc3339(nowMs) })
+    .where('id', '=', job.id)
+    .where('status', '=', job.status)
+    .where('attempt', '=', job.attempt)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}
+
+/** Ends a sandbox instance (terminated or failed) if it is not ended already. */
+export async function endSandbox(
+  tx: TxHandle,
+  sandboxId: string,
+  to: 'terminated' | 'failed',
+  nowMs: number,
+): Promise<void> {
+  await tx.db
+    .updateTable('sandbox_instances')
+    .set({ status: to, terminated_at: toRfc3339(nowMs) })
+    .where('id', '=', sandboxId)
+    .where('status', 'in', sourcesOf(sandboxInstanceMachine as StateMachine<string>, to))
+    .execute();
+}
+
+/**
+ * Claims queued jobs for a runner in the caller's transaction: oldest first, only languages the runner
+ * offers, only its zone (or no zone asked), each tenant under its running-job cap. On PostgreSQL the
+ * candidates are locked with FOR UPDATE SKIP LOCKED, so replicas claiming at once never hand out the same
+ * job, and the tenant row is locked while its cap is counted; SQLite has a single writer.
+ * Each claimed job becomes `running` with attempt+1, a lease expiry and a new `provisioning` sandbox.
+ */
+export async function claimJobs(tx: TxHandle, req: ClaimRequest): Promise<ClaimedJob[]> {
+  if (req.freeSlots <= 0 || req.languages.length === 0) return [];
+  let query = tx.db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('status', '=', 'queued')
+    .where('language', 'in', req.languages)
+    .orderBy('requested_at')
+    .orderBy('id')
+    .limit(req.freeSlots * 4);
+  query = req.zone === null ? query.where('zone', 'is', null) : query.where((eb) => eb.or([eb('zone', 'is', null), eb('zone', '=', req.zone)]));
+  const candidates = await (tx.dialect === 'postgres' ? query.forUpdate().skipLocked() : query).execute();
+
+  const claimed: ClaimedJob[] = [];
+  const runningByTenant = new Map<string, number>();
+  const nowIso = toRfc3339(req.nowMs);
+  for (const job of candidates) {
+    if (claimed.length >= req.freeSlots) break;
+    let running = runningByTenant.get(job.tenant_id);
+    if (running === undefined) {
+      if (tx.dialect === 'postgres') {
+        await tx.db.selectFrom('tenants').select('id').where('id', '=', job.tenant_id).forUpdate().execute();
+      }
+      const row = await tx.db
+        .selectFrom('jobs')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('tenant_id', '=', job.tenant_id)
+        .where('status', '=', 'running')
+        .executeTakeFirstOrThrow();
+      running = Number(row.n);
+    }
+    if (running >= job.max_running_jobs) {
+      runningByTenant.set(job.tenant_id, running);
+      continue;
+    }
+    const sandboxId = newId('sandbox', req.nowMs);
+    const attempt = job.attempt + 1;
+    const moved = await moveJob(
+      tx,
+      job,
+      'running',
+      {
+        attempt,
+        runner_id: req.runnerId,
+        lease_expires_at: toRfc3339(req.nowMs + req.leaseTtlMs),
+        sandbox_id: sandboxId,
+        started_at: job.started_at ?? nowIso,
+      },
+      req.nowMs,
+    );
+    if (!moved) continue;
+    await tx.db
+      .insertInto('sandbox_instances')
+      .values({
+        id: sandboxId,
+        kind: 'job',
+        job_id: job.id,
+        session_id: null,
+        service_id: null,
+        runner_id: req.runnerId,
+        status: sandboxInstanceMachine.initial,
+        created_at: nowIso,
+        terminated_at: null,
+      })
+      .execute();
+    runningByTenant.set(job.tenant_id, running + 1);
+    claimed.push({
+      job: { ...job, status: 'running', attempt, runner_id: req.runnerId, sandbox_id: sandboxId },
+      sandboxId,
+      spec: JSON.parse(job.request) as JobSpec,
+    });
+  }
+  return claimed;
+}
+
+/** The job as a runner must hold it for a report to count: this attempt, not yet reported. */
+export async function getLeasedJob(
+  tx: TxHandle,
+  args: { jobId: string; attempt: number },
+): Promise<JobRow> {
+  let query = tx.db.selectFrom('jobs').selectAll().where('id', '=', args.jobId);
+  if (tx.dialect === 'postgres') query = query.forUpdate();
+  const job = await query.executeTakeFirst();
+  if (!job) throw new KilnError('NOT_FOUND', `job ${args.jobId} does not exist`);
+  // A job canceled while it ran still takes its runner's final report (outputs, usage), once.
+  const held = job.status === 'running' || (job.status === 'canceled' && job.output_refs === null);
+  // The attempt number alone fences: each lease of a job bumps it, so an old holder cannot match.
+  if (job.attempt !== args.attempt || !held) {
+    throw new KilnError(
+      'STALE_ATTEMPT',
+      `attempt ${args.attempt} of job ${args.jobId} is no longer leased to this runner (job is ${job.status}, attempt ${job.attempt})`,
+    );
+  }
+  return job;
+}
+
+/**
+ * Requeues a running job whose lease is lost (runner offline, lease expired, runner restarted), or fails
+ * it with system_error once its attempts are used up. Its sandbox instance becomes `failed`.
+ */
+export async function requeueOrFail(tx: TxHandle, job: JobRow, reason: string, nowMs: number): Promise<'requeued' | 'failed'> {
+  if (job.sandbox_id) await endSandbox(tx, job.sandbox_id, 'failed', nowMs);
+  if (job.attempt < job.max_attempts) {
+    await moveJob(tx, job, 'queued', { runner_id: null, lease_expires_at: null, sandbox_id: null, error: reason }, nowMs);
+    return 'requeued';
+  }
+  await moveJob(
+    tx,
+    job,
+    'failed',
+    {
+      verdict: 'system_error',
+      completed_at: toRfc3339(nowMs),
+      lease_expires_at: null,
+      error: `${reason}; no attempts left (${job.max_attempts})`,
+    },
+    nowMs,
+  );
+  return 'failed';
+}
+
+/** Running jobs whose lease ran out. */
+export async function expiredLeases(h: DbHandle, nowMs: number): Promise<JobRow[]> {
+  return h.db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('status', '=', 'running')
+    .where('lease_expires_at', '<', toRfc3339(nowMs))
+    .execute();
+}
+
+export async function runningJobsOf(h: DbHandle, runnerId: string): Promise<JobRow[]> {
+  return h.db.selectFrom('jobs').selectAll().where('runner_id', '=', runnerId).where('status', '=', 'running').execute();
+}
+
+/** Extends the leases a runner says it still holds; returns the ids whose lease was extended. */
+export async function extendLeases(
+  tx: TxHandle,
+  args: { runnerId: string; leases: { job_id: string; attempt: number }[]; nowMs: number; leaseTtlMs: number },
+): Promise<void> {
+  const expires = toRfc3339(args.nowMs + args.leaseTtlMs);
+  for (const lease of args.leases) {
+    await tx.db
+      .updateTable('jobs')
+      .set({ lease_expires_at: expires })
+      .where('id', '=', lease.job_id)
+      .where('attempt', '=', lease.attempt)
+      .where('runner_id', '=', args.runnerId)
+      .where('status', '=', 'running')
+      .execute();
+  }
+}
+
+/** Of the leases a runner reports, those it must stop: canceled by a user, or no longer its own. */
+export async function leasesToStop(
+  h: DbHandle,
+  args: { runnerId: string; leases: { job_id: string; attempt: number }[] },
+): Promise<{ job_id: string; attempt: number; reason: 'canceled' | 'lost' }[]> {
+  if (args.leases.length === 0) return [];
+  const rows = await h.db
+    .selectFrom('jobs')
+    .select(['id', 'status', 'attempt', 'runner_id'])
+    .where('id', 'in', args.leases.map((l) => l.job_id))
+    .execute();
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  const stop: { job_id: string; attempt: number; reason: 'canceled' | 'lost' }[] = [];
+  for (const lease of args.leases) {
+    const row = byId.get(lease.job_id);
+    if (row && row.status === 'canceled' && row.attempt === lease.attempt && row.runner_id === args.runnerId) {
+      stop.push({ ...lease, reason: 'canceled' });
+    } else if (!row || row.status !== 'running' || row.attempt !== lease.attempt || row.runner_id !== args.runnerId) {
+      stop.push({ ...lease, reason: 'lost' });
+    }
+  }
+  return stop;
+}
+
+/** Count of a tenant's jobs by status (for metrics and caps). */
+export async function countJobs(h: DbHandle, status: string): Promise<number> {
+  const row = await h.db
+    .selectFrom('jobs')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('status', '=', status)
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
