@@ -1,0 +1,100 @@
+import { isKilnError, KilnError, type ErrorCode } from '@kiln/core';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { auditRefusal } from '../services/audit.js';
+import type { ServiceDeps } from '../services/context.js';
+
+// Fastify's own request errors, mapped to the catalogue so clients see one error shape.
+const FASTIFY_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'VALIDATION_FAILED',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'MALFORMED_JSON',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'MALFORMED_JSON',
+  FST_ERR_CTP_INVALID_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_BAD_URL: 'NOT_FOUND',
+  FST_ERR_ASYNC_CONSTRAINT: 'VALIDATION_FAILED',
+};
+
+const BY_STATUS: Record<number, ErrorCode> = {
+  400: 'VALIDATION_FAILED',
+  401: 'UNAUTHORIZED',
+  403: 'FORBIDDEN',
+  404: 'NOT_FOUND',
+  405: 'METHOD_NOT_ALLOWED',
+  409: 'CONFLICT',
+  413: 'PAYLOAD_TOO_LARGE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+  429: 'RATE_LIMITED',
+  503: 'UNAVAILABLE',
+};
+
+function isUniqueViolation(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
+}
+
+/** Any thrown value → a KilnError; `bug` is true when it was not an expected, client-caused error. */
+export function toKilnError(err: unknown): { error: KilnError; bug: boolean } {
+  if (isKilnError(err)) return { error: err, bug: err.status >= 500 };
+  const fastifyError = err as Partial<FastifyError> & { status?: number };
+  const mapped = fastifyError.code ? FASTIFY_CODES[fastifyError.code] : undefined;
+  if (mapped) return { error: new KilnError(mapped, fastifyError.message ?? mapped), bug: false };
+  if (err instanceof SyntaxError && (fastifyError.statusCode === 400 || fastifyError.status === 400)) {
+    return { error: new KilnError('MALFORMED_JSON', `the body is not valid JSON: ${err.message}`), bug: false };
+  }
+  if (isUniqueViolation(err)) {
+    return { error: new KilnError('CONFLICT', 'a resource with these values exists already'), bug: false };
+  }
+  const status = fastifyError.statusCode;
+  if (status !== undefined && status >= 400 && status < 500) {
+    const code = BY_STATUS[status] ?? 'VALIDATION_FAILED';
+    return { error: new KilnError(code, fastifyError.message ?? code), bug: false };
+  }
+  return { error: new KilnError('INTERNAL', 'an internal error occurred; it was logged', { cause: err }), bug: true };
+}
+
+export function sendProblem(reply: FastifyReply, request: FastifyRequest, error: KilnError): FastifyReply {
+  if (error.code === 'UNAUTHORIZED') reply.header('www-authenticate', 'Bearer');
+  return reply
+    .code(error.status)
+    .type('application/problem+json; charset=utf-8')
+    .send(error.toProblem(request.url.split('?')[0]));
+}
+
+const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/**
+ * One error handler for the app: every error becomes problem+json, bugs are logged, and a refused
+ * mutating call is written to the audit (in its own transaction: the change itself was rolled back).
+ */
+export function installErrorHandling(app: FastifyInstance, deps: ServiceDeps): void {
+  app.setErrorHandler(async (err, request, reply) => {
+    const { error, bug } = toKilnError(err);
+    if (bug) request.log.error({ err }, 'request failed');
+    const audit = request.routeOptions.config?.kilnAudit;
+    if (audit && MUTATING.has(request.method)) {
+      const params = request.params as Record<string, unknown> | undefined;
+      const resourceId = typeof params?.id === 'string' && params.id.length <= 128 ? params.id : null;
+      try {
+        await auditRefusal(deps, request.kilnPrincipal ?? { kind: 'anonymous' }, {
+          action: audit.action,
+          resource_type: audit.resourceType,
+          resource_id: resourceId,
+          status: error.status,
+          code: error.code,
+          // The detail of a JSON parse error quotes the body, which may hold a secret: leave it out.
+          details:
+            error.code === 'MALFORMED_JSON'
+              ? { method: request.method }
+              : { method: request.method, detail: error.message.slice(0, 300) },
+        });
+      } catch (auditErr) {
+        request.log.error({ err: auditErr }, 'could not audit a refused call');
+      }
+    }
+    return sendProblem(reply, request, error);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(reply, request, new KilnError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`)),
+  );
+}

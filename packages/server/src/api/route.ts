@@ -1,0 +1,110 @@
+import { KilnError, parseOrThrow } from '@kiln/core';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { authenticate, type AuthSecrets } from '../services/auth.js';
+import type { Principal, ServiceDeps } from '../services/context.js';
+
+/**
+ * Who may call a route: `public` needs no key; `key` takes operator, tenant and agent keys (each
+ * service then checks the role); `runner` takes only the runner token; `any` takes every key.
+ */
+export type RouteAuth = 'public' | 'key' | 'runner' | 'any';
+
+type Infer<T> = T extends z.ZodType ? z.infer<T> : undefined;
+
+export interface RouteContext<P, Q, B> {
+  principal: Principal;
+  deps: ServiceDeps;
+  params: P;
+  query: Q;
+  body: B;
+  request: FastifyRequest;
+  reply: FastifyReply;
+}
+
+/**
+ * One API route: its HTTP face, the zod schemas it validates with (also the source of the OpenAPI
+ * document), and a thin handler that calls a service.
+ */
+export interface RouteSpec<
+  P extends z.ZodType | undefined = z.ZodType | undefined,
+  Q extends z.ZodType | undefined = z.ZodType | undefined,
+  B extends z.ZodType | undefined = z.ZodType | undefined,
+> {
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  /** Fastify path syntax: `/v1/tenants/:id` */
+  url: string;
+  summary: string;
+  tag: string;
+  auth: RouteAuth;
+  /** For mutating routes: what a refused call is recorded as in the audit. */
+  audit?: { action: string; resourceType: string };
+  params?: P;
+  query?: Q;
+  body?: B;
+  /** When the body may be left out entirely (e.g. key creation), it is parsed as `{}`. */
+  bodyOptional?: boolean;
+  response?: z.ZodType;
+  /** @default 200 */
+  successStatus?: number;
+  /** What the handler answers itself (metrics text, HTML): skip the JSON response. */
+  raw?: boolean;
+  handler: (ctx: RouteContext<Infer<P>, Infer<Q>, Infer<B>>) => Promise<unknown>;
+}
+
+/** Keeps the schemas' types flowing into the handler. */
+export function defineRoute<
+  P extends z.ZodType | undefined = undefined,
+  Q extends z.ZodType | undefined = undefined,
+  B extends z.ZodType | undefined = undefined,
+>(spec: RouteSpec<P, Q, B>): RouteSpec {
+  return spec as unknown as RouteSpec;
+}
+
+/** Path parameter `{id}` of most routes. */
+export const idParams = z.strictObject({ id: z.string().min(1).max(128) });
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** who is calling, once authenticated (the error handler uses it to audit refusals) */
+    kilnPrincipal?: Principal;
+  }
+  interface FastifyContextConfig {
+    kilnAudit?: { action: string; resourceType: string };
+  }
+}
+
+/** Registers specs on a Fastify instance: authenticate, validate, call, answer. */
+export function registerRoutes(app: FastifyInstance, deps: ServiceDeps, secrets: AuthSecrets, specs: RouteSpec[]): void {
+  for (const spec of specs) {
+    app.route({
+      method: spec.method,
+      url: spec.url,
+      config: spec.audit ? { kilnAudit: spec.audit } : {},
+      handler: async (request, reply) => {
+        let principal: Principal = { kind: 'anonymous' };
+        if (spec.auth !== 'public') {
+          principal = await authenticate(deps, secrets, request.headers.authorization);
+          request.kilnPrincipal = principal;
+          if (spec.auth === 'key' && principal.kind === 'runner') {
+            throw new KilnError('FORBIDDEN', 'the runner token opens only /v1/runner/*');
+          }
+          if (spec.auth === 'runner' && principal.kind !== 'runner') {
+            throw new KilnError('FORBIDDEN', 'only runners (with the runner token) may call /v1/runner/*');
+          }
+        }
+        const params = spec.params ? parseOrThrow(spec.params, request.params, 'params') : undefined;
+        const query = spec.query ? parseOrThrow(spec.query, request.query ?? {}, 'query') : undefined;
+        let body: unknown;
+        if (spec.body) {
+          const raw = request.body === undefined && spec.bodyOptional ? {} : request.body;
+          body = parseOrThrow(spec.body, raw, 'body');
+        }
+        const result = await spec.handler({ principal, deps, params, query, body, request, reply } as never);
+        if (spec.raw) return reply;
+        reply.code(spec.successStatus ?? 200);
+        return result;
+      },
+    });
+  }
+}

@@ -1,0 +1,54 @@
+import { ManualClock } from '@kiln/core';
+import type { LightMyRequestResponse } from 'fastify';
+import { openTestStore, type TestStore } from '../store/testing.js';
+import type { DbDialect } from '../store/store.js';
+import { buildApp, type AppDeps, type KilnApp } from './app.js';
+
+export const TEST_ADMIN_KEY = 'kiln_operator_test_admin_key_0123456789';
+export const TEST_RUNNER_TOKEN = 'kiln_runner_test_token_0123456789';
+
+/** An app on a fresh store of either kind, with helpers that speak JSON and carry a key. */
+export interface TestApp {
+  app: KilnApp;
+  db: TestStore;
+  clock: ManualClock;
+  call(method: string, url: string, key?: string, body?: unknown): Promise<LightMyRequestResponse & { json(): any }>;
+  close(): Promise<void>;
+}
+
+export async function openTestApp(kind: DbDialect, options: Partial<AppDeps> = {}): Promise<TestApp> {
+  const db = await openTestStore(kind);
+  const clock = new ManualClock();
+  const app = await buildApp({
+    store: db.store,
+    adminKey: TEST_ADMIN_KEY,
+    runnerToken: TEST_RUNNER_TOKEN,
+    clock,
+    ...options,
+  });
+  return {
+    app,
+    db,
+    clock,
+    call: (method, url, key, body) =>
+      app.inject({
+        method: method as 'GET',
+        url,
+        headers: key ? { authorization: `Bearer ${key}` } : {},
+        ...(body === undefined ? {} : { payload: body as object }),
+      }),
+    close: async () => {
+      await app.close();
+      await db.cleanup();
+    },
+  };
+}
+
+/** The operator makes a tenant and its admin key; the tenant admin makes an agent and its key. */
+export async function seedTenant(t: TestApp, name = 'acme') {
+  const tenant = (await t.call('POST', '/v1/tenants', TEST_ADMIN_KEY, { name })).json();
+  const tenantKey = (await t.call('POST', `/v1/tenants/${tenant.id}/keys`, TEST_ADMIN_KEY)).json();
+  const agent = (await t.call('POST', '/v1/agents', tenantKey.key, { name: `${name}-bot` })).json();
+  const agentKey = (await t.call('POST', `/v1/agents/${agent.id}/keys`, tenantKey.key)).json();
+  return { tenant, tenantKey: tenantKey.key as string, tenantKeyId: tenantKey.id as string, agent, agentKey: agentKey.key as string, agentKeyId: agentKey.id as string };
+}
