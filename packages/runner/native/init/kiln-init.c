@@ -5,7 +5,9 @@
  * control folder (default /run/kiln/init.sock) and runs the commands sent over it. It is static and
  * needs nothing but the kernel, so it starts before anything of the sandbox's /usr is touched.
  *
- * Usage: kiln-init [SOCKET_PATH]
+ * Usage: kiln-init [--cpu-seconds N] [SOCKET_PATH]
+ *   --cpu-seconds N gives each command its own RLIMIT_CPU (soft N, hard N+1), so the CPU limit is per
+ *   command and the long-lived init never exhausts a budget meant for one step.
  *   Prints "ready\n" on stdout once the socket listens, then never writes to stdout again.
  *   Outside a pid namespace (tests) it makes itself a child subreaper so it still reaps orphans.
  *
@@ -58,6 +60,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -110,6 +113,7 @@ struct conn {
 };
 
 static struct conn conns[MAX_CONNS];
+static unsigned long cpu_seconds; /* 0: commands inherit the init's RLIMIT_CPU */
 static int listen_fd = -1;
 static int signal_fd = -1;
 
@@ -224,6 +228,13 @@ static void child_exec(struct conn *c, int in_r, int out_w, int err_w) {
     if (write(oom, "500", 3) < 0) { /* best effort */
     }
     close(oom);
+  }
+  if (cpu_seconds) {
+    struct rlimit rl = {.rlim_cur = cpu_seconds, .rlim_max = cpu_seconds + 1};
+    if (setrlimit(RLIMIT_CPU, &rl) < 0) {
+      dprintf(2, "kiln-init: cannot set the CPU limit: %s\n", strerror(errno));
+      _exit(126);
+    }
   }
   if (c->cwd && chdir(c->cwd) < 0) {
     dprintf(2, "kiln-init: cannot enter %s: %s\n", c->cwd, strerror(errno));
@@ -593,7 +604,17 @@ static void setup(const char *path) {
 }
 
 int main(int argc, char **argv) {
-  setup(argc > 1 ? argv[1] : DEFAULT_SOCKET);
+  int arg = 1;
+  if (arg + 1 < argc && strcmp(argv[arg], "--cpu-seconds") == 0) {
+    char *end = NULL;
+    cpu_seconds = strtoul(argv[arg + 1], &end, 10);
+    if (!end || *end || cpu_seconds == 0) {
+      fprintf(stderr, "kiln-init: --cpu-seconds wants a positive integer\n");
+      return 2;
+    }
+    arg += 2;
+  }
+  setup(arg < argc ? argv[arg] : DEFAULT_SOCKET);
   /* One pollfd for the socket and three for each connection's command pipes. */
   static struct pollfd pfd[2 + 4 * MAX_CONNS];
   static int owner[2 + 4 * MAX_CONNS];

@@ -1,0 +1,160 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { chownSync, mkdirSync } from 'node:fs';
+import { KilnError, limitsSchema, newId, parseOrThrow } from '@kiln/core';
+import type { PersistentDeps } from '../bubblewrap-driver.js';
+import { buildBwrapArgs } from '../bwrap-args.js';
+import type { SandboxCgroup } from '../cgroups/index.js';
+import type { PersistentSpec } from '../driver.js';
+import { buildLaunchArgs, rlimitsFor, SECCOMP_FD } from '../launch-args.js';
+import { nativeHelperPath, requireBwrap } from '../native-paths.js';
+import { sandboxPasswdFile } from '../sandbox-etc.js';
+import { seccompProgramPath } from '../seccomp.js';
+import type { UidLease } from '../uid-pool.js';
+import { Workspace } from '../workspace.js';
+import { PersistentSandbox } from './persistent-sandbox.js';
+
+/** Where the control folder is bound inside, and the init's socket in it. */
+export const CONTROL_DIR_INSIDE = '/run/kiln';
+export const INIT_SOCKET_INSIDE = `${CONTROL_DIR_INSIDE}/init.sock`;
+/** Where the (static) init binary is bound inside; outside /workspace so the payload cannot replace it. */
+const INIT_BINARY_INSIDE = '/kiln-init';
+/** The outer bwrap and the init live in the sandbox's pids cgroup too. */
+const OVERHEAD_PIDS = 2;
+/** @default how long the sandbox may take to answer before start() gives up */
+const DEFAULT_READY_TIMEOUT_MS = 10_000;
+
+export interface StartPersistentOptions {
+  /** @default 10 000 */
+  readyTimeoutMs?: number;
+}
+
+/**
+ * Starts a persistent sandbox: a fresh cgroup, a pool uid, a size-capped workspace, a control folder,
+ * and bubblewrap with the same isolation as one-shot runs, running kiln-init as PID 1 (`--as-pid-1`:
+ * no bwrap reaper in between, so our init is the one that reaps and the pid namespace ends with it).
+ * Resolves once the init's socket listens. Every resource taken is given back if a step fails.
+ */
+export async function startPersistentSandbox(
+  spec: PersistentSpec,
+  deps: PersistentDeps,
+  options: StartPersistentOptions = {},
+): Promise<PersistentSandbox> {
+  const limits = parseOrThrow(limitsSchema, spec.limits, 'limits');
+  if (spec.network && spec.network.egress !== 'none') {
+    throw new KilnError('VALIDATION_FAILED', 'network egress through the proxy is not available yet; only egress "none"', {
+      field: 'network.egress',
+    });
+  }
+  const id = newId('sandbox');
+  let lease: UidLease | undefined;
+  let workspace: Workspace | undefined;
+  let cgroup: SandboxCgroup | undefined;
+  let child: ChildProcess | undefined;
+  try {
+    lease = deps.uids.acquire();
+    workspace = Workspace.create({ uid: lease.uid, gid: lease.gid, diskBytes: limits.disk_bytes, id });
+    workspace.writeFiles(spec.files ?? []);
+    // The control folder and the host-side port sockets live on the workspace's tmpfs, outside the folders
+    // bound inside: the sandbox reaches only `ctl` (at /run/kiln), never `ports`, and one unmount removes both.
+    const controlDir = `${workspace.root}/ctl`;
+    const portsDir = `${workspace.root}/ports`;
+    mkdirSync(controlDir, { mode: 0o700 });
+    chownSync(controlDir, lease.uid, lease.gid);
+    mkdirSync(portsDir, { mode: 0o700 });
+    cgroup = deps.cgroups.create(id, { memoryBytes: limits.memory_bytes, pids: limits.pids + OVERHEAD_PIDS });
+
+    const cpuSeconds = Math.max(1, Math.ceil(limits.cpu_time_ms / 1000));
+    const bwrapArgs = buildBwrapArgs({
+      workspaceDir: workspace.workDir,
+      tmpDir: workspace.tmpDir,
+      shmDir: workspace.shmDir,
+      seccompFd: SECCOMP_FD,
+      cgroupBinds: cgroup.binds,
+      extraBinds: [
+        { source: controlDir, dest: CONTROL_DIR_INSIDE, readOnly: false },
+        { source: nativeHelperPath('kiln-init'), dest: INIT_BINARY_INSIDE },
+      ],
+      passwdFile: sandboxPasswdFile(),
+      ...(spec.env ? { env: spec.env } : {}),
+      command: [INIT_BINARY_INSIDE, '--cpu-seconds', String(cpuSeconds), INIT_SOCKET_INSIDE],
+    });
+    // Our init is PID 1 itself (bwrap would otherwise put its own reaper there).
+    bwrapArgs.splice(bwrapArgs.indexOf('--'), 0, '--as-pid-1');
+    // RLIMIT_CPU is per process and the init lives long: the init sets it per command instead.
+    const { cpu: _perCommand, ...rlimits } = rlimitsFor(limits);
+    const launchArgs = buildLaunchArgs({
+      cgroupProcsFiles: cgroup.procsFiles,
+      rlimits,
+      uid: lease.uid,
+      gid: lease.gid,
+      // Loopback sockets are allowed: services listen on 127.0.0.1 in a network namespace with only `lo`.
+      fds: [{ fd: SECCOMP_FD, path: seccompProgramPath('network') }],
+      program: requireBwrap(),
+      args: bwrapArgs,
+    });
+    child = spawn(nativeHelperPath('kiln-launch'), launchArgs, { stdio: ['ignore', 'pipe', 'pipe'], env: {} });
+    const stderrTail = collectTail(child);
+    await waitReady(child, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, stderrTail);
+    return new PersistentSandbox({
+      id,
+      limits,
+      baseEnv: spec.env ?? {},
+      child,
+      cgroup,
+      workspace,
+      lease,
+      controlSocket: `${controlDir}/init.sock`,
+      portsDir,
+      stderrTail,
+      trackCleanup: deps.trackCleanup,
+    });
+  } catch (err) {
+    cgroup?.killAll();
+    child?.kill('SIGKILL');
+    deps.trackCleanup(releaseAll(cgroup, workspace, lease));
+    if (err instanceof KilnError) throw err;
+    throw new KilnError('INTERNAL', `the persistent sandbox did not start: ${(err as Error).message}`);
+  }
+}
+
+/** Removal order matters: no process before the workspace goes, no file before the uid is reused. */
+export async function releaseAll(cgroup?: SandboxCgroup, workspace?: Workspace, lease?: UidLease): Promise<void> {
+  if (cgroup) await cgroup.remove();
+  if (workspace) await workspace.remove();
+  lease?.release();
+}
+
+/** Keeps the last few KiB of the launcher's and bwrap's stderr, for a clear error when the sandbox dies. */
+function collectTail(child: ChildProcess): () => string {
+  let tail = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    tail = (tail + chunk.toString('utf8')).slice(-4096);
+  });
+  return () => tail.trim();
+}
+
+/** kiln-init writes "ready\n" once its socket listens (its stdout is the launcher's). */
+function waitReady(child: ChildProcess, timeoutMs: number, stderrTail: () => string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(() => done(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    const onData = (chunk: Buffer) => {
+      seen += chunk.toString('utf8');
+      if (seen.includes('ready\n')) done();
+    };
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
+      done(new Error(`it exited (${code ?? signal}) before it was ready: ${stderrTail() || 'no message'}`));
+    const onError = (err: Error) => done(err);
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      child.stdout?.off('data', onData);
+      child.off('exit', onExit);
+      child.off('error', onError);
+      if (err) reject(err);
+      else resolve();
+    };
+    child.stdout?.on('data', onData);
+    child.once('exit', onExit);
+    child.once('error', onError);
+  });
+}
