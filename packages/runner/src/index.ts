@@ -1,1 +1,3 @@
 export * from './sandbox/index.js';
+export * from './languages/index.js';
+export * from './agent/index.js';

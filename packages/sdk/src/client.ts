@@ -172,9 +172,19 @@ export class KilnClient {
     /** Submits a job, streams its output to the callbacks, and returns the finished job. */
     run: async (body: CreateJobRequest, o: RunOptions = {}): Promise<Job> => {
       const job = await this.jobs.create(body);
+      let streamed = false;
       for await (const event of this.jobEvents(job.id, o.timeoutMs)) {
-        if (event.type === 'output') (event.chunk.stream === 'stdout' ? o.onStdout : o.onStderr)?.(event.chunk.data);
-        else if (event.type === 'end') return event.job;
+        if (event.type === 'output') {
+          streamed = true;
+          (event.chunk.stream === 'stdout' ? o.onStdout : o.onStderr)?.(event.chunk.data);
+        } else if (event.type === 'end') {
+          // The server forgets live output a while after a job ends; the job carries small outputs inline.
+          if (!streamed) {
+            if (event.job.stdout) o.onStdout?.(event.job.stdout);
+            if (event.job.stderr) o.onStderr?.(event.job.stderr);
+          }
+          return event.job;
+        }
       }
       return this.jobs.get(job.id);
     },

@@ -1,10 +1,50 @@
-import type { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
+import { pino } from 'pino';
+import { startRunner } from '@kiln/runner';
+
+export function parsePositiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a whole number of at least 1');
+  return n;
+}
 
 export function registerRunner(program: Command): void {
   program
     .command('runner')
-    .description('(not built yet)')
-    .action(() => {
-      throw new Error('`kiln runner` is not built yet');
+    .description('run one runner node: takes jobs from the control plane and runs them in sandboxes (root)')
+    .option('--server <url>', 'the control plane URL (KILN_SERVER_URL)')
+    .option('--token <token>', 'the runner token (KILN_RUNNER_TOKEN)')
+    .option('--zone <zone>', 'the zone this node is in (KILN_ZONE)', undefined)
+    .option('--capacity <n>', 'jobs run at once (KILN_CAPACITY)', parsePositiveInt)
+    .option('--name <name>', 'this node\'s stable name (KILN_RUNNER_NAME); default from host and data dir')
+    .option('--data-dir <dir>', 'where the runner keeps its state (KILN_DATA_DIR)')
+    .action(async (opts: { server?: string; token?: string; zone?: string; capacity?: number; name?: string; dataDir?: string }) => {
+      const env = process.env;
+      const serverUrl = opts.server ?? env.KILN_SERVER_URL;
+      const token = opts.token ?? env.KILN_RUNNER_TOKEN;
+      if (!serverUrl) throw new Error('no control plane: pass --server URL or set KILN_SERVER_URL');
+      if (!token) throw new Error('no runner token: pass --token T or set KILN_RUNNER_TOKEN');
+      const logger = pino({ name: 'kiln-runner', level: env.KILN_LOG_LEVEL ?? 'info' });
+      const capacityFromEnv = env.KILN_CAPACITY ? parsePositiveInt(env.KILN_CAPACITY) : undefined;
+      const zone = opts.zone ?? env.KILN_ZONE;
+      const name = opts.name ?? env.KILN_RUNNER_NAME;
+      const runner = await startRunner({
+        serverUrl,
+        token,
+        ...(zone ? { zone } : {}),
+        ...(opts.capacity ?? capacityFromEnv ? { capacity: opts.capacity ?? capacityFromEnv! } : {}),
+        ...(name ? { name } : {}),
+        dataDir: opts.dataDir ?? env.KILN_DATA_DIR ?? './.kiln/runner',
+        logger,
+      });
+      logger.info({ runner_id: runner.agent.id, server: serverUrl }, 'runner started');
+      await new Promise<void>((resolve) => {
+        const shutdown = (signal: string) => {
+          logger.info({ signal }, 'stopping: running jobs get a grace period');
+          void runner.stop().then(resolve);
+        };
+        process.once('SIGTERM', () => shutdown('SIGTERM'));
+        process.once('SIGINT', () => shutdown('SIGINT'));
+      });
     });
 }

@@ -9,7 +9,7 @@ import { topics } from '../services/notifier.js';
 type JobMessage =
   | { type: 'status'; job: Job }
   | { type: 'end'; job: Job }
-  | { type: 'output'; stream: 'stdout' | 'stderr'; data: string };
+  | { type: 'output'; seq: number; stream: 'stdout' | 'stderr'; data: string };
 
 /**
  * Streams a job as server-sent events: `status` now and on every change, `output` chunks as the sandbox
@@ -59,8 +59,13 @@ export async function streamJobEvents(
   const send = (event: string, data: unknown) => {
     if (!ended) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   };
+  let lastSeq = 0;
   deliver = (m) => {
-    if (m.type === 'output') send('output', { stream: m.stream, data: m.data });
+    if (m.type === 'output') {
+      if (m.seq <= lastSeq) return;
+      lastSeq = m.seq;
+      send('output', { stream: m.stream, data: m.data });
+    }
     else if (m.type === 'status') send('status', m.job);
     else {
       send('end', m.job);
@@ -70,10 +75,13 @@ export async function streamJobEvents(
 
   send('status', jobFromRow(row));
   if (isTerminalStatus(row.status) && row.output_refs !== null) {
+    for (const chunk of deps.liveOutput.since(jobId)) deliver({ type: 'output', ...chunk });
     send('end', jobFromRow(row));
     finish();
     return reply;
   }
+  // Output produced before this watcher connected, then whatever arrived while it was being read.
+  for (const chunk of deps.liveOutput.since(jobId)) deliver({ type: 'output', ...chunk });
   for (const m of pending.splice(0)) deliver(m);
   timers.push(
     setInterval(() => {

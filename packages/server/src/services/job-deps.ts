@@ -1,5 +1,6 @@
 import type { ArtifactStore } from '../artifacts/artifact-store.js';
 import type { ServiceDeps } from './context.js';
+import type { LiveOutput } from './live-output.js';
 import type { Notifier } from './notifier.js';
 
 /** Timings and bounds of the fleet, with units in every name. */
@@ -32,4 +33,5 @@ export interface JobDeps extends ServiceDeps {
   notifier: Notifier;
   artifacts: ArtifactStore;
   fleet: FleetSettings;
+  liveOutput: LiveOutput;
 }

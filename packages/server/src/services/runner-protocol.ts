@@ -186,7 +186,8 @@ export async function reportJobEvents(deps: JobDeps, jobId: string, report: JobE
     const data = Buffer.from(event.data_base64, 'base64').toString('utf8');
     // NOTIFY carries at most 8000 bytes, so long chunks travel in pieces.
     for (let i = 0; i < data.length; i += 2048) {
-      deps.notifier.publish(topics.job(jobId), { type: 'output', stream: event.stream, data: data.slice(i, i + 2048) });
+      const chunk = deps.liveOutput.append(jobId, event.stream, data.slice(i, i + 2048));
+      deps.notifier.publish(topics.job(jobId), { type: 'output', ...chunk });
     }
   }
 }
@@ -310,5 +311,8 @@ export async function completeJob(deps: JobDeps, jobId: string, report: Completi
     }
     return (await getJob(tx, jobId))!;
   });
-  if (finished) deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished) });
+  if (finished) {
+    deps.liveOutput.end(jobId);
+    deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished) });
+  }
 }

@@ -1,0 +1,82 @@
+import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import type { JobSpec } from '@kiln/core';
+import { BubblewrapDriver } from '../sandbox/bubblewrap-driver.js';
+import { buildOneShotSpec } from '../languages/spec.js';
+import { detectLanguages } from '../languages/detect.js';
+import { RunnerAgent, type AgentLogger } from './agent.js';
+import { ControlPlaneClient } from './control-plane-client.js';
+
+export interface RunnerConfig {
+  /** The control plane's URL (any replica). */
+  serverUrl: string;
+  /** The runner token (KILN_RUNNER_TOKEN). */
+  token: string;
+  /** @default "default" */
+  zone?: string;
+  /** Jobs run at once. @default 2 */
+  capacity?: number;
+  /** The node's stable identity across restarts. @default derived from the host name and data dir */
+  name?: string;
+  /** @default "./.kiln/runner" */
+  dataDir?: string;
+  labels?: Record<string, string>;
+  logger: AgentLogger;
+}
+
+export interface RunningRunner {
+  agent: RunnerAgent;
+  driver: BubblewrapDriver;
+  stop(): Promise<void>;
+}
+
+/** A node's default name: the same host and data dir give the same name, so a restart is recognised. */
+export function defaultRunnerName(dataDir: string): string {
+  const digest = createHash('sha256').update(resolve(dataDir)).digest('hex').slice(0, 8);
+  return `${hostname()}-${digest}`;
+}
+
+/** Turns a leased job's frozen spec into the sandbox run, through the language catalog. */
+export function jobToRunSpec(spec: JobSpec) {
+  return buildOneShotSpec(
+    {
+      language: spec.language,
+      ...(spec.code !== null ? { code: spec.code } : { files: spec.files }),
+      ...(spec.entrypoint !== null ? { entrypoint: spec.entrypoint } : {}),
+      args: spec.args,
+      ...(spec.stdin !== null ? { stdin: spec.stdin } : {}),
+      env: spec.env,
+    },
+    spec.limits,
+    { collect: spec.collect, network: spec.network },
+  );
+}
+
+/** Starts a runner node: detects languages inside real sandboxes, registers, and takes work. */
+export async function startRunner(config: RunnerConfig): Promise<RunningRunner> {
+  const driver = new BubblewrapDriver();
+  const languages = await detectLanguages(driver);
+  config.logger.info({ languages: languages.map((l) => `${l.name} ${l.version}`) }, 'languages detected');
+  const dataDir = config.dataDir ?? './.kiln/runner';
+  const agent = new RunnerAgent({
+    client: new ControlPlaneClient(config.serverUrl, config.token),
+    driver,
+    languages,
+    toRunSpec: jobToRunSpec,
+    name: config.name ?? defaultRunnerName(dataDir),
+    zone: config.zone ?? 'default',
+    capacity: config.capacity ?? 2,
+    labels: config.labels ?? {},
+    logger: config.logger,
+  });
+  await agent.start();
+  return {
+    agent,
+    driver,
+    stop: async () => {
+      await agent.stop();
+      await driver.drain().catch(() => {});
+    },
+  };
+}
