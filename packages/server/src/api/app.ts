@@ -1,11 +1,11 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import { systemClock, type Clock } from '@kiln/core';
+import { KilnError, systemClock, type Clock } from '@kiln/core';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { AuthSecrets } from '../services/auth.js';
 import type { ServiceDeps } from '../services/context.js';
 import type { Store } from '../store/store.js';
-import { installErrorHandling } from './errors.js';
+import { installErrorHandling, sendProblem } from './errors.js';
 import { createHttpMetrics, instrument, type HttpMetrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { operatorRoutes } from './operator-routes.js';
@@ -46,6 +46,11 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
     bodyLimit: deps.bodyLimitBytes ?? 1024 * 1024,
     // Ids and other strings may be long; keep Fastify from answering 414 on its own terms.
     routerOptions: { maxParamLength: 256, ignoreTrailingSlash: true },
+    // Errors Fastify raises before routing (bad URL encoding, over-long ids) get the same problem+json.
+    frameworkErrors: (error, request, reply) => {
+      const code = error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'NOT_FOUND' : 'VALIDATION_FAILED';
+      void sendProblem(reply, request, new KilnError(code, error.message));
+    },
   });
   const metrics = createHttpMetrics();
   instrument(app, metrics);
