@@ -64,6 +64,8 @@ export interface RunResult {
   files: CollectedFile[];
   /** Why the run ended in system_error, for logs; never shown to other tenants. */
   error?: string;
+  /** The sandbox's id (names its cgroups and workspace), for logs and cleanup checks. */
+  sandbox_id?: string;
 }
 
 export interface ExecOptions {

@@ -73,10 +73,11 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
     if (result.verdict !== 'system_error' && result.verdict !== 'canceled') {
       result.files = collectFiles(workspace, spec.collect ?? ['out/**'], limits.output_bytes);
     }
+    result.sandbox_id = sandboxId;
     return result;
   } catch (err) {
     cgroup?.killAll();
-    return setupFailure(err instanceof Error ? err.message : String(err));
+    return { ...setupFailure(err instanceof Error ? err.message : String(err)), sandbox_id: sandboxId };
   } finally {
     deps.trackCleanup(cleanup(cgroup, workspace, lease));
   }
@@ -217,6 +218,10 @@ function supervise(
       }
       if (!payloadStarted && setupError === undefined && (wallTimeExceeded || outputExceeded)) {
         setupError = 'the sandbox did not start before it was killed';
+      }
+      // bubblewrap reports a payload it could not exec (missing program) as exit 1 with this message.
+      if (setupError === undefined && code === 1 && /^bwrap: execvp /.test(stderrBuf.toString('utf8', 0, 200))) {
+        setupError = stderrBuf.toString('utf8').trim().slice(0, 500);
       }
       const exit = decodeExit(code, signal);
       const cpuTimeExceededAfter = cpuTimeExceeded || usage.cpuTimeMs > limits.cpu_time_ms;

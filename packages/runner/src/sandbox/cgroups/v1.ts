@@ -1,6 +1,15 @@
 import { existsSync, realpathSync } from 'node:fs';
 import type { CgroupBackend, CgroupBind, CgroupLimits, CgroupUsage, SandboxCgroup } from './types.js';
-import { ensureDir, killPids, readKeyed, readNumber, readPids, removeDirsWithRetry, writeValue } from './fs-util.js';
+import {
+  ensureDir,
+  killPids,
+  readKeyed,
+  readNumber,
+  readPids,
+  readText,
+  removeDirsWithRetry,
+  writeValue,
+} from './fs-util.js';
 
 const CPU_PERIOD_US = 100_000;
 
@@ -11,7 +20,14 @@ const CPU_PERIOD_US = 100_000;
  */
 export class CgroupV1Backend implements CgroupBackend {
   readonly version = 1 as const;
-  private readonly parents: { memory: string; pids: string; cpu: string; cpuacct: string; unified?: string };
+  private readonly parents: {
+    memory: string;
+    pids: string;
+    cpu: string;
+    cpuacct: string;
+    cpuset?: string;
+    unified?: string;
+  };
   private readonly cpuacctSharesCpu: boolean;
 
   constructor(readonly root = '/sys/fs/cgroup', readonly parentName = 'kiln') {
@@ -22,11 +38,23 @@ export class CgroupV1Backend implements CgroupBackend {
       pids: at('pids'),
       cpu: at('cpu'),
       cpuacct: at('cpuacct'),
+      // Java refuses to read any cgroup limit unless it also finds a cpuset hierarchy, so sandboxes join one.
+      ...(existsSync(`${root}/cpuset/cpuset.cpus`) ? { cpuset: at('cpuset') } : {}),
       ...(existsSync(`${unifiedRoot}/cgroup.procs`) ? { unified: `${unifiedRoot}/${parentName}` } : {}),
     };
     // Some distributions co-mount cpu and cpuacct ("cpu,cpuacct" with two symlinks to it).
     this.cpuacctSharesCpu = realpathSync(`${root}/cpu`) === realpathSync(`${root}/cpuacct`);
     for (const dir of Object.values(this.parents)) if (dir) ensureDir(dir);
+    if (this.parents.cpuset) {
+      // A new v1 cpuset starts with no CPUs and no memory nodes: give the parent the root's, and let
+      // children copy them (clone_children), so creating a sandbox's cpuset costs one mkdir.
+      for (const file of ['cpuset.cpus', 'cpuset.mems']) {
+        if (readText(`${this.parents.cpuset}/${file}`).trim() === '') {
+          writeValue(`${this.parents.cpuset}/${file}`, readText(`${root}/cpuset/${file}`).trim());
+        }
+      }
+      writeValue(`${this.parents.cpuset}/cgroup.clone_children`, 1);
+    }
   }
 
   create(name: string, limits: CgroupLimits): SandboxCgroup {
@@ -35,11 +63,12 @@ export class CgroupV1Backend implements CgroupBackend {
       pids: `${this.parents.pids}/${name}`,
       cpu: `${this.parents.cpu}/${name}`,
       cpuacct: this.cpuacctSharesCpu ? `${this.parents.cpu}/${name}` : `${this.parents.cpuacct}/${name}`,
+      cpuset: this.parents.cpuset ? `${this.parents.cpuset}/${name}` : undefined,
       unified: this.parents.unified ? `${this.parents.unified}/${name}` : undefined,
     };
     const created: string[] = [];
     try {
-      for (const dir of new Set([dirs.memory, dirs.pids, dirs.cpu, dirs.cpuacct, dirs.unified])) {
+      for (const dir of new Set([dirs.memory, dirs.pids, dirs.cpu, dirs.cpuacct, dirs.cpuset, dirs.unified])) {
         if (!dir) continue;
         ensureDir(dir);
         created.push(dir);
@@ -69,7 +98,14 @@ class CgroupV1 implements SandboxCgroup {
 
   constructor(
     readonly name: string,
-    private readonly dirs: { memory: string; pids: string; cpu: string; cpuacct: string; unified?: string | undefined },
+    private readonly dirs: {
+      memory: string;
+      pids: string;
+      cpu: string;
+      cpuacct: string;
+      cpuset?: string | undefined;
+      unified?: string | undefined;
+    },
     private readonly allDirs: string[],
   ) {
     this.procsFiles = allDirs.map((d) => `${d}/cgroup.procs`);
@@ -78,6 +114,7 @@ class CgroupV1 implements SandboxCgroup {
       { source: dirs.pids, dest: '/sys/fs/cgroup/pids' },
       { source: dirs.cpu, dest: '/sys/fs/cgroup/cpu' },
       ...(dirs.cpuacct !== dirs.cpu ? [{ source: dirs.cpuacct, dest: '/sys/fs/cgroup/cpuacct' }] : []),
+      ...(dirs.cpuset ? [{ source: dirs.cpuset, dest: '/sys/fs/cgroup/cpuset' }] : []),
     ];
   }
 

@@ -1,0 +1,3 @@
+export * from './catalog.js';
+export * from './spec.js';
+export * from './detect.js';

@@ -1,0 +1,86 @@
+import { KilnError, type Limits } from '@kiln/core';
+import type { OneShotSpec, WorkspaceFile } from '../sandbox/driver.js';
+import { splitRelativePath, UnsafePathError } from '../sandbox/safe-fs.js';
+import { findLanguage, LANGUAGES } from './catalog.js';
+
+/** A request file as the API carries it (ARCHITECTURE.md §5). */
+export interface CodeFile {
+  path: string;
+  content: string;
+  /** @default 'utf8' */
+  encoding?: 'utf8' | 'base64';
+}
+
+/** The language-level request the jobs work and `kiln exec` share. */
+export interface CodeRequest {
+  language: string;
+  code?: string;
+  files?: readonly CodeFile[];
+  /** Which file to run; @default the language's source file name, else the first file with its extension. */
+  entrypoint?: string;
+  args?: readonly string[];
+  stdin?: string | Buffer;
+  env?: Record<string, string>;
+}
+
+/** Extra OneShotSpec fields to pass through (collect, signal, callbacks, network). */
+export type SpecExtras = Omit<OneShotSpec, 'command' | 'files' | 'stdin' | 'env' | 'limits' | 'reportsCompileStatus'>;
+
+function invalid(field: string, message: string): KilnError {
+  return new KilnError('VALIDATION_FAILED', message, { field, errors: [{ field, message }] });
+}
+
+/**
+ * Turns `{language, code | files, entrypoint?, args?, stdin?}` into a OneShotSpec for the sandbox driver.
+ * Throws UNSUPPORTED_LANGUAGE for a language outside the catalog and VALIDATION_FAILED for a bad request.
+ */
+export function buildOneShotSpec(request: CodeRequest, limits: Limits, extras: SpecExtras = {}): OneShotSpec {
+  const language = findLanguage(request.language);
+  if (!language) {
+    throw new KilnError(
+      'UNSUPPORTED_LANGUAGE',
+      `unknown language ${JSON.stringify(request.language)}; known: ${LANGUAGES.map((l) => l.name).join(', ')}`,
+      { field: 'language' },
+    );
+  }
+  if (request.code !== undefined && request.files !== undefined) {
+    throw invalid('code', 'give either code or files, not both');
+  }
+  const files: WorkspaceFile[] = [];
+  if (request.code !== undefined) {
+    files.push({ path: request.entrypoint ?? language.sourceFile, content: request.code });
+  } else if (request.files && request.files.length > 0) {
+    request.files.forEach((f, i) => {
+      try {
+        splitRelativePath(f.path);
+      } catch (err) {
+        if (err instanceof UnsafePathError) throw invalid(`files.${i}.path`, err.message);
+        throw err;
+      }
+      files.push({
+        path: f.path,
+        content: f.encoding === 'base64' ? Buffer.from(f.content, 'base64') : f.content,
+      });
+    });
+  } else {
+    throw invalid('code', 'give code or at least one file');
+  }
+  const paths = files.map((f) => f.path.replace(/^\/+/, ''));
+  const entrypoint =
+    request.entrypoint ??
+    (paths.includes(language.sourceFile)
+      ? language.sourceFile
+      : paths.find((p) => language.extensions.some((ext) => p.endsWith(ext))));
+  if (!entrypoint) throw invalid('entrypoint', `no ${language.name} file to run: name one with entrypoint`);
+  if (!paths.includes(entrypoint)) throw invalid('entrypoint', `entrypoint ${entrypoint} is not among the files`);
+
+  return {
+    ...extras,
+    command: language.command(entrypoint, request.args ?? []),
+    files,
+    ...(request.stdin !== undefined ? { stdin: request.stdin } : {}),
+    ...(request.env ? { env: request.env } : {}),
+    limits,
+    ...(language.compiled ? { reportsCompileStatus: true } : {}),
+  };
+}
