@@ -47,8 +47,6 @@ export async function runControlPlane(flags: ControlPlaneFlags, what: string): P
     out('kiln: operator key is the one in KILN_ADMIN_KEY');
   }
   out(`kiln: API docs at ${server.url}/docs`);
-  // The URL alone on stdout, so scripts can read it.
-  process.stdout.write(`${server.url}\n`);
 
   let stopping = false;
   const stop = (signal: string) => {
