@@ -30,6 +30,26 @@ export const serverEnvSchema = z.object({
   KILN_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).max(1024 ** 3).default(1024 * 1024),
   /** @default info */
   KILN_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Where artifacts go: `s3://bucket/prefix`, or a folder. @default <data dir>/artifacts */
+  KILN_ARTIFACTS_URL: z.string().min(1).optional(),
+  /** An S3-compatible endpoint for `s3://` artifacts (MinIO, Ceph…); unset for AWS. */
+  KILN_S3_ENDPOINT: z.url().optional(),
+  /** @default us-east-1 */
+  KILN_S3_REGION: z.string().min(1).optional(),
+  KILN_S3_ACCESS_KEY_ID: z.string().min(1).optional(),
+  KILN_S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+  /** How often runners heartbeat. @default 1000 */
+  KILN_HEARTBEAT_INTERVAL_MS: z.coerce.number().int().min(100).max(60_000).default(1000),
+  /** A lease not extended for this long is lost and its job requeued. @default 15000 */
+  KILN_LEASE_TTL_MS: z.coerce.number().int().min(1000).max(3_600_000).default(15_000),
+  /** No heartbeat for this long: the runner is degraded (no new placements). @default 3000 */
+  KILN_RUNNER_DEGRADED_AFTER_MS: z.coerce.number().int().min(200).max(3_600_000).default(3000),
+  /** No heartbeat for this long: offline; its sandboxes fail and its jobs are requeued. @default 10000 */
+  KILN_RUNNER_OFFLINE_AFTER_MS: z.coerce.number().int().min(500).max(3_600_000).default(10_000),
+  /** Attempts a job gets when runners are lost under it. @default 3 */
+  KILN_JOB_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(3),
+  /** The longest `POST /v1/jobs?wait=true` blocks. @default 60000 */
+  KILN_JOB_MAX_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(60_000),
 });
 
 /** The compiled configuration: every value resolved, every unit in its name. */
@@ -42,6 +62,14 @@ export interface ServerConfig {
   runnerToken: string | undefined;
   bodyLimitBytes: number;
   logLevel: z.infer<typeof serverEnvSchema>['KILN_LOG_LEVEL'];
+  artifactsUrl: string | undefined;
+  s3: { endpoint?: string; region?: string; accessKeyId?: string; secretAccessKey?: string };
+  heartbeatIntervalMs: number;
+  leaseTtlMs: number;
+  runnerDegradedAfterMs: number;
+  runnerOfflineAfterMs: number;
+  jobMaxAttempts: number;
+  jobMaxWaitMs: number;
 }
 
 /**
@@ -67,6 +95,19 @@ export function loadServerConfig(
     runnerToken: parsed.KILN_RUNNER_TOKEN,
     bodyLimitBytes: parsed.KILN_BODY_LIMIT_BYTES,
     logLevel: parsed.KILN_LOG_LEVEL,
+    artifactsUrl: parsed.KILN_ARTIFACTS_URL,
+    s3: {
+      ...(parsed.KILN_S3_ENDPOINT ? { endpoint: parsed.KILN_S3_ENDPOINT } : {}),
+      ...(parsed.KILN_S3_REGION ? { region: parsed.KILN_S3_REGION } : {}),
+      ...(parsed.KILN_S3_ACCESS_KEY_ID ? { accessKeyId: parsed.KILN_S3_ACCESS_KEY_ID } : {}),
+      ...(parsed.KILN_S3_SECRET_ACCESS_KEY ? { secretAccessKey: parsed.KILN_S3_SECRET_ACCESS_KEY } : {}),
+    },
+    heartbeatIntervalMs: parsed.KILN_HEARTBEAT_INTERVAL_MS,
+    leaseTtlMs: parsed.KILN_LEASE_TTL_MS,
+    runnerDegradedAfterMs: parsed.KILN_RUNNER_DEGRADED_AFTER_MS,
+    runnerOfflineAfterMs: parsed.KILN_RUNNER_OFFLINE_AFTER_MS,
+    jobMaxAttempts: parsed.KILN_JOB_MAX_ATTEMPTS,
+    jobMaxWaitMs: parsed.KILN_JOB_MAX_WAIT_MS,
   };
   for (const [key, value] of Object.entries(overrides)) {
     if (value !== undefined) (config as unknown as Record<string, unknown>)[key] = value;
@@ -95,6 +136,7 @@ export function redactConfig(config: ServerConfig): Record<string, unknown> {
     databaseUrl,
     adminKey: config.adminKey ? '[redacted]' : undefined,
     runnerToken: config.runnerToken ? '[redacted]' : undefined,
+    s3: { ...config.s3, secretAccessKey: config.s3.secretAccessKey ? '[redacted]' : undefined },
   };
 }
 

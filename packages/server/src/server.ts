@@ -1,9 +1,10 @@
 import { join } from 'node:path';
-import { type Clock } from '@kiln/core';
+import { systemClock, type Clock } from '@kiln/core';
 import pino from 'pino';
 import { buildApp, type KilnApp } from './api/app.js';
 import type { RouteSpec } from './api/route.js';
 import { redactConfig, resolveAdminKey, type ResolvedAdminKey, type ServerConfig } from './config.js';
+import { createJobPlane, type JobPlane } from './job-plane.js';
 import { openStore, storeOptionsFor, type Store } from './store/store.js';
 
 export interface RunningServer {
@@ -27,7 +28,23 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   const adminKey = resolveAdminKey(config);
   const store = await openStore(storeOptionsFor({ databaseUrl: config.databaseUrl, sqliteFile: join(config.dataDir, 'kiln.db') }));
   let app: KilnApp;
+  let jobPlane: JobPlane | undefined;
   try {
+    jobPlane = await createJobPlane({
+      store,
+      clock: options.clock ?? systemClock,
+      databaseUrl: config.databaseUrl,
+      artifacts: { url: config.artifactsUrl, dataDir: config.dataDir, s3: config.s3 },
+      fleet: {
+        heartbeatIntervalMs: config.heartbeatIntervalMs,
+        leaseTtlMs: config.leaseTtlMs,
+        degradedAfterMs: config.runnerDegradedAfterMs,
+        offlineAfterMs: config.runnerOfflineAfterMs,
+        maxAttempts: config.jobMaxAttempts,
+        maxWaitMs: config.jobMaxWaitMs,
+      },
+      onError: (err) => logger.error({ err }, 'fleet reaper pass failed'),
+    });
     app = await buildApp({
       store,
       adminKey: adminKey.key,
@@ -35,10 +52,13 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       bodyLimitBytes: config.bodyLimitBytes,
       logger: { level: config.logLevel, redact: ['req.headers.authorization'] },
       ...(options.clock ? { clock: options.clock } : {}),
-      ...(options.extraRoutes ? { extraRoutes: options.extraRoutes } : {}),
+      extraRoutes: [...jobPlane.routes, ...(options.extraRoutes ?? [])],
     });
+    jobPlane.install(app);
     await app.listen({ port: config.port, host: config.host });
+    jobPlane.start();
   } catch (err) {
+    await jobPlane?.close();
     await store.close();
     throw err;
   }
@@ -55,6 +75,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     close: () => {
       closing ??= (async () => {
         await app.close();
+        await jobPlane.close();
         await store.close();
       })();
       return closing;

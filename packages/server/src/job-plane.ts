@@ -1,0 +1,62 @@
+import type { FastifyInstance } from 'fastify';
+import type { Clock } from '@kiln/core';
+import { createArtifactStore, type ArtifactStoreConfig } from './artifacts/index.js';
+import { fleetRoutes } from './api/fleet-routes.js';
+import { jobRoutes } from './api/job-routes.js';
+import { acceptRawUploads, runnerRoutes } from './api/runner-routes.js';
+import type { RouteSpec } from './api/route.js';
+import { startFleetReaper } from './services/fleet.js';
+import { DEFAULT_FLEET_SETTINGS, type FleetSettings, type JobDeps } from './services/job-deps.js';
+import { LiveOutput } from './services/live-output.js';
+import { createNotifier } from './services/notifier.js';
+import type { Store } from './store/store.js';
+
+export interface JobPlaneOptions {
+  store: Store;
+  clock: Clock;
+  databaseUrl: string | undefined;
+  artifacts: ArtifactStoreConfig;
+  fleet?: Partial<FleetSettings>;
+  onError: (err: unknown) => void;
+}
+
+/** Jobs on a runner fleet: their dependencies, routes and background reaper, started and stopped together. */
+export interface JobPlane {
+  deps: JobDeps;
+  routes: RouteSpec[];
+  /** What the app needs besides the routes (raw blob uploads). Call before the app is ready. */
+  install(app: FastifyInstance): void;
+  /** Starts the fleet reaper. */
+  start(): void;
+  close(): Promise<void>;
+}
+
+export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane> {
+  const notifier = await createNotifier(
+    options.databaseUrl ? { kind: 'postgres', url: options.databaseUrl } : { kind: 'sqlite' },
+  );
+  const fleet = { ...DEFAULT_FLEET_SETTINGS, ...options.fleet };
+  const deps: JobDeps = {
+    store: options.store,
+    clock: options.clock,
+    notifier,
+    artifacts: createArtifactStore(options.artifacts),
+    fleet,
+    liveOutput: new LiveOutput(),
+  };
+  let stopReaper: (() => Promise<void>) | undefined;
+  return {
+    deps,
+    routes: [...jobRoutes(deps), ...runnerRoutes(deps), ...fleetRoutes(deps)],
+    install: (app) => acceptRawUploads(app),
+    start: () => {
+      // The reaper looks often enough to notice a missed heartbeat within about one interval.
+      stopReaper = startFleetReaper(deps, Math.max(250, Math.floor(fleet.heartbeatIntervalMs / 2)), options.onError);
+    },
+    close: async () => {
+      await stopReaper?.();
+      await notifier.close();
+      await deps.artifacts.close();
+    },
+  };
+}
