@@ -3,7 +3,7 @@ import net from 'node:net';
 import {
   ClientFrame,
   type CommandRequest,
-  decodeExit,
+  decodeExitFrame,
   encodeChunked,
   encodeCommand,
   encodeFrame,
@@ -126,7 +126,7 @@ export async function runInitCommand(
       for (const frame of frames) {
         if (frame.type === InitFrame.stdout) output(frame.payload, stdout, options.onStdout);
         else if (frame.type === InitFrame.stderr) output(frame.payload, stderr, options.onStderr);
-        else if (frame.type === InitFrame.exit) return finish(null, decodeExit(frame.payload));
+        else if (frame.type === InitFrame.exit) return finish(null, decodeExitFrame(frame.payload));
         else if (frame.type === InitFrame.failure) return finish(new Error(`kiln-init: ${frame.payload.toString()}`));
       }
     });

@@ -96,7 +96,7 @@ export function encodeTunnel(port: number): Buffer {
   return encodeFrame(ClientFrame.tunnel, p);
 }
 
-export function decodeExit(payload: Buffer): InitExit {
+export function decodeExitFrame(payload: Buffer): InitExit {
   if (payload.length !== 6) throw new Error(`bad exit frame of ${payload.length} bytes`);
   const signaled = payload[0] === 1;
   const value = payload.readUInt32BE(1);
