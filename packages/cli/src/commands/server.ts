@@ -33,7 +33,12 @@ function overridesFrom(flags: ControlPlaneFlags): Partial<ServerConfig> {
  * Starts the control plane from flags and KILN_* variables, prints where it is and where the operator
  * key is (the key itself only on the start that generated it), and shuts down cleanly on SIGTERM/SIGINT.
  */
-export async function runControlPlane(flags: ControlPlaneFlags, what: string): Promise<RunningServer> {
+export interface ControlPlaneHooks {
+  /** Runs on SIGTERM/SIGINT before the control plane closes (e.g. stopping `kiln up`'s local runner). */
+  beforeClose?: () => Promise<void>;
+}
+
+export async function runControlPlane(flags: ControlPlaneFlags, what: string, hooks: ControlPlaneHooks = {}): Promise<RunningServer> {
   const config = loadServerConfig(process.env, overridesFrom(flags));
   const server = await startServer(config);
   const out = (line: string) => process.stderr.write(`${line}\n`);
@@ -53,7 +58,10 @@ export async function runControlPlane(flags: ControlPlaneFlags, what: string): P
     if (stopping) return;
     stopping = true;
     out(`kiln: ${signal}, shutting down`);
-    server.close().then(
+    (hooks.beforeClose ?? (async () => {}))()
+      .catch((err: unknown) => out(`kiln: ${err instanceof Error ? err.message : String(err)}`))
+      .then(() => server.close())
+      .then(
       () => process.exit(0),
       (err: unknown) => {
         out(`kiln: shutdown failed: ${err instanceof Error ? err.message : String(err)}`);

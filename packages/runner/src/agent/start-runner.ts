@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import type { JobSpec } from '@kiln/core';
+import type { JobSpec, RunnerLanguage } from '@kiln/core';
 import { BubblewrapDriver } from '../sandbox/bubblewrap-driver.js';
 import { buildOneShotSpec } from '../languages/spec.js';
 import { detectLanguages } from '../languages/detect.js';
@@ -27,6 +27,7 @@ export interface RunnerConfig {
 
 export interface RunningRunner {
   agent: RunnerAgent;
+  languages: RunnerLanguage[];
   driver: BubblewrapDriver;
   stop(): Promise<void>;
 }
@@ -73,6 +74,7 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
   await agent.start();
   return {
     agent,
+    languages,
     driver,
     stop: async () => {
       await agent.stop();

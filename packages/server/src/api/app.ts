@@ -43,6 +43,8 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
   const secrets: AuthSecrets = { adminKey: deps.adminKey, runnerToken: deps.runnerToken };
   const app = Fastify({
     logger: deps.logger ?? false,
+    // Runners heartbeat every second; a line per request would drown the log. /metrics counts requests.
+    disableRequestLogging: true,
     bodyLimit: deps.bodyLimitBytes ?? 1024 * 1024,
     // Ids and other strings may be long; keep Fastify from answering 414 on its own terms.
     routerOptions: { maxParamLength: 256, ignoreTrailingSlash: true },
