@@ -86,10 +86,13 @@ class CgroupV2 implements SandboxCgroup {
   }
 
   killAll(): void {
-    try {
-      writeValue(`${this.dir}/cgroup.kill`, 1);
-    } catch {
-      // kernels before 5.14 have no cgroup.kill
+    // Kernels before 5.14 have no cgroup.kill; the loop below still kills every member.
+    if (existsSync(`${this.dir}/cgroup.kill`)) {
+      try {
+        writeValue(`${this.dir}/cgroup.kill`, 1);
+      } catch {
+        // the folder is being removed
+      }
     }
     for (let round = 0; round < 5; round++) {
       const pids = this.pids();
