@@ -5,7 +5,7 @@ import { openTestApp, seedTenant, TEST_ADMIN_KEY, TEST_RUNNER_TOKEN, type TestAp
 
 // Random requests at the real app (in-process, real database): whatever arrives, the answer is never a
 // 5xx, always has a body, and an error is always problem+json with a stable code.
-const RUNS: Record<string, number> = { sqlite: 2500, postgres: 1500 };
+const RUNS: Record<string, number> = { sqlite: 2000, postgres: 1000 };
 
 describe.each(DB_KINDS)('random requests on %s', (kind) => {
   let t: TestApp;

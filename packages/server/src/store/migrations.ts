@@ -299,20 +299,22 @@ const initial: Migration = {
 export const MIGRATIONS: readonly Migration[] = [initial, jobFleetMigration];
 
 /**
- * Runs the migrations that have not run yet, each in its own transaction. On PostgreSQL an advisory lock
- * keeps two replicas starting together from racing.
+ * Runs the migrations that have not run yet, each in its own transaction. On PostgreSQL a transaction-
+ * scoped advisory lock keeps two replicas starting together from racing.
  */
 export async function migrate(db: Kysely<Database>, dialect: DbDialect, migrations = MIGRATIONS): Promise<string[]> {
-  await db.schema
-    .createTable('kiln_migrations')
-    .ifNotExists()
-    .addColumn('name', 'text', (c) => c.primaryKey())
-    .addColumn('applied_at', 'text', (c) => c.notNull())
-    .execute();
   const applied: string[] = [];
   for (const migration of migrations) {
     const ran = await db.transaction().execute(async (trx) => {
+      // The lock comes first, even before the bookkeeping table exists, so replicas starting together
+      // migrate one after another instead of racing on CREATE TABLE.
       if (dialect === 'postgres') await sql`select pg_advisory_xact_lock(4242001)`.execute(trx);
+      await trx.schema
+        .createTable('kiln_migrations')
+        .ifNotExists()
+        .addColumn('name', 'text', (c) => c.primaryKey())
+        .addColumn('applied_at', 'text', (c) => c.notNull())
+        .execute();
       const done = await trx
         .selectFrom('kiln_migrations')
         .select('name')
