@@ -16,7 +16,7 @@ export interface CodeRequest {
   language: string;
   code?: string;
   files?: readonly CodeFile[];
-  /** Which file to run; @default the language's source file name, else the first file with its extension. */
+  /** Which file to run; @default the language's source file name, else the first top-level file with its extension. */
   entrypoint?: string;
   args?: readonly string[];
   stdin?: string | Buffer;
@@ -66,11 +66,14 @@ export function buildOneShotSpec(request: CodeRequest, limits: Limits, extras: S
     throw invalid('code', 'give code or at least one file');
   }
   const paths = files.map((f) => f.path.replace(/^\/+/, ''));
+  const ofLanguage = (p: string) => language.extensions.some((ext) => p.endsWith(ext));
+  // Without an explicit entrypoint: the language's usual file name, else a top-level file of the
+  // language (modules usually sit in folders), else any file of the language.
   const entrypoint =
     request.entrypoint ??
     (paths.includes(language.sourceFile)
       ? language.sourceFile
-      : paths.find((p) => language.extensions.some((ext) => p.endsWith(ext))));
+      : (paths.find((p) => !p.includes('/') && ofLanguage(p)) ?? paths.find(ofLanguage)));
   if (!entrypoint) throw invalid('entrypoint', `no ${language.name} file to run: name one with entrypoint`);
   if (!paths.includes(entrypoint)) throw invalid('entrypoint', `entrypoint ${entrypoint} is not among the files`);
 
