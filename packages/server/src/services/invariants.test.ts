@@ -47,6 +47,47 @@ describe.each(DB_KINDS)('invariants on %s', (kind) => {
     }
   });
 
+  it('has every seed field of the thirteen entities, in snake_case, plus the listed extras', async () => {
+    const fields: Record<string, string[]> = {
+      tenants: ['id', 'name', 'status', 'created_at'],
+      agents: ['id', 'tenant_id', 'name', 'type', 'status', 'created_at'],
+      policies: ['id', 'tenant_id', 'name', 'version', 'ruleset', 'created_at', 'updated_at'],
+      jobs: [
+        'id', 'tenant_id', 'agent_id', 'policy_id', 'language', 'status', 'requested_at', 'started_at', 'completed_at',
+        'exit_status', 'resource_usage', 'output_refs', 'policy_version', 'attempt', 'verdict', 'runner_id',
+        'lease_expires_at', 'request', 'zone', 'error',
+      ],
+      sessions: [
+        'id', 'tenant_id', 'agent_id', 'policy_id', 'status', 'ttl_seconds', 'created_at', 'expires_at',
+        'last_activity_at', 'policy_version',
+      ],
+      session_steps: [
+        'id', 'session_id', 'sequence', 'command', 'status', 'started_at', 'completed_at', 'exit_status',
+        'resource_usage', 'output_refs',
+      ],
+      artifacts: ['id', 'tenant_id', 'owner_type', 'owner_id', 'name', 'size_bytes', 'checksum', 'storage_uri', 'created_at'],
+      workflows: ['id', 'tenant_id', 'status', 'created_at', 'started_at', 'completed_at'],
+      workflow_steps: ['id', 'workflow_id', 'sequence', 'agent_id', 'job_id', 'status', 'started_at', 'completed_at'],
+      services: ['id', 'tenant_id', 'policy_id', 'status', 'started_at', 'stopped_at', 'proxy_url', 'policy_version', 'port'],
+      runner_nodes: ['id', 'status', 'zone', 'capacity', 'last_heartbeat_at', 'name', 'address', 'labels', 'languages'],
+      sandbox_instances: ['id', 'job_id', 'session_id', 'runner_id', 'status', 'created_at', 'terminated_at', 'service_id', 'kind'],
+      audit_events: [
+        'id', 'tenant_id', 'actor_id', 'action', 'resource_type', 'resource_id', 'timestamp', 'outcome', 'details',
+        'prev_hash', 'hash',
+      ],
+      api_keys: ['id', 'tenant_id', 'agent_id', 'kind', 'hash', 'created_at', 'revoked_at'],
+      policy_versions: ['policy_id', 'version', 'ruleset', 'created_at'],
+    };
+    for (const [table, columns] of Object.entries(fields)) {
+      // Selecting a missing column fails on both databases; zero rows keeps it cheap.
+      await expect(
+        sql.raw(`select ${columns.join(', ')} from ${table} where 1 = 0`).execute(t.store.db),
+        table,
+      ).resolves.toBeDefined();
+    }
+    await expect(sql.raw('select no_such_column from tenants where 1 = 0').execute(t.store.db)).rejects.toThrow();
+  });
+
   it('publishes exactly one of six concurrent versions with the same expected_version', async () => {
     const policy = await createPolicy(deps, admin, { name: 'race' });
     const attempts = Array.from({ length: 6 }, (_, i) =>
@@ -263,7 +304,27 @@ describe.each(DB_KINDS)('invariants on %s', (kind) => {
     });
     await t.store.db.insertInto('services').values([service('running'), service('starting'), service('stopped')]).execute();
 
+    const session = (status: string) => ({
+      id: newId('session'),
+      tenant_id: victim,
+      agent_id: null,
+      policy_id: policy.id,
+      policy_version: 1,
+      status,
+      ttl_seconds: 60,
+      created_at: now,
+      expires_at: now,
+      last_activity_at: now,
+      last_step_sequence: 0,
+      runner_id: null,
+      language: null,
+      ended_at: null,
+    });
+    await t.store.db.insertInto('sessions').values([session('active'), session('expired')]).execute();
+
     await changeTenantStatus(deps, operator, victim, 'suspended');
+    const sessions = await t.store.db.selectFrom('sessions').select('status').where('tenant_id', '=', victim).execute();
+    expect(sessions.map((x) => x.status).sort()).toEqual(['expired', 'terminated']);
     const jobs = await t.store.db.selectFrom('jobs').select('status').where('tenant_id', '=', victim).execute();
     expect(jobs.map((j) => j.status).sort()).toEqual(['canceled', 'canceled', 'succeeded']);
     const services = await t.store.db.selectFrom('services').select('status').where('tenant_id', '=', victim).execute();
@@ -274,7 +335,7 @@ describe.each(DB_KINDS)('invariants on %s', (kind) => {
       .where('tenant_id', '=', victim)
       .where('action', '=', 'tenant.suspend')
       .executeTakeFirstOrThrow();
-    expect(JSON.parse(event.details)).toMatchObject({ canceled_jobs: 2, terminated_services: 2 });
+    expect(JSON.parse(event.details)).toMatchObject({ canceled_jobs: 2, terminated_sessions: 1, terminated_services: 2 });
 
     await expect(changeTenantStatus(deps, operator, victim, 'suspended')).rejects.toMatchObject({
       code: 'INVALID_TRANSITION',
