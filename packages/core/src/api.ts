@@ -7,7 +7,12 @@ import { rulesetSchema } from './policy.js';
  */
 
 const rfc3339 = z.string().describe('RFC 3339 time, UTC');
-const name = z.string().trim().min(1).max(128);
+
+/** Text a person typed: no control characters (PostgreSQL refuses NUL, and logs should stay readable). */
+export const plainTextSchema = z.string().regex(/^[^\u0000-\u001f\u007f]*$/, 'must not contain control characters');
+const name = plainTextSchema.trim().min(1).max(128);
+/** An id or word used to filter a list: letters, digits and `_ . : -`. */
+const filterText = z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-]+$/, 'must be an id or a word such as "policy.publish"');
 
 /** Every list answers `{items, next_cursor}`; `next_cursor` is null on the last page. */
 export function listOf<T extends z.ZodType>(item: T) {
@@ -139,11 +144,11 @@ export type AuditEvent = z.infer<typeof auditEventSchema>;
 const timeQuery = z.iso.datetime({ offset: true });
 
 export const auditQuerySchema = listQuerySchema.extend({
-  tenant_id: z.string().max(64).optional().describe('operator only: one tenant, or "none" for operator-level events'),
-  actor_id: z.string().max(64).optional(),
-  action: z.string().max(64).optional(),
-  resource_type: z.string().max(64).optional(),
-  resource_id: z.string().max(64).optional(),
+  tenant_id: filterText.optional().describe('operator only: one tenant, or "none" for operator-level events'),
+  actor_id: filterText.optional(),
+  action: filterText.optional(),
+  resource_type: filterText.optional(),
+  resource_id: filterText.optional(),
   outcome: auditOutcomeSchema.optional(),
   since: timeQuery.optional(),
   until: timeQuery.optional(),
@@ -151,7 +156,7 @@ export const auditQuerySchema = listQuerySchema.extend({
 export type AuditQuery = z.infer<typeof auditQuerySchema>;
 
 export const auditVerifyQuerySchema = z.strictObject({
-  tenant_id: z.string().max(64).optional().describe('operator only: which chain ("none" = operator-level)'),
+  tenant_id: filterText.optional().describe('operator only: which chain ("none" = operator-level)'),
 });
 
 export const auditVerifyResultSchema = z.object({

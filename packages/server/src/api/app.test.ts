@@ -217,6 +217,10 @@ describe.each(DB_KINDS)('control-plane API on %s', (kind) => {
         ['POST', '/v1/tenants', [], 400, 'VALIDATION_FAILED', 'body'],
         ['PATCH', `/v1/tenants/${acme.tenant.id}`, { status: 'deleted' }, 400, 'VALIDATION_FAILED', 'body.status'],
         ['GET', '/v1/tenants/ten_00000000000000000000000000', undefined, 404, 'NOT_FOUND'],
+        // NUL and other control characters: PostgreSQL refuses them, so the schemas refuse them first.
+        ['POST', '/v1/tenants', { name: 'a\u0000b' }, 400, 'VALIDATION_FAILED', 'body.name'],
+        ['GET', '/v1/tenants/ten%00x', undefined, 400, 'VALIDATION_FAILED', 'params.id'],
+        ['GET', '/v1/audit-events?actor_id=a%00b', undefined, 400, 'VALIDATION_FAILED', 'query.actor_id'],
         ['GET', '/v1/no-such-route', undefined, 404, 'NOT_FOUND'],
       ];
       for (const [method, url, body, status, code, field] of cases) {

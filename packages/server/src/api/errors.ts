@@ -42,6 +42,12 @@ export function toKilnError(err: unknown): { error: KilnError; bug: boolean } {
   if (err instanceof SyntaxError && (fastifyError.statusCode === 400 || fastifyError.status === 400)) {
     return { error: new KilnError('MALFORMED_JSON', `the body is not valid JSON: ${err.message}`), bug: false };
   }
+  // PostgreSQL's data exceptions (class 22: bad encoding, out of range…) are bad input that got past
+  // the schemas: still the client's error, never a 500.
+  const sqlState = (err as { code?: unknown })?.code;
+  if (typeof sqlState === 'string' && /^22[0-9A-Z]{3}$/.test(sqlState)) {
+    return { error: new KilnError('VALIDATION_FAILED', 'a value in the request cannot be stored'), bug: false };
+  }
   if (isUniqueViolation(err)) {
     return { error: new KilnError('CONFLICT', 'a resource with these values exists already'), bug: false };
   }

@@ -32,19 +32,24 @@ describe.each(DB_KINDS)('random requests on %s', (kind) => {
     const bodies = fc.oneof(
       fc.constant(undefined),
       jsonValue,
-      fc.record({ name: fc.oneof(fc.string(), jsonValue) }, { requiredKeys: [] }),
+      fc.record({ name: fc.oneof(fc.string(), fc.string({ unit: 'binary', maxLength: 20 }), jsonValue) }, { requiredKeys: [] }),
       fc.record({ status: fc.oneof(fc.constantFrom('active', 'suspended', 'disabled'), jsonValue) }),
       fc.record({ ruleset: jsonValue, expected_version: fc.oneof(fc.integer(), jsonValue) }),
       fc.string({ maxLength: 200 }).map((s) => ({ raw: s })),
     );
     const query = fc.dictionary(
       fc.constantFrom('limit', 'cursor', 'actor_id', 'since', 'until', 'outcome', 'tenant_id', 'junk'),
-      fc.oneof(fc.string({ maxLength: 40 }), fc.integer().map(String), fc.constantFrom('none', '-1', '1e9', 'eyJhZnRlciI6MX0')),
+      fc.oneof(
+        fc.string({ maxLength: 40 }),
+        fc.string({ unit: 'binary', maxLength: 12 }),
+        fc.integer().map(String),
+        fc.constantFrom('none', '-1', '1e9', 'eyJhZnRlciI6MX0', 'a\u0000b'),
+      ),
     );
     const request = fc.record({
       method: fc.constantFrom('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD'),
       template: fc.constantFrom(...templates),
-      id: fc.oneof(fc.constantFrom(...ids), fc.string({ maxLength: 30 })),
+      id: fc.oneof(fc.constantFrom(...ids), fc.string({ maxLength: 30 }), fc.string({ unit: 'binary', maxLength: 12 })),
       query,
       body: bodies,
       key: fc.oneof(fc.constant(undefined), fc.constantFrom(...keys), fc.string({ maxLength: 80 })),

@@ -62,7 +62,9 @@ export function defineRoute<
 }
 
 /** Path parameter `{id}` of most routes. */
-export const idParams = z.strictObject({ id: z.string().min(1).max(128) });
+export const idParams = z.strictObject({
+  id: z.string().min(1).max(128).regex(/^[A-Za-z0-9_-]+$/, 'must be an id such as "agt_01hx…"'),
+});
 
 declare module 'fastify' {
   interface FastifyRequest {
