@@ -157,6 +157,15 @@ describe('kiln-init', () => {
     expect(r.stdout.toString()).toBe('still here\n');
   });
 
+  it('bounds argv and env entries', async () => {
+    const tooMany = Array.from({ length: 1025 }, (_, i) => `a${i}`);
+    await expect(run(['echo', ...tooMany])).rejects.toThrow(/too many argv/);
+    const fine = await run(['sh', '-c', 'echo $#', 'sh', ...tooMany.slice(0, 1000)]);
+    expect(fine.stdout.toString()).toBe('1000\n');
+    const env = Object.fromEntries(Array.from({ length: 1025 }, (_, i) => [`V${i}`, 'x']));
+    await expect(run(['true'], { env })).rejects.toThrow(/too many argv or env/);
+  });
+
   it('bounds the number of connections and recovers when they close', async () => {
     const closes: Promise<boolean>[] = [];
     const sockets = await Promise.all(

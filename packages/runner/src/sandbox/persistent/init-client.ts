@@ -47,6 +47,8 @@ export interface InitCommandOptions {
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
   signal?: AbortSignal;
+  /** Give up (reject) when the init has not reported the exit by then: a wedged init, not a slow command. */
+  answerDeadlineMs?: number;
 }
 
 export interface InitCommandResult {
@@ -85,9 +87,14 @@ export async function runInitCommand(
       canceled = true;
       kill();
     };
+    const deadline =
+      options.answerDeadlineMs === undefined
+        ? undefined
+        : setTimeout(() => finish(new Error(`kiln-init did not answer within ${options.answerDeadlineMs} ms`)), options.answerDeadlineMs);
     const finish = (error: Error | null, exit?: InitExit) => {
       if (settled) return;
       settled = true;
+      if (deadline) clearTimeout(deadline);
       options.signal?.removeEventListener('abort', onAbort);
       socket.destroy();
       if (error || !exit) return reject(error ?? new Error('kiln-init closed the connection before the exit'));

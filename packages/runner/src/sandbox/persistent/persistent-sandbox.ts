@@ -9,7 +9,7 @@ import type { SandboxCgroup } from '../cgroups/index.js';
 import type { ExecOptions, ExecResult, FileEntry, SandboxHandle } from '../driver.js';
 import type { UidLease } from '../uid-pool.js';
 import { decideVerdict } from '../verdict.js';
-import type { Workspace } from '../workspace.js';
+import { UnsafePathError, type Workspace } from '../workspace.js';
 import { runInitCommand } from './init-client.js';
 import { PortRelay } from './port-relay.js';
 import { releaseAll } from './start.js';
@@ -17,6 +17,8 @@ import { releaseAll } from './start.js';
 const WORKSPACE_INSIDE = '/workspace';
 /** The cgroup CPU watchdog never polls more often than this. */
 const CPU_WATCH_MIN_MS = 10;
+/** How long past a command's timeout the init may take to report it before it is presumed wedged. */
+const INIT_ANSWER_GRACE_MS = 10_000;
 /** Largest file readFile returns (the workspace itself is capped by disk_bytes). */
 const MAX_READ_BYTES = 64 * 1024 * 1024;
 
@@ -124,6 +126,8 @@ export class PersistentSandbox implements SandboxHandle {
           ...(options.onStdout ? { onStdout: options.onStdout } : {}),
           ...(options.onStderr ? { onStderr: options.onStderr } : {}),
           signal: kill.signal,
+          // The init enforces timeoutMs itself; this only catches an init that stopped answering.
+          answerDeadlineMs: timeoutMs + INIT_ANSWER_GRACE_MS,
         },
       );
       const wallTimeMs = performance.now() - started;
@@ -132,6 +136,9 @@ export class PersistentSandbox implements SandboxHandle {
         result.exit.signalNumber !== null
           ? { code: null, signal: SIGNAL_NAMES.get(result.exit.signalNumber) ?? `SIG${result.exit.signalNumber}` }
           : { code: result.exit.code, signal: null };
+      // A shell string's shell reports its last child's death by signal N as exit 128+N: for the two
+      // rlimit signals that is the evidence of the limit (the exit status itself stays as reported).
+      const limitSignal = typeof command === 'string' ? shellReportedLimitSignal(exit.code) : undefined;
       const canceled = options.signal?.aborted === true && !cpuTimeExceeded;
       return {
         verdict: decideVerdict({
@@ -141,7 +148,7 @@ export class PersistentSandbox implements SandboxHandle {
           wallTimeExceeded: result.exit.timedOut,
           cpuTimeExceeded: cpuTimeExceeded || usage.cpuTimeMs > limits.cpu_time_ms,
           compileFailed: false,
-          exit,
+          exit: limitSignal ? { code: null, signal: limitSignal } : exit,
         }),
         exit_status: exit,
         resource_usage: {
@@ -167,18 +174,18 @@ export class PersistentSandbox implements SandboxHandle {
 
   async readFile(filePath: string): Promise<Buffer> {
     this.assertAlive();
-    return this.parts.workspace.readFile(workspaceRelative(filePath), MAX_READ_BYTES);
+    return fileOperation(filePath, () => this.parts.workspace.readFile(workspaceRelative(filePath), MAX_READ_BYTES));
   }
 
   async writeFile(filePath: string, content: Buffer | string, mode = 0o644): Promise<void> {
     this.assertAlive();
-    this.parts.workspace.writeFile(workspaceRelative(filePath), content, mode);
+    fileOperation(filePath, () => this.parts.workspace.writeFile(workspaceRelative(filePath), content, mode));
   }
 
   async listFiles(dirPath: string): Promise<FileEntry[]> {
     this.assertAlive();
     const relative = workspaceRelative(dirPath, true);
-    return this.parts.workspace.listFiles(relative).map((e) => ({
+    return fileOperation(dirPath, () => this.parts.workspace.listFiles(relative)).map((e) => ({
       path: relative === '' ? e.name : `${relative}/${e.name}`,
       type: e.type,
       size_bytes: e.size_bytes,
@@ -280,6 +287,28 @@ export class PersistentSandbox implements SandboxHandle {
     if (this.endedBecause !== undefined) {
       throw new KilnError('UNAVAILABLE', `sandbox ${this.id} is gone: ${this.endedBecause}`);
     }
+  }
+}
+
+function shellReportedLimitSignal(code: number | null): string | undefined {
+  if (code === 128 + osConstants.signals.SIGXCPU) return 'SIGXCPU';
+  if (code === 128 + osConstants.signals.SIGXFSZ) return 'SIGXFSZ';
+  return undefined;
+}
+
+/** Workspace errors as KilnErrors: a refused path (a planted link, `..`) and a missing file are the caller's. */
+function fileOperation<T>(requested: string, operation: () => T): T {
+  try {
+    return operation();
+  } catch (err) {
+    if (err instanceof KilnError) throw err;
+    if (err instanceof UnsafePathError) {
+      throw new KilnError('VALIDATION_FAILED', `${requested}: ${err.message}`, { field: 'path' });
+    }
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new KilnError('NOT_FOUND', `${requested} does not exist in /workspace`);
+    if (code === 'ENOSPC' || code === 'EDQUOT') throw new KilnError('PAYLOAD_TOO_LARGE', `${requested}: the workspace is full`);
+    throw err;
   }
 }
 

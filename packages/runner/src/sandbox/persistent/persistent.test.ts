@@ -111,13 +111,25 @@ describe('persistent sandbox', () => {
     expect(sbx.pids().length).toBeLessThanOrEqual(limits.pids + 2);
   });
 
-  it('cuts output at output_bytes and can be canceled', async () => {
-    const small = await start({ output_bytes: 4096 });
+  it('cuts output at output_bytes, enforces cpu time, file size and disk per command, and can be canceled', async () => {
+    const small = await start({ output_bytes: 4096, cpu_time_ms: 300, file_size_bytes: MiB, disk_bytes: 4 * MiB });
     try {
       const r = await small.exec(['yes']);
       expect(r.verdict).toBe('output_limit');
       expect(r.output_truncated).toBe(true);
       expect(r.stdout.length).toBe(4096);
+      const spin = await small.exec('while :; do :; done', { timeoutMs: 10_000 });
+      expect(spin.verdict).toBe('time_limit');
+      expect(spin.resource_usage.cpu_time_ms).toBeGreaterThanOrEqual(300);
+      const big = await small.exec(['dd', 'if=/dev/zero', 'of=big', 'bs=1000000', 'count=2']);
+      expect(big).toMatchObject({ verdict: 'file_size_limit', exit_status: { signal: 'SIGXFSZ' } });
+      const bigFromShell = await small.exec('head -c 2000000 /dev/zero > big');
+      expect(bigFromShell).toMatchObject({ verdict: 'file_size_limit', exit_status: { code: 153 } });
+      const full = await small.exec('for i in 1 2 3 4 5 6; do head -c 900000 /dev/zero > f$i || exit 9; done');
+      expect(full).toMatchObject({ verdict: 'runtime_error', exit_status: { code: 9 } });
+      expect(full.stderr.toString()).toContain('No space left');
+      await expect(small.writeFile('more', Buffer.alloc(3 * MiB))).rejects.toThrow();
+      expect((await small.exec('rm -f f* big; echo fine')).stdout.toString()).toBe('fine\n');
       const controller = new AbortController();
       const canceled = await small.exec('echo go; sleep 30', { signal: controller.signal, onStdout: () => controller.abort() });
       expect(canceled.verdict).toBe('canceled');
@@ -144,6 +156,7 @@ describe('persistent sandbox', () => {
     await expect(sbx.writeFile('notes/leak', 'pwned')).rejects.toThrow();
     await expect(sbx.writeFile('notes/rootdir/tmp/x', 'pwned')).rejects.toThrow();
     await expect(sbx.readFile('../etc/passwd')).rejects.toThrow(KilnError);
+    await expect(sbx.readFile('notes/missing')).rejects.toMatchObject({ code: 'NOT_FOUND' });
     expect(readFileSync('/etc/passwd').equals(hostPasswd)).toBe(true);
   });
 
