@@ -1,7 +1,7 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { KilnError, systemClock, type Clock } from '@kiln/core';
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { AuthSecrets } from '../services/auth.js';
 import type { ServiceDeps } from '../services/context.js';
 import type { Store } from '../store/store.js';
@@ -44,7 +44,7 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
   const app = Fastify({
     logger: deps.logger ?? false,
     // Runners heartbeat every second; a line per request would drown the log. /metrics counts requests.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.bodyLimitBytes ?? 1024 * 1024,
     // Ids and other strings may be long; keep Fastify from answering 414 on its own terms.
     routerOptions: { maxParamLength: 256, ignoreTrailingSlash: true },
