@@ -2,12 +2,15 @@
  * kiln-launch: the few steps that must happen between fork and exec of a sandbox, which Node cannot
  * do itself. Three modes, all argv-driven:
  *
- *   kiln-launch [--cgroup PROCS_FILE]... [--rlimit NAME=SOFT:HARD]... [--fd N=PATH]...
- *               --uid UID --gid GID -- PROGRAM [ARGS...]
- *       joins each cgroup (writes its own pid to PROCS_FILE), sets the rlimits (NAME is one of cpu,
- *       fsize, nofile, core, nproc), opens PATH read-only as fd N (for `bwrap --seccomp N`), drops
- *       supplementary groups, gid and uid, asks for SIGKILL if the runner dies, then execs PROGRAM.
- *       Exits 125 on any failure before exec, with one line on stderr prefixed `kiln-launch:`.
+ *   kiln-launch [--cgroup PROCS_FILE]... [--workspace DIR:SIZE:INODES] [--sync-fd N]
+ *               [--rlimit NAME=SOFT:HARD]... [--fd N=PATH]... --uid UID --gid GID -- PROGRAM [ARGS...]
+ *       in this order: joins each cgroup (writes its own pid to PROCS_FILE); mounts the sandbox's
+ *       workspace tmpfs at DIR (owned by UID, with work/, tmp/ and shm/ in it); on the sync fd, writes
+ *       "R" and waits for "G" (the runner fills the workspace meanwhile: one process instead of a
+ *       separate mount helper on the hot path); sets the rlimits (cpu, fsize, nofile, core, nproc,
+ *       stack); opens PATH read-only as fd N (for `bwrap --seccomp N`); drops supplementary groups, gid
+ *       and uid; asks for SIGKILL if the runner dies; execs PROGRAM. Exits 125 on any failure before
+ *       exec, with one line on stderr prefixed `kiln-launch:`.
  *   kiln-launch mount-tmpfs DIR SIZE_BYTES NR_INODES UID GID
  *       mounts a size-capped tmpfs (nosuid,nodev) at DIR owned by UID:GID, mode 0700.
  *   kiln-launch umount DIR
@@ -104,8 +107,57 @@ static void open_fd(const char *spec) {
   }
 }
 
+/* The workspace tmpfs with its three folders: work (→ /workspace), tmp (→ /tmp), shm (→ /dev/shm). */
+static void make_workspace(const char *spec, uid_t uid, gid_t gid) {
+  char dir[PATH_MAX];
+  unsigned long long size = 0, inodes = 0;
+  const char *c1 = strrchr(spec, ':');
+  if (!c1 || c1 == spec) usage("--workspace wants DIR:SIZE:INODES");
+  const char *c2 = c1 - 1;
+  while (c2 > spec && *c2 != ':') c2--;
+  if (c2 == spec || (size_t)(c2 - spec) >= sizeof dir) usage("--workspace wants DIR:SIZE:INODES");
+  memcpy(dir, spec, (size_t)(c2 - spec));
+  dir[c2 - spec] = '\0';
+  char num[32];
+  size_t len = (size_t)(c1 - c2 - 1);
+  if (len == 0 || len >= sizeof num) usage("--workspace: bad size");
+  memcpy(num, c2 + 1, len);
+  num[len] = '\0';
+  size = parse_num(num, "--workspace: bad size");
+  inodes = parse_num(c1 + 1, "--workspace: bad inode count");
+  char opts[256];
+  snprintf(opts, sizeof opts, "size=%llu,nr_inodes=%llu,mode=0700,uid=%u,gid=%u", size, inodes, uid, gid);
+  if (mount("kiln-workspace", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0) die("mount tmpfs", dir);
+  static const struct { const char *name; mode_t mode; } sub[] = {{"work", 0755}, {"tmp", 01777}, {"shm", 01777}};
+  for (size_t i = 0; i < sizeof sub / sizeof *sub; i++) {
+    char path[PATH_MAX + 8];
+    snprintf(path, sizeof path, "%s/%s", dir, sub[i].name);
+    if (mkdir(path, sub[i].mode) != 0) die("mkdir", path);
+    if (chmod(path, sub[i].mode) != 0 || chown(path, uid, gid) != 0) die("chown", path);
+  }
+}
+
+/* Tells the runner the workspace is ready ("R") and waits for its go-ahead ("G"), then closes the fd. */
+static void handshake(int fd) {
+  char c = 'R';
+  if (write(fd, &c, 1) != 1) die("sync write", NULL);
+  ssize_t n;
+  do n = read(fd, &c, 1);
+  while (n < 0 && errno == EINTR);
+  if (n != 1 || c != 'G') {
+    fprintf(stderr, "kiln-launch: the runner did not confirm the start\n");
+    exit(FAIL_EXIT);
+  }
+  close(fd);
+}
+
+#define MAX_REPEAT 16
+
 static int launch(int argc, char **argv) {
   long long uid = -1, gid = -1;
+  const char *cgroups[MAX_REPEAT], *rlimits[MAX_REPEAT], *fds[MAX_REPEAT];
+  int ncg = 0, nrl = 0, nfd = 0, sync_fd = -1;
+  const char *workspace = NULL;
   int i = 1;
   pid_t parent = getppid();
   for (; i < argc; i++) {
@@ -113,16 +165,24 @@ static int launch(int argc, char **argv) {
     if (strcmp(a, "--") == 0) { i++; break; }
     if (i + 1 >= argc) usage("missing value after an option");
     const char *v = argv[++i];
-    if (strcmp(a, "--cgroup") == 0) join_cgroup(v);
-    else if (strcmp(a, "--rlimit") == 0) set_rlimit(v);
-    else if (strcmp(a, "--fd") == 0) open_fd(v);
+    if (strcmp(a, "--cgroup") == 0 && ncg < MAX_REPEAT) cgroups[ncg++] = v;
+    else if (strcmp(a, "--rlimit") == 0 && nrl < MAX_REPEAT) rlimits[nrl++] = v;
+    else if (strcmp(a, "--fd") == 0 && nfd < MAX_REPEAT) fds[nfd++] = v;
+    else if (strcmp(a, "--workspace") == 0) workspace = v;
+    else if (strcmp(a, "--sync-fd") == 0) sync_fd = (int)parse_num(v, "--sync-fd: bad number");
     else if (strcmp(a, "--uid") == 0) uid = (long long)parse_num(v, "--uid: bad number");
     else if (strcmp(a, "--gid") == 0) gid = (long long)parse_num(v, "--gid: bad number");
-    else usage("unknown option");
+    else usage("unknown option (or repeated too often)");
   }
   if (i >= argc) usage("no program to run after --");
   /* The sandbox must never run as host root: refuse rather than default. */
   if (uid <= 0 || gid <= 0 || uid > 0xfffffffeLL || gid > 0xfffffffeLL) usage("--uid and --gid must be unprivileged ids");
+
+  for (int k = 0; k < ncg; k++) join_cgroup(cgroups[k]);
+  if (workspace) make_workspace(workspace, (uid_t)uid, (gid_t)gid);
+  if (sync_fd >= 0) handshake(sync_fd);
+  for (int k = 0; k < nrl; k++) set_rlimit(rlimits[k]);
+  for (int k = 0; k < nfd; k++) open_fd(fds[k]);
   if (setgroups(0, NULL) != 0) die("setgroups", NULL);
   if (setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) != 0) die("setresgid", NULL);
   if (setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) != 0) die("setresuid", NULL);

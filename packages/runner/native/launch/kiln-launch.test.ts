@@ -1,5 +1,6 @@
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import type { Socket } from 'node:net';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -76,5 +77,38 @@ describe.runIf(existsSync(launch))('kiln-launch', () => {
     expect(run(['umount', dir]).status).toBe(0);
     expect(existsSync(dir)).toBe(false);
     expect(readFileSync('/proc/mounts', 'utf8')).not.toContain(dir);
+  });
+
+  it('mounts the workspace itself and waits for the runner\'s go-ahead on the sync fd', async () => {
+    const dir = mkdtempSync('/tmp/kiln-launch-ws-');
+    const child = spawn(
+      launch,
+      ['--workspace', `${dir}:${1024 * 1024}:256`, '--sync-fd', '3', '--uid', String(UID), '--gid', String(UID), '--', '/bin/cat', `${dir}/work/from-runner`],
+      { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] },
+    );
+    const sync = child.stdio[3] as Socket;
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    await new Promise((resolve) => sync.once('data', resolve));
+    // Ready: the tmpfs is mounted with its three folders owned by the sandbox uid; nothing ran yet.
+    expect(readFileSync('/proc/mounts', 'utf8')).toContain(dir);
+    for (const sub of ['work', 'tmp', 'shm']) expect(statSync(`${dir}/${sub}`).uid).toBe(UID);
+    writeFileSync(`${dir}/work/from-runner`, 'written during the handshake');
+    sync.end('G');
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    expect(code).toBe(0);
+    expect(out).toBe('written during the handshake');
+    expect(run(['umount', dir]).status).toBe(0);
+
+    // Without a go-ahead, nothing runs.
+    const dir2 = mkdtempSync('/tmp/kiln-launch-ws-');
+    const refused = spawn(launch, ['--workspace', `${dir2}:65536:64`, '--sync-fd', '3', '--uid', String(UID), '--gid', String(UID), '--', '/bin/echo', 'ran'], {
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+    });
+    const sync2 = refused.stdio[3] as Socket;
+    await new Promise((resolve) => sync2.once('data', resolve));
+    sync2.end('X');
+    expect(await new Promise((resolve) => refused.on('close', resolve))).toBe(125);
+    expect(run(['umount', dir2]).status).toBe(0);
   });
 });

@@ -175,14 +175,20 @@ print(json.dumps({
   it('runs each live sandbox under its own unprivileged host uid', async () => {
     const marker = `kiln-uid-marker-${process.pid}-${Date.now()}`;
     const runs = [0, 1, 2, 3].map((i) => runSh(driver, `sleep 1.5 # ${marker}-${i}`));
-    const sandboxesSeen = () => new Set(hostProcessesWith(marker).map((p) => /-(\d)$/.exec(p.cmdline.trim())?.[1])).size;
+    const sandboxesSeen = () =>
+      new Set(
+        hostProcessesWith(marker)
+          .filter((p) => !p.cmdline.includes('kiln-launch'))
+          .map((p) => /-(\d)$/.exec(p.cmdline.trim())?.[1]),
+      ).size;
     const seen = await waitFor(() => sandboxesSeen() >= 4, 5000);
     const procs = hostProcessesWith(marker);
     await Promise.all(runs);
     expect(seen).toBe(true);
     // Each sandbox shows up as bwrap (twice) and sleep, all under its uid: group by the marker suffix.
     const uidsBySandbox = new Map<string, Set<number>>();
-    for (const p of procs) {
+    // kiln-launch itself is root until it drops to the sandbox uid and execs bwrap: count what runs after.
+    for (const p of procs.filter((q) => !q.cmdline.includes('kiln-launch'))) {
       const which = new RegExp(`${marker}-(\\d)`).exec(p.cmdline)?.[1];
       if (which === undefined) continue;
       if (!uidsBySandbox.has(which)) uidsBySandbox.set(which, new Set());

@@ -9,6 +9,10 @@ export interface LaunchOptions {
   rlimits: RlimitSet;
   uid: number;
   gid: number;
+  /** `DIR:SIZE:INODES`: kiln-launch mounts the workspace tmpfs itself (Workspace.prepare). */
+  workspace?: string;
+  /** A socket fd for the ready/go handshake while the runner fills the workspace. */
+  syncFd?: number;
   /** Files opened read-only on fixed fds in the launched program (the seccomp program). */
   fds?: readonly { fd: number; path: string }[];
   program: string;
@@ -51,6 +55,8 @@ export function buildLaunchArgs(o: LaunchOptions): string[] {
     if (pair) args.push('--rlimit', `${name}=${pair[0]}:${pair[1]}`);
   }
   for (const f of o.fds ?? []) args.push('--fd', `${f.fd}=${f.path}`);
+  if (o.workspace) args.push('--workspace', o.workspace);
+  if (o.syncFd !== undefined) args.push('--sync-fd', String(o.syncFd));
   args.push('--uid', String(o.uid), '--gid', String(o.gid), '--', o.program, ...o.args);
   return args;
 }

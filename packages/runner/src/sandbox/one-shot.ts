@@ -24,6 +24,8 @@ export interface OneShotDeps {
 const STATUS_LINE_MAX = 256;
 /** The CPU watchdog never sleeps less than this, so it costs nothing on short runs. */
 const CPU_WATCH_MIN_MS = 10;
+/** stdio index of the kiln-launch handshake socket (3: compile status, 4: bwrap's JSON status). */
+const SYNC_FD = 5;
 
 /**
  * Runs one command in a fresh sandbox and tears everything down. The result comes back as soon as the
@@ -44,8 +46,9 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
   let cgroup: SandboxCgroup | undefined;
   try {
     lease = deps.uids.acquire();
-    workspace = Workspace.create({ uid: lease.uid, gid: lease.gid, diskBytes: limits.disk_bytes, id: sandboxId });
-    workspace.writeFiles(spec.files ?? []);
+    // kiln-launch mounts the workspace and waits on the sync fd while we fill it (Workspace.prepare).
+    const prepared = Workspace.prepare({ uid: lease.uid, gid: lease.gid, diskBytes: limits.disk_bytes, id: sandboxId });
+    workspace = prepared.workspace;
     cgroup = deps.cgroups.create(sandboxId, { memoryBytes: limits.memory_bytes, pids: limits.pids });
     const bwrapArgs = buildBwrapArgs({
       workspaceDir: workspace.workDir,
@@ -66,10 +69,15 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
       uid: lease.uid,
       gid: lease.gid,
       fds: [{ fd: SECCOMP_FD, path: seccompProgramPath(spec.network ? 'no-network' : 'no-network') }],
+      workspace: prepared.launchArg,
+      syncFd: SYNC_FD,
       program: requireBwrap(),
       args: bwrapArgs,
     });
-    const result = await supervise(spec, limits, cgroup, nativeHelperPath('kiln-launch'), launchArgs);
+    const ws = workspace;
+    const result = await supervise(spec, limits, cgroup, nativeHelperPath('kiln-launch'), launchArgs, () =>
+      ws.writeFiles(spec.files ?? []),
+    );
     if (result.verdict !== 'system_error' && result.verdict !== 'canceled') {
       result.files = collectFiles(workspace, spec.collect ?? ['out/**'], limits.output_bytes);
     }
@@ -108,11 +116,12 @@ function supervise(
   cgroup: SandboxCgroup,
   launchPath: string,
   launchArgs: string[],
+  fillWorkspace: () => void,
 ): Promise<Supervised> {
   return new Promise((resolve) => {
     const started = performance.now();
     const child = spawn(launchPath, launchArgs, {
-      stdio: ['pipe', 'pipe', 'pipe', spec.reportsCompileStatus ? 'pipe' : 'ignore', 'pipe'],
+      stdio: ['pipe', 'pipe', 'pipe', spec.reportsCompileStatus ? 'pipe' : 'ignore', 'pipe', 'pipe'],
       env: {},
     });
     const [stdin, out, err] = [child.stdin, child.stdout, child.stderr] as [
@@ -159,6 +168,21 @@ function supervise(
     });
     child.stdio[4]?.on('data', (chunk: Buffer) => {
       if (bwrapStatus.length < 4096) bwrapStatus += chunk.toString('utf8');
+    });
+
+    // The handshake: kiln-launch says "R" once the workspace is mounted; we write the files, answer "G".
+    const sync = (child.stdio as unknown as (import('node:net').Socket | null)[])[SYNC_FD];
+    sync?.once('data', () => {
+      try {
+        fillWorkspace();
+        sync.end('G');
+      } catch (err) {
+        spawnError = err instanceof Error ? err.message : String(err);
+        killAll();
+      }
+    });
+    sync?.on('error', () => {
+      // kiln-launch died before the handshake: its exit status tells why
     });
 
     stdin.on('error', () => {

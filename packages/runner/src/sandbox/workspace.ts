@@ -44,7 +44,7 @@ export class Workspace {
   readonly tmpDir: string;
   /** Host path bound at /dev/shm. */
   readonly shmDir: string;
-  private readonly work: SafeRoot;
+  private safeRoot: SafeRoot | undefined;
   private removed: Promise<void> | undefined;
 
   private constructor(
@@ -57,17 +57,39 @@ export class Workspace {
     this.workDir = `${root}/work`;
     this.tmpDir = `${root}/tmp`;
     this.shmDir = `${root}/shm`;
-    this.work = new SafeRoot(this.workDir);
   }
 
-  /** Mounts the tmpfs and makes the three folders. */
-  static create(options: WorkspaceOptions): Workspace {
+  /** Opened on first use: with `prepare()`, the folder exists only once kiln-launch has mounted it. */
+  private get work(): SafeRoot {
+    this.safeRoot ??= new SafeRoot(this.workDir);
+    return this.safeRoot;
+  }
+
+  private static place(options: WorkspaceOptions): { id: string; root: string; inodes: number } {
     const id = options.id ?? newId('sandbox');
     if (!/^[A-Za-z0-9_-]+$/.test(id)) throw new Error(`bad workspace id ${id}`);
     const root = `${runtimeSubdir('workspaces')}/${id}`;
     mkdirSync(root, { mode: 0o700 });
     // One inode per 4 KiB of cap, at least 1024: enough for real work, bounded against inode floods.
-    const inodes = Math.max(1024, Math.floor(options.diskBytes / 4096));
+    return { id, root, inodes: Math.max(1024, Math.floor(options.diskBytes / 4096)) };
+  }
+
+  /**
+   * The hot-path variant of `create()`: makes only the mount point and returns the `--workspace`
+   * argument for kiln-launch, which mounts the tmpfs and makes the folders itself (no extra process).
+   * Write files only after kiln-launch reported it ready (its sync handshake).
+   */
+  static prepare(options: WorkspaceOptions): { workspace: Workspace; launchArg: string } {
+    const { id, root, inodes } = Workspace.place(options);
+    return {
+      workspace: new Workspace(id, root, options.uid, options.gid),
+      launchArg: `${root}:${options.diskBytes}:${inodes}`,
+    };
+  }
+
+  /** Mounts the tmpfs and makes the three folders. */
+  static create(options: WorkspaceOptions): Workspace {
+    const { id, root, inodes } = Workspace.place(options);
     const r = spawnSync(
       nativeHelperPath('kiln-launch'),
       ['mount-tmpfs', root, String(options.diskBytes), String(inodes), String(options.uid), String(options.gid)],
