@@ -68,7 +68,8 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
       rlimits: rlimitsFor(limits),
       uid: lease.uid,
       gid: lease.gid,
-      fds: [{ fd: SECCOMP_FD, path: seccompProgramPath(spec.network ? 'no-network' : 'no-network') }],
+      // Only egress "none" exists so far (checked above): every socket but Unix ones is refused.
+      fds: [{ fd: SECCOMP_FD, path: seccompProgramPath('no-network') }],
       workspace: prepared.launchArg,
       syncFd: SYNC_FD,
       program: requireBwrap(),
