@@ -140,6 +140,10 @@ describe.each(DB_KINDS)('job store on %s', (kind) => {
     const stale = await expectKilnError(bed.store.transaction((tx) => getLeasedJob(tx, { jobId: queued.id, attempt: 2 })), 'STALE_ATTEMPT');
     expect(stale.status).toBe(409);
     await expectKilnError(bed.store.transaction((tx) => getLeasedJob(tx, { jobId: 'job_missing', attempt: 1 })), 'NOT_FOUND');
+    // Reported already: the same attempt still passes (so a racing retry is acknowledged), another does not.
+    await bed.store.db.updateTable('jobs').set({ status: 'succeeded', output_refs: '{}' }).where('id', '=', queued.id).execute();
+    expect((await bed.store.transaction((tx) => getLeasedJob(tx, { jobId: queued.id, attempt: 1 }))).output_refs).toBe('{}');
+    await expectKilnError(bed.store.transaction((tx) => getLeasedJob(tx, { jobId: queued.id, attempt: 2 })), 'STALE_ATTEMPT');
   });
 
   it('requeues a lost job keeping its attempt (the next lease bumps it), and fails it with system_error once attempts are used', async () => {

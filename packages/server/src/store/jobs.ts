@@ -144,7 +144,7 @@ export async function claimJobs(tx: TxHandle, req: ClaimRequest): Promise<Claime
   return claimed;
 }
 
-/** The job as a runner must hold it for a report to count: this attempt, not yet reported. */
+/** The job as a runner must hold it for a report to count: this attempt, still held or already reported by it. */
 export async function getLeasedJob(
   tx: TxHandle,
   args: { jobId: string; attempt: number },
@@ -155,8 +155,10 @@ export async function getLeasedJob(
   if (!job) throw new KilnError('NOT_FOUND', `job ${args.jobId} does not exist`);
   // A job canceled while it ran still takes its runner's final report (outputs, usage), once.
   const held = job.status === 'running' || (job.status === 'canceled' && job.output_refs === null);
+  // This attempt's report is recorded already (a retry that raced the first): the caller acknowledges it.
+  const reported = job.output_refs !== null;
   // The attempt number alone fences: each lease of a job bumps it, so an old holder cannot match.
-  if (job.attempt !== args.attempt || !held) {
+  if (job.attempt !== args.attempt || !(held || reported)) {
     throw new KilnError(
       'STALE_ATTEMPT',
       `attempt ${args.attempt} of job ${args.jobId} is no longer leased to this runner (job is ${job.status}, attempt ${job.attempt})`,

@@ -1,0 +1,316 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { DEFAULT_RULESET, toRfc3339, type Job } from '@kiln/core';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { getRunner } from '../store/fleet.js';
+import { getJob } from '../store/jobs.js';
+import { DB_KINDS } from '../store/testing.js';
+import { drainRunner, sweepFleet } from './fleet.js';
+import { auditOf, expectKilnError, jobRequest, openJobBed, type JobBed, type TestTenant } from './job-testing.js';
+import { cancelJob, submitJob } from './jobs.js';
+import { topics } from './notifier.js';
+import { publishPolicy } from './policies.js';
+import { completeJob, leaseWork, registerRunner, reportJobEvents, runnerHeartbeat, uploadJobBlob } from './runner-protocol.js';
+
+describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
+  let bed: JobBed;
+  let acme: TestTenant;
+
+  beforeAll(async () => {
+    bed = await openJobBed(kind);
+    acme = await bed.newTenant('acme');
+  });
+  afterAll(() => bed.close());
+  beforeEach(() => bed.reset());
+
+  const lease = (runnerId: string, freeSlots = 1) => leaseWork(bed.deps, { runner_id: runnerId, free_slots: freeSlots, wait_ms: 0 });
+  const submit = (tenant = acme, overrides = {}): Promise<Job> => submitJob(bed.deps, tenant.admin, jobRequest(overrides));
+  const artifactRows = (jobId: string) => bed.store.db.selectFrom('artifacts').selectAll().where('owner_id', '=', jobId).execute();
+  const sandbox = (id: string) => bed.store.db.selectFrom('sandbox_instances').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+
+  describe('registration', () => {
+    it('registering a known name again (a restart) keeps the id and requeues what it ran', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      const [leased] = (await lease(r1)).leases;
+      expect(await bed.runner('node-a')).toBe(r1);
+      const row = (await getJob(bed.store, job.id))!;
+      expect(row).toMatchObject({ status: 'queued', attempt: 1, runner_id: null, error: 'runner restarted' });
+      expect((await sandbox(leased!.sandbox_id)).status).toBe('failed');
+      const [reregister] = await auditOf(bed.store, 'runner.reregister', r1);
+      expect(JSON.parse(reregister!.details)).toMatchObject({ recovered_jobs: 1 });
+      expect(await auditOf(bed.store, 'job.requeue', job.id)).toHaveLength(1);
+      // The restarted node leases it again as attempt 2.
+      expect((await lease(r1)).leases.map((l) => [l.job_id, l.attempt])).toEqual([[job.id, 2]]);
+    });
+
+    it('answers the fleet timings', async () => {
+      const answer = await registerRunner(bed.deps, { name: 'node-t', zone: 'z', capacity: 1, address: null, labels: {}, languages: [] });
+      expect(answer).toMatchObject({ heartbeat_interval_ms: bed.deps.fleet.heartbeatIntervalMs, lease_ttl_ms: bed.deps.fleet.leaseTtlMs });
+    });
+  });
+
+  describe('leasing', () => {
+    it('gives a lease with the frozen spec, and nothing to a draining or degraded runner', async () => {
+      const r1 = await bed.runner('node-a');
+      const r2 = await bed.runner('node-b');
+      const job = await submit();
+      await drainRunner(bed.deps, { kind: 'operator' }, r1);
+      expect((await lease(r1)).leases).toEqual([]);
+      // r2 misses its heartbeats long enough to be degraded (not yet offline).
+      bed.clock.advance(bed.deps.fleet.degradedAfterMs + 1);
+      await sweepFleet(bed.deps);
+      expect((await getRunner(bed.store, r2))!.status).toBe('degraded');
+      expect((await lease(r2)).leases).toEqual([]);
+      await runnerHeartbeat(bed.deps, { runner_id: r2, leases: [], sandboxes: [] });
+      const [leased] = (await lease(r2)).leases;
+      expect(leased).toMatchObject({
+        job_id: job.id,
+        tenant_id: acme.tenantId,
+        attempt: 1,
+        lease_expires_at: toRfc3339(bed.clock.nowMs() + bed.deps.fleet.leaseTtlMs),
+      });
+      expect(leased!.spec).toMatchObject({ language: 'python', code: 'print(1)', limits: DEFAULT_RULESET.limits });
+      expect(await auditOf(bed.store, 'job.lease', job.id)).toHaveLength(1);
+    });
+
+    it('refuses an unknown runner', async () => {
+      await expectKilnError(lease('runner_unknown'), 'NOT_FOUND');
+      await expectKilnError(runnerHeartbeat(bed.deps, { runner_id: 'runner_unknown', leases: [], sandboxes: [] }), 'NOT_FOUND');
+    });
+  });
+
+  describe('heartbeat', () => {
+    it('extends the leases it names and reports draining', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      const [leased] = (await lease(r1)).leases;
+      bed.clock.advance(10_000);
+      const answer = await runnerHeartbeat(bed.deps, { runner_id: r1, leases: [{ job_id: job.id, attempt: 1 }], sandboxes: [leased!.sandbox_id] });
+      expect(answer).toEqual({ status: 'healthy', draining: false, stop: [] });
+      expect((await getJob(bed.store, job.id))!.lease_expires_at).toBe(toRfc3339(bed.clock.nowMs() + bed.deps.fleet.leaseTtlMs));
+      expect((await getRunner(bed.store, r1))!.last_heartbeat_at).toBe(toRfc3339(bed.clock.nowMs()));
+      await drainRunner(bed.deps, { kind: 'operator' }, r1);
+      expect((await runnerHeartbeat(bed.deps, { runner_id: r1, leases: [], sandboxes: [] })).draining).toBe(true);
+    });
+
+    it('answers stop: canceled for a canceled job, lost for one no longer held', async () => {
+      const r1 = await bed.runner('node-a');
+      const r2 = await bed.runner('node-b');
+      const canceled = await submit();
+      const moved = await submit();
+      await lease(r1, 2);
+      await cancelJob(bed.deps, acme.admin, canceled.id);
+      // `moved` is recovered from r1 (its lease ran out) and leased to r2.
+      bed.clock.advance(bed.deps.fleet.leaseTtlMs + 1);
+      await runnerHeartbeat(bed.deps, { runner_id: r2, leases: [], sandboxes: [] });
+      await runnerHeartbeat(bed.deps, { runner_id: r1, leases: [], sandboxes: [] });
+      expect((await sweepFleet(bed.deps)).recovered).toBe(1);
+      expect((await lease(r2)).leases.map((l) => [l.job_id, l.attempt])).toEqual([[moved.id, 2]]);
+      const answer = await runnerHeartbeat(bed.deps, {
+        runner_id: r1,
+        leases: [
+          { job_id: canceled.id, attempt: 1 },
+          { job_id: moved.id, attempt: 1 },
+        ],
+        sandboxes: [],
+      });
+      expect(answer.stop).toEqual([
+        { job_id: canceled.id, attempt: 1, reason: 'canceled' },
+        { job_id: moved.id, attempt: 1, reason: 'lost' },
+      ]);
+    });
+
+    it('a cancel wakes a heartbeat that waits in its long poll', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      await lease(r1);
+      const fleet = bed.deps.fleet;
+      // A long poll far longer than this test may take: only the wake-up can end it in time.
+      bed.deps.fleet = { ...fleet, heartbeatIntervalMs: 60_000 };
+      const wakeUps: unknown[] = [];
+      const unsubscribe = bed.deps.notifier.subscribe(topics.runner(r1), (payload) => wakeUps.push(payload));
+      try {
+        bed.clock.advance(1000);
+        const beat = runnerHeartbeat(bed.deps, { runner_id: r1, leases: [{ job_id: job.id, attempt: 1 }], sandboxes: [] });
+        // Wait until the heartbeat has been recorded (it then checks for stops, finds none, and waits).
+        const beatAt = toRfc3339(bed.clock.nowMs());
+        while ((await getRunner(bed.store, r1))!.last_heartbeat_at !== beatAt) await new Promise((r) => setTimeout(r, 5));
+        await new Promise((r) => setTimeout(r, 50));
+        expect(wakeUps).toHaveLength(0);
+        await cancelJob(bed.deps, acme.admin, job.id);
+        const answer = await beat;
+        expect(answer.stop).toEqual([{ job_id: job.id, attempt: 1, reason: 'canceled' }]);
+        expect(wakeUps).toHaveLength(1);
+      } finally {
+        unsubscribe();
+        bed.deps.fleet = fleet;
+      }
+    }, 15_000);
+  });
+
+  describe('fencing', () => {
+    it('refuses a report of a stale attempt with 409 and changes nothing', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      await lease(r1);
+      const report = await bed.report(job.id, 1);
+      const err = await expectKilnError(completeJob(bed.deps, job.id, { ...report, attempt: 2 }), 'STALE_ATTEMPT');
+      expect(err.status).toBe(409);
+      const row = (await getJob(bed.store, job.id))!;
+      expect(row).toMatchObject({ status: 'running', attempt: 1, output_refs: null, verdict: null });
+      expect(await artifactRows(job.id)).toEqual([]);
+      expect(await auditOf(bed.store, 'job.complete', job.id)).toEqual([]);
+    });
+
+    it('acknowledges the same completion twice but records it once', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      const [leased] = (await lease(r1)).leases;
+      const plot = await bed.upload(job.id, 1, 'a plot');
+      const report = await bed.report(job.id, 1, { stdoutText: 'hello\n', artifacts: [{ ...plot, name: 'out/plot.txt' }] });
+      await completeJob(bed.deps, job.id, report);
+      await completeJob(bed.deps, job.id, report);
+      const row = (await getJob(bed.store, job.id))!;
+      expect(row).toMatchObject({ status: 'succeeded', verdict: 'ok', stdout_inline: 'hello\n', stderr_inline: '' });
+      expect(await auditOf(bed.store, 'job.complete', job.id)).toHaveLength(1);
+      expect((await artifactRows(job.id)).map((a) => a.name).sort()).toEqual(['out/plot.txt', 'stderr', 'stdout']);
+      expect((await sandbox(leased!.sandbox_id)).status).toBe('terminated');
+    });
+
+    it('acknowledges the same completion sent twice at once, recording it once', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      await lease(r1);
+      const report = await bed.report(job.id, 1);
+      const results = await Promise.allSettled([completeJob(bed.deps, job.id, report), completeJob(bed.deps, job.id, report)]);
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
+      expect(await auditOf(bed.store, 'job.complete', job.id)).toHaveLength(1);
+      expect(await artifactRows(job.id)).toHaveLength(2);
+    });
+
+    it('refuses a late report from a lost attempt after the job was requeued and leased again', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      await lease(r1);
+      const late = await bed.report(job.id, 1, { stdoutText: 'from the lost attempt\n' });
+      // r1 stops heartbeating; r2 keeps beating and picks the job up after r1 goes offline.
+      const r2 = await bed.runner('node-b');
+      bed.clock.advance(bed.deps.fleet.offlineAfterMs + 1);
+      await runnerHeartbeat(bed.deps, { runner_id: r2, leases: [], sandboxes: [] });
+      expect(await sweepFleet(bed.deps)).toEqual({ offline: 1, recovered: 1 });
+      expect((await lease(r2)).leases.map((l) => l.attempt)).toEqual([2]);
+      await expectKilnError(completeJob(bed.deps, job.id, late), 'STALE_ATTEMPT');
+      await expectKilnError(bed.upload(job.id, 1, 'late bytes'), 'STALE_ATTEMPT');
+      await expectKilnError(reportJobEvents(bed.deps, job.id, { attempt: 1, events: [{ type: 'started' }] }), 'STALE_ATTEMPT');
+      expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'running', attempt: 2, runner_id: r2, output_refs: null });
+      await completeJob(bed.deps, job.id, await bed.report(job.id, 2, { stdoutText: 'from attempt 2\n' }));
+      expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'succeeded', attempt: 2, stdout_inline: 'from attempt 2\n' });
+      const [complete] = await auditOf(bed.store, 'job.complete', job.id);
+      expect(JSON.parse(complete!.details)).toMatchObject({ attempt: 2 });
+    });
+
+    it('takes the final report of a job canceled while it ran, once, and keeps it canceled', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      await lease(r1);
+      await cancelJob(bed.deps, acme.admin, job.id);
+      const report = await bed.report(job.id, 1, { verdict: 'canceled', exit_status: { code: null, signal: 'SIGKILL' } });
+      await completeJob(bed.deps, job.id, report);
+      await completeJob(bed.deps, job.id, report);
+      expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'canceled', verdict: 'canceled' });
+      expect(await auditOf(bed.store, 'job.complete', job.id)).toHaveLength(1);
+      expect(await artifactRows(job.id)).toHaveLength(2);
+    });
+  });
+
+  describe('events and blobs', () => {
+    it('marks the sandbox running on start and passes output to live watchers', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      const [leased] = (await lease(r1)).leases;
+      // On PostgreSQL the lease's own status message may still be on its way: keep the output ones.
+      const seen: unknown[] = [];
+      let outputArrived!: () => void;
+      const delivered = new Promise<void>((resolve) => (outputArrived = resolve));
+      const unsubscribe = bed.deps.notifier.subscribe(topics.job(job.id), (p) => {
+        if ((p as { type: string }).type !== 'output') return;
+        seen.push(p);
+        outputArrived();
+      });
+      await reportJobEvents(bed.deps, job.id, {
+        attempt: 1,
+        events: [{ type: 'started' }, { type: 'output', stream: 'stdout', data_base64: Buffer.from('hi\n').toString('base64') }],
+      });
+      await delivered;
+      unsubscribe();
+      expect((await sandbox(leased!.sandbox_id)).status).toBe('running');
+      expect(bed.deps.liveOutput.since(job.id)).toEqual([{ seq: 1, stream: 'stdout', data: 'hi\n' }]);
+      expect(seen).toEqual([{ type: 'output', seq: 1, stream: 'stdout', data: 'hi\n' }]);
+    });
+
+    it('refuses a blob for an attempt that is not leased', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      await expectKilnError(bed.upload(job.id, 1, 'too early'), 'STALE_ATTEMPT');
+      await lease(r1);
+      await expectKilnError(bed.upload(job.id, 2, 'wrong attempt'), 'STALE_ATTEMPT');
+      await expectKilnError(bed.upload('job_missing', 1, 'x'), 'NOT_FOUND');
+      expect(await bed.upload(job.id, 1, 'ok')).toMatchObject({ size_bytes: 2 });
+    });
+
+    it('refuses a blob larger than the job may produce', async () => {
+      const small = await bed.newTenant('small-blobs');
+      await publishPolicy(bed.deps, small.admin, small.policyId, {
+        expected_version: 1,
+        ruleset: { ...DEFAULT_RULESET, limits: { ...DEFAULT_RULESET.limits, output_bytes: 1024 }, artifacts: { max_count: 4, max_bytes: 512, max_total_bytes: 2048 } },
+      });
+      const r1 = await bed.runner('node-a');
+      const job = await submit(small);
+      await lease(r1);
+      expect(await bed.upload(job.id, 1, 'x'.repeat(1024))).toMatchObject({ size_bytes: 1024 });
+      await expectKilnError(uploadJobBlob(bed.deps, job.id, 1, Readable.from([randomBytes(1025)])), 'ARTIFACT_REJECTED');
+    });
+
+    it('refuses a completion naming a blob that was never uploaded', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      await lease(r1);
+      const ghost = `sha256:${createHash('sha256').update(randomBytes(16)).digest('hex')}`;
+      const report = await bed.report(job.id, 1, { artifacts: [{ checksum: ghost, size_bytes: 3, name: 'out/ghost' }] });
+      await expectKilnError(completeJob(bed.deps, job.id, report), 'VALIDATION_FAILED');
+      expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'running', output_refs: null });
+      expect(await artifactRows(job.id)).toEqual([]);
+    });
+
+    it("records artifacts over the policy's limits as rejected, and audits each as artifact.reject", async () => {
+      const tight = await bed.newTenant('tight');
+      await publishPolicy(bed.deps, tight.admin, tight.policyId, {
+        expected_version: 1,
+        ruleset: { ...DEFAULT_RULESET, artifacts: { max_count: 2, max_bytes: 10, max_total_bytes: 15 } },
+      });
+      const r1 = await bed.runner('node-a');
+      const job = await submit(tight);
+      await lease(r1);
+      const blob = async (name: string, text: string) => ({ ...(await bed.upload(job.id, 1, text)), name });
+      const a = await blob('out/a', 'a'.repeat(8));
+      const b = await blob('out/b', 'b'.repeat(8)); // 16 bytes in total: over max_total_bytes
+      const c = await blob('out/c', 'c'.repeat(11)); // over max_bytes
+      const d = await blob('out/d', 'd'.repeat(3));
+      const e = await blob('out/e', 'e'); // a third artifact: over max_count
+      const runnerRejected = { name: 'out/huge', size_bytes: 1 << 30, reason: 'over max_bytes' };
+      await completeJob(bed.deps, job.id, await bed.report(job.id, 1, { artifacts: [a, b, c, d, e], rejected_artifacts: [runnerRejected] }));
+      const row = (await getJob(bed.store, job.id))!;
+      expect(row.status).toBe('succeeded');
+      const rejected = JSON.parse(row.rejected_artifacts!) as { name: string }[];
+      expect(rejected.map((r) => r.name)).toEqual(['out/huge', 'out/b', 'out/c', 'out/e']);
+      const kept = (await artifactRows(job.id)).map((r) => r.name).sort();
+      expect(kept).toEqual(['out/a', 'out/d', 'stderr', 'stdout']);
+      const audits = await auditOf(bed.store, 'artifact.reject', job.id);
+      expect(audits.map((x) => x.outcome)).toEqual(['denied', 'denied', 'denied', 'denied']);
+      expect(audits.map((x) => JSON.parse(x.details).name).sort()).toEqual(['out/b', 'out/c', 'out/e', 'out/huge']);
+      const refs = JSON.parse(row.output_refs!) as { artifacts: string[] };
+      expect(refs.artifacts).toHaveLength(2);
+    });
+  });
+});
