@@ -102,12 +102,13 @@ export async function sweepRunnerLiveness(
 ): Promise<RunnerRow[]> {
   const degradedBefore = toRfc3339(args.nowMs - args.degradedAfterMs);
   const offlineBefore = toRfc3339(args.nowMs - args.offlineAfterMs);
-  const offline = await tx.db
+  const going = tx.db
     .selectFrom('runner_nodes')
     .selectAll()
     .where('status', 'in', sourcesOf(runnerNodeMachine as StateMachine<string>, 'offline'))
-    .where('last_heartbeat_at', '<', offlineBefore)
-    .execute();
+    .where('last_heartbeat_at', '<', offlineBefore);
+  // Replicas sweep at once: a runner another sweep is taking offline is its to recover, not ours too.
+  const offline = await (tx.dialect === 'postgres' ? going.forUpdate().skipLocked() : going).execute();
   if (offline.length > 0) {
     await tx.db.updateTable('runner_nodes').set({ status: 'offline' }).where('id', 'in', offline.map((r) => r.id)).execute();
   }

@@ -194,12 +194,13 @@ export async function requeueOrFail(tx: TxHandle, job: JobRow, reason: string, n
 
 /** Running jobs whose lease ran out. */
 export async function expiredLeases(h: DbHandle, nowMs: number): Promise<JobRow[]> {
-  return h.db
+  const query = h.db
     .selectFrom('jobs')
     .selectAll()
     .where('status', '=', 'running')
-    .where('lease_expires_at', '<', toRfc3339(nowMs))
-    .execute();
+    .where('lease_expires_at', '<', toRfc3339(nowMs));
+  // In a sweep's transaction: a job another replica's sweep is recovering is skipped, not recovered twice.
+  return (h.dialect === 'postgres' ? query.forUpdate().skipLocked() : query).execute();
 }
 
 export async function runningJobsOf(h: DbHandle, runnerId: string): Promise<JobRow[]> {
