@@ -117,15 +117,24 @@ export const uploadedBlobSchema = z.strictObject({
 });
 export type UploadedBlob = z.infer<typeof uploadedBlobSchema>;
 
+/** Blobs up to this size travel inside the completion report instead of a separate upload. */
+export const INLINE_BLOB_MAX_BYTES = 64 * 1024;
+
+/** A blob in a completion report: uploaded before (checksum and size), or small and carried inline. */
+export const reportedBlobSchema = uploadedBlobSchema.extend({
+  content_base64: z.string().max(Math.ceil(INLINE_BLOB_MAX_BYTES / 3) * 4).optional(),
+});
+export type ReportedBlob = z.infer<typeof reportedBlobSchema>;
+
 export const completionReportSchema = z.strictObject({
   attempt: z.number().int().min(1),
   verdict: verdictSchema,
   exit_status: exitStatusSchema,
   resource_usage: resourceUsageSchema,
-  stdout: uploadedBlobSchema,
-  stderr: uploadedBlobSchema,
+  stdout: reportedBlobSchema,
+  stderr: reportedBlobSchema,
   artifacts: z
-    .array(uploadedBlobSchema.extend({ name: z.string().min(1).max(1024) }))
+    .array(reportedBlobSchema.extend({ name: z.string().min(1).max(1024) }))
     .max(10_000),
   rejected_artifacts: z
     .array(z.strictObject({ name: z.string().max(1024), size_bytes: z.number().int().nonnegative(), reason: z.string().max(512) }))

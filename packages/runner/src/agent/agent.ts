@@ -1,4 +1,14 @@
-import type { CompletionReport, JobSpec, LeasedJob, LeaseRef, RunnerLanguage, UploadedBlob } from '@kiln/core';
+import { createHash } from 'node:crypto';
+import {
+  INLINE_BLOB_MAX_BYTES,
+  type CompletionReport,
+  type JobSpec,
+  type LeasedJob,
+  type LeaseRef,
+  type ReportedBlob,
+  type RunnerLanguage,
+  type UploadedBlob,
+} from '@kiln/core';
 import type { OneShotSpec, RunResult, SandboxDriver } from '../sandbox/driver.js';
 import { selectArtifacts } from './artifact-selection.js';
 import { ControlPlaneError, type ControlPlaneClient } from './control-plane-client.js';
@@ -37,6 +47,8 @@ interface RunningJob {
   stopReason?: 'canceled' | 'lost' | 'shutdown';
   done: Promise<void>;
 }
+
+const sha256Checksum = (bytes: Buffer) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -231,7 +243,13 @@ export class RunnerAgent {
     }
     if (entry.stopReason === 'canceled') result.verdict = 'canceled';
 
-    const upload = (bytes: Buffer) => this.retry(() => client.uploadBlob(lease.job_id, lease.attempt, bytes));
+    // Small blobs ride inside the completion report: one request instead of three for a typical job.
+    const upload = async (bytes: Buffer): Promise<ReportedBlob | undefined> => {
+      if (bytes.length <= INLINE_BLOB_MAX_BYTES) {
+        return { checksum: sha256Checksum(bytes), size_bytes: bytes.length, content_base64: bytes.toString('base64') };
+      }
+      return this.retry(() => client.uploadBlob(lease.job_id, lease.attempt, bytes));
+    };
     const selection = selectArtifacts(result.files, lease.spec.artifacts);
     const stdout = await upload(result.stdout);
     const stderr = await upload(result.stderr);

@@ -77,7 +77,8 @@ export async function spool(source: Buffer | Readable, dir: string, options: Put
   const meter = new MeteredHash(options.maxBytes ?? Number.MAX_SAFE_INTEGER);
   const input = Buffer.isBuffer(source) ? Readable.from([source]) : source;
   try {
-    await pipeline(input, meter, createWriteStream(path, { flags: 'wx', mode: 0o600 }));
+    // flush: fsync before close, so a blob that is linked into place is on disk, not only in cache.
+    await pipeline(input, meter, createWriteStream(path, { flags: 'wx', mode: 0o600, flush: true }));
   } catch (err) {
     await rm(path, { force: true });
     throw err;

@@ -12,6 +12,7 @@ import {
   type RegisterRunnerRequest,
   type RegisterRunnerResponse,
   type UploadedBlob,
+  type ReportedBlob,
   type Verdict,
   newId,
 } from '@kiln/core';
@@ -214,9 +215,28 @@ function statusOf(verdict: Verdict): 'succeeded' | 'failed' | 'canceled' {
   return 'failed';
 }
 
-async function inlineText(deps: JobDeps, blob: UploadedBlob): Promise<string | null> {
+async function inlineText(deps: JobDeps, blob: ReportedBlob): Promise<string | null> {
   if (blob.size_bytes > INLINE_OUTPUT_MAX_BYTES) return null;
+  if (blob.content_base64 !== undefined) return Buffer.from(blob.content_base64, 'base64').toString('utf8');
   return text(await deps.artifacts.open(deps.artifacts.uriOf(blob.checksum as Checksum)));
+}
+
+/**
+ * Makes sure every blob a report names is in the store: inline ones are stored now (checked against
+ * their checksum), uploaded ones must be there already.
+ */
+async function storeReportedBlobs(deps: JobDeps, blobs: ReportedBlob[]): Promise<void> {
+  for (const blob of blobs) {
+    if (blob.content_base64 !== undefined) {
+      const content = Buffer.from(blob.content_base64, 'base64');
+      if (content.length !== blob.size_bytes) {
+        throw new KilnError('VALIDATION_FAILED', `inline blob is ${content.length} bytes, not ${blob.size_bytes}`, { field: 'body' });
+      }
+      await deps.artifacts.put(content, { expectedChecksum: blob.checksum });
+    } else if (!(await deps.artifacts.exists(deps.artifacts.uriOf(blob.checksum as Checksum)))) {
+      throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} was not uploaded for this job`, { field: 'body.artifacts' });
+    }
+  }
 }
 
 /**
@@ -226,11 +246,11 @@ async function inlineText(deps: JobDeps, blob: UploadedBlob): Promise<string | n
 export async function completeJob(deps: JobDeps, jobId: string, report: CompletionReport): Promise<void> {
   const current = await getJob(deps.store, jobId);
   if (current && current.attempt === report.attempt && current.output_refs !== null) return; // already recorded
-  for (const blob of [report.stdout, report.stderr, ...report.artifacts]) {
-    if (!(await deps.artifacts.exists(deps.artifacts.uriOf(blob.checksum as Checksum)))) {
-      throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} was not uploaded for this job`, { field: 'body.artifacts' });
-    }
+  if (!current) throw new KilnError('NOT_FOUND', `job ${jobId} does not exist`);
+  if (current.attempt !== report.attempt) {
+    throw new KilnError('STALE_ATTEMPT', `attempt ${report.attempt} of job ${jobId} is not the current one (${current.attempt})`);
   }
+  await storeReportedBlobs(deps, [report.stdout, report.stderr, ...report.artifacts]);
   const stdoutInline = await inlineText(deps, report.stdout);
   const stderrInline = await inlineText(deps, report.stderr);
   const nowMs = deps.clock.nowMs();
@@ -240,7 +260,7 @@ export async function completeJob(deps: JobDeps, jobId: string, report: Completi
     if (job.output_refs !== null) return undefined;
     const spec = JSON.parse(job.request) as { artifacts: { max_count: number; max_bytes: number; max_total_bytes: number } };
     const rejected = [...report.rejected_artifacts];
-    const artifactRow = (name: string, blob: UploadedBlob) => ({
+    const artifactRow = (name: string, blob: ReportedBlob) => ({
       id: newId('artifact', nowMs),
       tenant_id: job.tenant_id,
       owner_type: 'job',

@@ -1,0 +1,146 @@
+#!/usr/bin/env node
+// The jobs benchmark: python hello world through the API with `?wait=true` (one job per request, the
+// real `kiln up`: control plane + local runner + sandboxes, SQLite), against the same program run bare
+// with `python3`, at the same concurrency, in the same run. Rounds alternate between the two so machine
+// noise hits both alike.
+//   node bench/jobs/run.mjs [--jobs N] [--concurrency 1,4,8]
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { createServer } from 'node:net';
+import { KilnClient } from '@kiln/sdk';
+
+const { values: flags } = parseArgs({
+  options: { jobs: { type: 'string', default: '200' }, concurrency: { type: 'string', default: '1,4,8' } },
+});
+const jobsPerRound = Number(flags.jobs);
+const levels = flags.concurrency.split(',').map(Number);
+if (!Number.isInteger(jobsPerRound) || jobsPerRound < 1 || levels.some((c) => !Number.isInteger(c) || c < 1)) {
+  throw new Error('--jobs wants a positive integer, --concurrency a list such as 1,4,8');
+}
+const CLI = resolve(import.meta.dirname, '../../packages/cli/bin/kiln.js');
+const CODE = 'print("hello")';
+
+const freePort = () =>
+  new Promise((ok) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+
+function bare() {
+  return new Promise((ok, fail) => {
+    const child = spawn('/usr/bin/python3', ['-c', CODE], { env: {}, stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.on('error', fail);
+    child.on('close', () => (out === 'hello\n' ? ok() : fail(new Error(`bare python printed ${out}`))));
+  });
+}
+
+function viaApi(url, key) {
+  return async () => {
+    const res = await fetch(`${url}/v1/jobs?wait=true`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ language: 'python', code: CODE }),
+    });
+    const job = await res.json();
+    if (job.stdout !== 'hello\n' || job.status !== 'succeeded') throw new Error(`job failed: ${JSON.stringify(job)}`);
+  };
+}
+
+/** Runs `count` calls of `fn` with `concurrency` in flight; per-call latencies and the total time. */
+async function load(fn, count, concurrency) {
+  const latencies = [];
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) {
+        next++;
+        const t = performance.now();
+        await fn();
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  return { latencies, perSecond: count / seconds };
+}
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-bench-'));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const up = spawn(process.execPath, [CLI, 'up', '--port', String(port), '--data-dir', dir, '--capacity', String(Math.max(...levels))], {
+    env: { PATH: process.env.PATH, KILN_LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  up.stderr.on('data', (d) => (log += d));
+  try {
+    for (let i = 0; i < 600 && !log.includes('local runner ready'); i++) await new Promise((r) => setTimeout(r, 100));
+    if (!log.includes('local runner ready')) throw new Error(`kiln up did not start:\n${log}`);
+    const operator = new KilnClient({ url, apiKey: readFileSync(join(dir, 'admin.key'), 'utf8').trim() });
+    const tenant = await operator.tenants.create({ name: 'bench' });
+    const { key } = await operator.tenants.createKey(tenant.id);
+    const api = viaApi(url, key);
+    for (let i = 0; i < 20; i++) await api(); // warm up the runtime caches and the JIT
+    for (let i = 0; i < 20; i++) await bare();
+
+    const results = [];
+    for (const concurrency of levels) {
+      const half = Math.ceil(jobsPerRound / 2);
+      // Alternate halves: bare, kiln, bare, kiln, so drift in machine load hits both.
+      const b1 = await load(bare, half, concurrency);
+      const k1 = await load(api, half, concurrency);
+      const b2 = await load(bare, jobsPerRound - half, concurrency);
+      const k2 = await load(api, jobsPerRound - half, concurrency);
+      const bareStats = { ...percentiles([...b1.latencies, ...b2.latencies]), perSecond: (b1.perSecond + b2.perSecond) / 2 };
+      const kilnStats = { ...percentiles([...k1.latencies, ...k2.latencies]), perSecond: (k1.perSecond + k2.perSecond) / 2 };
+      results.push({ concurrency, bare: bareStats, kiln: kilnStats });
+    }
+    const when = new Date().toISOString();
+    const ms = (v) => `${v.toFixed(1)} ms`.padStart(9);
+    const lines = [
+      `kiln jobs benchmark, ${when}: python hello world, ${jobsPerRound} jobs per setting`,
+      `  ${'in flight'.padEnd(10)}${'what'.padEnd(22)}${'p50'.padStart(9)}${'p95'.padStart(9)}${'jobs/s'.padStart(9)}`,
+    ];
+    const checks = [];
+    for (const r of results) {
+      lines.push(`  ${String(r.concurrency).padEnd(10)}${'bare python3'.padEnd(22)}${ms(r.bare.p50)}${ms(r.bare.p95)}${r.bare.perSecond.toFixed(1).padStart(9)}`);
+      lines.push(`  ${''.padEnd(10)}${'kiln API, wait=true'.padEnd(22)}${ms(r.kiln.p50)}${ms(r.kiln.p95)}${r.kiln.perSecond.toFixed(1).padStart(9)}`);
+      const over = r.kiln.p50 - r.bare.p50;
+      const ratio = r.kiln.perSecond / r.bare.perSecond;
+      lines.push(`  ${''.padEnd(10)}p50 +${over.toFixed(1)} ms over bare; throughput ${(ratio * 100).toFixed(0)} % of bare`);
+      if (r.concurrency === 1) checks.push([`p50 within 6 ms of bare (1 in flight)`, over <= 6, `+${over.toFixed(1)} ms`]);
+      if (r.concurrency > 1) checks.push([`throughput >= 80 % of bare (${r.concurrency} in flight)`, ratio >= 0.8, `${(ratio * 100).toFixed(0)} %`]);
+    }
+    lines.push('', ...checks.map(([what, ok, got]) => `  ${ok ? 'MET ' : 'MISS'} ${what}: ${got}`));
+    console.log(lines.join('\n'));
+    const out = resolve(import.meta.dirname, '../results');
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(out, `jobs-${when.replace(/[:.]/g, '-')}.json`), JSON.stringify({ when, jobsPerRound, results }, null, 2));
+  } finally {
+    up.kill('SIGTERM');
+    await new Promise((r) => up.once('exit', r));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** p50 and p95 of a list of milliseconds (nearest rank). */
+function percentiles(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+  return { n: sorted.length, p50: at(0.5), p95: at(0.95) };
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
