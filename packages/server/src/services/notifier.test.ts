@@ -1,0 +1,112 @@
+import type { EventEmitter } from 'node:events';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPostgresDatabase, type TestDatabase } from '../../../../test/support/databases.js';
+import { DB_KINDS } from '../store/testing.js';
+import { createNotifier, topics, type Notifier } from './notifier.js';
+
+/** Resolves with the first `count` messages a subscriber sees on `topic`. */
+function collect(notifier: Notifier, topic: string, count: number): Promise<unknown[]> {
+  const seen: unknown[] = [];
+  return new Promise((resolve) => {
+    const unsubscribe = notifier.subscribe(topic, (payload) => {
+      seen.push(payload);
+      if (seen.length === count) {
+        unsubscribe();
+        resolve(seen);
+      }
+    });
+  });
+}
+
+/** Listeners left on a topic: a timed-out or aborted wait must not leave one behind. */
+const listeners = (notifier: Notifier, topic: string) => (notifier as unknown as { emitter: EventEmitter }).emitter.listenerCount(topic);
+
+describe.each(DB_KINDS)('notifier on %s', (kind) => {
+  let database: TestDatabase | undefined;
+  let open: () => Promise<Notifier>;
+  let notifier: Notifier;
+  const others: Notifier[] = [];
+
+  beforeAll(async () => {
+    if (kind === 'postgres') database = await createPostgresDatabase();
+    open = async () => createNotifier(database ? { kind: 'postgres', url: database.url } : { kind: 'sqlite' });
+    notifier = await open();
+  });
+  afterAll(async () => {
+    await notifier.close();
+    for (const n of others) await n.close();
+    await database?.drop();
+  });
+
+  it('delivers a publish to each subscriber, once, until it unsubscribes', async () => {
+    const topic = topics.job('job_a');
+    const first = collect(notifier, topic, 2);
+    const seen: unknown[] = [];
+    const unsubscribe = notifier.subscribe(topic, (p) => seen.push(p));
+    notifier.publish(topic, { type: 'status', n: 1 });
+    notifier.publish(topics.job('job_b'), { type: 'status', n: 99 });
+    notifier.publish(topic, { type: 'status', n: 2 });
+    expect(await first).toEqual([
+      { type: 'status', n: 1 },
+      { type: 'status', n: 2 },
+    ]);
+    expect(seen).toEqual([
+      { type: 'status', n: 1 },
+      { type: 'status', n: 2 },
+    ]);
+    unsubscribe();
+    const barrier = collect(notifier, topic, 1);
+    notifier.publish(topic, { type: 'status', n: 3 });
+    await barrier;
+    expect(seen).toHaveLength(2);
+  });
+
+  it('next resolves with the next message on its topic', async () => {
+    const waiting = notifier.next(topics.work, 10_000);
+    notifier.publish(topics.runner('runner_x'));
+    notifier.publish(topics.work, { hint: 'python' });
+    expect(await waiting).toEqual({ hint: 'python' });
+    expect(listeners(notifier, topics.work)).toBe(0);
+  });
+
+  it('next times out cleanly with undefined, and an abort ends it early', async () => {
+    const topic = topics.runner('runner_quiet');
+    expect(await notifier.next(topic, 10)).toBeUndefined();
+    expect(listeners(notifier, topic)).toBe(0);
+    const controller = new AbortController();
+    const waiting = notifier.next(topic, 60_000, controller.signal);
+    expect(listeners(notifier, topic)).toBe(1);
+    controller.abort();
+    expect(await waiting).toBeUndefined();
+    expect(listeners(notifier, topic)).toBe(0);
+    // A later message still reaches a later waiter.
+    const later = notifier.next(topic, 10_000);
+    notifier.publish(topic, 'wake');
+    expect(await later).toBe('wake');
+  });
+
+  it.runIf(kind === 'postgres')('reaches every replica through LISTEN/NOTIFY, and keeps oversized messages in-process', async () => {
+    const replica = await open();
+    others.push(replica);
+    const topic = topics.job('job_shared');
+    const onReplica = collect(replica, topic, 2);
+    const onSelf = collect(notifier, topic, 3);
+    const big = { type: 'output', data: 'x'.repeat(10_000) };
+    notifier.publish(topic, big);
+    notifier.publish(topic, { type: 'status', n: 1 });
+    notifier.publish(topic, { type: 'status', n: 2 });
+    // The replica sees the small messages only: NOTIFY cannot carry 10 kB.
+    expect(await onReplica).toEqual([
+      { type: 'status', n: 1 },
+      { type: 'status', n: 2 },
+    ]);
+    const self = await onSelf;
+    expect(self).toHaveLength(3);
+    expect(self).toContainEqual(big);
+    expect(self).toContainEqual({ type: 'status', n: 2 });
+    // And a wake-up from the replica reaches a waiter here.
+    const waiting = notifier.next(topics.work, 10_000);
+    replica.publish(topics.work, { from: 'replica' });
+    expect(await waiting).toEqual({ from: 'replica' });
+  });
+});
