@@ -1,6 +1,7 @@
 import { detectCgroupBackend, type CgroupBackend } from './cgroups/index.js';
 import type { OneShotSpec, PersistentSpec, RunResult, SandboxDriver, SandboxHandle } from './driver.js';
 import { runOneShot } from './one-shot.js';
+import { reapStaleSandboxes } from './reaper.js';
 import { defaultUidPool, type UidPool } from './uid-pool.js';
 
 export interface BubblewrapDriverOptions {
@@ -8,7 +9,11 @@ export interface BubblewrapDriverOptions {
   cgroups?: CgroupBackend;
   /** @default the process-wide pool (KILN_UID_BASE / KILN_UID_COUNT) */
   uids?: UidPool;
+  /** Reap leftovers of crashed runners once per process (reapStaleSandboxes). @default true */
+  reapStale?: boolean;
 }
+
+let reapedOnce = false;
 
 /** What the persistent-sandbox module (`./persistent/index.js`) receives to build on. */
 export interface PersistentDeps {
@@ -34,6 +39,12 @@ export class BubblewrapDriver implements SandboxDriver {
   constructor(options: BubblewrapDriverOptions = {}) {
     this.cgroups = options.cgroups ?? detectCgroupBackend();
     this.uids = options.uids ?? defaultUidPool();
+    // Once per process, in the background: remove what a crashed runner left (old and empty only).
+    if (!reapedOnce && options.reapStale !== false) {
+      reapedOnce = true;
+      const reaping = reapStaleSandboxes({ cgroups: this.cgroups }).then(() => undefined);
+      this.trackCleanup(reaping);
+    }
   }
 
   private readonly trackCleanup = (done: Promise<void>): void => {

@@ -12,3 +12,4 @@ export * from './workspace.js';
 export { SafeRoot } from './safe-fs.js';
 export { sandboxPasswdFile } from './sandbox-etc.js';
 export { runOneShot, type OneShotDeps } from './one-shot.js';
+export { reapStaleSandboxes, type ReapOptions, type ReapReport } from './reaper.js';

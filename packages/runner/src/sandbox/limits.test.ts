@@ -114,7 +114,7 @@ import os; os._exit(0)'`,
   });
 
   it('disk: an inode flood stops at the cap', async () => {
-    const r = await runSh(driver, 'i=0; while touch /tmp/f$i 2>/dev/null; do i=$((i+1)); done; echo $i', {
+    const r = await runSh(driver, 'i=0; while true 2>/dev/null >/tmp/f$i; do i=$((i+1)); done; echo $i', {
       disk_bytes: 1 * MiB,
       wall_time_ms: 10_000,
     });

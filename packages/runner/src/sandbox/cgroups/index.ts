@@ -3,7 +3,7 @@ import type { CgroupBackend } from './types.js';
 import { CgroupV1Backend } from './v1.js';
 import { CgroupV2Backend } from './v2.js';
 
-export type { CgroupBackend, CgroupBind, CgroupLimits, CgroupUsage, SandboxCgroup } from './types.js';
+export type { CgroupBackend, CgroupBind, CgroupLimits, CgroupUsage, ExistingCgroup, SandboxCgroup } from './types.js';
 export { CgroupV1Backend } from './v1.js';
 export { CgroupV2Backend } from './v2.js';
 

@@ -51,8 +51,21 @@ export interface SandboxCgroup {
   remove(): Promise<void>;
 }
 
+/** A sandbox cgroup found under the `kiln` parent. */
+export interface ExistingCgroup {
+  name: string;
+  /** Time since the folder was created (its mtime). */
+  ageMs: number;
+  /** True when no process is in it. */
+  empty: boolean;
+}
+
 export interface CgroupBackend {
   readonly version: 1 | 2;
   /** Creates a fresh cgroup with limits applied. `name` must be unique among live sandboxes. */
   create(name: string, limits: CgroupLimits): SandboxCgroup;
+  /** The sandbox cgroups that exist now (for reaping what a crashed runner left). */
+  list(): ExistingCgroup[];
+  /** A handle on an existing cgroup, e.g. to remove one a crashed runner left behind. */
+  attach(name: string): SandboxCgroup;
 }

@@ -1,5 +1,5 @@
-import { existsSync, realpathSync } from 'node:fs';
-import type { CgroupBackend, CgroupBind, CgroupLimits, CgroupUsage, SandboxCgroup } from './types.js';
+import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import type { CgroupBackend, CgroupBind, CgroupLimits, CgroupUsage, ExistingCgroup, SandboxCgroup } from './types.js';
 import {
   ensureDir,
   killPids,
@@ -57,8 +57,8 @@ export class CgroupV1Backend implements CgroupBackend {
     }
   }
 
-  create(name: string, limits: CgroupLimits): SandboxCgroup {
-    const dirs = {
+  private dirsFor(name: string) {
+    return {
       memory: `${this.parents.memory}/${name}`,
       pids: `${this.parents.pids}/${name}`,
       cpu: `${this.parents.cpu}/${name}`,
@@ -66,6 +66,35 @@ export class CgroupV1Backend implements CgroupBackend {
       cpuset: this.parents.cpuset ? `${this.parents.cpuset}/${name}` : undefined,
       unified: this.parents.unified ? `${this.parents.unified}/${name}` : undefined,
     };
+  }
+
+  list(): ExistingCgroup[] {
+    // Any controller may hold a leftover (creation or removal can stop half-way): take the union.
+    const names = new Set<string>();
+    for (const parent of Object.values(this.parents)) {
+      if (!parent) continue;
+      for (const entry of readdirSync(parent, { withFileTypes: true })) if (entry.isDirectory()) names.add(entry.name);
+    }
+    const now = Date.now();
+    return [...names].map((name) => {
+      const dirs = Object.values(this.dirsFor(name)).filter((d): d is string => !!d && existsSync(d));
+      const mtimes = dirs.map((d) => statSync(d).mtimeMs);
+      return {
+        name,
+        ageMs: now - Math.min(...mtimes, now),
+        empty: dirs.every((d) => readPids(`${d}/cgroup.procs`).length === 0),
+      };
+    });
+  }
+
+  attach(name: string): SandboxCgroup {
+    const dirs = this.dirsFor(name);
+    const existing = [...new Set(Object.values(dirs))].filter((d): d is string => !!d && existsSync(d));
+    return new CgroupV1(name, dirs, existing);
+  }
+
+  create(name: string, limits: CgroupLimits): SandboxCgroup {
+    const dirs = this.dirsFor(name);
     const created: string[] = [];
     try {
       for (const dir of new Set([dirs.memory, dirs.pids, dirs.cpu, dirs.cpuacct, dirs.cpuset, dirs.unified])) {

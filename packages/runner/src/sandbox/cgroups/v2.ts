@@ -1,5 +1,5 @@
-import { existsSync } from 'node:fs';
-import type { CgroupBackend, CgroupBind, CgroupLimits, CgroupUsage, SandboxCgroup } from './types.js';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import type { CgroupBackend, CgroupBind, CgroupLimits, CgroupUsage, ExistingCgroup, SandboxCgroup } from './types.js';
 import { ensureDir, killPids, readKeyed, readNumber, readPids, removeDirsWithRetry, writeValue } from './fs-util.js';
 
 const CPU_PERIOD_US = 100_000;
@@ -22,6 +22,20 @@ export class CgroupV2Backend implements CgroupBackend {
         // A controller may be missing or already enabled; the limit writes below will tell.
       }
     }
+  }
+
+  list(): ExistingCgroup[] {
+    const now = Date.now();
+    return readdirSync(this.parent, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => {
+        const dir = `${this.parent}/${e.name}`;
+        return { name: e.name, ageMs: now - statSync(dir).mtimeMs, empty: readPids(`${dir}/cgroup.procs`).length === 0 };
+      });
+  }
+
+  attach(name: string): SandboxCgroup {
+    return new CgroupV2(name, `${this.parent}/${name}`);
   }
 
   create(name: string, limits: CgroupLimits): SandboxCgroup {
