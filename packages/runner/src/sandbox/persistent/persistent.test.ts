@@ -32,6 +32,7 @@ function httpGet(socketPath: string, urlPath: string): Promise<{ status: number;
     const req = http.get({ socketPath, path: urlPath, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
     });
     req.on('error', reject);
