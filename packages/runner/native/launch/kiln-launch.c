@@ -13,8 +13,9 @@
  *       exec, with one line on stderr prefixed `kiln-launch:`.
  *   kiln-launch mount-tmpfs DIR SIZE_BYTES NR_INODES UID GID
  *       mounts a size-capped tmpfs (nosuid,nodev) at DIR owned by UID:GID, mode 0700.
- *   kiln-launch umount DIR
- *       detaches DIR and every mount below it (MNT_DETACH), then removes the empty DIR.
+ *   kiln-launch umount DIR...
+ *       detaches each DIR and every mount below it (MNT_DETACH), then removes the empty DIR; carries on
+ *       past a failure and exits 125 if any DIR failed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -206,16 +207,26 @@ static int mount_tmpfs(int argc, char **argv) {
   return 0;
 }
 
-static int umount_dir(int argc, char **argv) {
-  if (argc != 3) usage("usage: umount DIR");
-  if (umount2(argv[2], MNT_DETACH | UMOUNT_NOFOLLOW) != 0 && errno != EINVAL && errno != ENOENT)
-    die("umount", argv[2]);
-  if (rmdir(argv[2]) != 0 && errno != ENOENT) die("rmdir", argv[2]);
-  return 0;
+static int umount_dirs(int argc, char **argv) {
+  if (argc < 3) usage("usage: umount DIR...");
+  int failed = 0;
+  /* One process for many folders: the runner batches removals, so cleanup costs one exec, not one each. */
+  for (int k = 2; k < argc; k++) {
+    if (umount2(argv[k], MNT_DETACH | UMOUNT_NOFOLLOW) != 0 && errno != EINVAL && errno != ENOENT) {
+      fprintf(stderr, "kiln-launch: umount %s: %s\n", argv[k], strerror(errno));
+      failed = 1;
+      continue;
+    }
+    if (rmdir(argv[k]) != 0 && errno != ENOENT) {
+      fprintf(stderr, "kiln-launch: rmdir %s: %s\n", argv[k], strerror(errno));
+      failed = 1;
+    }
+  }
+  return failed ? FAIL_EXIT : 0;
 }
 
 int main(int argc, char **argv) {
   if (argc >= 2 && strcmp(argv[1], "mount-tmpfs") == 0) return mount_tmpfs(argc, argv);
-  if (argc >= 2 && strcmp(argv[1], "umount") == 0) return umount_dir(argc, argv);
+  if (argc >= 2 && strcmp(argv[1], "umount") == 0) return umount_dirs(argc, argv);
   return launch(argc, argv);
 }

@@ -153,12 +153,39 @@ export class Workspace {
 
   /** Unmounts (lazily, with everything below) and removes the folder. Idempotent. */
   remove(): Promise<void> {
-    this.removed ??= new Promise((resolve, reject) => {
-      execFile(nativeHelperPath('kiln-launch'), ['umount', this.root], (err, _out, stderr) => {
-        if (err) reject(new Error(`could not remove the workspace ${this.root}: ${stderr.trim() || err.message}`));
-        else resolve();
-      });
-    });
+    this.removed ??= unmountBatched(this.root);
     return this.removed;
   }
+}
+
+/**
+ * Workspace removals waiting for the next batch: one kiln-launch process unmounts all of them, so a
+ * busy runner pays one exec per batch instead of one per sandbox.
+ */
+let batch: { root: string; resolve: () => void; reject: (err: Error) => void }[] = [];
+const BATCH_DELAY_MS = 5;
+const BATCH_MAX = 64;
+
+function flushBatch(): void {
+  const items = batch;
+  batch = [];
+  if (items.length === 0) return;
+  execFile(nativeHelperPath('kiln-launch'), ['umount', ...items.map((i) => i.root)], (err, _out, stderr) => {
+    for (const item of items) {
+      // On a partial failure the helper names the folders it could not remove.
+      if (err && (stderr.includes(`${item.root}:`) || !stderr.includes('kiln-launch:'))) {
+        item.reject(new Error(`could not remove the workspace ${item.root}: ${stderr.trim() || err.message}`));
+      } else {
+        item.resolve();
+      }
+    }
+  });
+}
+
+function unmountBatched(root: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    batch.push({ root, resolve, reject });
+    if (batch.length >= BATCH_MAX) flushBatch();
+    else if (batch.length === 1) setTimeout(flushBatch, BATCH_DELAY_MS);
+  });
 }
