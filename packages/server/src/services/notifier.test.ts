@@ -85,6 +85,16 @@ describe.each(DB_KINDS)('notifier on %s', (kind) => {
     expect(await later).toBe('wake');
   });
 
+  it('delivers one publisher\'s messages in the order it published them', async () => {
+    // Watchers depend on it: output chunks are dropped when their seq is not above the last one seen,
+    // and `end` (often too big for NOTIFY, so delivered in-process) must come after the last chunk.
+    const topic = topics.job('job_ordered');
+    const sent = Array.from({ length: 60 }, (_, seq) => (seq % 20 === 19 ? { seq, pad: 'p'.repeat(9000) } : { seq }));
+    const received = collect(notifier, topic, sent.length);
+    for (const m of sent) notifier.publish(topic, m);
+    expect(((await received) as { seq: number }[]).map((m) => m.seq)).toEqual(sent.map((m) => m.seq));
+  });
+
   it.runIf(kind === 'postgres')('reaches every replica through LISTEN/NOTIFY, and keeps oversized messages in-process', async () => {
     const replica = await open();
     others.push(replica);

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
 
@@ -60,6 +61,14 @@ class PostgresNotifier extends LocalNotifier {
   private readonly listener: pg.Client;
   private readonly sender: pg.Pool;
   private closed = false;
+  // Publishes go out one at a time, in order: on a pool two NOTIFYs can commit out of order, and
+  // watchers rely on order (output chunks by seq, `end` after the last chunk).
+  private sending: Promise<unknown> = Promise.resolve();
+  // Messages too big for NOTIFY wait here; a small marker travels the NOTIFY stream in their place, so
+  // this process emits them in order with the rest. Other replicas ignore markers that are not theirs.
+  private readonly held = new Map<string, { topic: string; payload: unknown }>();
+  private readonly instance = randomUUID();
+  private heldCount = 0;
 
   constructor(url: string) {
     super();
@@ -72,8 +81,14 @@ class PostgresNotifier extends LocalNotifier {
     this.listener.on('notification', (msg) => {
       if (msg.channel !== CHANNEL || !msg.payload) return;
       try {
-        const { topic, payload } = JSON.parse(msg.payload) as { topic: string; payload: unknown };
-        this.emitter.emit(topic, payload);
+        const { topic, payload, held } = JSON.parse(msg.payload) as { topic: string; payload: unknown; held?: string };
+        if (held === undefined) {
+          this.emitter.emit(topic, payload);
+        } else if (this.held.has(held)) {
+          const message = this.held.get(held)!;
+          this.held.delete(held);
+          this.emitter.emit(message.topic, message.payload);
+        }
       } catch {
         // not ours
       }
@@ -84,17 +99,29 @@ class PostgresNotifier extends LocalNotifier {
   }
 
   override publish(topic: string, payload?: unknown): void {
-    const text = JSON.stringify({ topic, payload });
-    if (this.closed || Buffer.byteLength(text) > MAX_NOTIFY_BYTES) {
+    if (this.closed) {
       super.publish(topic, payload);
       return;
     }
+    let text = JSON.stringify({ topic, payload });
+    let held: string | undefined;
+    if (Buffer.byteLength(text) > MAX_NOTIFY_BYTES) {
+      held = `${this.instance}:${++this.heldCount}`;
+      this.held.set(held, { topic, payload });
+      text = JSON.stringify({ topic, held });
+    }
     // Our own LISTEN delivers it back to this process too, so local waiters are woken exactly once.
-    this.sender.query('select pg_notify($1, $2)', [CHANNEL, text]).catch(() => super.publish(topic, payload));
+    this.sending = this.sending
+      .then(() => this.sender.query('select pg_notify($1, $2)', [CHANNEL, text]))
+      .catch(() => {
+        if (held !== undefined) this.held.delete(held);
+        super.publish(topic, payload);
+      });
   }
 
   override async close(): Promise<void> {
     this.closed = true;
+    await this.sending;
     await super.close();
     await this.listener.end().catch(() => {});
     await this.sender.end().catch(() => {});
