@@ -115,6 +115,11 @@ export interface SandboxHandle {
 
 export interface SandboxDriver {
   readonly name: string;
+  /**
+   * Runs one command in a fresh sandbox. Rejects (KilnError VALIDATION_FAILED) only for a bad spec:
+   * limits out of bounds, an empty command, a file path that is absolute or has `..`. Everything that
+   * happens to the run itself, including sandbox set-up failures (`system_error`), is in the result.
+   */
   run(spec: OneShotSpec): Promise<RunResult>;
   start(spec: PersistentSpec): Promise<SandboxHandle>;
 }

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
-import { limitsSchema, newId, parseOrThrow } from '@kiln/core';
+import { KilnError, limitsSchema, newId, parseOrThrow, type Limits } from '@kiln/core';
 import { buildBwrapArgs } from './bwrap-args.js';
 import type { CgroupBackend, SandboxCgroup } from './cgroups/index.js';
 import type { CollectedFile, OneShotSpec, RunResult } from './driver.js';
@@ -10,7 +10,7 @@ import { sandboxPasswdFile } from './sandbox-etc.js';
 import { seccompProgramPath } from './seccomp.js';
 import type { UidLease, UidPool } from './uid-pool.js';
 import { decideVerdict, decodeExit } from './verdict.js';
-import { Workspace } from './workspace.js';
+import { splitRelativePath, UnsafePathError, Workspace } from './workspace.js';
 
 /** What a one-shot run needs from its driver. */
 export interface OneShotDeps {
@@ -34,7 +34,18 @@ const SYNC_FD = 5;
  */
 export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<RunResult> {
   const limits = parseOrThrow(limitsSchema, spec.limits, 'limits');
-  if (spec.command.length === 0) throw new Error('OneShotSpec.command is empty');
+  if (spec.command.length === 0) throw new KilnError('VALIDATION_FAILED', 'the command is empty', { field: 'command' });
+  // Bad input is refused before any resource is taken.
+  (spec.files ?? []).forEach((f, i) => {
+    try {
+      splitRelativePath(f.path);
+    } catch (err) {
+      if (err instanceof UnsafePathError) {
+        throw new KilnError('VALIDATION_FAILED', err.message, { field: `files.${i}.path` });
+      }
+      throw err;
+    }
+  });
   if (spec.network && spec.network.egress !== 'none') {
     return setupFailure('network egress through the proxy is not available yet; only egress "none" is supported');
   }
@@ -109,16 +120,14 @@ function collectFiles(workspace: Workspace, globs: readonly string[], outputByte
   return workspace.collect(globs, { maxFileBytes: Math.max(outputBytes, 16 * 1024 * 1024) });
 }
 
-interface Supervised extends RunResult {}
-
 function supervise(
   spec: OneShotSpec,
-  limits: ReturnType<typeof limitsSchema.parse>,
+  limits: Limits,
   cgroup: SandboxCgroup,
   launchPath: string,
   launchArgs: string[],
   fillWorkspace: () => void,
-): Promise<Supervised> {
+): Promise<RunResult> {
   return new Promise((resolve) => {
     const started = performance.now();
     const child = spawn(launchPath, launchArgs, {
