@@ -502,7 +502,8 @@ static void pump_output(struct conn *c, int *fd, char type) {
 static void conn_flush(struct conn *c) {
   ssize_t n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
   if (n < 0) {
-    if (errno != EAGAIN && errno != EINTR) c->out_off = c->out_len, c->state = CLOSING, close_fd(&c->fd);
+    /* The client is gone: same as a hang-up (the command, if still running, is killed). */
+    if (errno != EAGAIN && errno != EINTR) conn_close(c);
     return;
   }
   c->out_off += (size_t)n;

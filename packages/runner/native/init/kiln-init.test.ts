@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectUnixNoFollow, openInitTunnel, runInitCommand } from '../../src/sandbox/persistent/init-client.js';
-import { encodeFrame } from '../../src/sandbox/persistent/protocol.js';
+import { encodeCommand, encodeFrame, FrameDecoder } from '../../src/sandbox/persistent/protocol.js';
 
 // kiln-init outside any sandbox (it makes itself a subreaper), spoken to over its socket.
 const nativeDir = fileURLToPath(new URL('..', import.meta.url));
@@ -113,6 +113,21 @@ describe('kiln-init', () => {
     });
     expect(r.canceled).toBe(true);
     expect(r.exit).toMatchObject({ signalNumber: 9, killRequested: true, timedOut: false });
+  });
+
+  it('kills the group when the client hangs up mid-command', async () => {
+    const socket = await connectUnixNoFollow(socketPath);
+    const pid = await new Promise<number>((resolve) => {
+      const decoder = new FrameDecoder();
+      socket.on('data', (d) => {
+        const out = decoder.push(d).find((f) => f.type === 'o');
+        if (out) resolve(Number(out.payload.toString().trim()));
+      });
+      socket.write(encodeCommand({ argv: ['sh', '-c', 'echo $$; exec sleep 30'], env: ENV }));
+    });
+    expect(isGone(pid)).toBe(false);
+    socket.destroy();
+    await eventually(() => isGone(pid));
   });
 
   it('cuts output at the limit and kills the command', async () => {
