@@ -209,11 +209,13 @@ export class SafeRoot {
 
   /**
    * Walks the tree below the root without following links, calling `visit` with each regular file's
-   * relative path. Stops after `maxEntries` entries so a sandbox cannot make the walk endless.
+   * relative path. Stops after `maxEntries` entries and below `maxDepth` folders, so a sandbox cannot
+   * make the walk endless (each level re-opens its path from the root: depth costs quadratically).
    */
-  walkFiles(visit: (relPath: string) => void, maxEntries = 10_000): void {
+  walkFiles(visit: (relPath: string) => void, maxEntries = 10_000, maxDepth = 32): void {
     let seen = 0;
     const walk = (parts: string[]) => {
+      if (parts.length > maxDepth) return;
       let entries;
       const dirFd = this.openDir(parts, parts.join('/'));
       try {

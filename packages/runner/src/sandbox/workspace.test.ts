@@ -37,6 +37,12 @@ describe('the workspace never follows links the sandbox plants', () => {
     expect(all).not.toMatch(/HOST-|root:/);
   });
 
+  it('bounds the walk: a very deep tree does not stall collection', async () => {
+    const r = await runSh(driver, 'd=out; i=0; while [ $i -lt 200 ]; do d=$d/d; i=$((i+1)); done; mkdir -p $d && echo deep > $d/f && echo top > out/top');
+    expect(r.verdict).toBe('ok');
+    expect(r.files.map((f) => f.path)).toEqual(['out/top']);
+  });
+
   it('collects nothing when the output folder itself is a link to a host folder', async () => {
     const r = await runSh(driver, `ln -s ${host}/dir out`, {}, { collect: ['out/**', '**'] });
     expect(r.files).toEqual([]);
