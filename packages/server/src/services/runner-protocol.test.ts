@@ -283,6 +283,32 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       expect(await artifactRows(job.id)).toEqual([]);
     });
 
+    it('takes small blobs inline in the report, checked against their size and checksum', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      await lease(r1);
+      const inline = (text: string, lie: { size?: number; checksum?: string } = {}) => {
+        const content = Buffer.from(text);
+        return {
+          checksum: lie.checksum ?? `sha256:${createHash('sha256').update(content).digest('hex')}`,
+          size_bytes: lie.size ?? content.length,
+          content_base64: content.toString('base64'),
+        };
+      };
+      const base = await bed.report(job.id, 1);
+      const other = `sha256:${createHash('sha256').update('something else').digest('hex')}`;
+      await expectKilnError(completeJob(bed.deps, job.id, { ...base, stdout: inline('inline out\n', { size: 3 }) }), 'VALIDATION_FAILED');
+      await expectKilnError(completeJob(bed.deps, job.id, { ...base, stdout: inline('inline out\n', { checksum: other }) }), 'VALIDATION_FAILED');
+      await expectKilnError(completeJob(bed.deps, job.id, { ...base, attempt: 2, stdout: inline('stale\n') }), 'STALE_ATTEMPT');
+      expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'running', output_refs: null });
+      const stdout = inline('inline out\n');
+      await completeJob(bed.deps, job.id, { ...base, stdout, artifacts: [{ ...inline('a small artifact'), name: 'out/small.txt' }] });
+      expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'succeeded', stdout_inline: 'inline out\n' });
+      const rows = await artifactRows(job.id);
+      expect(rows.map((r) => r.name).sort()).toEqual(['out/small.txt', 'stderr', 'stdout']);
+      for (const row of rows) expect(await bed.deps.artifacts.exists(row.storage_uri)).toBe(true);
+    });
+
     it("records artifacts over the policy's limits as rejected, and audits each as artifact.reject", async () => {
       const tight = await bed.newTenant('tight');
       await publishPolicy(bed.deps, tight.admin, tight.policyId, {
