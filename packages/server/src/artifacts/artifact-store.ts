@@ -27,6 +27,8 @@ export interface ArtifactStore {
   /** A stream of the content; it errors at the end if the bytes do not match their checksum. */
   open(storageUri: string): Promise<Readable>;
   exists(storageUri: string): Promise<boolean>;
+  /** The stored size in bytes, or undefined when the content is not in the store. */
+  sizeOf(storageUri: string): Promise<number | undefined>;
   /** The URI the content with this checksum has in this store (stored or not). */
   uriOf(checksum: Checksum): string;
   delete(storageUri: string): Promise<void>;

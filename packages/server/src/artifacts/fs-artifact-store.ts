@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { access, link, mkdir, open, rm, unlink } from 'node:fs/promises';
+import { link, lstat, mkdir, open, rm, unlink } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Readable } from 'node:stream';
@@ -47,10 +47,14 @@ export class FsArtifactStore implements ArtifactStore {
   }
 
   async exists(storageUri: string): Promise<boolean> {
+    return (await this.sizeOf(storageUri)) !== undefined;
+  }
+
+  async sizeOf(storageUri: string): Promise<number | undefined> {
     const { path } = this.locate(storageUri);
-    return access(path).then(
-      () => true,
-      () => false,
+    return lstat(path).then(
+      (st) => (st.isFile() ? st.size : undefined),
+      () => undefined,
     );
   }
 

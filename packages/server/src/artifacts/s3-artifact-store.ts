@@ -59,7 +59,7 @@ export class S3ArtifactStore implements ArtifactStore {
     const spooled = await spool(source, this.spoolDir, options);
     const key = this.keyOf(contentKey(spooled.checksum));
     try {
-      if (!(await this.headExists(key))) {
+      if ((await this.headSize(key)) === undefined) {
         await this.client.send(
           new PutObjectCommand({
             Bucket: this.bucket,
@@ -94,7 +94,11 @@ export class S3ArtifactStore implements ArtifactStore {
   }
 
   async exists(storageUri: string): Promise<boolean> {
-    return this.headExists(this.locate(storageUri).key);
+    return (await this.sizeOf(storageUri)) !== undefined;
+  }
+
+  async sizeOf(storageUri: string): Promise<number | undefined> {
+    return this.headSize(this.locate(storageUri).key);
   }
 
   async delete(storageUri: string): Promise<void> {
@@ -109,13 +113,13 @@ export class S3ArtifactStore implements ArtifactStore {
     return this.prefix ? `${this.prefix}/${relative}` : relative;
   }
 
-  private async headExists(key: string): Promise<boolean> {
+  private async headSize(key: string): Promise<number | undefined> {
     try {
-      await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
-      return true;
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return head.ContentLength ?? 0;
     } catch (err) {
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-      if (status === 404) return false;
+      if (status === 404) return undefined;
       throw err;
     }
   }

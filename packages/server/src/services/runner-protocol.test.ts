@@ -283,6 +283,16 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       expect(await artifactRows(job.id)).toEqual([]);
     });
 
+    it('refuses a completion that under-reports an uploaded blob\'s size', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      await lease(r1);
+      const blob = await bed.upload(job.id, 1, 'x'.repeat(100));
+      const report = await bed.report(job.id, 1, { artifacts: [{ ...blob, size_bytes: 1, name: 'out/liar' }] });
+      await expectKilnError(completeJob(bed.deps, job.id, report), 'VALIDATION_FAILED');
+      expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'running', output_refs: null });
+    });
+
     it('takes small blobs inline in the report, checked against their size and checksum', async () => {
       const r1 = await bed.runner('node-a');
       const job = await submit();

@@ -233,8 +233,17 @@ async function storeReportedBlobs(deps: JobDeps, blobs: ReportedBlob[]): Promise
         throw new KilnError('VALIDATION_FAILED', `inline blob is ${content.length} bytes, not ${blob.size_bytes}`, { field: 'body' });
       }
       await deps.artifacts.put(content, { expectedChecksum: blob.checksum });
-    } else if (!(await deps.artifacts.exists(deps.artifacts.uriOf(blob.checksum as Checksum)))) {
-      throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} was not uploaded for this job`, { field: 'body.artifacts' });
+    } else {
+      // The stored size, not the reported one, is what the policy's artifact limits are checked against.
+      const stored = await deps.artifacts.sizeOf(deps.artifacts.uriOf(blob.checksum as Checksum));
+      if (stored === undefined) {
+        throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} was not uploaded for this job`, { field: 'body.artifacts' });
+      }
+      if (stored !== blob.size_bytes) {
+        throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} is ${stored} bytes, not the reported ${blob.size_bytes}`, {
+          field: 'body.artifacts',
+        });
+      }
     }
   }
 }
