@@ -96,6 +96,13 @@ async function main() {
       program: requireBwrap(),
       args: bwrapArgs,
     });
+  const joinCgroup = cgroups.create(`bench-join-${process.pid}`, { memoryBytes: limits.memory_bytes, pids: 4096 });
+  const runSh = (script) =>
+    new Promise((resolve, reject) => {
+      const child = spawn('/bin/sh', ['-c', script], { env: {}, stdio: 'ignore' });
+      child.on('error', reject);
+      child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`sh ${code}`))));
+    });
   const bwrap = requireBwrap();
   const launcher = nativeHelperPath('kiln-launch');
 
@@ -112,6 +119,10 @@ async function main() {
     },
     'kiln-launch (uid drop, rlimits) + bwrap + seccomp': () => run(launcher, launch([])),
     '+ joining a cgroup': () => run(launcher, launch(cgroup.procsFiles)),
+    // The same tiny shell with and without moving itself into a cgroup: the difference is the cgroup v1
+    // migration, which waits for an RCU grace period unless another migration happened just before.
+    'sh writing its pid to /dev/null': () => runSh('echo $$ > /dev/null'),
+    'sh writing its pid to cgroup.procs (join)': () => runSh(`echo $$ > ${joinCgroup.procsFiles[1]}`),
     'uid lease + release': async () => uids.acquire().release(),
     'workspace tmpfs mount + unmount': async () => {
       const w = Workspace.create({ uid: lease.uid, gid: lease.gid, diskBytes: limits.disk_bytes });
@@ -138,6 +149,7 @@ async function main() {
   }
   rmSync(rootDirs, { recursive: true, force: true });
   await cgroup.remove();
+  await joinCgroup.remove();
   await workspace.remove();
   lease.release();
   await driver.drain();
@@ -146,7 +158,7 @@ async function main() {
   console.log(`one-shot breakdown, ${iterations} interleaved rounds (p50 / p90, and p50 over bare python)`);
   for (const [name, values] of Object.entries(samples)) {
     const s = summarize(values);
-    const over = name.startsWith('bare') || !/python|bwrap|launch|cgroup$|driver/.test(name) ? '' : `  (+${(s.p50 - bare).toFixed(2)})`;
+    const over = /^(bwrap|kiln-launch|\+ joining|driver)/.test(name) ? `  (+${(s.p50 - bare).toFixed(2)})` : '';
     console.log(`  ${name.padEnd(52)} ${s.p50.toFixed(2).padStart(7)} / ${s.p90.toFixed(2).padStart(7)} ms${over}`);
   }
 }
