@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { DEFAULT_LIMITS, KilnError, type Limits } from '@kiln/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BubblewrapDriver } from '../bubblewrap-driver.js';
@@ -175,6 +176,22 @@ describe('persistent sandbox', () => {
       return r.status === 200 ? r : undefined;
     });
     expect(page.body).toBe('<h1>kiln</h1>');
+    // A large answer arrives whole, connection after connection (the service closes each: HTTP/1.0).
+    await sbx.writeFile('site/big.txt', 'x'.repeat(3 * MiB));
+    for (let i = 0; i < 5; i++) {
+      const big = await httpGet(socketPath, '/big.txt');
+      expect(big.body.length).toBe(3 * MiB);
+    }
+    // A client that half-closes after its request still gets the whole answer.
+    const raw = await new Promise<string>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      const socket = net.connect(socketPath, () => socket.end('GET /big.txt HTTP/1.0\r\n\r\n'));
+      socket.on('data', (c: Buffer) => chunks.push(c));
+      socket.on('end', () => resolve(Buffer.concat(chunks).toString()));
+      socket.on('error', reject);
+    });
+    expect(raw.startsWith('HTTP/1.0 200')).toBe(true);
+    expect(raw.length - raw.indexOf('\r\n\r\n') - 4).toBe(3 * MiB);
     // The socket lives where the sandbox cannot reach it.
     const inside = await sbx.exec(['ls', '/run/kiln']);
     expect(inside.stdout.toString().trim()).toBe('init.sock');

@@ -18,7 +18,8 @@ export class PortRelay {
   static async listen(path: string, controlSocket: string, port: number): Promise<PortRelay> {
     rmSync(path, { force: true });
     const relay: { current?: PortRelay } = {};
-    const server = net.createServer((client) => {
+    // Half-open allowed: a client that finishes sending still gets the whole answer.
+    const server = net.createServer({ allowHalfOpen: true }, (client) => {
       relay.current?.connections.add(client);
       client.on('close', () => relay.current?.connections.delete(client));
       client.on('error', () => client.destroy());
@@ -26,11 +27,20 @@ export class PortRelay {
       openInitTunnel(controlSocket, port).then(
         (tunnel) => {
           relay.current?.connections.add(tunnel);
+          const closeBoth = () => {
+            client.destroy();
+            tunnel.destroy();
+          };
+          tunnel.on('error', closeBoth);
+          client.on('error', closeBoth);
           tunnel.on('close', () => {
             relay.current?.connections.delete(tunnel);
-            client.destroy();
+            // Never cut bytes still on their way to the client: end it, and close once flushed.
+            if (client.writableFinished) client.destroy();
           });
-          tunnel.on('error', () => tunnel.destroy());
+          client.on('finish', () => {
+            if (tunnel.readableEnded || tunnel.destroyed) client.destroy();
+          });
           client.on('close', () => tunnel.destroy());
           client.pipe(tunnel);
           tunnel.pipe(client);
