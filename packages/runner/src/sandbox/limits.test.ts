@@ -57,6 +57,7 @@ describe('limits, each proven by an attack', () => {
       wall_time_ms: 3_000,
     });
     expect(['ok', 'time_limit', 'runtime_error']).toContain(r.verdict);
+    if (r.resource_usage.pids_peak !== undefined) expect(r.resource_usage.pids_peak).toBeLessThanOrEqual(32);
     // The host still forks happily.
     expect(spawnSync('true').status).toBe(0);
   });

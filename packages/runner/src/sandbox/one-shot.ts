@@ -276,6 +276,7 @@ function supervise(
           cpu_time_ms: round3(usage.cpuTimeMs),
           wall_time_ms: round3(wallTimeMs),
           memory_peak_bytes: usage.memoryPeakBytes,
+          ...(usage.pidsPeak !== undefined ? { pids_peak: usage.pidsPeak } : {}),
           output_bytes: seenBytes,
         },
         stdout: Buffer.concat(stdout),

@@ -22,6 +22,8 @@ export interface CgroupUsage {
   oomKills: number;
   /** Times a fork or clone failed because pids.max was reached. */
   pidsLimitHits: number;
+  /** Most tasks alive at once, where the kernel reports it (pids.peak, Linux 6.x). */
+  pidsPeak?: number;
 }
 
 /** A host folder to bind read-only inside the sandbox so runtimes (Node, Java) can read their limits. */

@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { nativeHelperPath } from '../native-paths.js';
+import { waitFor } from '../test-support.js';
 import { describe, expect, it } from 'vitest';
 import { detectCgroupBackend } from './index.js';
 
@@ -11,7 +13,6 @@ describe.runIf(onV1)('cgroup v1 backend (real)', () => {
   it('creates a fresh cgroup with memory+swap, pids and cpu limits', async () => {
     const name = `test_${process.pid}_${Date.now()}`;
     const cg = backend.create(name, { memoryBytes: 96 << 20, pids: 20, cpuPercent: 50 });
-    const { readFileSync } = await import('node:fs');
     expect(readFileSync(`/sys/fs/cgroup/memory/kiln/${name}/memory.limit_in_bytes`, 'utf8').trim()).toBe(String(96 << 20));
     expect(readFileSync(`/sys/fs/cgroup/memory/kiln/${name}/memory.memsw.limit_in_bytes`, 'utf8').trim()).toBe(
       String(96 << 20),
@@ -25,20 +26,40 @@ describe.runIf(onV1)('cgroup v1 backend (real)', () => {
   it('accounts CPU, kills every member, resets counters, and removes itself while pids drain', async () => {
     const name = `test_${process.pid}_${Date.now()}_b`;
     const cg = backend.create(name, { memoryBytes: 96 << 20, pids: 20 });
-    // A busy child joined to the cgroup (as kiln-launch would do) plus a grandchild.
-    const child = spawn('sh', ['-c', 'echo $$ > /dev/null; (while :; do :; done) & while :; do :; done'], { stdio: 'ignore' });
-    for (const f of cg.procsFiles) writeFileSync(f, String(child.pid));
-    // Now fork the grandchild inside: the loop above already runs; give it CPU time.
-    await new Promise((r) => setTimeout(r, 150));
-    const used = cg.usage();
-    expect(used.cpuTimeMs).toBeGreaterThan(10);
-    expect(cg.pids().length).toBeGreaterThanOrEqual(1);
-    cg.resetCounters();
-    expect(cg.usage().cpuTimeMs).toBeLessThan(used.cpuTimeMs);
-    cg.killAll();
-    const exited = await new Promise<string | null>((resolve) => child.on('exit', (_c, s) => resolve(s)));
-    expect(exited).toBe('SIGKILL');
-    await cg.remove();
+    // kiln-launch joins the cgroup BEFORE it execs, so the busy child and grandchild are both inside.
+    const uid = String(2_400_000 + (process.pid % 1000));
+    const child = spawn(
+      nativeHelperPath('kiln-launch'),
+      [...cg.procsFiles.flatMap((f) => ['--cgroup', f]), '--uid', uid, '--gid', uid, '--', '/bin/sh', '-c', '(while :; do :; done) & while :; do :; done'],
+      { stdio: 'ignore' },
+    );
+    try {
+      await waitFor(() => cg.pids().length >= 2);
+      await new Promise((r) => setTimeout(r, 150));
+      const used = cg.usage();
+      expect(used.cpuTimeMs).toBeGreaterThan(10);
+      expect(cg.pids().length).toBe(2);
+      cg.resetCounters();
+      expect(cg.usage().cpuTimeMs).toBeLessThan(used.cpuTimeMs);
+      const pids = cg.pids();
+      cg.killAll();
+      const exited = await new Promise<string | null>((resolve) => child.on('exit', (_c, s) => resolve(s)));
+      expect(exited).toBe('SIGKILL');
+      // The grandchild too: no process of the cgroup is left anywhere.
+      expect(await waitFor(() => pids.every((p) => !existsSync(`/proc/${p}/stat`) || isZombie(p)))).toBe(true);
+    } finally {
+      cg.killAll();
+      child.kill('SIGKILL');
+      await cg.remove();
+    }
     for (const c of ['memory', 'pids', 'cpu', 'cpuacct']) expect(existsSync(`/sys/fs/cgroup/${c}/kiln/${name}`)).toBe(false);
   });
 });
+
+function isZombie(pid: number): boolean {
+  try {
+    return / Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
+  }
+}

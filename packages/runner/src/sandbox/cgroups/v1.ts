@@ -153,7 +153,14 @@ class CgroupV1 implements SandboxCgroup {
       memoryPeakBytes: readNumber(`${this.dirs.memory}/memory.max_usage_in_bytes`),
       oomKills: (readKeyed(`${this.dirs.memory}/memory.oom_control`).get('oom_kill') ?? 0) - this.oomBaseline,
       pidsLimitHits: (readKeyed(`${this.dirs.pids}/pids.events`).get('max') ?? 0) - this.pidsBaseline,
+      ...(this.hasPidsPeak ? { pidsPeak: readNumber(`${this.dirs.pids}/pids.peak`) } : {}),
     };
+  }
+
+  private hasPidsPeakCache: boolean | undefined;
+  private get hasPidsPeak(): boolean {
+    this.hasPidsPeakCache ??= existsSync(`${this.dirs.pids}/pids.peak`);
+    return this.hasPidsPeakCache;
   }
 
   resetCounters(): void {

@@ -78,6 +78,7 @@ class CgroupV2 implements SandboxCgroup {
       memoryPeakBytes: readNumber(existsSync(peakFile) ? peakFile : `${this.dir}/memory.current`),
       oomKills: (readKeyed(`${this.dir}/memory.events`).get('oom_kill') ?? 0) - this.oomBaseline,
       pidsLimitHits: (readKeyed(`${this.dir}/pids.events`).get('max') ?? 0) - this.pidsBaseline,
+      ...(existsSync(`${this.dir}/pids.peak`) ? { pidsPeak: readNumber(`${this.dir}/pids.peak`) } : {}),
     };
   }
 
