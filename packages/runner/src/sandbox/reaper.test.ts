@@ -42,7 +42,12 @@ describe('reapStaleSandboxes', () => {
     const orphan = fakeWorkspace('sbx_gone', true);
     const liveWs = fakeWorkspace('sbx_live', true);
     const youngWs = fakeWorkspace('sbx_new', false);
-    const report = await reapStaleSandboxes({ cgroups: backend, minAgeMs: 60_000 });
+    const locks = mkdtempSync(`${runtime}/uids-`);
+    writeFileSync(`${locks}/2000001.lock`, '4194305 1\n'); // above the default pid_max: dead
+    writeFileSync(`${locks}/2000002.lock`, `${process.pid}\n`); // alive
+    const report = await reapStaleSandboxes({ cgroups: backend, minAgeMs: 60_000, uidLockDir: locks });
+    expect(report.uids).toEqual([2_000_001]);
+    expect(existsSync(`${locks}/2000002.lock`)).toBe(true);
     expect(report.cgroups).toEqual(['sbx_dead']);
     expect(report.workspaces).toEqual(['sbx_gone']);
     expect(existsSync(`${cgroupRoot}/kiln/sbx_dead`)).toBe(false);

@@ -3,9 +3,12 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import type { CgroupBackend } from './cgroups/index.js';
 import { nativeHelperPath } from './native-paths.js';
 import { runtimeDir } from './runtime-dir.js';
+import { removeStaleUidLocks } from './uid-pool.js';
 
 export interface ReapOptions {
   cgroups: CgroupBackend;
+  /** Folder of the uid pool's locks. @default `<runtime>/uids` */
+  uidLockDir?: string;
   /** Leftovers younger than this are left alone (a sandbox may be starting or cleaning up). @default 60 000 */
   minAgeMs?: number;
 }
@@ -13,6 +16,8 @@ export interface ReapOptions {
 export interface ReapReport {
   cgroups: string[];
   workspaces: string[];
+  /** Uids whose lock was held by a dead process. */
+  uids: number[];
   errors: string[];
 }
 
@@ -27,12 +32,12 @@ function unmount(root: string): Promise<void> {
 /**
  * Removes what a crashed runner left behind: sandbox cgroups with no process in them, and workspace
  * mounts whose sandbox has no cgroup any more, each older than `minAgeMs`. Live sandboxes always have
- * processes in their cgroup, so they are never touched. (Uid locks of dead processes are reclaimed by
- * the uid pool itself.) Best effort: failures are reported, not thrown.
+ * processes in their cgroup, so they are never touched. Uid locks of dead processes go too (the pool
+ * would reclaim them anyway, lazily). Best effort: failures are reported, not thrown.
  */
 export async function reapStaleSandboxes(options: ReapOptions): Promise<ReapReport> {
   const minAgeMs = options.minAgeMs ?? 60_000;
-  const report: ReapReport = { cgroups: [], workspaces: [], errors: [] };
+  const report: ReapReport = { cgroups: [], workspaces: [], uids: [], errors: [] };
   let existing: ReturnType<CgroupBackend['list']> = [];
   try {
     existing = options.cgroups.list();
@@ -66,6 +71,11 @@ export async function reapStaleSandboxes(options: ReapOptions): Promise<ReapRepo
         report.errors.push(`workspace ${id}: ${(err as Error).message}`);
       }
     }
+  }
+  try {
+    report.uids = removeStaleUidLocks(options.uidLockDir);
+  } catch (err) {
+    report.errors.push(`uid locks: ${(err as Error).message}`);
   }
   return report;
 }

@@ -1,4 +1,4 @@
-import { closeSync, constants, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { runtimeSubdir } from './runtime-dir.js';
 
 /**
@@ -134,6 +134,32 @@ export class UidPool {
       tryUnlink(guard);
     }
   }
+}
+
+/**
+ * Deletes the locks of dead owners (a crashed or killed runner), with the same guard as `acquire()` so
+ * it never races a process reclaiming the same uid. Returns the uids freed.
+ */
+export function removeStaleUidLocks(lockDir?: string): number[] {
+  const dir = lockDir ?? runtimeSubdir('uids', 0o700);
+  const freed: number[] = [];
+  for (const name of readdirSync(dir)) {
+    const m = /^(\d+)\.lock$/.exec(name);
+    if (!m) continue;
+    const lockFile = `${dir}/${name}`;
+    if (ownerIsAlive(lockFile)) continue;
+    const guard = `${lockFile}.reclaim`;
+    if (!tryCreate(guard)) continue;
+    try {
+      if (!ownerIsAlive(lockFile)) {
+        tryUnlink(lockFile);
+        freed.push(Number(m[1]));
+      }
+    } finally {
+      tryUnlink(guard);
+    }
+  }
+  return freed;
 }
 
 let shared: UidPool | undefined;
