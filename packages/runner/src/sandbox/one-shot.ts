@@ -6,7 +6,7 @@ import type { CgroupBackend, SandboxCgroup } from './cgroups/index.js';
 import type { CollectedFile, OneShotSpec, RunResult } from './driver.js';
 import { buildLaunchArgs, rlimitsFor, SECCOMP_FD } from './launch-args.js';
 import { nativeHelperPath, requireBwrap } from './native-paths.js';
-import { sandboxPasswdFile } from './sandbox-etc.js';
+import { sandboxEtcDir } from './sandbox-etc.js';
 import { seccompProgramPath } from './seccomp.js';
 import type { UidLease, UidPool } from './uid-pool.js';
 import { decideVerdict, decodeExit } from './verdict.js';
@@ -67,7 +67,7 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
       shmDir: workspace.shmDir,
       seccompFd: SECCOMP_FD,
       cgroupBinds: cgroup.binds,
-      passwdFile: sandboxPasswdFile(),
+      etcDir: sandboxEtcDir(),
       ...(spec.env ? { env: spec.env } : {}),
       ...(spec.cwd ? { cwd: spec.cwd } : {}),
       command: spec.command,
