@@ -28,6 +28,8 @@ export interface JobPlane {
   install(app: FastifyInstance): void;
   /** Starts the fleet reaper. */
   start(): void;
+  /** Ends every long poll and event stream at once (before the HTTP server closes). */
+  beginShutdown(): void;
   close(): Promise<void>;
 }
 
@@ -36,6 +38,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     options.databaseUrl ? { kind: 'postgres', url: options.databaseUrl } : { kind: 'sqlite' },
   );
   const fleet = { ...DEFAULT_FLEET_SETTINGS, ...options.fleet };
+  const shutdown = new AbortController();
   const deps: JobDeps = {
     store: options.store,
     clock: options.clock,
@@ -43,6 +46,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     artifacts: createArtifactStore(options.artifacts),
     fleet,
     liveOutput: new LiveOutput(),
+    shutdown: shutdown.signal,
   };
   let stopReaper: (() => Promise<void>) | undefined;
   return {
@@ -53,7 +57,9 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
       // The reaper looks often enough to notice a missed heartbeat within about one interval.
       stopReaper = startFleetReaper(deps, Math.max(250, Math.floor(fleet.heartbeatIntervalMs / 2)), options.onError);
     },
+    beginShutdown: () => shutdown.abort(),
     close: async () => {
+      shutdown.abort();
       await stopReaper?.();
       await notifier.close();
       await deps.artifacts.close();

@@ -74,6 +74,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     adminKey,
     close: () => {
       closing ??= (async () => {
+        jobPlane.beginShutdown();
         await app.close();
         await jobPlane.close();
         await store.close();

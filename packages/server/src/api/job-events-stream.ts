@@ -102,5 +102,7 @@ export async function streamJobEvents(
     setInterval(() => !ended && res.write(': keep-alive\n\n'), 15_000),
   );
   request.raw.once('close', finish);
+  if (deps.shutdown.aborted) finish();
+  else deps.shutdown.addEventListener('abort', finish, { once: true });
   return reply;
 }

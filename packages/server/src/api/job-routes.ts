@@ -12,7 +12,7 @@ import { getTenantArtifact, listTenantArtifacts, openTenantArtifact } from '../s
 import type { JobDeps } from '../services/job-deps.js';
 import { cancelJob, getTenantJob, listTenantJobs, submitJob, waitForJob } from '../services/jobs.js';
 import { streamJobEvents } from './job-events-stream.js';
-import { defineRoute, idParams, type RouteSpec } from './route.js';
+import { defineRoute, idParams, pollSignal, type RouteSpec } from './route.js';
 
 const booleanQuery = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 
@@ -50,9 +50,7 @@ export function jobRoutes(jobDeps: JobDeps): RouteSpec[] {
         const job = await submitJob(jobDeps, principal, body);
         if (!query.wait) return job;
         const timeoutMs = Math.min(query.timeout_ms ?? jobDeps.fleet.maxWaitMs, jobDeps.fleet.maxWaitMs);
-        const gone = new AbortController();
-        request.raw.once('close', () => gone.abort());
-        return waitForJob(jobDeps, principal, job.id, timeoutMs, gone.signal);
+        return waitForJob(jobDeps, principal, job.id, timeoutMs, pollSignal(jobDeps, request));
       },
     }),
     defineRoute({

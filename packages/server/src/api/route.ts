@@ -110,3 +110,13 @@ export function registerRoutes(app: FastifyInstance, deps: ServiceDeps, secrets:
     });
   }
 }
+
+/**
+ * Aborts when the client goes away or the control plane shuts down, so a long poll (lease, heartbeat,
+ * `wait`) stops waiting for a caller that left and never outlives the server.
+ */
+export function pollSignal(deps: { shutdown: AbortSignal }, request: FastifyRequest): AbortSignal {
+  const gone = new AbortController();
+  request.raw.once('close', () => gone.abort());
+  return AbortSignal.any([gone.signal, deps.shutdown]);
+}

@@ -10,7 +10,7 @@ import {
   registerRunnerSchema,
   uploadedBlobSchema,
 } from '@kiln/core';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { JobDeps } from '../services/job-deps.js';
 import {
@@ -21,14 +21,8 @@ import {
   runnerHeartbeat,
   uploadJobBlob,
 } from '../services/runner-protocol.js';
-import { defineRoute, idParams, type RouteSpec } from './route.js';
+import { defineRoute, idParams, pollSignal, type RouteSpec } from './route.js';
 
-/** Aborts when the client goes away, so a long poll stops waiting for a runner that left. */
-function clientGone(request: FastifyRequest): AbortSignal {
-  const controller = new AbortController();
-  request.raw.once('close', () => controller.abort());
-  return controller.signal;
-}
 
 const attemptQuery = z.strictObject({ attempt: z.coerce.number().int().min(1) });
 
@@ -62,7 +56,7 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
       auth: 'runner',
       body: heartbeatSchema,
       response: heartbeatResponseSchema,
-      handler: ({ body, request }) => runnerHeartbeat(jobDeps, body, clientGone(request)),
+      handler: ({ body, request }) => runnerHeartbeat(jobDeps, body, pollSignal(jobDeps, request)),
     }),
     defineRoute({
       method: 'POST',
@@ -72,7 +66,7 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
       auth: 'runner',
       body: leaseRequestSchema,
       response: leaseResponseSchema,
-      handler: ({ body, request }) => leaseWork(jobDeps, body, clientGone(request)),
+      handler: ({ body, request }) => leaseWork(jobDeps, body, pollSignal(jobDeps, request)),
     }),
     defineRoute({
       method: 'POST',

@@ -34,4 +34,6 @@ export interface JobDeps extends ServiceDeps {
   artifacts: ArtifactStore;
   fleet: FleetSettings;
   liveOutput: LiveOutput;
+  /** Aborted when the control plane shuts down: every long poll and stream answers and ends. */
+  shutdown: AbortSignal;
 }

@@ -90,6 +90,7 @@ export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> 
     artifacts: createArtifactStore({ dataDir }),
     fleet: { ...TEST_FLEET, ...fleet },
     liveOutput: new LiveOutput(),
+    shutdown: new AbortController().signal,
   };
   const operator: Principal = { kind: 'operator' };
 
