@@ -43,6 +43,26 @@ const pgTypes = {
   },
 };
 
+/**
+ * Kysely prepares every query anew, and on SQLite preparing costs more than running a small query.
+ * The same few hundred statements repeat for the process's life, so keep them prepared (bounded).
+ */
+function withStatementCache(sqlite: SqliteDatabase.Database, maxStatements = 1000) {
+  const cache = new Map<string, SqliteDatabase.Statement>();
+  return {
+    close: () => sqlite.close(),
+    prepare: (text: string) => {
+      let statement = cache.get(text);
+      if (!statement) {
+        if (cache.size >= maxStatements) cache.clear();
+        statement = sqlite.prepare(text);
+        cache.set(text, statement);
+      }
+      return statement;
+    },
+  };
+}
+
 /** Opens the database and runs pending migrations. */
 export async function openStore(options: StoreOptions): Promise<Store> {
   let db: Kysely<Database>;
@@ -54,7 +74,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('synchronous = NORMAL');
-    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   } else {
     dialect = 'postgres';
     const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10, types: pgTypes });
