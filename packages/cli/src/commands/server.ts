@@ -1,5 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { loadServerConfig, startServer, type RunningServer, type ServerConfig } from '@kiln/server';
+import type { RunningServer, ServerConfig } from '@kiln/server';
 
 /** Flags shared by `kiln server` and `kiln up`; each wins over its KILN_* variable. */
 export interface ControlPlaneFlags {
@@ -39,6 +39,8 @@ export interface ControlPlaneHooks {
 }
 
 export async function runControlPlane(flags: ControlPlaneFlags, what: string, hooks: ControlPlaneHooks = {}): Promise<RunningServer> {
+  // Loaded here, not at the top: `kiln exec` and `kiln run` should not pay for the server's dependencies.
+  const { loadServerConfig, startServer } = await import('@kiln/server');
   const config = loadServerConfig(process.env, overridesFrom(flags));
   const server = await startServer(config);
   const out = (line: string) => process.stderr.write(`${line}\n`);
