@@ -1,5 +1,8 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DB_KINDS } from '../store/testing.js';
 import { openTestApp, seedTenant, TEST_ADMIN_KEY, TEST_RUNNER_TOKEN, type TestApp } from './testing.js';
 
@@ -11,22 +14,33 @@ describe.each(DB_KINDS)('random requests on %s', (kind) => {
   let t: TestApp;
   let ids: string[];
   let keys: string[];
+  let artifactsDir: string;
 
   beforeAll(async () => {
-    t = await openTestApp(kind, { bodyLimitBytes: 16 * 1024 });
+    artifactsDir = mkdtempSync(join(tmpdir(), 'kiln-fuzz-'));
+    // The job, runner and fleet routes too; `wait` is kept short so no request lingers.
+    t = await openTestApp(kind, { bodyLimitBytes: 16 * 1024, jobs: { artifactsDir, fleet: { maxWaitMs: 50 } } });
     const a = await seedTenant(t, 'fuzz-a');
     const b = await seedTenant(t, 'fuzz-b');
     const policy = (await t.call('GET', '/v1/policies', a.tenantKey)).json().items[0].id as string;
     ids = [a.tenant.id, b.tenant.id, a.agent.id, b.agent.id, a.agentKeyId, policy, 'ten_00000000000000000000000000', '..', '%00', 'x'.repeat(300)];
     keys = [TEST_ADMIN_KEY, TEST_RUNNER_TOKEN, a.tenantKey, a.agentKey, b.tenantKey, 'kiln_tenant_key_00000000000000000000000000_' + '0'.repeat(64), 'garbage'];
   });
-  afterAll(() => t.close());
+  afterAll(async () => {
+    await t.close();
+    rmSync(artifactsDir, { recursive: true, force: true });
+  });
 
   it('never answers 5xx or crashes', async () => {
     const templates = [
       '/v1/tenants', '/v1/tenants/{id}', '/v1/tenants/{id}/keys', '/v1/keys/{id}', '/v1/agents', '/v1/agents/{id}',
       '/v1/agents/{id}/keys', '/v1/policies', '/v1/policies/{id}', '/v1/policies/{id}/versions', '/v1/audit-events',
       '/v1/audit-events/verify', '/v1/languages', '/healthz', '/readyz', '/v1/{id}', '/{id}',
+      '/v1/jobs', '/v1/jobs/{id}', '/v1/jobs/{id}/cancel', '/v1/jobs/{id}/events', '/v1/artifacts',
+      '/v1/artifacts/{id}', '/v1/artifacts/{id}/content', '/v1/runners', '/v1/runners/{id}',
+      '/v1/runners/{id}/drain', '/v1/sandboxes', '/v1/runner/register', '/v1/runner/heartbeat',
+      '/v1/runner/lease', '/v1/runner/leases/{id}/events', '/v1/runner/leases/{id}/blobs',
+      '/v1/runner/leases/{id}/complete',
     ];
     const jsonValue = fc.jsonValue({ maxDepth: 4 });
     const bodies = fc.oneof(
@@ -36,9 +50,36 @@ describe.each(DB_KINDS)('random requests on %s', (kind) => {
       fc.record({ status: fc.oneof(fc.constantFrom('active', 'suspended', 'disabled'), jsonValue) }),
       fc.record({ ruleset: jsonValue, expected_version: fc.oneof(fc.integer(), jsonValue) }),
       fc.string({ maxLength: 200 }).map((s) => ({ raw: s })),
+      fc.record(
+        {
+          language: fc.oneof(fc.constantFrom('python', 'bash', 'cobol', ''), jsonValue),
+          code: fc.oneof(fc.string({ maxLength: 50 }), jsonValue),
+          files: jsonValue,
+          limits: fc.oneof(fc.record({ memory_bytes: fc.integer(), pids: fc.integer() }, { requiredKeys: [] }), jsonValue),
+          zone: jsonValue,
+          policy_id: fc.constantFrom(...['pol_00000000000000000000000000', 'x']),
+        },
+        { requiredKeys: [] },
+      ),
+      fc.record(
+        {
+          runner_id: fc.oneof(fc.string({ maxLength: 30 }), jsonValue),
+          attempt: fc.oneof(fc.integer(), jsonValue),
+          free_slots: fc.oneof(fc.integer({ min: -2, max: 8 }), jsonValue),
+          wait_ms: fc.oneof(fc.integer({ min: -1, max: 50 }), jsonValue),
+          leases: jsonValue,
+          events: jsonValue,
+          name: fc.string({ maxLength: 20 }),
+          zone: fc.string({ maxLength: 10 }),
+          capacity: fc.oneof(fc.integer({ min: -1, max: 8 }), jsonValue),
+          languages: jsonValue,
+        },
+        { requiredKeys: [] },
+      ),
     );
     const query = fc.dictionary(
-      fc.constantFrom('limit', 'cursor', 'actor_id', 'since', 'until', 'outcome', 'tenant_id', 'junk'),
+      fc.constantFrom('limit', 'cursor', 'actor_id', 'since', 'until', 'outcome', 'tenant_id', 'junk',
+        'wait', 'timeout_ms', 'attempt', 'owner_type', 'owner_id', 'job_id', 'runner_id', 'status'),
       fc.oneof(
         fc.string({ maxLength: 40 }),
         fc.string({ unit: 'binary', maxLength: 12 }),
@@ -53,7 +94,7 @@ describe.each(DB_KINDS)('random requests on %s', (kind) => {
       query,
       body: bodies,
       key: fc.oneof(fc.constant(undefined), fc.constantFrom(...keys), fc.string({ maxLength: 80 })),
-      contentType: fc.constantFrom(undefined, 'application/json', 'text/plain', 'application/json; charset=utf-8', 'multipart/form-data'),
+      contentType: fc.constantFrom(undefined, 'application/json', 'text/plain', 'application/json; charset=utf-8', 'multipart/form-data', 'application/octet-stream'),
     });
 
     const statuses = new Map<number, number>();

@@ -2,6 +2,8 @@ import { ManualClock } from '@kiln/core';
 import type { LightMyRequestResponse } from 'fastify';
 import { openTestStore, type TestStore } from '../store/testing.js';
 import type { DbDialect } from '../store/store.js';
+import { createJobPlane } from '../job-plane.js';
+import type { FleetSettings } from '../services/job-deps.js';
 import { buildApp, type AppDeps, type KilnApp } from './app.js';
 
 export const TEST_ADMIN_KEY = 'kiln_operator_test_admin_key_0123456789';
@@ -16,16 +18,34 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-export async function openTestApp(kind: DbDialect, options: Partial<AppDeps> = {}): Promise<TestApp> {
+export interface TestAppOptions extends Partial<AppDeps> {
+  /** Also serve the job, runner and fleet routes, with artifacts in this folder. */
+  jobs?: { artifactsDir: string; fleet?: Partial<FleetSettings> };
+}
+
+export async function openTestApp(kind: DbDialect, options: TestAppOptions = {}): Promise<TestApp> {
   const db = await openTestStore(kind);
   const clock = new ManualClock();
+  const { jobs, ...appOptions } = options;
+  const plane = jobs
+    ? await createJobPlane({
+        store: db.store,
+        clock,
+        databaseUrl: undefined,
+        artifacts: { dataDir: jobs.artifactsDir },
+        fleet: jobs.fleet ?? {},
+        onError: () => {},
+      })
+    : undefined;
   const app = await buildApp({
     store: db.store,
     adminKey: TEST_ADMIN_KEY,
     runnerToken: TEST_RUNNER_TOKEN,
     clock,
-    ...options,
+    ...appOptions,
+    extraRoutes: [...(plane?.routes ?? []), ...(appOptions.extraRoutes ?? [])],
   });
+  plane?.install(app);
   return {
     app,
     db,
@@ -38,7 +58,9 @@ export async function openTestApp(kind: DbDialect, options: Partial<AppDeps> = {
         ...(body === undefined ? {} : { payload: body as object }),
       }),
     close: async () => {
+      plane?.beginShutdown();
       await app.close();
+      await plane?.close();
       await db.cleanup();
     },
   };
