@@ -100,7 +100,11 @@ export class KilnSystem {
   private port = 0;
   private database: TestDatabase | undefined;
 
-  constructor(readonly db: DbKind) {}
+  /** `serverEnv`: extra KILN_* variables for the control plane (e.g. an S3 artifact store). */
+  constructor(
+    readonly db: DbKind,
+    private readonly serverEnvExtra: Record<string, string> = {},
+  ) {}
 
   /** The operator's client. */
   get operator(): KilnClient {
@@ -120,6 +124,7 @@ export class KilnSystem {
       KILN_RUNNER_OFFLINE_AFTER_MS: '3000',
       KILN_LEASE_TTL_MS: '6000',
       ...(this.database ? { KILN_DATABASE_URL: this.database.url } : {}),
+      ...this.serverEnvExtra,
     };
   }
 
