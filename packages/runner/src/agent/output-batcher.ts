@@ -9,6 +9,7 @@ export class OutputBatcher {
   private pendingBytes = 0;
   private timer: NodeJS.Timeout | undefined;
   private sending: Promise<void> = Promise.resolve();
+  private sentAny = false;
 
   constructor(
     private readonly send: (events: JobEvent[]) => Promise<void>,
@@ -23,6 +24,19 @@ export class OutputBatcher {
     else this.flushSoon(this.flushIntervalMs);
   }
 
+  /** True when nothing was sent yet and every pending event is of this type. */
+  onlyPending(type: JobEvent['type']): boolean {
+    return !this.sentAny && this.pending.length > 0 && this.pending.every((e) => e.type === type);
+  }
+
+  /** Drops what is pending (and its timer). */
+  discard(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+
   /** Sends what is pending and waits for every send so far. Output streaming is best effort. */
   async flush(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
@@ -31,6 +45,7 @@ export class OutputBatcher {
     this.pending = [];
     this.pendingBytes = 0;
     if (batch.length > 0) {
+      this.sentAny = true;
       this.sending = this.sending.then(() => this.send(batch)).catch(() => {});
     }
     await this.sending;

@@ -313,7 +313,11 @@ export async function completeJob(deps: JobDeps, jobId: string, report: Completi
       // Canceled while it ran: keep `canceled`, record what the sandbox produced.
       await tx.db.updateTable('jobs').set({ ...values, updated_at: nowIso }).where('id', '=', jobId).execute();
     }
-    if (job.sandbox_id) await endSandbox(tx, job.sandbox_id, report.verdict === 'system_error' ? 'failed' : 'terminated', nowMs);
+    if (job.sandbox_id) {
+      // A short job's runner reports its start with its end: the sandbox ran, so it passes through running.
+      if (report.verdict !== 'system_error') await markSandboxRunning(tx, job.sandbox_id);
+      await endSandbox(tx, job.sandbox_id, report.verdict === 'system_error' ? 'failed' : 'terminated', nowMs);
+    }
     const actor = job.runner_id ?? 'runner';
     await auditRunnerAction(tx, nowMs, {
       tenant_id: job.tenant_id,
