@@ -18,6 +18,7 @@ import {
 } from '@kiln/core';
 import { text } from 'node:stream/consumers';
 import type { Checksum } from '../artifacts/artifact-store.js';
+import { sha256Checksum } from '../artifacts/content.js';
 import { appendAuditEvent } from '../store/audit.js';
 import { failRunnerSandboxes, getRunner, markSandboxRunning, touchRunner, upsertRunner, type RunnerRow } from '../store/fleet.js';
 import {
@@ -226,26 +227,35 @@ async function inlineText(deps: JobDeps, blob: ReportedBlob): Promise<string | n
  * their checksum), uploaded ones must be there already.
  */
 async function storeReportedBlobs(deps: JobDeps, blobs: ReportedBlob[]): Promise<void> {
-  for (const blob of blobs) {
-    if (blob.content_base64 !== undefined) {
-      const content = Buffer.from(blob.content_base64, 'base64');
-      if (content.length !== blob.size_bytes) {
-        throw new KilnError('VALIDATION_FAILED', `inline blob is ${content.length} bytes, not ${blob.size_bytes}`, { field: 'body' });
-      }
-      await deps.artifacts.put(content, { expectedChecksum: blob.checksum });
-    } else {
-      // The stored size, not the reported one, is what the policy's artifact limits are checked against.
-      const stored = await deps.artifacts.sizeOf(deps.artifacts.uriOf(blob.checksum as Checksum));
-      if (stored === undefined) {
-        throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} was not uploaded for this job`, { field: 'body.artifacts' });
-      }
-      if (stored !== blob.size_bytes) {
-        throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} is ${stored} bytes, not the reported ${blob.size_bytes}`, {
-          field: 'body.artifacts',
-        });
-      }
+  await Promise.all(blobs.map((blob) => storeReportedBlob(deps, blob)));
+}
+
+async function storeReportedBlob(deps: JobDeps, blob: ReportedBlob): Promise<void> {
+  const uri = deps.artifacts.uriOf(blob.checksum as Checksum);
+  if (blob.content_base64 === undefined) {
+    // Uploaded before: the stored size, not the reported one, is what the artifact limits are checked against.
+    const stored = await deps.artifacts.sizeOf(uri);
+    if (stored === undefined) {
+      throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} was not uploaded for this job`, { field: 'body.artifacts' });
     }
+    if (stored !== blob.size_bytes) {
+      throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} is ${stored} bytes, not the reported ${blob.size_bytes}`, {
+        field: 'body.artifacts',
+      });
+    }
+    return;
   }
+  const content = Buffer.from(blob.content_base64, 'base64');
+  if (content.length !== blob.size_bytes) {
+    throw new KilnError('VALIDATION_FAILED', `inline blob is ${content.length} bytes, not ${blob.size_bytes}`, { field: 'body' });
+  }
+  const actual = sha256Checksum(content);
+  if (actual !== blob.checksum) {
+    throw new KilnError('VALIDATION_FAILED', `the content hashes to ${actual}, not ${blob.checksum}`, { field: 'body' });
+  }
+  // Content-addressed: the same bytes (an empty stderr, a repeated answer) are stored once.
+  if ((await deps.artifacts.sizeOf(uri)) === content.length) return;
+  await deps.artifacts.put(content, { expectedChecksum: blob.checksum });
 }
 
 /**
