@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { KilnError, limitsSchema, newId, parseOrThrow, type Limits } from '@kiln/core';
 import { buildBwrapArgs } from './bwrap-args.js';
@@ -6,6 +5,7 @@ import type { CgroupBackend, SandboxCgroup } from './cgroups/index.js';
 import type { CollectedFile, OneShotSpec, RunResult } from './driver.js';
 import { buildLaunchArgs, rlimitsFor, SECCOMP_FD } from './launch-args.js';
 import { nativeHelperPath, requireBwrap } from './native-paths.js';
+import { launchProcess } from './process-launcher.js';
 import { sandboxEtcDir } from './sandbox-etc.js';
 import { seccompProgramPath } from './seccomp.js';
 import type { UidLease, UidPool } from './uid-pool.js';
@@ -120,7 +120,7 @@ function collectFiles(workspace: Workspace, globs: readonly string[], outputByte
   return workspace.collect(globs, { maxFileBytes: Math.max(outputBytes, 16 * 1024 * 1024) });
 }
 
-function supervise(
+async function supervise(
   spec: OneShotSpec,
   limits: Limits,
   cgroup: SandboxCgroup,
@@ -128,16 +128,19 @@ function supervise(
   launchArgs: string[],
   fillWorkspace: () => void,
 ): Promise<RunResult> {
+  const started = performance.now();
+  // Through kiln-spawner by default (Node does not fork itself), child_process.spawn with KILN_SPAWNER=0.
+  const child = await launchProcess({
+    path: launchPath,
+    args: launchArgs,
+    env: {},
+    stdio: ['pipe', 'pipe', 'pipe', spec.reportsCompileStatus ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+  });
   return new Promise((resolve) => {
-    const started = performance.now();
-    const child = spawn(launchPath, launchArgs, {
-      stdio: ['pipe', 'pipe', 'pipe', spec.reportsCompileStatus ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-      env: {},
-    });
-    const [stdin, out, err] = [child.stdin, child.stdout, child.stderr] as [
-      NonNullable<typeof child.stdin>,
-      NonNullable<typeof child.stdout>,
-      NonNullable<typeof child.stderr>,
+    const [stdin, out, err] = child.stdio as [
+      import('node:stream').Duplex,
+      import('node:stream').Duplex,
+      import('node:stream').Duplex,
     ];
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
@@ -181,7 +184,7 @@ function supervise(
     });
 
     // The handshake: kiln-launch says "R" once the workspace is mounted; we write the files, answer "G".
-    const sync = (child.stdio as unknown as (import('node:net').Socket | null)[])[SYNC_FD];
+    const sync = child.stdio[SYNC_FD];
     sync?.once('data', () => {
       try {
         fillWorkspace();

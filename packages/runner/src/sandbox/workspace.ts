@@ -1,8 +1,9 @@
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chownSync, mkdirSync } from 'node:fs';
 import { newId } from '@kiln/core';
 import type { CollectedFile, WorkspaceFile } from './driver.js';
 import { nativeHelperPath } from './native-paths.js';
+import { runHelper } from './process-launcher.js';
 import { runtimeSubdir } from './runtime-dir.js';
 import { globToRegExp, SafeRoot, UnsafePathError } from './safe-fs.js';
 
@@ -170,16 +171,21 @@ function flushBatch(): void {
   const items = batch;
   batch = [];
   if (items.length === 0) return;
-  execFile(nativeHelperPath('kiln-launch'), ['umount', ...items.map((i) => i.root)], (err, _out, stderr) => {
+  const settle = (failure: string | undefined, stderr: string) => {
     for (const item of items) {
       // On a partial failure the helper names the folders it could not remove.
-      if (err && (stderr.includes(`${item.root}:`) || !stderr.includes('kiln-launch:'))) {
-        item.reject(new Error(`could not remove the workspace ${item.root}: ${stderr.trim() || err.message}`));
+      if (failure !== undefined && (stderr.includes(`${item.root}:`) || !stderr.includes('kiln-launch:'))) {
+        item.reject(new Error(`could not remove the workspace ${item.root}: ${stderr.trim() || failure}`));
       } else {
         item.resolve();
       }
     }
-  });
+  };
+  // Through kiln-spawner like the sandboxes themselves (process-launcher.ts): no fork of Node per batch.
+  runHelper(nativeHelperPath('kiln-launch'), ['umount', ...items.map((i) => i.root)]).then(
+    (r) => settle(r.error ?? (r.code === 0 ? undefined : `kiln-launch umount exited ${r.code ?? r.signal}`), r.stderr),
+    (err: unknown) => settle(err instanceof Error ? err.message : String(err), ''),
+  );
 }
 
 function unmountBatched(root: string): Promise<void> {

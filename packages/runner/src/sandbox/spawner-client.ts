@@ -1,0 +1,216 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { unlinkSync } from 'node:fs';
+import { createConnection, type Socket } from 'node:net';
+import { constants } from 'node:os';
+import { nativeHelperPath } from './native-paths.js';
+import { runtimeSubdir } from './runtime-dir.js';
+import {
+  encodeControlHello,
+  encodeStreamHello,
+  FdMode,
+  parseReply,
+  SPAWNER_CHILD_FDS,
+  type SpawnerReply,
+} from './spawner-protocol.js';
+
+/** How long the spawner may take to start listening before a launch fails. */
+const SPAWNER_START_TIMEOUT_MS = 10_000;
+/** Reply lines are short; a control connection sending more than this without a newline is broken. */
+const REPLY_LINE_MAX = 1024;
+
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
+  Object.entries(constants.signals).map(([name, num]) => [num as number, name as NodeJS.Signals]),
+);
+
+/** One running kiln-spawner: started by this process, dies with it (PR_SET_PDEATHSIG). */
+class SpawnerProcess {
+  dead = false;
+  readonly ready: Promise<void>;
+
+  constructor(
+    readonly child: ChildProcess,
+    readonly socketPath: string,
+  ) {
+    this.ready = new Promise((resolve, reject) => {
+      const out = child.stdout as Socket;
+      let text = '';
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`kiln-spawner did not start within ${SPAWNER_START_TIMEOUT_MS} ms`));
+      }, SPAWNER_START_TIMEOUT_MS);
+      out.on('data', (chunk: Buffer) => {
+        text += chunk.toString('utf8');
+        if (text.includes('ready\n')) {
+          clearTimeout(timer);
+          // The spawner must never keep the runner alive, nor its stdout pipe a handle open.
+          out.destroy();
+          child.unref();
+          resolve();
+        }
+      });
+      child.on('error', (err) => {
+        clearTimeout(timer);
+        this.dead = true;
+        reject(new Error(`could not start kiln-spawner: ${err.message}`));
+      });
+      child.on('exit', (code, signal) => {
+        clearTimeout(timer);
+        this.dead = true;
+        reject(new Error(`kiln-spawner exited (${code ?? signal}) before it was ready`));
+      });
+    });
+    // A rejection nobody awaits yet (the spawner died between launches) is not an unhandled one.
+    this.ready.catch(() => {});
+  }
+}
+
+let current: SpawnerProcess | undefined;
+let generation = 0;
+
+/** The live spawner, started on first use and restarted after it died. */
+async function spawner(): Promise<SpawnerProcess> {
+  if (!current || current.dead) {
+    const socketPath = `${runtimeSubdir('spawner', 0o700)}/${process.pid}-${generation++}.sock`;
+    const child = spawn(nativeHelperPath('kiln-spawner'), ['--socket', socketPath, '--parent', String(process.pid)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: {},
+    });
+    const started = new SpawnerProcess(child, socketPath);
+    sockets.add(socketPath);
+    child.once('exit', () => removeSocket(socketPath));
+    current = started;
+  }
+  const s = current;
+  await s.ready;
+  return s;
+}
+
+const sockets = new Set<string>();
+function removeSocket(path: string): void {
+  sockets.delete(path);
+  try {
+    unlinkSync(path);
+  } catch {
+    // gone already
+  }
+}
+process.once('exit', () => {
+  for (const path of sockets) removeSocket(path);
+});
+
+/** Stops the current spawner (tests: its death must end in-flight launches cleanly). Returns its pid. */
+export function killSpawnerForTest(): number | undefined {
+  const pid = current?.child.pid;
+  current?.child.kill('SIGKILL');
+  return pid;
+}
+
+/** What the child's fd i is, as child_process.spawn's stdio option: a stream to us, or nothing. */
+export type StdioChoice = 'pipe' | 'ignore';
+
+export interface LaunchRequest {
+  /** Absolute path of the program; argv[0] too. */
+  path: string;
+  args: readonly string[];
+  env: Readonly<Record<string, string>>;
+  /** Up to six entries, fds 0..5. 'ignore' gives /dev/null on 0..2 and a closed fd above (as spawn does). */
+  stdio: readonly StdioChoice[];
+}
+
+/**
+ * A process started by kiln-spawner, shaped like the part of ChildProcess the runner uses: `stdio`
+ * (sockets), `pid`, `kill()`, 'error' and 'close' (after the exit and every stream closed).
+ */
+export class SpawnedProcess extends EventEmitter {
+  pid: number | undefined;
+  readonly stdio: (Socket | null)[];
+  private readonly control: Socket;
+  private exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  private openStreams = 0;
+  private controlClosed = false;
+  private closed = false;
+
+  constructor(socketPath: string, request: LaunchRequest) {
+    super();
+    const key = randomBytes(16).toString('hex');
+    const modes = Array.from({ length: SPAWNER_CHILD_FDS }, (_, fd): FdMode => {
+      const choice = request.stdio[fd] ?? 'ignore';
+      if (choice === 'pipe') return FdMode.Stream;
+      return fd <= 2 ? FdMode.Null : FdMode.Closed;
+    });
+    const hello = encodeControlHello({ key, modes, argv: [request.path, ...request.args], env: request.env });
+    this.control = createConnection(socketPath);
+    this.control.write(hello);
+    this.stdio = modes.map((mode, fd) => {
+      if (mode !== FdMode.Stream) return null;
+      const s = createConnection(socketPath);
+      s.write(encodeStreamHello(key, fd));
+      this.openStreams++;
+      // The child may close its end with our bytes unread (ECONNRESET, EPIPE): the run decides, not us.
+      s.on('error', () => {});
+      s.once('close', () => {
+        this.openStreams--;
+        this.maybeClose();
+      });
+      return s;
+    });
+    this.watchControl();
+  }
+
+  private watchControl(): void {
+    let pending = '';
+    let failure: string | undefined;
+    this.control.on('data', (chunk: Buffer) => {
+      pending += chunk.toString('utf8');
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        const reply = parseReply(pending.slice(0, nl));
+        pending = pending.slice(nl + 1);
+        if (reply) this.onReply(reply, (message) => (failure ??= message));
+      }
+      if (pending.length > REPLY_LINE_MAX) this.control.destroy();
+    });
+    this.control.on('error', (err) => {
+      failure ??= `lost the connection to kiln-spawner: ${err.message}`;
+    });
+    this.control.once('close', () => {
+      this.controlClosed = true;
+      if (!this.exit && failure === undefined) failure = 'kiln-spawner ended the launch without an exit status (did it die?)';
+      if (failure !== undefined && this.listenerCount('error') > 0) this.emit('error', new Error(failure));
+      this.maybeClose();
+    });
+  }
+
+  private onReply(reply: SpawnerReply, fail: (message: string) => void): void {
+    if (reply.kind === 'pid') this.pid = reply.pid;
+    else if (reply.kind === 'error') fail(`kiln-spawner: ${reply.message}`);
+    else {
+      this.exit = {
+        code: reply.code,
+        signal: reply.signal === null ? null : (SIGNAL_NAMES.get(reply.signal) ?? 'SIGKILL'),
+      };
+    }
+  }
+
+  private maybeClose(): void {
+    if (this.closed || !this.controlClosed || this.openStreams > 0) return;
+    this.closed = true;
+    this.emit('close', this.exit?.code ?? null, this.exit?.signal ?? null);
+  }
+
+  /** Sends `signal` through the spawner, which knows whether the pid is still its child (no reuse race). */
+  kill(signal: NodeJS.Signals = 'SIGTERM'): boolean {
+    const num = constants.signals[signal];
+    if (this.exit || this.controlClosed || num === undefined) return false;
+    this.control.write(Buffer.from([num]));
+    return true;
+  }
+}
+
+/** Starts a process through kiln-spawner (which is started first if needed). */
+export async function spawnViaSpawner(request: LaunchRequest): Promise<SpawnedProcess> {
+  const s = await spawner();
+  return new SpawnedProcess(s.socketPath, request);
+}
