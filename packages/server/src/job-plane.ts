@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { FastifyInstance } from 'fastify';
 import type { Clock } from '@kiln/core';
 import { createArtifactStore, type ArtifactStoreConfig } from './artifacts/index.js';
@@ -39,6 +40,8 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
   );
   const fleet = { ...DEFAULT_FLEET_SETTINGS, ...options.fleet };
   const shutdown = new AbortController();
+  // Every open long poll and event stream listens for shutdown: many at once is normal, not a leak.
+  setMaxListeners(0, shutdown.signal);
   const deps: JobDeps = {
     store: options.store,
     clock: options.clock,

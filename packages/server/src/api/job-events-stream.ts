@@ -53,6 +53,7 @@ export async function streamJobEvents(
     if (ended) return;
     ended = true;
     unsubscribe();
+    deps.shutdown.removeEventListener('abort', finish);
     for (const t of timers) clearInterval(t);
     res.end();
   };

@@ -116,7 +116,14 @@ export function registerRoutes(app: FastifyInstance, deps: ServiceDeps, secrets:
  * `wait`) stops waiting for a caller that left and never outlives the server.
  */
 export function pollSignal(deps: { shutdown: AbortSignal }, request: FastifyRequest): AbortSignal {
-  const gone = new AbortController();
-  request.raw.once('close', () => gone.abort());
-  return AbortSignal.any([gone.signal, deps.shutdown]);
+  const poll = new AbortController();
+  const abort = () => poll.abort();
+  if (deps.shutdown.aborted) abort();
+  deps.shutdown.addEventListener('abort', abort, { once: true });
+  // 'close' comes when the request ends, answered or not: the shutdown listener goes with it.
+  request.raw.once('close', () => {
+    deps.shutdown.removeEventListener('abort', abort);
+    abort();
+  });
+  return poll.signal;
 }
