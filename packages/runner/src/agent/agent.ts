@@ -50,6 +50,9 @@ interface RunningJob {
 
 const sha256Checksum = (bytes: Buffer) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 
+/** The least time between two heartbeats, so a server that answers at once cannot make us spin. */
+const MIN_HEARTBEAT_GAP_MS = 100;
+
 /** Waits `ms`, or less if `signal` aborts; leaves no listener behind either way. */
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -137,9 +140,14 @@ export class RunnerAgent {
 
   private async heartbeatLoop(): Promise<void> {
     const signal = this.stopController.signal;
+    let lastBeatMs = 0;
     while (!signal.aborted) {
-      await sleep(this.heartbeatIntervalMs, signal);
+      // With jobs running, the heartbeat is a long poll the server holds for up to one interval and
+      // answers early with a cancel: beat again right away. Idle, one beat per interval is enough.
+      const gapMs = this.leaseRefs().length > 0 ? MIN_HEARTBEAT_GAP_MS : this.heartbeatIntervalMs;
+      await sleep(Math.max(0, lastBeatMs + gapMs - Date.now()), signal);
       if (signal.aborted) break;
+      lastBeatMs = Date.now();
       try {
         const answer = await this.options.client.heartbeat({
           runner_id: this.runnerId!,
