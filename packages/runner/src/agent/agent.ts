@@ -77,6 +77,7 @@ export class RunnerAgent {
   private slotFreed: (() => void) | undefined;
   private loops: Promise<void>[] = [];
   private draining = false;
+  private wakeHeartbeat: (() => void) | undefined;
 
   constructor(private readonly options: RunnerAgentOptions) {}
 
@@ -99,6 +100,7 @@ export class RunnerAgent {
     if (this.stopController.signal.aborted) return;
     this.stopController.abort();
     this.slotFreed?.();
+    this.wakeHeartbeat?.();
     const grace = sleep(this.options.shutdownGraceMs ?? 10_000);
     await Promise.race([Promise.all([...this.running.values()].map((r) => r.done)), grace]);
     for (const job of this.running.values()) {
@@ -144,8 +146,14 @@ export class RunnerAgent {
     while (!signal.aborted) {
       // With jobs running, the heartbeat is a long poll the server holds for up to one interval and
       // answers early with a cancel: beat again right away. Idle, one beat per interval is enough.
-      const gapMs = this.leaseRefs().length > 0 ? MIN_HEARTBEAT_GAP_MS : this.heartbeatIntervalMs;
-      await sleep(Math.max(0, lastBeatMs + gapMs - Date.now()), signal);
+      if (this.leaseRefs().length === 0) {
+        // Idle: wait out the interval, but start polling as soon as a job starts.
+        const jobStarted = new AbortController();
+        this.wakeHeartbeat = () => jobStarted.abort();
+        await sleep(Math.max(0, lastBeatMs + this.heartbeatIntervalMs - Date.now()), jobStarted.signal);
+        this.wakeHeartbeat = undefined;
+      }
+      await sleep(Math.max(0, lastBeatMs + MIN_HEARTBEAT_GAP_MS - Date.now()), signal);
       if (signal.aborted) break;
       lastBeatMs = Date.now();
       try {
@@ -205,6 +213,7 @@ export class RunnerAgent {
   private startJob(lease: LeasedJob): void {
     const entry = { lease, abort: new AbortController() } as RunningJob;
     this.running.set(lease.job_id, entry);
+    this.wakeHeartbeat?.();
     entry.done = this.runJob(entry)
       .catch((err) => this.options.logger.error({ job_id: lease.job_id, err: String(err) }, 'job handling failed'))
       .finally(() => {
