@@ -2,6 +2,8 @@ import { setMaxListeners } from 'node:events';
 import type { FastifyInstance } from 'fastify';
 import type { Clock } from '@kiln/core';
 import { createArtifactStore, type ArtifactStoreConfig } from './artifacts/index.js';
+import type { KilnApp } from './api/app.js';
+import { registerFleetMetrics } from './api/fleet-metrics.js';
 import { fleetRoutes } from './api/fleet-routes.js';
 import { jobRoutes } from './api/job-routes.js';
 import { acceptRawUploads, runnerRoutes } from './api/runner-routes.js';
@@ -55,7 +57,10 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
   return {
     deps,
     routes: [...jobRoutes(deps), ...runnerRoutes(deps), ...fleetRoutes(deps)],
-    install: (app) => acceptRawUploads(app),
+    install: (app) => {
+      acceptRawUploads(app);
+      registerFleetMetrics((app as KilnApp).kiln.metrics.registry, deps);
+    },
     start: () => {
       // The reaper looks often enough to notice a missed heartbeat within about one interval.
       stopReaper = startFleetReaper(deps, Math.max(250, Math.floor(fleet.heartbeatIntervalMs / 2)), options.onError);
