@@ -35,7 +35,8 @@
  *   pid N             the child exists (sent right after fork)
  *   error TEXT        the launch failed (then the connection closes if there is no child), or exec failed
  *                     (then "exit 127 -" follows)
- *   exit CODE SIGNAL  the child was reaped: CODE is its exit code or "-", SIGNAL the number or "-"
+ *   exit CODE SIGNAL  the child was reaped: CODE is its exit code or "-", SIGNAL the number or "-";
+ *                     then the spawner half-closes and waits for the client to close (HELLO_TIMEOUT_MS)
  *
  * After its hello the client may write single bytes on the control connection: each is a signal number
  * (1..64) sent to the child if it was not reaped yet (no pid-reuse race, since the spawner reaps).
@@ -75,7 +76,7 @@
 #define EXEC_FAILED 127
 
 enum { MODE_CLOSED = 0, MODE_NULL = 1, MODE_STREAM = 2 };
-enum { CONN_HELLO, CONN_STREAM, CONN_CONTROL };
+enum { CONN_HELLO, CONN_STREAM, CONN_CONTROL, CONN_DONE };
 
 struct launch;
 
@@ -417,6 +418,13 @@ static void control_read(struct conn *c) {
     if (l->pid && sigs[i] >= 1 && sigs[i] <= 64) kill(l->pid, sigs[i]);
 }
 
+/* A finished control connection: discard late kill requests until the client closes. */
+static void drain(struct conn *c) {
+  char sink[64];
+  ssize_t n = read(c->fd, sink, sizeof sink);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) conn_free(c);
+}
+
 static void reap(void) {
   struct signalfd_siginfo si;
   while (read(sig_fd, &si, sizeof si) == sizeof si) {
@@ -433,6 +441,16 @@ static void reap(void) {
     if (read(l->exec_pipe, &e, sizeof e) == sizeof e) say(l->control, "error exec %s: %s", l->argv[0], strerror(e));
     if (WIFEXITED(status)) say(l->control, "exit %d -", WEXITSTATUS(status));
     else if (WIFSIGNALED(status)) say(l->control, "exit - %d", WTERMSIG(status));
+    struct conn *c = l->control;
+    if (c) {
+      /* Half-close and wait for the client's EOF: closing outright could reset a kill request it is
+         writing at this moment, and a reset makes it lose the exit line still unread. */
+      shutdown(c->fd, SHUT_WR);
+      c->kind = CONN_DONE;
+      c->launch = NULL;
+      c->deadline_ms = now_ms() + HELLO_TIMEOUT_MS;
+      l->control = NULL;
+    }
     launch_free(l);
   }
 }
@@ -477,7 +495,8 @@ static void expire(void) {
   struct conn *next;
   for (struct conn *c = conns; c; c = next) {
     next = c->next;
-    if ((c->kind == CONN_HELLO || (c->kind == CONN_STREAM && !c->launch)) && now > c->deadline_ms) conn_free(c);
+    if ((c->kind == CONN_HELLO || c->kind == CONN_DONE || (c->kind == CONN_STREAM && !c->launch)) && now > c->deadline_ms)
+      conn_free(c);
   }
   for (int i = 0; i < MAX_LAUNCHES; i++) {
     struct launch *l = &launches[i];
@@ -551,6 +570,7 @@ int main(int argc, char **argv) {
         if (c->fd < 0) continue; /* closed earlier in this batch */
         if (c->kind == CONN_HELLO) hello_read(c);
         else if (c->kind == CONN_CONTROL) control_read(c);
+        else if (c->kind == CONN_DONE) drain(c);
       }
     }
     expire();

@@ -33,12 +33,26 @@ export async function launchProcess(request: LaunchRequest): Promise<LaunchedPro
   return child as unknown as LaunchedProcess;
 }
 
-/** Runs a helper to completion with no stdin and stdout, collecting stderr (up to `maxStderrBytes`). */
-export async function runHelper(
-  path: string,
-  args: readonly string[],
-  maxStderrBytes = 64 * 1024,
-): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; error?: string }> {
+interface HelperResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stderr: string;
+  /** Set when the helper could not be started or its launcher was lost (no exit status). */
+  error?: string;
+}
+
+/**
+ * Runs an idempotent helper (kiln-launch umount) to completion with no stdin and stdout, collecting
+ * stderr (up to `maxStderrBytes`). A run lost with the spawner (it died: no exit status) is tried once
+ * more, through the restarted spawner.
+ */
+export async function runHelper(path: string, args: readonly string[], maxStderrBytes = 64 * 1024): Promise<HelperResult> {
+  const first = await runHelperOnce(path, args, maxStderrBytes);
+  if (first.error === undefined || first.code !== null || first.signal !== null) return first;
+  return runHelperOnce(path, args, maxStderrBytes);
+}
+
+async function runHelperOnce(path: string, args: readonly string[], maxStderrBytes: number): Promise<HelperResult> {
   const child = await launchProcess({ path, args, env: {}, stdio: ['ignore', 'ignore', 'pipe'] });
   return new Promise((resolve) => {
     let stderr = '';

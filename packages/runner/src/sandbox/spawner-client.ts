@@ -121,7 +121,8 @@ export interface LaunchRequest {
 
 /**
  * A process started by kiln-spawner, shaped like the part of ChildProcess the runner uses: `stdio`
- * (sockets), `pid`, `kill()`, 'error' and 'close' (after the exit and every stream closed).
+ * (sockets), `pid`, `kill()`, 'spawn' (the pid is known), 'error' and 'close' (after the exit and every
+ * stream closed). Stream data may arrive before 'spawn': they travel on different connections.
  */
 export class SpawnedProcess extends EventEmitter {
   pid: number | undefined;
@@ -173,7 +174,8 @@ export class SpawnedProcess extends EventEmitter {
       if (pending.length > REPLY_LINE_MAX) this.control.destroy();
     });
     this.control.on('error', (err) => {
-      failure ??= `lost the connection to kiln-spawner: ${err.message}`;
+      // After the exit line, a reset is only the spawner closing with our kill request unread.
+      if (!this.exit) failure ??= `lost the connection to kiln-spawner: ${err.message}`;
     });
     this.control.once('close', () => {
       this.controlClosed = true;
@@ -184,7 +186,10 @@ export class SpawnedProcess extends EventEmitter {
   }
 
   private onReply(reply: SpawnerReply, fail: (message: string) => void): void {
-    if (reply.kind === 'pid') this.pid = reply.pid;
+    if (reply.kind === 'pid') {
+      this.pid = reply.pid;
+      this.emit('spawn');
+    }
     else if (reply.kind === 'error') fail(`kiln-spawner: ${reply.message}`);
     else {
       this.exit = {

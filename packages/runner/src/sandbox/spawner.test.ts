@@ -126,7 +126,7 @@ describe.runIf(existsSync(SPAWNER))('kiln-spawner', () => {
     const closed = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
       p.on('close', (code: number | null, signal: NodeJS.Signals | null) => resolve([code, signal])),
     );
-    await new Promise((r) => p.stdio[1]?.once('data', r));
+    await Promise.all([new Promise((r) => p.stdio[1]?.once('data', r)), new Promise((r) => p.once('spawn', r))]);
     expect(p.pid).toBeGreaterThan(1);
     expect(p.kill('SIGKILL')).toBe(true);
     expect(await closed).toEqual([null, 'SIGKILL']);
@@ -223,7 +223,7 @@ describe.runIf(existsSync(SPAWNER))('kiln-spawner', () => {
     let error = '';
     p.on('error', (e: Error) => (error = e.message));
     const closed = new Promise((resolve) => p.on('close', resolve));
-    await new Promise((r) => p.stdio[1]?.once('data', r));
+    await Promise.all([new Promise((r) => p.stdio[1]?.once('data', r)), new Promise((r) => p.once('spawn', r))]);
     const payload = p.pid!;
     own.child.kill('SIGKILL');
     await closed;
@@ -238,16 +238,19 @@ describe.runIf(existsSync(SPAWNER))('kiln-spawner', () => {
     const parent = spawn('/bin/sh', ['-c', `"$0" --socket "$1" --parent $$ & wait`, SPAWNER, socketPath], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    await new Promise((r) => parent.stdout?.once('data', r));
-    const p = new SpawnedProcess(socketPath, sh('echo up; exec sleep 60'));
-    p.on('error', () => {});
-    await new Promise((r) => p.stdio[1]?.once('data', r));
-    const payload = p.pid!;
-    const spawnerPid = Number(
-      readFileSync(`/proc/${payload}/status`, 'utf8').match(/^PPid:\s+(\d+)/m)?.[1] ?? 'NaN',
-    );
-    expect(spawnerPid).toBeGreaterThan(1);
-    parent.kill('SIGKILL');
-    await waitUntil(() => gone(spawnerPid) && gone(payload), 'the spawner and its child died with the parent');
+    try {
+      await new Promise((r) => parent.stdout?.once('data', r));
+      const p = new SpawnedProcess(socketPath, sh('echo up; exec sleep 60'));
+      p.on('error', () => {});
+      await Promise.all([new Promise((r) => p.stdio[1]?.once('data', r)), new Promise((r) => p.once('spawn', r))]);
+      const payload = p.pid!;
+      const spawnerPid = Number(readFileSync(`/proc/${payload}/status`, 'utf8').match(/^PPid:\s+(\d+)/m)?.[1]);
+      expect(spawnerPid).toBeGreaterThan(1);
+      parent.kill('SIGKILL');
+      await waitUntil(() => gone(spawnerPid) && gone(payload), 'the spawner and its child died with the parent');
+    } finally {
+      parent.kill('SIGKILL');
+      parent.stdout?.destroy();
+    }
   });
 });
