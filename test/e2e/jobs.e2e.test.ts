@@ -180,7 +180,7 @@ describe.each<DbKind>(['sqlite', 'postgres'])('jobs end to end (%s)', (db) => {
     expect(chunks.join('')).toBe('0\n1\n2\n');
   }, 30_000);
 
-  it('answers 404 for another tenant\'s jobs and artifacts', async () => {
+  it('answers 404 for another tenant\'s (and another agent\'s) jobs and artifacts', async () => {
     const mine = await agentClient.jobs.createAndWait({ language: 'python', code: 'print("secret")' });
     const other = await kiln.newTenant();
     for (const call of [
@@ -193,6 +193,16 @@ describe.each<DbKind>(['sqlite', 'postgres'])('jobs end to end (%s)', (db) => {
     }
     const list = await other.admin.jobs.list();
     expect(list.items).toEqual([]);
+
+    // Within the tenant, another agent sees none of this agent's work; the tenant admin sees all of it.
+    const peer = await admin.agents.create({ name: 'peer' });
+    const peerClient = kiln.client((await admin.agents.createKey(peer.id)).key);
+    await expect(peerClient.jobs.get(mine.id)).rejects.toBeInstanceOf(NotFoundError);
+    await expect(peerClient.artifacts.download(mine.output_refs!.stdout!)).rejects.toBeInstanceOf(NotFoundError);
+    expect((await peerClient.artifacts.list({ owner_type: 'job', owner_id: mine.id })).items).toEqual([]);
+    expect((await peerClient.jobs.list()).items).toEqual([]);
+    expect((await admin.jobs.get(mine.id)).stdout).toBe('secret\n');
+    expect((await admin.artifacts.list({ owner_type: 'job', owner_id: mine.id })).items).toHaveLength(2);
   }, 30_000);
 
   it('keeps an audit trail that verifies', async () => {

@@ -12,7 +12,17 @@ async function findArtifact(deps: JobDeps, principal: Principal, id: string): Pr
   const tenantId = requireTenantMember(principal);
   const row = await deps.store.db.selectFrom('artifacts').selectAll().where('id', '=', id).executeTakeFirst();
   if (!row || row.tenant_id !== tenantId) throw notFound('artifact', id);
+  if (principal.kind === 'agent' && !(await ownedByAgent(deps, principal.agentId, row.owner_type, row.owner_id))) {
+    throw notFound('artifact', id);
+  }
   return row as ArtifactRow;
+}
+
+/** Whether the artifact's owner (a job today) belongs to this agent. */
+async function ownedByAgent(deps: JobDeps, agentId: string, ownerType: string, ownerId: string): Promise<boolean> {
+  if (ownerType !== 'job') return false;
+  const job = await deps.store.db.selectFrom('jobs').select('agent_id').where('id', '=', ownerId).executeTakeFirst();
+  return job?.agent_id === agentId;
 }
 
 export async function getTenantArtifact(deps: JobDeps, principal: Principal, id: string): Promise<Artifact> {
@@ -35,6 +45,13 @@ export async function listTenantArtifacts(
   if (after) q = q.where('id', '>', after);
   if (query.owner_type) q = q.where('owner_type', '=', query.owner_type);
   if (query.owner_id) q = q.where('owner_id', '=', query.owner_id);
+  if (principal.kind === 'agent') {
+    // An agent lists the artifacts of its own jobs only.
+    const agentId = principal.agentId;
+    q = q.where('owner_type', '=', 'job').where('owner_id', 'in', (eb) =>
+      eb.selectFrom('jobs').select('id').where('agent_id', '=', agentId).where('tenant_id', '=', tenantId),
+    );
+  }
   return page((await q.execute()) as ArtifactRow[], query.limit);
 }
 

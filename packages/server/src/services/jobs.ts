@@ -163,12 +163,20 @@ export async function submitJob(deps: JobDeps, principal: Principal, input: Crea
   return jobFromRow(row);
 }
 
-/** A job of the caller's tenant; another tenant's answers 404 exactly like a missing one. */
+/**
+ * A job the caller may see: any of its tenant's for a tenant admin, its own for an agent. Anything else
+ * answers 404 exactly like a missing job.
+ */
 async function loadTenantJob(h: DbHandle, principal: Principal, id: string): Promise<JobRow> {
   const tenantId = requireTenantMember(principal);
   const row = await getJob(h, id);
-  if (!row || row.tenant_id !== tenantId) throw notFound('job', id);
+  if (!row || row.tenant_id !== tenantId || !visibleToAgent(principal, row.agent_id)) throw notFound('job', id);
   return row;
+}
+
+/** Agents see only their own work; tenant admins see all of their tenant's. */
+export function visibleToAgent(principal: Principal, agentId: string | null): boolean {
+  return principal.kind !== 'agent' || principal.agentId === agentId;
 }
 
 export function findTenantJob(deps: JobDeps, principal: Principal, id: string): Promise<JobRow> {
