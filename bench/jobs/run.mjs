@@ -78,7 +78,8 @@ async function main() {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const up = spawn(process.execPath, [CLI, 'up', '--port', String(port), '--data-dir', dir, '--capacity', String(Math.max(...levels))], {
-    env: { PATH: process.env.PATH, KILN_LOG_LEVEL: 'warn' },
+    // KILN_SPAWNER passes through so the fork server can be compared on and off (KILN_SPAWNER=0).
+    env: { PATH: process.env.PATH, KILN_LOG_LEVEL: 'warn', ...(process.env.KILN_SPAWNER ? { KILN_SPAWNER: process.env.KILN_SPAWNER } : {}) },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let log = '';
