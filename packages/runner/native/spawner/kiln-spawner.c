@@ -39,7 +39,8 @@
  *                     then the spawner half-closes and waits for the client to close (HELLO_TIMEOUT_MS)
  *
  * After its hello the client may write single bytes on the control connection: each is a signal number
- * (1..64) sent to the child if it was not reaped yet (no pid-reuse race, since the spawner reaps).
+ * (1..64) sent to the child if it was not reaped yet (no pid-reuse race, since the spawner reaps); one
+ * that comes before the fork is sent right after it.
  * Closing the control connection before "exit" kills the child with SIGKILL.
  *
  * Bounds: MAX_CONNS connections (more are closed at once), MAX_LAUNCHES launches waiting or running (more
@@ -104,6 +105,7 @@ struct launch {
   char **argv, **envp;
   pid_t pid;            /* 0 while waiting for streams */
   int exec_pipe;        /* read end: 4 bytes of errno if exec failed */
+  int pending_signal;   /* asked for before the fork: sent right after it */
   long long deadline_ms;
   int used;
 };
@@ -182,9 +184,23 @@ static void launch_free(struct launch *l) {
   l->exec_pipe = -1;
 }
 
+/* Half-closes a control connection whose launch is over and keeps it until the client closes: closing
+   outright could reset a kill request it is writing at this moment, and a reset makes it lose the last
+   line, still unread. */
+static void control_done(struct launch *l) {
+  struct conn *c = l->control;
+  if (!c) return;
+  shutdown(c->fd, SHUT_WR);
+  c->kind = CONN_DONE;
+  c->launch = NULL;
+  c->deadline_ms = now_ms() + HELLO_TIMEOUT_MS;
+  l->control = NULL;
+}
+
 /* A launch that never started: tell the client why and drop everything it holds. */
 static void launch_fail(struct launch *l, const char *why) {
   say(l->control, "error %s", why);
+  control_done(l);
   launch_free(l);
 }
 
@@ -242,6 +258,7 @@ static void launch_start(struct launch *l) {
       l->streams[i] = NULL;
     }
   say(l->control, "pid %d", (int)pid);
+  if (l->pending_signal) kill(pid, l->pending_signal);
 }
 
 static int launch_ready(const struct launch *l) {
@@ -414,8 +431,11 @@ static void control_read(struct conn *c) {
     else launch_free(l);
     return;
   }
-  for (ssize_t i = 0; i < n; i++)
-    if (l->pid && sigs[i] >= 1 && sigs[i] <= 64) kill(l->pid, sigs[i]);
+  for (ssize_t i = 0; i < n; i++) {
+    if (sigs[i] < 1 || sigs[i] > 64) continue;
+    if (l->pid) kill(l->pid, sigs[i]);
+    else l->pending_signal = sigs[i]; /* a kill before the streams are all here must not be lost */
+  }
 }
 
 /* A finished control connection: discard late kill requests until the client closes. */
@@ -441,16 +461,7 @@ static void reap(void) {
     if (read(l->exec_pipe, &e, sizeof e) == sizeof e) say(l->control, "error exec %s: %s", l->argv[0], strerror(e));
     if (WIFEXITED(status)) say(l->control, "exit %d -", WEXITSTATUS(status));
     else if (WIFSIGNALED(status)) say(l->control, "exit - %d", WTERMSIG(status));
-    struct conn *c = l->control;
-    if (c) {
-      /* Half-close and wait for the client's EOF: closing outright could reset a kill request it is
-         writing at this moment, and a reset makes it lose the exit line still unread. */
-      shutdown(c->fd, SHUT_WR);
-      c->kind = CONN_DONE;
-      c->launch = NULL;
-      c->deadline_ms = now_ms() + HELLO_TIMEOUT_MS;
-      l->control = NULL;
-    }
+    control_done(l);
     launch_free(l);
   }
 }

@@ -29,6 +29,16 @@ class SpawnerProcess {
   dead = false;
   readonly ready: Promise<void>;
 
+  /**
+   * A launch lost its control connection with neither an exit status nor an error line: the spawner is
+   * dead or broken. Launches from now on go to a new one (Node may not have seen the exit yet).
+   */
+  lost(): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.child.kill('SIGKILL');
+  }
+
   constructor(
     readonly child: ChildProcess,
     readonly socketPath: string,
@@ -133,7 +143,12 @@ export class SpawnedProcess extends EventEmitter {
   private controlClosed = false;
   private closed = false;
 
-  constructor(socketPath: string, request: LaunchRequest) {
+  /** `onLost`: called when the spawner vanished under this launch (see SpawnerProcess.lost). */
+  constructor(
+    socketPath: string,
+    request: LaunchRequest,
+    private readonly onLost?: () => void,
+  ) {
     super();
     const key = randomBytes(16).toString('hex');
     const modes = Array.from({ length: SPAWNER_CHILD_FDS }, (_, fd): FdMode => {
@@ -179,7 +194,10 @@ export class SpawnedProcess extends EventEmitter {
     });
     this.control.once('close', () => {
       this.controlClosed = true;
-      if (!this.exit && failure === undefined) failure = 'kiln-spawner ended the launch without an exit status (did it die?)';
+      if (!this.exit && (failure === undefined || failure.startsWith('lost the connection'))) {
+        failure ??= 'kiln-spawner ended the launch without an exit status (did it die?)';
+        this.onLost?.();
+      }
       if (failure !== undefined && this.listenerCount('error') > 0) this.emit('error', new Error(failure));
       this.maybeClose();
     });
@@ -217,5 +235,5 @@ export class SpawnedProcess extends EventEmitter {
 /** Starts a process through kiln-spawner (which is started first if needed). */
 export async function spawnViaSpawner(request: LaunchRequest): Promise<SpawnedProcess> {
   const s = await spawner();
-  return new SpawnedProcess(s.socketPath, request);
+  return new SpawnedProcess(s.socketPath, request, () => s.lost());
 }

@@ -132,6 +132,25 @@ describe.runIf(existsSync(SPAWNER))('kiln-spawner', () => {
     expect(await closed).toEqual([null, 'SIGKILL']);
   });
 
+  it('keeps a kill that comes before the fork and sends it right after', async () => {
+    const key = 'd'.repeat(32);
+    const control = createConnection(spawner.socketPath);
+    let reply = '';
+    control.on('data', (d) => (reply += d.toString()));
+    const closed = new Promise((r) => control.once('end', r));
+    control.write(encodeControlHello({ key, modes: [FdMode.Stream, 0, 0, 0, 0, 0], argv: ['/bin/sleep', '60'], env: {} }));
+    control.write(Buffer.from([9]));
+    // The stream comes only later, so the spawner sees the kill while the launch waits for it.
+    await new Promise((r) => setTimeout(r, 50));
+    const stream = createConnection(spawner.socketPath);
+    stream.on('error', () => {});
+    stream.write(encodeStreamHello(key, 0));
+    await closed;
+    control.destroy();
+    stream.destroy();
+    expect(reply).toMatch(/^pid \d+\nexit - 9\n$/);
+  });
+
   it('reports a program it could not exec as an error with exit 127', async () => {
     const r = await launch(spawner.socketPath, { path: '/nonexistent/program', args: [], env: {}, stdio: ['pipe', 'pipe', 'pipe'] });
     expect(r.code).toBe(127);
