@@ -102,6 +102,7 @@ struct launch {
   struct conn *control; /* NULL once the client closed it */
   struct conn *streams[CHILD_FDS];
   unsigned char modes[CHILD_FDS];
+  char *request;        /* the control hello's body, which argv and envp point into */
   char **argv, **envp;
   pid_t pid;            /* 0 while waiting for streams */
   int exec_pipe;        /* read end: 4 bytes of errno if exec failed */
@@ -180,6 +181,7 @@ static void launch_free(struct launch *l) {
   if (l->exec_pipe >= 0) close(l->exec_pipe);
   free(l->argv);
   free(l->envp);
+  free(l->request);
   memset(l, 0, sizeof *l);
   l->exec_pipe = -1;
 }
@@ -376,6 +378,9 @@ static void hello_done(struct conn *c) {
   memcpy(l->modes, b + 1 + KEY_LEN, CHILD_FDS);
   l->argv = argv;
   l->envp = envp;
+  /* The launch owns the strings: it may outlive its control connection (closed early by the client). */
+  l->request = c->body;
+  c->body = NULL;
   l->control = c;
   l->exec_pipe = -1;
   l->deadline_ms = now_ms() + HELLO_TIMEOUT_MS;
