@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { unlinkSync } from 'node:fs';
+import { readdirSync, unlinkSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { constants } from 'node:os';
 import { nativeHelperPath } from './native-paths.js';
@@ -79,10 +79,28 @@ class SpawnerProcess {
 let current: SpawnerProcess | undefined;
 let generation = 0;
 
+/**
+ * Removes the sockets of spawners whose runner is gone (a runner killed outright cannot remove its own;
+ * the spawner dies by SIGKILL with it). Names are `<runner pid>-<generation>.sock`.
+ */
+function removeStaleSockets(dir: string): void {
+  for (const name of readdirSync(dir)) {
+    const m = /^(\d+)-\d+\.sock$/.exec(name);
+    if (!m || Number(m[1]) === process.pid) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') removeSocket(`${dir}/${name}`);
+    }
+  }
+}
+
 /** The live spawner, started on first use and restarted after it died. */
 async function spawner(): Promise<SpawnerProcess> {
   if (!current || current.dead) {
-    const socketPath = `${runtimeSubdir('spawner', 0o700)}/${process.pid}-${generation++}.sock`;
+    const dir = runtimeSubdir('spawner', 0o700);
+    if (generation === 0) removeStaleSockets(dir);
+    const socketPath = `${dir}/${process.pid}-${generation++}.sock`;
     const child = spawn(nativeHelperPath('kiln-spawner'), ['--socket', socketPath, '--parent', String(process.pid)], {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: {},
