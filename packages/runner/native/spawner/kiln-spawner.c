@@ -13,8 +13,9 @@
  *
  * Why several connections per launch: Node cannot pass file descriptors over a Unix socket, so instead
  * of handing the spawner pipes, Node opens one connection per stdio stream the child needs, and the
- * spawner dup2()s the accepted sockets onto the child's fds 0..5. Sockets as stdio behave like pipes for
- * our payloads (half-close gives EOF on stdin); one difference: open("/dev/stdout") fails on a socket.
+ * spawner dup2()s the accepted sockets onto the child's fds 0..5. This changes nothing for the payload:
+ * libuv's stdio "pipes" are Unix socketpairs too (half-close gives EOF on stdin; opening /dev/stdout fails
+ * with ENXIO either way).
  *
  * The protocol (mirrored in src/sandbox/spawner-protocol.ts). Every connection starts with one hello
  * frame: a little-endian u32 body length (1..MAX_REQUEST) and the body. A connection whose first frame
