@@ -34,7 +34,7 @@
  * process group (the runner's, as with spawn()). Answers on the control connection, one line each:
  *
  *   pid N             the child exists (sent right after fork)
- *   error TEXT        the launch failed (then the connection closes if there is no child), or exec failed
+ *   error TEXT        the launch failed (then, with no child, the spawner half-closes as after exit), or exec failed
  *                     (then "exit 127 -" follows)
  *   exit CODE SIGNAL  the child was reaped: CODE is its exit code or "-", SIGNAL the number or "-";
  *                     then the spawner half-closes and waits for the client to close (HELLO_TIMEOUT_MS)
