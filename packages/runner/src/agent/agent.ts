@@ -10,6 +10,7 @@ import {
   type UploadedBlob,
 } from '@kiln/core';
 import type { OneShotSpec, RunResult, SandboxDriver } from '../sandbox/driver.js';
+import { setupFailure } from '../sandbox/one-shot.js';
 import { selectArtifacts } from './artifact-selection.js';
 import { ControlPlaneError, type ControlPlaneClient } from './control-plane-client.js';
 import { OutputBatcher } from './output-batcher.js';
@@ -246,15 +247,7 @@ export class RunnerAgent {
       error = result.error ?? null;
     } catch (err) {
       error = err instanceof Error ? err.message : String(err);
-      result = {
-        verdict: 'system_error',
-        exit_status: { code: null, signal: null },
-        resource_usage: { cpu_time_ms: 0, wall_time_ms: 0, memory_peak_bytes: 0 },
-        stdout: Buffer.alloc(0),
-        stderr: Buffer.alloc(0),
-        output_truncated: false,
-        files: [],
-      };
+      result = setupFailure(error);
     }
     if (batcher.onlyPending('started')) batcher.discard();
     await batcher.flush();

@@ -313,7 +313,8 @@ function emptyResult(): Omit<RunResult, 'verdict'> {
   };
 }
 
-function setupFailure(error: string): RunResult {
+/** The result of a run that never ran: set-up failed, or the node lost it. */
+export function setupFailure(error: string): RunResult {
   return { verdict: 'system_error', ...emptyResult(), error };
 }
 
