@@ -38,13 +38,24 @@ export function registerRunner(program: Command): void {
         logger,
       });
       logger.info({ runner_id: runner.agent.id, server: serverUrl }, 'runner started');
+      // For a supervising parent (`kiln up`): one line that says the node is ready, and what it offers.
+      process.stdout.write(`kiln runner: ready ${runner.languages.map((l) => l.name).join(', ')}\n`);
       await new Promise<void>((resolve) => {
+        let stopping = false;
         const shutdown = (signal: string) => {
+          if (stopping) return;
+          stopping = true;
           logger.info({ signal }, 'stopping: running jobs get a grace period');
+          process.stdin.destroy();
           void runner.stop().then(resolve);
         };
         process.once('SIGTERM', () => shutdown('SIGTERM'));
         process.once('SIGINT', () => shutdown('SIGINT'));
+        if (env.KILN_EXIT_WITH_PARENT === '1') {
+          // The parent holds the other end of stdin: end of file means it is gone, however it died.
+          process.stdin.once('close', () => shutdown('parent gone'));
+          process.stdin.resume();
+        }
       });
     });
 }

@@ -102,8 +102,10 @@ export class RunnerAgent {
     this.stopController.abort();
     this.slotFreed?.();
     this.wakeHeartbeat?.();
-    const grace = sleep(this.options.shutdownGraceMs ?? 10_000);
+    const graceOver = new AbortController();
+    const grace = sleep(this.options.shutdownGraceMs ?? 10_000, graceOver.signal);
     await Promise.race([Promise.all([...this.running.values()].map((r) => r.done)), grace]);
+    graceOver.abort(); // no timer may keep the process alive once the jobs are done
     for (const job of this.running.values()) {
       job.stopReason = 'shutdown';
       job.abort.abort();
