@@ -7,7 +7,6 @@ import {
   KilnError,
   ManualClock,
   newId,
-  toRfc3339,
   type CompletionReport,
   type CreateJobRequest,
   type ErrorCode,
@@ -17,8 +16,7 @@ import {
 import { expect } from 'vitest';
 import { createPostgresDatabase } from '../../../../test/support/databases.js';
 import { createArtifactStore } from '../artifacts/index.js';
-import { jobMachine } from '../domain/machines.js';
-import type { JobRow } from '../store/jobs.js';
+import { queuedJobRow, type JobRow } from '../store/jobs.js';
 import { findPolicyByName } from '../store/policies.js';
 import { openTestStore } from '../store/testing.js';
 import { openStore, type DbDialect, type Store } from '../store/store.js';
@@ -170,37 +168,21 @@ export async function insertQueuedJob(
   tenant: TestTenant,
   values: { requestedAtMs: number; language?: string; zone?: string | null; maxRunningJobs?: number; maxAttempts?: number },
 ): Promise<JobRow> {
-  const iso = toRfc3339(values.requestedAtMs);
-  const row: JobRow = {
-    id: newId('job', values.requestedAtMs),
-    tenant_id: tenant.tenantId,
-    agent_id: null,
-    policy_id: tenant.policyId,
-    policy_version: 1,
-    language: values.language ?? 'python',
-    language_version: null,
-    status: jobMachine.initial,
-    requested_at: iso,
-    started_at: null,
-    completed_at: null,
-    exit_status: null,
-    resource_usage: null,
-    output_refs: null,
-    verdict: null,
-    attempt: 0,
-    max_attempts: values.maxAttempts ?? 3,
-    max_running_jobs: values.maxRunningJobs ?? 20,
-    request: JSON.stringify({ language: values.language ?? 'python', code: 'print(1)' }),
-    zone: values.zone ?? null,
-    runner_id: null,
-    lease_expires_at: null,
-    sandbox_id: null,
-    stdout_inline: null,
-    stderr_inline: null,
-    rejected_artifacts: null,
-    error: null,
-    updated_at: iso,
-  };
+  const row = queuedJobRow(
+    {
+      tenant_id: tenant.tenantId,
+      agent_id: null,
+      policy_id: tenant.policyId,
+      policy_version: 1,
+      language: values.language ?? 'python',
+      language_version: null,
+      request: JSON.stringify({ language: values.language ?? 'python', code: 'print(1)' }),
+      zone: values.zone ?? null,
+      max_attempts: values.maxAttempts ?? 3,
+      max_running_jobs: values.maxRunningJobs ?? 20,
+    },
+    values.requestedAtMs,
+  );
   await store.db.insertInto('jobs').values(row).execute();
   return row;
 }

@@ -1,7 +1,6 @@
 import {
   DEFAULT_POLICY_NAME,
   KilnError,
-  newId,
   toRfc3339,
   type CreateJobRequest,
   type Job,
@@ -9,9 +8,8 @@ import {
   type Limits,
   type Policy,
 } from '@kiln/core';
-import { jobMachine } from '../domain/machines.js';
 import { findAgent } from '../store/agents.js';
-import { getJob, moveJob, type JobRow } from '../store/jobs.js';
+import { getJob, moveJob, queuedJobRow, type JobRow } from '../store/jobs.js';
 import { decodeCursor, page } from '../store/pagination.js';
 import { findPolicy, findPolicyByName } from '../store/policies.js';
 import { listFleetLanguages } from '../store/runners.js';
@@ -118,38 +116,21 @@ export async function submitJob(deps: JobDeps, principal: Principal, input: Crea
     artifacts: policy.ruleset.artifacts,
     collect: input.collect ?? ['out/**'],
   };
-  const nowMs = deps.clock.nowMs();
-  const nowIso = toRfc3339(nowMs);
-  const row: JobRow = {
-    id: newId('job', nowMs),
-    tenant_id: tenantId,
-    agent_id: agentId,
-    policy_id: policy.id,
-    policy_version: policy.version,
-    language: input.language,
-    language_version: input.version ?? null,
-    status: jobMachine.initial,
-    requested_at: nowIso,
-    started_at: null,
-    completed_at: null,
-    exit_status: null,
-    resource_usage: null,
-    output_refs: null,
-    verdict: null,
-    attempt: 0,
-    max_attempts: deps.fleet.maxAttempts,
-    max_running_jobs: policy.ruleset.concurrency.max_running_jobs,
-    request: JSON.stringify(spec),
-    zone: input.zone ?? null,
-    runner_id: null,
-    lease_expires_at: null,
-    sandbox_id: null,
-    stdout_inline: null,
-    stderr_inline: null,
-    rejected_artifacts: null,
-    error: null,
-    updated_at: nowIso,
-  };
+  const row = queuedJobRow(
+    {
+      tenant_id: tenantId,
+      agent_id: agentId,
+      policy_id: policy.id,
+      policy_version: policy.version,
+      language: input.language,
+      language_version: input.version ?? null,
+      request: JSON.stringify(spec),
+      zone: input.zone ?? null,
+      max_attempts: deps.fleet.maxAttempts,
+      max_running_jobs: policy.ruleset.concurrency.max_running_jobs,
+    },
+    deps.clock.nowMs(),
+  );
   await deps.store.transaction(async (tx) => {
     await tx.db.insertInto('jobs').values(row).execute();
     await auditSuccess(deps, tx, principal, {

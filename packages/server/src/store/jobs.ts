@@ -24,6 +24,38 @@ export interface ClaimedJob {
   spec: JobSpec;
 }
 
+/** What a new job is made of; everything else starts empty (queued, attempt 0, no lease, no result). */
+export type NewJob = Pick<
+  JobRow,
+  'tenant_id' | 'agent_id' | 'policy_id' | 'policy_version' | 'language' | 'language_version' | 'request' | 'zone' | 'max_attempts' | 'max_running_jobs'
+>;
+
+/** A job row as it is first written: queued, with nothing run yet. */
+export function queuedJobRow(job: NewJob, nowMs: number): JobRow {
+  const nowIso = toRfc3339(nowMs);
+  return {
+    ...job,
+    id: newId('job', nowMs),
+    status: jobMachine.initial,
+    requested_at: nowIso,
+    started_at: null,
+    completed_at: null,
+    exit_status: null,
+    resource_usage: null,
+    output_refs: null,
+    verdict: null,
+    attempt: 0,
+    runner_id: null,
+    lease_expires_at: null,
+    sandbox_id: null,
+    stdout_inline: null,
+    stderr_inline: null,
+    rejected_artifacts: null,
+    error: null,
+    updated_at: nowIso,
+  };
+}
+
 export async function getJob(h: DbHandle, id: string): Promise<JobRow | undefined> {
   return h.db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
 }
