@@ -147,7 +147,8 @@ describe('persistent sandbox', () => {
     await sbx.writeFile('notes/a.txt', 'from host');
     const cat = await sbx.exec(['cat', 'notes/a.txt']);
     expect(cat.stdout.toString()).toBe('from host');
-    await sbx.exec('echo from sandbox > notes/b.txt; ln -s /etc/passwd notes/leak; ln -s / notes/rootdir');
+    const planted = await sbx.exec('echo from sandbox > notes/b.txt && ln -s /etc/passwd notes/leak && ln -s / notes/rootdir');
+    expect({ verdict: planted.verdict, stderr: planted.stderr.toString() }).toEqual({ verdict: 'ok', stderr: '' });
     expect((await sbx.readFile('/workspace/notes/b.txt')).toString()).toBe('from sandbox\n');
     const entries = await sbx.listFiles('notes');
     expect(entries.sort((x, y) => x.path.localeCompare(y.path))).toEqual([
