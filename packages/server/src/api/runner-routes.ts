@@ -13,14 +13,8 @@ import {
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { JobDeps } from '../services/job-deps.js';
-import {
-  completeJob,
-  leaseWork,
-  registerRunner,
-  reportJobEvents,
-  runnerHeartbeat,
-  uploadJobBlob,
-} from '../services/runner-protocol.js';
+import { leaseWork, registerRunner, reportJobEvents, runnerHeartbeat, uploadJobBlob } from '../services/runner-protocol.js';
+import { completeJob } from '../services/job-completion.js';
 import { defineRoute, idParams, pollSignal, type RouteSpec } from './route.js';
 
 

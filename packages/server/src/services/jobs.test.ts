@@ -9,7 +9,8 @@ import { auditOf, expectKilnError, jobRequest, openJobBed, type JobBed, type Tes
 import { cancelJob, getTenantJob, listTenantJobs, submitJob, waitForJob } from './jobs.js';
 import { topics } from './notifier.js';
 import { publishPolicy } from './policies.js';
-import { completeJob, leaseWork } from './runner-protocol.js';
+import { leaseWork } from './runner-protocol.js';
+import { completeJob } from './job-completion.js';
 
 describe.each(DB_KINDS)('job submission and cancel on %s', (kind) => {
   let bed: JobBed;

@@ -10,7 +10,8 @@ import { auditOf, expectKilnError, jobRequest, openJobBed, type JobBed, type Tes
 import { cancelJob, submitJob } from './jobs.js';
 import { topics } from './notifier.js';
 import { publishPolicy } from './policies.js';
-import { completeJob, leaseWork, registerRunner, reportJobEvents, runnerHeartbeat, uploadJobBlob } from './runner-protocol.js';
+import { leaseWork, registerRunner, reportJobEvents, runnerHeartbeat, uploadJobBlob } from './runner-protocol.js';
+import { completeJob } from './job-completion.js';
 
 describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
   let bed: JobBed;

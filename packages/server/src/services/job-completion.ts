@@ -1,0 +1,174 @@
+import { text } from 'node:stream/consumers';
+import {
+  INLINE_OUTPUT_MAX_BYTES,
+  KilnError,
+  newId,
+  toRfc3339,
+  type CompletionReport,
+  type ReportedBlob,
+  type Verdict,
+} from '@kiln/core';
+import type { Checksum } from '../artifacts/artifact-store.js';
+import { sha256Checksum } from '../artifacts/content.js';
+import { appendAuditEvent } from '../store/audit.js';
+import { markSandboxRunning } from '../store/fleet.js';
+import { endSandbox, getJob, getLeasedJob, moveJob, type JobRow } from '../store/jobs.js';
+import type { JobDeps } from './job-deps.js';
+import { jobFromRow } from './job-views.js';
+import { topics } from './notifier.js';
+import { auditRunnerAction } from './runner-protocol.js';
+
+/**
+ * A runner's final report of an attempt (ARCHITECTURE.md §7): its blobs stored and checked, artifacts
+ * recorded under the policy's limits, the job ended, its sandbox ended, all audited in one transaction.
+ */
+
+function statusOf(verdict: Verdict): 'succeeded' | 'failed' | 'canceled' {
+  if (verdict === 'ok') return 'succeeded';
+  if (verdict === 'canceled') return 'canceled';
+  return 'failed';
+}
+
+async function inlineText(deps: JobDeps, blob: ReportedBlob): Promise<string | null> {
+  if (blob.size_bytes > INLINE_OUTPUT_MAX_BYTES) return null;
+  if (blob.content_base64 !== undefined) return Buffer.from(blob.content_base64, 'base64').toString('utf8');
+  return text(await deps.artifacts.open(deps.artifacts.uriOf(blob.checksum as Checksum)));
+}
+
+/**
+ * Makes sure every blob a report names is in the store: inline ones are stored now (checked against
+ * their checksum), uploaded ones must be there already.
+ */
+async function storeReportedBlobs(deps: JobDeps, blobs: ReportedBlob[]): Promise<void> {
+  await Promise.all(blobs.map((blob) => storeReportedBlob(deps, blob)));
+}
+
+async function storeReportedBlob(deps: JobDeps, blob: ReportedBlob): Promise<void> {
+  const uri = deps.artifacts.uriOf(blob.checksum as Checksum);
+  if (blob.content_base64 === undefined) {
+    // Uploaded before: the stored size, not the reported one, is what the artifact limits are checked against.
+    const stored = await deps.artifacts.sizeOf(uri);
+    if (stored === undefined) {
+      throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} was not uploaded for this job`, { field: 'body.artifacts' });
+    }
+    if (stored !== blob.size_bytes) {
+      throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} is ${stored} bytes, not the reported ${blob.size_bytes}`, {
+        field: 'body.artifacts',
+      });
+    }
+    return;
+  }
+  const content = Buffer.from(blob.content_base64, 'base64');
+  if (content.length !== blob.size_bytes) {
+    throw new KilnError('VALIDATION_FAILED', `inline blob is ${content.length} bytes, not ${blob.size_bytes}`, { field: 'body' });
+  }
+  const actual = sha256Checksum(content);
+  if (actual !== blob.checksum) {
+    throw new KilnError('VALIDATION_FAILED', `the content hashes to ${actual}, not ${blob.checksum}`, { field: 'body' });
+  }
+  // Content-addressed: the same bytes (an empty stderr, a repeated answer) are stored once.
+  if ((await deps.artifacts.sizeOf(uri)) === content.length) return;
+  await deps.artifacts.put(content, { expectedChecksum: blob.checksum });
+}
+
+/**
+ * The final report of an attempt, fenced by its attempt number: a stale attempt gets 409 and changes
+ * nothing; the same report again (a retry after a lost answer) is acknowledged without a second write.
+ */
+export async function completeJob(deps: JobDeps, jobId: string, report: CompletionReport): Promise<void> {
+  const current = await getJob(deps.store, jobId);
+  if (current && current.attempt === report.attempt && current.output_refs !== null) return; // already recorded
+  if (!current) throw new KilnError('NOT_FOUND', `job ${jobId} does not exist`);
+  if (current.attempt !== report.attempt) {
+    throw new KilnError('STALE_ATTEMPT', `attempt ${report.attempt} of job ${jobId} is not the current one (${current.attempt})`);
+  }
+  await storeReportedBlobs(deps, [report.stdout, report.stderr, ...report.artifacts]);
+  const stdoutInline = await inlineText(deps, report.stdout);
+  const stderrInline = await inlineText(deps, report.stderr);
+  const nowMs = deps.clock.nowMs();
+  const nowIso = toRfc3339(nowMs);
+  const finished = await deps.store.transaction(async (tx) => {
+    const job = await getLeasedJob(tx, { jobId, attempt: report.attempt });
+    if (job.output_refs !== null) return undefined;
+    const spec = JSON.parse(job.request) as { artifacts: { max_count: number; max_bytes: number; max_total_bytes: number } };
+    const rejected = [...report.rejected_artifacts];
+    const artifactRow = (name: string, blob: ReportedBlob) => ({
+      id: newId('artifact', nowMs),
+      tenant_id: job.tenant_id,
+      owner_type: 'job',
+      owner_id: job.id,
+      name,
+      size_bytes: blob.size_bytes,
+      checksum: blob.checksum,
+      storage_uri: deps.artifacts.uriOf(blob.checksum as Checksum),
+      created_at: nowIso,
+    });
+    const stdoutRow = artifactRow('stdout', report.stdout);
+    const stderrRow = artifactRow('stderr', report.stderr);
+    const artifactRows = [];
+    let totalBytes = 0;
+    // The runner applied the policy already; the control plane checks again rather than trust it.
+    for (const a of report.artifacts) {
+      if (a.size_bytes > spec.artifacts.max_bytes || artifactRows.length >= spec.artifacts.max_count || totalBytes + a.size_bytes > spec.artifacts.max_total_bytes) {
+        rejected.push({ name: a.name, size_bytes: a.size_bytes, reason: 'over the policy\'s artifact limits' });
+        continue;
+      }
+      totalBytes += a.size_bytes;
+      artifactRows.push(artifactRow(a.name, a));
+    }
+    await tx.db.insertInto('artifacts').values([stdoutRow, stderrRow, ...artifactRows]).execute();
+    const values: Partial<JobRow> = {
+      exit_status: JSON.stringify(report.exit_status),
+      resource_usage: JSON.stringify(report.resource_usage),
+      output_refs: JSON.stringify({ stdout: stdoutRow.id, stderr: stderrRow.id, artifacts: artifactRows.map((r) => r.id) }),
+      stdout_inline: stdoutInline,
+      stderr_inline: stderrInline,
+      rejected_artifacts: JSON.stringify(rejected),
+      lease_expires_at: null,
+      error: report.error,
+    };
+    let status = job.status;
+    if (job.status === 'running') {
+      status = statusOf(report.verdict);
+      Object.assign(values, { verdict: report.verdict, completed_at: nowIso });
+      if (!(await moveJob(tx, job, status, values, nowMs))) throw new KilnError('STALE_ATTEMPT', `job ${jobId} changed under the report`);
+    } else {
+      // Canceled while it ran: keep `canceled`, record what the sandbox produced.
+      await tx.db.updateTable('jobs').set({ ...values, updated_at: nowIso }).where('id', '=', jobId).execute();
+    }
+    if (job.sandbox_id) {
+      // A short job's runner reports its start with its end: the sandbox ran, so it passes through running.
+      if (report.verdict !== 'system_error') await markSandboxRunning(tx, job.sandbox_id);
+      await endSandbox(tx, job.sandbox_id, report.verdict === 'system_error' ? 'failed' : 'terminated', nowMs);
+    }
+    const actor = job.runner_id ?? 'runner';
+    await auditRunnerAction(tx, nowMs, {
+      tenant_id: job.tenant_id,
+      actor_id: actor,
+      action: 'job.complete',
+      resource_type: 'job',
+      resource_id: job.id,
+      details: { attempt: job.attempt, status, verdict: report.verdict, exit_code: report.exit_status.code, artifacts: artifactRows.length },
+    });
+    for (const r of rejected) {
+      await appendAuditEvent(
+        tx,
+        {
+          tenant_id: job.tenant_id,
+          actor_id: actor,
+          action: 'artifact.reject',
+          resource_type: 'job',
+          resource_id: job.id,
+          outcome: 'denied',
+          details: { actor_kind: 'runner', name: r.name, size_bytes: r.size_bytes, reason: r.reason },
+        },
+        nowMs,
+      );
+    }
+    return (await getJob(tx, jobId))!;
+  });
+  if (finished) {
+    deps.liveOutput.end(jobId);
+    deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished) });
+  }
+}
