@@ -53,7 +53,8 @@ export interface CollectedFile {
   content: Buffer;
 }
 
-export interface RunResult {
+/** How one command ended: what a persistent sandbox's `exec` answers, and the core of a one-shot run. */
+export interface ExecResult {
   verdict: Verdict;
   exit_status: ExitStatus;
   resource_usage: ResourceUsage;
@@ -61,6 +62,9 @@ export interface RunResult {
   stderr: Buffer;
   /** True when stdout/stderr were cut at limits.output_bytes. */
   output_truncated: boolean;
+}
+
+export interface RunResult extends ExecResult {
   files: CollectedFile[];
   /** Why the run ended in system_error, for logs; never shown to other tenants. */
   error?: string;
@@ -76,15 +80,6 @@ export interface ExecOptions {
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
   signal?: AbortSignal;
-}
-
-export interface ExecResult {
-  verdict: Verdict;
-  exit_status: ExitStatus;
-  resource_usage: ResourceUsage;
-  stdout: Buffer;
-  stderr: Buffer;
-  output_truncated: boolean;
 }
 
 export interface FileEntry {
