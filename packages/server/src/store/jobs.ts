@@ -280,14 +280,3 @@ export async function leasesToStop(
   }
   return stop;
 }
-
-/** Count of a tenant's jobs by status (for metrics and caps). */
-export async function countJobs(h: DbHandle, status: string): Promise<number> {
-  const row = await h.db
-    .selectFrom('jobs')
-    .select((eb) => eb.fn.countAll<number>().as('n'))
-    .where('status', '=', status)
-    .executeTakeFirstOrThrow();
-  return Number(row.n);
-}
-
