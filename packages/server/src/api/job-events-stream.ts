@@ -1,10 +1,20 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Job } from '@kiln/core';
+import type { JobRow } from '../store/jobs.js';
 import type { Principal } from '../services/context.js';
 import type { JobDeps } from '../services/job-deps.js';
 import { isTerminalStatus, jobFromRow } from '../services/job-views.js';
 import { findTenantJob } from '../services/jobs.js';
 import { topics } from '../services/notifier.js';
+
+/**
+ * Nothing more will happen to the job: it is terminal and either reported, or canceled with no report
+ * pending (never leased, or its runner was lost: recovery clears `runner_id`).
+ */
+function isSettled(job: JobRow): boolean {
+  if (!isTerminalStatus(job.status)) return false;
+  return job.output_refs !== null || (job.status === 'canceled' && job.runner_id === null);
+}
 
 type JobMessage =
   | { type: 'status'; job: Job }
@@ -75,7 +85,7 @@ export async function streamJobEvents(
   };
 
   send('status', jobFromRow(row));
-  if (isTerminalStatus(row.status) && row.output_refs !== null) {
+  if (isSettled(row)) {
     for (const chunk of deps.liveOutput.since(jobId)) deliver({ type: 'output', ...chunk });
     send('end', jobFromRow(row));
     finish();
@@ -88,12 +98,7 @@ export async function streamJobEvents(
     setInterval(() => {
       void findTenantJob(deps, principal, jobId)
         .then((latest) => {
-          // Terminal and reported (or canceled long enough that no report will come): the stream is done.
-          const canceledAgoMs = latest.completed_at ? Date.now() - Date.parse(latest.completed_at) : 0;
-          const settled =
-            latest.output_refs !== null ||
-            (latest.status === 'canceled' && (latest.runner_id === null || canceledAgoMs > 10_000));
-          if (isTerminalStatus(latest.status) && settled) {
+          if (isSettled(latest)) {
             send('end', jobFromRow(latest));
             finish();
           }

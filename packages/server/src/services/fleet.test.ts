@@ -4,7 +4,7 @@ import { getJob } from '../store/jobs.js';
 import { DB_KINDS } from '../store/testing.js';
 import { drainRunner, getFleetRunner, listFleet, listFleetSandboxes, sweepFleet } from './fleet.js';
 import { auditOf, expectKilnError, jobRequest, openJobBed, type JobBed, type TestTenant } from './job-testing.js';
-import { submitJob } from './jobs.js';
+import { cancelJob, submitJob } from './jobs.js';
 import { leaseWork, runnerHeartbeat } from './runner-protocol.js';
 
 describe.each(DB_KINDS)('fleet liveness and recovery on %s', (kind) => {
@@ -81,6 +81,20 @@ describe.each(DB_KINDS)('fleet liveness and recovery on %s', (kind) => {
     expect((await lease(r1)).leases).toEqual([]);
     await beat(r1);
     expect((await lease(r1)).leases.map((l) => l.job_id)).toEqual([c.id]);
+  });
+
+  it('settles a job canceled while it ran when its runner is lost before reporting', async () => {
+    const r1 = await bed.runner('node-a');
+    const job = await submit();
+    await lease(r1);
+    await cancelJob(bed.deps, acme.admin, job.id);
+    expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'canceled', runner_id: r1, output_refs: null });
+    bed.clock.advance(bed.deps.fleet.offlineAfterMs + 1);
+    await sweepFleet(bed.deps);
+    // No report will come: the job no longer names a runner, and its sandbox failed with the node.
+    expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'canceled', runner_id: null, output_refs: null });
+    const sandboxes = await listFleetSandboxes(bed.deps, { kind: 'operator' }, { limit: 10, job_id: job.id });
+    expect(sandboxes.items.map((s) => s.status)).toEqual(['failed']);
   });
 
   it('fails a job with system_error once its attempts are used up', async () => {

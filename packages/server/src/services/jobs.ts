@@ -206,9 +206,14 @@ export async function cancelJob(deps: JobDeps, principal: Principal, id: string)
     });
     return { ...row, ...values, status: 'canceled' };
   });
-  if (job.runner_id) deps.notifier.publish(topics.runner(job.runner_id));
   const view = jobFromRow(job);
-  deps.notifier.publish(topics.job(id), { type: 'status', job: view });
+  if (job.runner_id) {
+    // Its runner kills the sandbox and reports; the job's watchers get `end` with that report.
+    deps.notifier.publish(topics.runner(job.runner_id));
+    deps.notifier.publish(topics.job(id), { type: 'status', job: view });
+  } else {
+    deps.notifier.publish(topics.job(id), { type: 'end', job: view });
+  }
   return view;
 }
 

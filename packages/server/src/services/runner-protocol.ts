@@ -13,7 +13,7 @@ import {
 } from '@kiln/core';
 import { appendAuditEvent } from '../store/audit.js';
 import { failRunnerSandboxes, getRunner, markSandboxRunning, touchRunner, upsertRunner, type RunnerRow } from '../store/fleet.js';
-import { claimJobs, extendLeases, getJob, leasesToStop, requeueOrFail, runningJobsOf } from '../store/jobs.js';
+import { claimJobs, extendLeases, getJob, leasesToStop, releaseCanceledReports, requeueOrFail, runningJobsOf } from '../store/jobs.js';
 import type { TxHandle } from '../store/store.js';
 import type { JobDeps } from './job-deps.js';
 import { jobFromRow } from './job-views.js';
@@ -33,6 +33,7 @@ export async function auditRunnerAction(
 /** Recovers the running jobs of a runner that is gone or restarted: requeued, or failed when out of attempts. */
 export async function recoverRunnerWork(tx: TxHandle, runner: RunnerRow, reason: string, nowMs: number): Promise<number> {
   await failRunnerSandboxes(tx, runner.id, nowMs);
+  await releaseCanceledReports(tx, runner.id);
   const jobs = await runningJobsOf(tx, runner.id);
   for (const job of jobs) {
     const outcome = await requeueOrFail(tx, job, reason, nowMs);

@@ -224,6 +224,21 @@ export async function requeueOrFail(tx: TxHandle, job: JobRow, reason: string, n
   return 'failed';
 }
 
+/**
+ * Jobs canceled while they ran on this runner and not yet reported: the runner is gone, so no report will
+ * come. Their `runner_id` is cleared, which is how readers (the event stream) know the job is settled.
+ */
+export async function releaseCanceledReports(tx: TxHandle, runnerId: string): Promise<number> {
+  const result = await tx.db
+    .updateTable('jobs')
+    .set({ runner_id: null })
+    .where('runner_id', '=', runnerId)
+    .where('status', '=', 'canceled')
+    .where('output_refs', 'is', null)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
+}
+
 /** Running jobs whose lease ran out. */
 export async function expiredLeases(h: DbHandle, nowMs: number): Promise<JobRow[]> {
   const query = h.db
