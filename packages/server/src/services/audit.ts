@@ -21,19 +21,20 @@ export async function auditSuccess(
   principal: Principal,
   record: AuditRecord,
 ): Promise<AuditEvent> {
-  return appendAuditEvent(
-    tx,
-    {
-      tenant_id: record.tenant_id === undefined ? tenantOf(principal) : record.tenant_id,
-      actor_id: actorIdOf(principal),
-      action: record.action,
-      resource_type: record.resource_type,
-      resource_id: record.resource_id,
-      outcome: 'success',
-      details: { actor_kind: principal.kind, ...record.details },
-    },
-    deps.clock.nowMs(),
-  );
+  return appendAuditEvent(tx, eventOf(principal, record, 'success'), deps.clock.nowMs());
+}
+
+/** The event a principal's call records: its chain (the record's tenant, else the actor's), actor and details. */
+function eventOf(principal: Principal, record: AuditRecord, outcome: AuditOutcome, extraDetails: Record<string, unknown> = {}) {
+  return {
+    tenant_id: record.tenant_id === undefined ? tenantOf(principal) : record.tenant_id,
+    actor_id: actorIdOf(principal),
+    action: record.action,
+    resource_type: record.resource_type,
+    resource_id: record.resource_id,
+    outcome,
+    details: { actor_kind: principal.kind, ...extraDetails, ...record.details },
+  };
 }
 
 /**
@@ -46,21 +47,8 @@ export async function auditRefusal(
   record: AuditRecord & { status: number; code: string },
 ): Promise<void> {
   const outcome: AuditOutcome = [401, 403, 404].includes(record.status) ? 'denied' : 'error';
-  await deps.store.transaction((tx) =>
-    appendAuditEvent(
-      tx,
-      {
-        tenant_id: record.tenant_id === undefined ? tenantOf(principal) : record.tenant_id,
-        actor_id: actorIdOf(principal),
-        action: record.action,
-        resource_type: record.resource_type,
-        resource_id: record.resource_id,
-        outcome,
-        details: { actor_kind: principal.kind, status: record.status, code: record.code, ...record.details },
-      },
-      deps.clock.nowMs(),
-    ),
-  );
+  const event = eventOf(principal, record, outcome, { status: record.status, code: record.code });
+  await deps.store.transaction((tx) => appendAuditEvent(tx, event, deps.clock.nowMs()));
 }
 
 function scopeOf(principal: Principal, requestedTenant: string | undefined): string | null | undefined {

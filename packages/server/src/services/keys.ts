@@ -2,6 +2,7 @@ import { KilnError, newId, toRfc3339, type ApiKey } from '@kiln/core';
 import { formatApiKey, hashSecret, newSecret } from '../domain/keys.js';
 import { findAgent } from '../store/agents.js';
 import { findApiKey, insertApiKey, revokeApiKey } from '../store/api-keys.js';
+import { apiKeyFromRow } from '../store/rows.js';
 import { findTenant } from '../store/tenants.js';
 import type { TxHandle } from '../store/store.js';
 import { notFound, requireOperator, requireTenantActive, requireTenantAdmin } from './access.js';
@@ -91,13 +92,6 @@ export async function revokeKey(deps: ServiceDeps, principal: Principal, keyId: 
       tenant_id: row.tenant_id,
       details: { kind: row.kind, agent_id: row.agent_id },
     });
-    return {
-      id: row.id,
-      kind: row.kind as ApiKey['kind'],
-      tenant_id: row.tenant_id,
-      agent_id: row.agent_id,
-      created_at: row.created_at,
-      revoked_at: revokedAt,
-    };
+    return apiKeyFromRow({ ...row, revoked_at: revokedAt });
   });
 }

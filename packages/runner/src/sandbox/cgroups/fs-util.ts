@@ -47,6 +47,18 @@ export function killPids(pids: number[]): void {
   }
 }
 
+/**
+ * SIGKILLs every member, a few rounds: whatever forked while the list was read is caught by the next
+ * round (a frozen or `cgroup.kill`ed group needs one; cgroup v1 has no kill file).
+ */
+export function killUntilEmpty(members: () => number[], rounds = 5): void {
+  for (let round = 0; round < rounds; round++) {
+    const pids = members();
+    if (pids.length === 0) return;
+    killPids(pids);
+  }
+}
+
 export function ensureDir(path: string): void {
   mkdirSync(path, { recursive: true });
 }

@@ -1,15 +1,6 @@
 import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import type { CgroupBackend, CgroupBind, CgroupLimits, CgroupUsage, ExistingCgroup, SandboxCgroup } from './types.js';
-import {
-  ensureDir,
-  killPids,
-  readKeyed,
-  readNumber,
-  readPids,
-  readText,
-  removeDirsWithRetry,
-  writeValue,
-} from './fs-util.js';
+import { ensureDir, readKeyed, readNumber, readPids, readText, removeDirsWithRetry, writeValue, killUntilEmpty } from './fs-util.js';
 
 const CPU_PERIOD_US = 100_000;
 
@@ -183,12 +174,7 @@ class CgroupV1 implements SandboxCgroup {
         // folder already gone or kernel without cgroup.kill: fall through to the v1 loop
       }
     }
-    // cgroup.kill is atomic; the loop below catches anything forked while we read (v1 has no kill file).
-    for (let round = 0; round < 5; round++) {
-      const pids = this.pids();
-      if (pids.length === 0) return;
-      killPids(pids);
-    }
+    killUntilEmpty(() => this.pids());
   }
 
   remove(): Promise<void> {

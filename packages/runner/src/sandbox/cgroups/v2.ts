@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import type { CgroupBackend, CgroupBind, CgroupLimits, CgroupUsage, ExistingCgroup, SandboxCgroup } from './types.js';
-import { ensureDir, killPids, readKeyed, readNumber, readPids, removeDirsWithRetry, writeValue } from './fs-util.js';
+import { ensureDir, readKeyed, readNumber, readPids, removeDirsWithRetry, writeValue, killUntilEmpty } from './fs-util.js';
 
 const CPU_PERIOD_US = 100_000;
 
@@ -109,11 +109,7 @@ class CgroupV2 implements SandboxCgroup {
         // the folder is being removed
       }
     }
-    for (let round = 0; round < 5; round++) {
-      const pids = this.pids();
-      if (pids.length === 0) return;
-      killPids(pids);
-    }
+    killUntilEmpty(() => this.pids());
   }
 
   remove(): Promise<void> {
