@@ -19,7 +19,7 @@ import { auditSuccess } from './audit.js';
 import type { Principal } from './context.js';
 import type { JobDeps } from './job-deps.js';
 import { isTerminalStatus, jobFromRow } from './job-views.js';
-import { topics } from './notifier.js';
+import { pendingWake, topics } from './notifier.js';
 
 /** The agent a job is submitted for: an agent key's own, or one its tenant admin names. */
 async function resolveAgent(deps: JobDeps, principal: Principal, tenantId: string, requested?: string): Promise<string | null> {
@@ -221,12 +221,13 @@ export async function cancelJob(deps: JobDeps, principal: Principal, id: string)
 export async function waitForJob(deps: JobDeps, principal: Principal, id: string, timeoutMs: number, signal?: AbortSignal): Promise<Job> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const next = deps.notifier.next(topics.job(id), Math.min(1000, Math.max(0, deadline - Date.now())), signal);
-    const row = await findTenantJob(deps, principal, id);
-    if (isTerminalStatus(row.status) || Date.now() >= deadline || signal?.aborted) {
-      void next;
-      return jobFromRow(row);
+    const { wake, cancel } = pendingWake(deps.notifier, topics.job(id), Math.min(1000, Math.max(0, deadline - Date.now())), signal);
+    try {
+      const row = await findTenantJob(deps, principal, id);
+      if (isTerminalStatus(row.status) || Date.now() >= deadline || signal?.aborted) return jobFromRow(row);
+      await wake;
+    } finally {
+      cancel();
     }
-    await next;
   }
 }

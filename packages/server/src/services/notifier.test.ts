@@ -1,8 +1,9 @@
+import { getEventListeners } from 'node:events';
 import type { EventEmitter } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPostgresDatabase, type TestDatabase } from '../../../../test/support/databases.js';
 import { DB_KINDS } from '../store/testing.js';
-import { createNotifier, topics, type Notifier } from './notifier.js';
+import { createNotifier, topics, type Notifier, pendingWake } from './notifier.js';
 
 /** Resolves with the first `count` messages a subscriber sees on `topic`. */
 function collect(notifier: Notifier, topic: string, count: number): Promise<unknown[]> {
@@ -83,6 +84,24 @@ describe.each(DB_KINDS)('notifier on %s', (kind) => {
     const later = notifier.next(topic, 10_000);
     notifier.publish(topic, 'wake');
     expect(await later).toBe('wake');
+  });
+
+  it('pendingWake: cancel ends the wait at once, and neither it nor the caller\'s signal keeps a listener', async () => {
+    const topic = topics.runner('runner_cancel');
+    const caller = new AbortController();
+    const pending = pendingWake(notifier, topic, 60_000, caller.signal);
+    expect(listeners(notifier, topic)).toBe(1);
+    pending.cancel();
+    expect(await pending.wake).toBeUndefined();
+    expect(listeners(notifier, topic)).toBe(0);
+    expect(getEventListeners(caller.signal, 'abort')).toHaveLength(0);
+    // The caller's abort ends it too; a message still wakes it otherwise.
+    const aborted = pendingWake(notifier, topic, 60_000, caller.signal);
+    caller.abort();
+    expect(await aborted.wake).toBeUndefined();
+    const woken = pendingWake(notifier, topic, 60_000);
+    notifier.publish(topic, 'go');
+    expect(await woken.wake).toBe('go');
   });
 
   it('delivers one publisher\'s messages in the order it published them', async () => {

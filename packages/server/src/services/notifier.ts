@@ -144,3 +144,23 @@ export const topics = {
   /** a job changed status or produced output */
   job: (jobId: string) => `job:${jobId}`,
 };
+
+/** A wait for the next message that its caller can drop: `cancel()` ends it at once, timer and listener. */
+export interface PendingWake {
+  wake: Promise<unknown>;
+  cancel(): void;
+}
+
+/**
+ * `notifier.next`, cancellable. Long polls start waiting before they read the database (so no message
+ * falls between the read and the wait) and most of them answer without waiting: they cancel instead of
+ * leaving a timer and a listener behind for every request.
+ */
+export function pendingWake(notifier: Notifier, topic: string, timeoutMs: number, signal?: AbortSignal): PendingWake {
+  const local = new AbortController();
+  const onAbort = () => local.abort();
+  if (signal?.aborted) local.abort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const wake = notifier.next(topic, timeoutMs, local.signal).finally(() => signal?.removeEventListener('abort', onAbort));
+  return { wake, cancel: () => local.abort() };
+}

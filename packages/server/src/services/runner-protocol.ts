@@ -17,7 +17,7 @@ import { claimJobs, extendLeases, getJob, leasesToStop, releaseCanceledReports, 
 import type { TxHandle } from '../store/store.js';
 import type { JobDeps } from './job-deps.js';
 import { jobFromRow } from './job-views.js';
-import { topics } from './notifier.js';
+import { pendingWake, topics } from './notifier.js';
 
 /** Runner protocol use cases (ARCHITECTURE.md §7). The caller has checked the runner token. */
 
@@ -88,7 +88,15 @@ async function requireRunner(deps: JobDeps, runnerId: string): Promise<RunnerRow
  * reaches the sandbox in milliseconds rather than at the next beat.
  */
 export async function runnerHeartbeat(deps: JobDeps, req: HeartbeatRequest, signal?: AbortSignal): Promise<HeartbeatResponse> {
-  const wake = deps.notifier.next(topics.runner(req.runner_id), deps.fleet.heartbeatIntervalMs, signal);
+  const cancel = pendingWake(deps.notifier, topics.runner(req.runner_id), deps.fleet.heartbeatIntervalMs, signal);
+  try {
+    return await heartbeatAnswer(deps, req, cancel.wake);
+  } finally {
+    cancel.cancel();
+  }
+}
+
+async function heartbeatAnswer(deps: JobDeps, req: HeartbeatRequest, wake: Promise<unknown>): Promise<HeartbeatResponse> {
   const runner = await deps.store.transaction(async (tx) => {
     const found = await getRunner(tx, req.runner_id);
     if (!found) throw new KilnError('NOT_FOUND', `runner ${req.runner_id} is not registered; register again`);
@@ -111,49 +119,60 @@ export async function runnerHeartbeat(deps: JobDeps, req: HeartbeatRequest, sign
 export async function leaseWork(deps: JobDeps, req: LeaseRequest, signal?: AbortSignal): Promise<LeaseResponse> {
   const deadline = Date.now() + req.wait_ms;
   for (;;) {
-    const wake = deps.notifier.next(topics.work, Math.max(0, Math.min(deadline - Date.now(), 5000)), signal);
-    const runner = await requireRunner(deps, req.runner_id);
-    if (runner.status === 'healthy' && runner.draining === 0 && req.free_slots > 0) {
-      const languages = (JSON.parse(runner.languages) as { name: string }[]).map((l) => l.name);
-      const nowMs = deps.clock.nowMs();
-      const claimed = await deps.store.transaction(async (tx) => {
-        const jobs = await claimJobs(tx, {
-          runnerId: runner.id,
-          zone: runner.zone,
-          languages,
-          freeSlots: req.free_slots,
-          nowMs,
-          leaseTtlMs: deps.fleet.leaseTtlMs,
-        });
-        for (const c of jobs) {
-          await auditRunnerAction(tx, nowMs, {
-            tenant_id: c.job.tenant_id,
-            actor_id: runner.id,
-            action: 'job.lease',
-            resource_type: 'job',
-            resource_id: c.job.id,
-            details: { attempt: c.job.attempt, sandbox_id: c.sandboxId },
-          });
-        }
-        return jobs;
-      });
-      if (claimed.length > 0) {
-        for (const c of claimed) deps.notifier.publish(topics.job(c.job.id), { type: 'status', job: jobFromRow(c.job) });
-        return {
-          leases: claimed.map((c) => ({
-            job_id: c.job.id,
-            tenant_id: c.job.tenant_id,
-            attempt: c.job.attempt,
-            sandbox_id: c.sandboxId,
-            lease_expires_at: toRfc3339(nowMs + deps.fleet.leaseTtlMs),
-            spec: c.spec,
-          })),
-        };
-      }
+    const { wake, cancel } = pendingWake(deps.notifier, topics.work, Math.max(0, Math.min(deadline - Date.now(), 5000)), signal);
+    try {
+      const answer = await claimOnce(deps, req);
+      if (answer) return answer;
+      if (Date.now() >= deadline || signal?.aborted) return { leases: [] };
+      await wake;
+    } finally {
+      cancel();
     }
-    if (Date.now() >= deadline || signal?.aborted) return { leases: [] };
-    await wake;
   }
+}
+
+/** One claim attempt for a lease poll: the leases, or undefined when there was nothing to hand out. */
+async function claimOnce(deps: JobDeps, req: LeaseRequest): Promise<LeaseResponse | undefined> {
+  const runner = await requireRunner(deps, req.runner_id);
+  if (runner.status === 'healthy' && runner.draining === 0 && req.free_slots > 0) {
+    const languages = (JSON.parse(runner.languages) as { name: string }[]).map((l) => l.name);
+    const nowMs = deps.clock.nowMs();
+    const claimed = await deps.store.transaction(async (tx) => {
+      const jobs = await claimJobs(tx, {
+        runnerId: runner.id,
+        zone: runner.zone,
+        languages,
+        freeSlots: req.free_slots,
+        nowMs,
+        leaseTtlMs: deps.fleet.leaseTtlMs,
+      });
+      for (const c of jobs) {
+        await auditRunnerAction(tx, nowMs, {
+          tenant_id: c.job.tenant_id,
+          actor_id: runner.id,
+          action: 'job.lease',
+          resource_type: 'job',
+          resource_id: c.job.id,
+          details: { attempt: c.job.attempt, sandbox_id: c.sandboxId },
+        });
+      }
+      return jobs;
+    });
+    if (claimed.length > 0) {
+      for (const c of claimed) deps.notifier.publish(topics.job(c.job.id), { type: 'status', job: jobFromRow(c.job) });
+      return {
+        leases: claimed.map((c) => ({
+          job_id: c.job.id,
+          tenant_id: c.job.tenant_id,
+          attempt: c.job.attempt,
+          sandbox_id: c.sandboxId,
+          lease_expires_at: toRfc3339(nowMs + deps.fleet.leaseTtlMs),
+          spec: c.spec,
+        })),
+      };
+    }
+  }
+  return undefined;
 }
 
 /** Output and start events of a running attempt: the sandbox is running; chunks go to live watchers. */
