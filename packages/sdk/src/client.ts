@@ -13,6 +13,8 @@ import type {
   RunnerNode,
   SandboxInstance,
   Tenant,
+  TenantQuotaOverrides,
+  TenantQuotaView,
 } from '@kiln/core';
 import { errorFromProblem, KilnApiError, TimeoutError } from './errors.js';
 import { parseEventStream } from './sse.js';
@@ -125,7 +127,17 @@ export class KilnClient {
     suspend: (id: string) => this.request<Tenant>('PATCH', `/v1/tenants/${enc(id)}`, { body: { status: 'suspended' } }),
     resume: (id: string) => this.request<Tenant>('PATCH', `/v1/tenants/${enc(id)}`, { body: { status: 'active' } }),
     createKey: (id: string) => this.request<ApiKey & { key: string }>('POST', `/v1/tenants/${enc(id)}/keys`, { body: {} }),
+    /** The tenant's quota (operator). */
+    getQuota: (id: string) => this.request<TenantQuotaView>('GET', `/v1/tenants/${enc(id)}/quota`),
+    /** Replaces the tenant's quota overrides; values left out follow the server's defaults (operator). */
+    setQuota: (id: string, overrides: TenantQuotaOverrides) =>
+      this.request<TenantQuotaView>('PUT', `/v1/tenants/${enc(id)}/quota`, { body: overrides }),
   };
+
+  /** The caller's own tenant quota (tenant and agent keys). */
+  quota(): Promise<TenantQuotaView> {
+    return this.request('GET', '/v1/quota');
+  }
 
   readonly keys = {
     revoke: (id: string) => this.request<ApiKey>('DELETE', `/v1/keys/${enc(id)}`),

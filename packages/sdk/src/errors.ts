@@ -38,10 +38,25 @@ export class ValidationError extends KilnApiError {
 export class PolicyViolationError extends KilnApiError {
   override name = 'PolicyViolationError';
 }
+/**
+ * 429: the key is over its rate (`problem.reason` = `key_rate`) or the tenant's queue is full
+ * (`queued_jobs`). Wait `retryAfter` seconds before trying again.
+ */
 export class RateLimitError extends KilnApiError {
   override name = 'RateLimitError';
-  /** Seconds to wait before retrying, from the Retry-After header. */
+  /** Seconds to wait before retrying: the Retry-After header, else the problem's `retry_after`. */
   retryAfter: number | undefined;
+}
+
+/** Retry-After in seconds (a number of seconds or an HTTP date), else the problem's `retry_after`. */
+function retryAfterSeconds(header: string | null | undefined, problem: Partial<ProblemDetails>): number | undefined {
+  if (header) {
+    const seconds = Number(header);
+    if (Number.isFinite(seconds) && seconds >= 0) return seconds;
+    const date = Date.parse(header);
+    if (Number.isFinite(date)) return Math.max(0, Math.ceil((date - Date.now()) / 1000));
+  }
+  return typeof problem.retry_after === 'number' ? problem.retry_after : undefined;
 }
 /** The call did not finish within its timeout (no answer from the server in time). */
 export class TimeoutError extends Error {
@@ -60,7 +75,7 @@ export function errorFromProblem(status: number, problem: Partial<ProblemDetails
   if (status === 400 || status === 413 || status === 422) return new ValidationError(status, code, message, problem);
   if (status === 429) {
     const err = new RateLimitError(status, code, message, problem);
-    err.retryAfter = retryAfter ? Number(retryAfter) : undefined;
+    err.retryAfter = retryAfterSeconds(retryAfter, problem);
     return err;
   }
   return new KilnApiError(status, code, message, problem);

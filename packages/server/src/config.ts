@@ -1,10 +1,16 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { KilnError, parseOrThrow } from '@kiln/core';
+import { DEFAULT_TENANT_QUOTA as Q, KilnError, parseOrThrow, tenantQuotaSchema, type TenantQuota } from '@kiln/core';
 import { z } from 'zod';
 import { newOperatorKey } from './domain/keys.js';
 
 const secret = z.string().min(16, 'must be at least 16 characters').max(512);
+
+/** A default of the tenant quota: a number bounded as the quota's field is. */
+function quotaVar(field: z.ZodType<number, number>, fallback: number) {
+  return z.coerce.number().pipe(field).default(fallback);
+}
+const quota = tenantQuotaSchema.shape;
 
 /**
  * The control plane's environment: one zod schema over KILN_* variables, parsed once at start.
@@ -50,6 +56,47 @@ export const serverEnvSchema = z.object({
   KILN_JOB_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(3),
   /** The longest `POST /v1/jobs?wait=true` blocks. @default 60000 */
   KILN_JOB_MAX_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(60_000),
+
+  // Defaults of every tenant's quota; the operator overrides them per tenant (PUT /v1/tenants/{id}/quota).
+  // The limits, artifact, session, service and concurrency values are ceilings policies are checked against.
+  /** @default 300000 (5 min) */
+  KILN_QUOTA_CPU_TIME_MS: quotaVar(quota.limits.shape.cpu_time_ms, Q.limits.cpu_time_ms),
+  /** @default 900000 (15 min) */
+  KILN_QUOTA_WALL_TIME_MS: quotaVar(quota.limits.shape.wall_time_ms, Q.limits.wall_time_ms),
+  /** @default 4294967296 (4 GiB) */
+  KILN_QUOTA_MEMORY_BYTES: quotaVar(quota.limits.shape.memory_bytes, Q.limits.memory_bytes),
+  /** @default 1024 */
+  KILN_QUOTA_PIDS: quotaVar(quota.limits.shape.pids, Q.limits.pids),
+  /** @default 67108864 (64 MiB) */
+  KILN_QUOTA_OUTPUT_BYTES: quotaVar(quota.limits.shape.output_bytes, Q.limits.output_bytes),
+  /** @default 1073741824 (1 GiB) */
+  KILN_QUOTA_FILE_SIZE_BYTES: quotaVar(quota.limits.shape.file_size_bytes, Q.limits.file_size_bytes),
+  /** @default 4294967296 (4 GiB) */
+  KILN_QUOTA_DISK_BYTES: quotaVar(quota.limits.shape.disk_bytes, Q.limits.disk_bytes),
+  /** @default 4096 */
+  KILN_QUOTA_OPEN_FILES: quotaVar(quota.limits.shape.open_files, Q.limits.open_files),
+  /** Ceiling of artifacts.max_count. @default 1000 */
+  KILN_QUOTA_ARTIFACT_MAX_COUNT: quotaVar(quota.artifacts.shape.max_count, Q.artifacts.max_count),
+  /** Ceiling of artifacts.max_bytes. @default 1073741824 (1 GiB) */
+  KILN_QUOTA_ARTIFACT_MAX_BYTES: quotaVar(quota.artifacts.shape.max_bytes, Q.artifacts.max_bytes),
+  /** Ceiling of artifacts.max_total_bytes. @default 4294967296 (4 GiB) */
+  KILN_QUOTA_ARTIFACT_MAX_TOTAL_BYTES: quotaVar(quota.artifacts.shape.max_total_bytes, Q.artifacts.max_total_bytes),
+  /** Ceiling of sessions.max_ttl_seconds. @default 86400 (24 h) */
+  KILN_QUOTA_SESSION_MAX_TTL_SECONDS: quotaVar(quota.sessions.shape.max_ttl_seconds, Q.sessions.max_ttl_seconds),
+  /** Ceiling of sessions.max_active. @default 50 */
+  KILN_QUOTA_SESSIONS_MAX_ACTIVE: quotaVar(quota.sessions.shape.max_active, Q.sessions.max_active),
+  /** Ceiling of services.max_running. @default 10 */
+  KILN_QUOTA_SERVICES_MAX_RUNNING: quotaVar(quota.services.shape.max_running, Q.services.max_running),
+  /** Ceiling of concurrency.max_running_jobs. @default 50 */
+  KILN_QUOTA_MAX_RUNNING_JOBS: quotaVar(quota.concurrency.shape.max_running_jobs, Q.concurrency.max_running_jobs),
+  /** Jobs a tenant may have queued (not yet running); one more is 429. @default 1000 */
+  KILN_QUOTA_MAX_QUEUED_JOBS: quotaVar(quota.concurrency.shape.max_queued_jobs, Q.concurrency.max_queued_jobs),
+  /** Mutating requests per second per tenant or agent key (token bucket refill). @default 100 */
+  KILN_QUOTA_RATE_PER_SECOND: quotaVar(quota.rate_limit.shape.requests_per_second, Q.rate_limit.requests_per_second),
+  /** Mutating requests a key may send at once (token bucket size). @default 400 */
+  KILN_QUOTA_RATE_BURST: quotaVar(quota.rate_limit.shape.burst, Q.rate_limit.burst),
+  /** Bytes of artifacts a tenant may keep (enforced by retention). @default 10737418240 (10 GiB) */
+  KILN_QUOTA_ARTIFACT_STORAGE_BYTES: quotaVar(quota.artifact_storage_bytes, Q.artifact_storage_bytes),
 });
 
 /** The compiled configuration: every value resolved, every unit in its name. */
@@ -70,6 +117,8 @@ export interface ServerConfig {
   runnerOfflineAfterMs: number;
   jobMaxAttempts: number;
   jobMaxWaitMs: number;
+  /** every tenant's quota where the operator set nothing */
+  quotaDefaults: TenantQuota;
 }
 
 /**
@@ -108,6 +157,28 @@ export function loadServerConfig(
     runnerOfflineAfterMs: parsed.KILN_RUNNER_OFFLINE_AFTER_MS,
     jobMaxAttempts: parsed.KILN_JOB_MAX_ATTEMPTS,
     jobMaxWaitMs: parsed.KILN_JOB_MAX_WAIT_MS,
+    quotaDefaults: {
+      limits: {
+        cpu_time_ms: parsed.KILN_QUOTA_CPU_TIME_MS,
+        wall_time_ms: parsed.KILN_QUOTA_WALL_TIME_MS,
+        memory_bytes: parsed.KILN_QUOTA_MEMORY_BYTES,
+        pids: parsed.KILN_QUOTA_PIDS,
+        output_bytes: parsed.KILN_QUOTA_OUTPUT_BYTES,
+        file_size_bytes: parsed.KILN_QUOTA_FILE_SIZE_BYTES,
+        disk_bytes: parsed.KILN_QUOTA_DISK_BYTES,
+        open_files: parsed.KILN_QUOTA_OPEN_FILES,
+      },
+      artifacts: {
+        max_count: parsed.KILN_QUOTA_ARTIFACT_MAX_COUNT,
+        max_bytes: parsed.KILN_QUOTA_ARTIFACT_MAX_BYTES,
+        max_total_bytes: parsed.KILN_QUOTA_ARTIFACT_MAX_TOTAL_BYTES,
+      },
+      sessions: { max_ttl_seconds: parsed.KILN_QUOTA_SESSION_MAX_TTL_SECONDS, max_active: parsed.KILN_QUOTA_SESSIONS_MAX_ACTIVE },
+      services: { max_running: parsed.KILN_QUOTA_SERVICES_MAX_RUNNING },
+      concurrency: { max_running_jobs: parsed.KILN_QUOTA_MAX_RUNNING_JOBS, max_queued_jobs: parsed.KILN_QUOTA_MAX_QUEUED_JOBS },
+      rate_limit: { requests_per_second: parsed.KILN_QUOTA_RATE_PER_SECOND, burst: parsed.KILN_QUOTA_RATE_BURST },
+      artifact_storage_bytes: parsed.KILN_QUOTA_ARTIFACT_STORAGE_BYTES,
+    },
   };
   for (const [key, value] of Object.entries(overrides)) {
     if (value !== undefined) (config as unknown as Record<string, unknown>)[key] = value;

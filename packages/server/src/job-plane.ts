@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import type { FastifyInstance } from 'fastify';
-import type { Clock } from '@kiln/core';
+import type { Clock, TenantQuota } from '@kiln/core';
 import { createArtifactStore, type ArtifactStoreConfig } from './artifacts/index.js';
 import type { KilnApp } from './api/app.js';
 import { registerFleetMetrics } from './api/fleet-metrics.js';
@@ -20,6 +20,8 @@ export interface JobPlaneOptions {
   databaseUrl: string | undefined;
   artifacts: ArtifactStoreConfig;
   fleet?: Partial<FleetSettings>;
+  /** @default DEFAULT_TENANT_QUOTA */
+  quotaDefaults?: TenantQuota;
   onError: (err: unknown) => void;
 }
 
@@ -47,6 +49,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
   const deps: JobDeps = {
     store: options.store,
     clock: options.clock,
+    ...(options.quotaDefaults ? { quotaDefaults: options.quotaDefaults } : {}),
     notifier,
     artifacts: createArtifactStore(options.artifacts),
     fleet,

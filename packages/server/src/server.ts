@@ -43,6 +43,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         maxAttempts: config.jobMaxAttempts,
         maxWaitMs: config.jobMaxWaitMs,
       },
+      quotaDefaults: config.quotaDefaults,
       onError: (err) => logger.error({ err }, 'fleet reaper pass failed'),
     });
     app = await buildApp({
@@ -50,6 +51,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       adminKey: adminKey.key,
       runnerToken: config.runnerToken,
       bodyLimitBytes: config.bodyLimitBytes,
+      quotaDefaults: config.quotaDefaults,
       logger: { level: config.logLevel, redact: ['req.headers.authorization'] },
       ...(options.clock ? { clock: options.clock } : {}),
       extraRoutes: [...jobPlane.routes, ...(options.extraRoutes ?? [])],

@@ -1,9 +1,10 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import { KilnError, systemClock, type Clock } from '@kiln/core';
+import { KilnError, systemClock, type Clock, type TenantQuota } from '@kiln/core';
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { AuthSecrets } from '../services/auth.js';
 import type { ServiceDeps } from '../services/context.js';
+import { KeyRateLimiter } from '../services/key-rate-limit.js';
 import type { Store } from '../store/store.js';
 import { installErrorHandling, sendProblem } from './errors.js';
 import { createHttpMetrics, instrument, type HttpMetrics } from './metrics.js';
@@ -26,6 +27,8 @@ export interface AppDeps {
   bodyLimitBytes?: number;
   /** Fastify's logger option (pino); @default false */
   logger?: FastifyServerOptions['logger'];
+  /** A tenant's quota where the operator set nothing (KILN_QUOTA_*). @default DEFAULT_TENANT_QUOTA */
+  quotaDefaults?: TenantQuota;
   /** Routes of later issues (jobs, runner protocol…), registered like the built-in ones. */
   extraRoutes?: RouteSpec[];
 }
@@ -39,7 +42,11 @@ export interface KilnApp extends FastifyInstance {
  * Audiences are separate route modules: operator, tenant, operations (runner and proxy come later).
  */
 export async function buildApp(deps: AppDeps): Promise<KilnApp> {
-  const serviceDeps: ServiceDeps = { store: deps.store, clock: deps.clock ?? systemClock };
+  const serviceDeps: ServiceDeps = {
+    store: deps.store,
+    clock: deps.clock ?? systemClock,
+    ...(deps.quotaDefaults ? { quotaDefaults: deps.quotaDefaults } : {}),
+  };
   const secrets: AuthSecrets = { adminKey: deps.adminKey, runnerToken: deps.runnerToken };
   const app = Fastify({
     logger: deps.logger ?? false,
@@ -63,7 +70,7 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
   await app.register(swagger, { mode: 'static', specification: { document: openapi as never } });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   app.get('/openapi.json', async () => openapi);
-  registerRoutes(app, serviceDeps, secrets, specs);
+  registerRoutes(app, serviceDeps, secrets, specs, new KeyRateLimiter(serviceDeps));
 
   const kilnApp = app as unknown as KilnApp;
   kilnApp.kiln = { deps: serviceDeps, metrics, openapi };

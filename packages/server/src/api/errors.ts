@@ -2,6 +2,7 @@ import { isKilnError, KilnError, type ErrorCode } from '@kiln/core';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { auditRefusal } from '../services/audit.js';
 import type { ServiceDeps } from '../services/context.js';
+import { MUTATING_METHODS } from './route.js';
 
 // Fastify's own request errors, mapped to the catalogue so clients see one error shape.
 const FASTIFY_CODES: Record<string, ErrorCode> = {
@@ -61,13 +62,13 @@ export function toKilnError(err: unknown): { error: KilnError; bug: boolean } {
 
 export function sendProblem(reply: FastifyReply, request: FastifyRequest, error: KilnError): FastifyReply {
   if (error.code === 'UNAUTHORIZED') reply.header('www-authenticate', 'Bearer');
+  const retryAfter = error.extra?.retry_after;
+  if (typeof retryAfter === 'number') reply.header('retry-after', String(Math.ceil(retryAfter)));
   return reply
     .code(error.status)
     .type('application/problem+json; charset=utf-8')
     .send(error.toProblem(request.url.split('?')[0]));
 }
-
-const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 /**
  * One error handler for the app: every error becomes problem+json, bugs are logged, and a refused
@@ -78,7 +79,8 @@ export function installErrorHandling(app: FastifyInstance, deps: ServiceDeps): v
     const { error, bug } = toKilnError(err);
     if (bug) request.log.error({ err }, 'request failed');
     const audit = request.routeOptions.config?.kilnAudit;
-    if (audit && MUTATING.has(request.method)) {
+    // A key hammering past its rate leaves one audit row per run of refusals, not one per request.
+    if (audit && MUTATING_METHODS.has(request.method) && request.kilnAuditRefusal !== false) {
       const params = request.params as Record<string, unknown> | undefined;
       const resourceId = typeof params?.id === 'string' && params.id.length <= 128 ? params.id : null;
       try {

@@ -5,13 +5,17 @@ import {
   listOf,
   listQuerySchema,
   patchTenantBodySchema,
+  tenantQuotaOverridesSchema,
+  tenantQuotaViewSchema,
   tenantSchema,
 } from '@kiln/core';
+import { z } from 'zod';
+import { getTenantQuota, putTenantQuota } from '../services/quotas.js';
 import { createTenantKey, revokeKey } from '../services/keys.js';
 import { changeTenantStatus, createTenant, getTenant, listAllTenants } from '../services/tenants.js';
 import { defineRoute, idParams, type RouteSpec } from './route.js';
 
-/** The operator's API: tenants, their keys, key revocation. */
+/** The operator's API: tenants, their quotas and keys, key revocation. */
 export const operatorRoutes: RouteSpec[] = [
   defineRoute({
     method: 'POST',
@@ -56,6 +60,30 @@ export const operatorRoutes: RouteSpec[] = [
     body: patchTenantBodySchema,
     response: tenantSchema,
     handler: ({ deps, principal, params, body }) => changeTenantStatus(deps, principal, params.id, body.status),
+  }),
+  defineRoute({
+    method: 'GET',
+    url: '/v1/tenants/:id/quota',
+    summary: 'A tenant\'s quota: the values in force and the overrides the operator set',
+    tag: 'tenants',
+    auth: 'key',
+    params: idParams,
+    response: tenantQuotaViewSchema,
+    handler: ({ deps, principal, params }) => getTenantQuota(deps, principal, params.id),
+  }),
+  defineRoute({
+    method: 'PUT',
+    url: '/v1/tenants/:id/quota',
+    summary: 'Replace a tenant\'s quota overrides (values left out follow the configured defaults)',
+    tag: 'tenants',
+    auth: 'key',
+    audit: { action: 'tenant.quota.update', resourceType: 'tenant' },
+    params: idParams,
+    body: tenantQuotaOverridesSchema,
+    response: tenantQuotaViewSchema.extend({
+      policies_above_quota: z.array(z.object({ policy_id: z.string(), fields: z.array(z.string()) })),
+    }),
+    handler: ({ deps, principal, params, body }) => putTenantQuota(deps, principal, params.id, body),
   }),
   defineRoute({
     method: 'POST',

@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { authenticate, type AuthSecrets } from '../services/auth.js';
 import type { Principal, ServiceDeps } from '../services/context.js';
+import type { KeyRateLimiter } from '../services/key-rate-limit.js';
 
 /**
  * Who may call a route: `public` needs no key; `key` takes operator, tenant and agent keys (each
@@ -70,14 +71,28 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** who is calling, once authenticated (the error handler uses it to audit refusals) */
     kilnPrincipal?: Principal;
+    /** false when a refusal is not worth an audit row of its own (a repeated rate-limit refusal) */
+    kilnAuditRefusal?: boolean;
   }
   interface FastifyContextConfig {
     kilnAudit?: { action: string; resourceType: string };
   }
 }
 
-/** Registers specs on a Fastify instance: authenticate, validate, call, answer. */
-export function registerRoutes(app: FastifyInstance, deps: ServiceDeps, secrets: AuthSecrets, specs: RouteSpec[]): void {
+/** Methods that change something: rate-limited per key, and audited when refused. */
+export const MUTATING_METHODS: ReadonlySet<string> = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/**
+ * Registers specs on a Fastify instance: authenticate, limit the key's rate of mutating calls,
+ * validate, call, answer.
+ */
+export function registerRoutes(
+  app: FastifyInstance,
+  deps: ServiceDeps,
+  secrets: AuthSecrets,
+  specs: RouteSpec[],
+  limiter?: KeyRateLimiter,
+): void {
   for (const spec of specs) {
     app.route({
       method: spec.method,
@@ -93,6 +108,13 @@ export function registerRoutes(app: FastifyInstance, deps: ServiceDeps, secrets:
           }
           if (spec.auth === 'runner' && principal.kind !== 'runner') {
             throw new KilnError('FORBIDDEN', 'only runners (with the runner token) may call /v1/runner/*');
+          }
+          if (limiter && MUTATING_METHODS.has(spec.method)) {
+            const refusal = await limiter.admit(principal);
+            if (refusal) {
+              request.kilnAuditRefusal = refusal.audit;
+              throw refusal.error;
+            }
           }
         }
         const params = spec.params ? parseOrThrow(spec.params, request.params, 'params') : undefined;

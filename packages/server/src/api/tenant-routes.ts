@@ -15,6 +15,7 @@ import {
   policySchema,
   policyVersionSchema,
   publishPolicyBodySchema,
+  tenantQuotaViewSchema,
 } from '@kiln/core';
 import { z } from 'zod';
 import { listFleetLanguages } from '../store/runners.js';
@@ -22,6 +23,7 @@ import { changeAgentStatus, createAgent, getAgent, listTenantAgents } from '../s
 import { listAudit, verifyAuditChain } from '../services/audit.js';
 import { createAgentKey } from '../services/keys.js';
 import { createPolicy, getPolicy, listTenantPolicies, listVersions, publishPolicy } from '../services/policies.js';
+import { getOwnQuota } from '../services/quotas.js';
 import { defineRoute, idParams, type RouteSpec } from './route.js';
 
 /** The tenant's API (tenant admins, and agents where they may): agents, policies, audit, languages. */
@@ -138,6 +140,15 @@ export const tenantRoutes: RouteSpec[] = [
     query: listQuerySchema,
     response: listOf(policyVersionSchema),
     handler: ({ deps, principal, params, query }) => listVersions(deps, principal, params.id, query),
+  }),
+  defineRoute({
+    method: 'GET',
+    url: '/v1/quota',
+    summary: 'The caller\'s tenant quota: the ceilings its policies must fit and its rate and queue bounds',
+    tag: 'policies',
+    auth: 'key',
+    response: tenantQuotaViewSchema,
+    handler: ({ deps, principal }) => getOwnQuota(deps, principal),
   }),
   defineRoute({
     method: 'GET',

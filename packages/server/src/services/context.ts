@@ -1,4 +1,4 @@
-import type { Clock } from '@kiln/core';
+import type { Clock, TenantQuota } from '@kiln/core';
 import type { Store } from '../store/store.js';
 
 /**
@@ -8,6 +8,8 @@ import type { Store } from '../store/store.js';
 export interface ServiceDeps {
   store: Store;
   clock: Clock;
+  /** What a tenant's quota is where the operator set nothing (KILN_QUOTA_*). @default DEFAULT_TENANT_QUOTA */
+  quotaDefaults?: TenantQuota;
 }
 
 /** Who is calling, established from the bearer key by `authenticate`. */

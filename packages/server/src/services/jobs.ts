@@ -7,11 +7,14 @@ import {
   type JobSpec,
   type Limits,
   type Policy,
+  type TenantQuota,
 } from '@kiln/core';
+import { limitCeilings } from '../domain/quota.js';
 import { findAgent } from '../store/agents.js';
 import { getJob, moveJob, queuedJobRow, type JobRow } from '../store/jobs.js';
 import { decodeCursor, page } from '../store/pagination.js';
 import { findPolicy, findPolicyByName } from '../store/policies.js';
+import { countQueuedJobs, lockTenantForSubmission } from '../store/quotas.js';
 import { listFleetLanguages } from '../store/runners.js';
 import type { DbHandle } from '../store/store.js';
 import { notFound, requireTenantActive, requireTenantMember } from './access.js';
@@ -20,6 +23,10 @@ import type { Principal } from './context.js';
 import type { JobDeps } from './job-deps.js';
 import { isTerminalStatus, jobFromRow } from './job-views.js';
 import { pendingWake, topics } from './notifier.js';
+import { effectiveQuota } from './quotas.js';
+
+/** What a client is told to wait when the tenant's queue is full: about the time a few jobs take to start. */
+const QUEUE_FULL_RETRY_AFTER_SECONDS = 5;
 
 /** The agent a job is submitted for: an agent key's own, or one its tenant admin names. */
 async function resolveAgent(deps: JobDeps, principal: Principal, tenantId: string, requested?: string): Promise<string | null> {
@@ -54,27 +61,50 @@ async function resolvePolicy(deps: JobDeps, tenantId: string, policyId?: string)
 
 /**
  * Requests may ask for less than the policy allows, never more: the effective limits are the policy's
- * ceilings lowered by what the request asks. Asking for more is POLICY_VIOLATION naming the field.
+ * ceilings, lowered by the tenant's quota, lowered by what the request asks. Asking for more is
+ * POLICY_VIOLATION naming the field and the ceiling.
  */
-export function effectiveLimits(policy: Policy, requested: CreateJobRequest['limits']): Limits {
-  const ceilings = policy.ruleset.limits;
+export function effectiveLimits(policy: Policy, requested: CreateJobRequest['limits'], quota?: TenantQuota): Limits {
+  const ceilings = quota ? limitCeilings(policy.ruleset.limits, quota) : policy.ruleset.limits;
   const limits: Limits = { ...ceilings };
   for (const [name, value] of Object.entries(requested ?? {}) as [keyof Limits, number | undefined][]) {
     if (value === undefined) continue;
     const ceiling = ceilings[name];
     if (ceiling !== undefined && value > ceiling) {
-      throw new KilnError(
-        'POLICY_VIOLATION',
-        `limits.${name} asks for ${value}, above the ceiling of ${ceiling} in policy ${policy.name} v${policy.version}`,
-        { field: `body.limits.${name}`, extra: { ceiling, requested: value, policy_id: policy.id, policy_version: policy.version } },
-      );
+      const source = ceiling < (policy.ruleset.limits[name] ?? Infinity) ? "the tenant's quota" : `policy ${policy.name} v${policy.version}`;
+      throw new KilnError('POLICY_VIOLATION', `limits.${name} asks for ${value}, above the ceiling of ${ceiling} in ${source}`, {
+        field: `body.limits.${name}`,
+        extra: { ceiling, requested: value, policy_id: policy.id, policy_version: policy.version },
+      });
     }
     limits[name] = value;
   }
   return limits;
 }
 
-/** Submits a job: checked against the tenant's policy and the fleet's languages, queued, audited. */
+/** The lower of the policy's and the quota's value of each artifact rule. */
+function artifactCeilings(policy: Policy, quota: TenantQuota): Policy['ruleset']['artifacts'] {
+  const rules = policy.ruleset.artifacts;
+  return {
+    max_count: Math.min(rules.max_count, quota.artifacts.max_count),
+    max_bytes: Math.min(rules.max_bytes, quota.artifacts.max_bytes),
+    max_total_bytes: Math.min(rules.max_total_bytes, quota.artifacts.max_total_bytes),
+  };
+}
+
+/** The tenant's queue is full: 429 with when to try again; nothing was inserted. */
+function queueFull(tenantId: string, cap: number): KilnError {
+  return new KilnError(
+    'RATE_LIMITED',
+    `tenant ${tenantId} has ${cap} jobs queued, its quota's cap; retry when some have started, or cancel queued ones`,
+    { extra: { retry_after: QUEUE_FULL_RETRY_AFTER_SECONDS, reason: 'queued_jobs', limit: cap } },
+  );
+}
+
+/**
+ * Submits a job: checked against the tenant's policy and quota and the fleet's languages, queued,
+ * audited. A tenant with `concurrency.max_queued_jobs` jobs queued gets 429 RATE_LIMITED.
+ */
 export async function submitJob(deps: JobDeps, principal: Principal, input: CreateJobRequest): Promise<Job> {
   const tenantId = requireTenantMember(principal);
   requireTenantActive(principal);
@@ -101,7 +131,8 @@ export async function submitJob(deps: JobDeps, principal: Principal, input: Crea
       field: 'body.version',
     });
   }
-  const limits = effectiveLimits(policy, input.limits);
+  const quota = await effectiveQuota(deps, deps.store, tenantId);
+  const limits = effectiveLimits(policy, input.limits, quota);
   const spec: JobSpec = {
     language: input.language,
     version: input.version ?? null,
@@ -113,7 +144,7 @@ export async function submitJob(deps: JobDeps, principal: Principal, input: Crea
     env: input.env ?? {},
     limits,
     network: policy.ruleset.network,
-    artifacts: policy.ruleset.artifacts,
+    artifacts: artifactCeilings(policy, quota),
     collect: input.collect ?? ['out/**'],
   };
   const row = queuedJobRow(
@@ -127,11 +158,15 @@ export async function submitJob(deps: JobDeps, principal: Principal, input: Crea
       request: JSON.stringify(spec),
       zone: input.zone ?? null,
       max_attempts: deps.fleet.maxAttempts,
-      max_running_jobs: policy.ruleset.concurrency.max_running_jobs,
+      max_running_jobs: Math.min(policy.ruleset.concurrency.max_running_jobs, quota.concurrency.max_running_jobs),
     },
     deps.clock.nowMs(),
   );
   await deps.store.transaction(async (tx) => {
+    // Counted and inserted under the tenant's lock: concurrent submitters cannot both take the last place.
+    await lockTenantForSubmission(tx, tenantId);
+    const cap = quota.concurrency.max_queued_jobs;
+    if ((await countQueuedJobs(tx, tenantId, cap)) >= cap) throw queueFull(tenantId, cap);
     await tx.db.insertInto('jobs').values(row).execute();
     await auditSuccess(deps, tx, principal, {
       action: 'job.create',

@@ -7,11 +7,16 @@ import {
   listPolicyVersions,
   publishPolicyVersion,
 } from '../store/policies.js';
+import { clampRulesetToQuota } from '../domain/quota.js';
 import { notFound, requireTenantActive, requireTenantAdmin, requireTenantMember } from './access.js';
 import { auditSuccess } from './audit.js';
 import { actorIdOf, type Principal, type ServiceDeps } from './context.js';
+import { assertRulesetWithinQuota, effectiveQuota } from './quotas.js';
 
-/** Creates a policy at version 1; a second policy with the same name is CONFLICT. */
+/**
+ * Creates a policy at version 1; a second policy with the same name is CONFLICT. A ruleset above the
+ * tenant's quota is POLICY_VIOLATION; without a ruleset it starts from the default one, lowered to the quota.
+ */
 export async function createPolicy(
   deps: ServiceDeps,
   principal: Principal,
@@ -30,6 +35,9 @@ export async function createPolicy(
     updated_at: nowIso,
   };
   return deps.store.transaction(async (tx) => {
+    const quota = await effectiveQuota(deps, tx, tenantId);
+    if (input.ruleset) assertRulesetWithinQuota(input.ruleset, quota);
+    else policy.ruleset = clampRulesetToQuota(DEFAULT_RULESET, quota);
     if (await findPolicyByName(tx, tenantId, input.name)) {
       throw new KilnError('CONFLICT', `a policy named "${input.name}" exists already; publish a new version of it`, {
         field: 'body.name',
@@ -48,7 +56,8 @@ export async function createPolicy(
 
 /**
  * Publishes version `expected_version + 1`. A stale `expected_version` (someone published first, or
- * it never was the current one) is 409 CONFLICT naming the current version.
+ * it never was the current one) is 409 CONFLICT naming the current version; a ruleset above the
+ * tenant's quota is 422 POLICY_VIOLATION naming the field and its ceiling.
  */
 export async function publishPolicy(
   deps: ServiceDeps,
@@ -59,6 +68,7 @@ export async function publishPolicy(
   const tenantId = requireTenantAdmin(principal);
   requireTenantActive(principal);
   return deps.store.transaction(async (tx) => {
+    assertRulesetWithinQuota(input.ruleset, await effectiveQuota(deps, tx, tenantId));
     const published = await publishPolicyVersion(tx, {
       policyId,
       tenantId,

@@ -5,11 +5,16 @@ import { insertPolicy } from '../store/policies.js';
 import { stopTenantWork } from '../store/tenant-work.js';
 import { findTenant, insertTenant, listTenants, setTenantStatus } from '../store/tenants.js';
 import { KilnError } from '@kiln/core';
+import { clampRulesetToQuota } from '../domain/quota.js';
 import { requireOperator, notFound } from './access.js';
 import { auditSuccess } from './audit.js';
 import { actorIdOf, type Principal, type ServiceDeps } from './context.js';
+import { quotaDefaultsOf } from './quotas.js';
 
-/** Creates a tenant and its `default` policy (DEFAULT_RULESET), in one transaction with the audit. */
+/**
+ * Creates a tenant and its `default` policy (DEFAULT_RULESET lowered to the configured quota, which a
+ * new tenant has), in one transaction with the audit.
+ */
 export async function createTenant(deps: ServiceDeps, principal: Principal, input: { name: string }): Promise<Tenant> {
   requireOperator(principal);
   const nowMs = deps.clock.nowMs();
@@ -24,7 +29,7 @@ export async function createTenant(deps: ServiceDeps, principal: Principal, inpu
         tenant_id: tenant.id,
         name: DEFAULT_POLICY_NAME,
         version: 1,
-        ruleset: DEFAULT_RULESET,
+        ruleset: clampRulesetToQuota(DEFAULT_RULESET, quotaDefaultsOf(deps)),
         created_at: tenant.created_at,
         updated_at: tenant.created_at,
       },

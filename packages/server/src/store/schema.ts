@@ -221,6 +221,15 @@ export interface AuditChainHeadsTable {
   last_hash: string;
 }
 
+/** The operator's quota overrides of one tenant; values left out follow the configured defaults. */
+export interface TenantQuotasTable {
+  tenant_id: string;
+  /** JSON TenantQuotaOverrides */
+  overrides: string;
+  updated_at: string;
+  updated_by: string;
+}
+
 export interface MigrationsTable {
   name: string;
   applied_at: string;
@@ -243,6 +252,7 @@ export interface Database {
   sandbox_instances: SandboxInstancesTable;
   audit_events: AuditEventsTable;
   audit_chain_heads: AuditChainHeadsTable;
+  tenant_quotas: TenantQuotasTable;
   kiln_migrations: MigrationsTable;
 }
 
