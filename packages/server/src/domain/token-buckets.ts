@@ -61,16 +61,19 @@ export class TokenBuckets {
   }
 
   private bound(nowMs: number): void {
-    if (nowMs - this.lastSweepMs >= this.options.sweepIntervalMs || this.buckets.size > this.options.maxBuckets) {
-      this.lastSweepMs = nowMs;
-      for (const [key, bucket] of this.buckets) {
-        refill(bucket, bucket.rate, nowMs);
-        if (bucket.tokens >= bucket.rate.burst) this.buckets.delete(key);
-      }
+    const overCap = this.buckets.size > this.options.maxBuckets;
+    if (!overCap && nowMs - this.lastSweepMs < this.options.sweepIntervalMs) return;
+    this.lastSweepMs = nowMs;
+    for (const [key, bucket] of this.buckets) {
+      refill(bucket, bucket.rate, nowMs);
+      if (bucket.tokens >= bucket.rate.burst) this.buckets.delete(key);
     }
-    // Still too many busy keys: forget the least recently used (each gets a full bucket if it returns).
+    if (!overCap) return;
+    // Still too many busy keys: forget the least recently used (each gets a full bucket if it returns),
+    // down to 90 % of the cap, so the next full sweep is that many new keys away (amortised O(1)).
+    const target = Math.floor(this.options.maxBuckets * 0.9);
     for (const key of this.buckets.keys()) {
-      if (this.buckets.size <= this.options.maxBuckets) break;
+      if (this.buckets.size <= target) break;
       this.buckets.delete(key);
     }
   }
