@@ -64,8 +64,8 @@ async function resolvePolicy(deps: JobDeps, tenantId: string, policyId?: string)
  * ceilings, lowered by the tenant's quota, lowered by what the request asks. Asking for more is
  * POLICY_VIOLATION naming the field and the ceiling.
  */
-export function effectiveLimits(policy: Policy, requested: CreateJobRequest['limits'], quota?: TenantQuota): Limits {
-  const ceilings = quota ? limitCeilings(policy.ruleset.limits, quota) : policy.ruleset.limits;
+export function effectiveLimits(policy: Policy, requested: CreateJobRequest['limits'], quota: TenantQuota): Limits {
+  const ceilings = limitCeilings(policy.ruleset.limits, quota);
   const limits: Limits = { ...ceilings };
   for (const [name, value] of Object.entries(requested ?? {}) as [keyof Limits, number | undefined][]) {
     if (value === undefined) continue;
