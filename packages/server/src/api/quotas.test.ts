@@ -2,9 +2,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_RULESET, DEFAULT_TENANT_QUOTA, type Ruleset } from '@kiln/core';
-import { KilnClient, RateLimitError } from '@kiln/sdk';
+import { KilnClient, PolicyViolationError, RateLimitError } from '@kiln/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadServerConfig } from '../config.js';
+import { startServer } from '../server.js';
 import { queuedJobRow } from '../store/jobs.js';
 import { DB_KINDS } from '../store/testing.js';
 import { openTestApp, seedTenant, TEST_ADMIN_KEY, TEST_RUNNER_TOKEN, type TestApp } from './testing.js';
@@ -40,6 +41,31 @@ describe('quota defaults from the configuration', () => {
     expect(config.quotaDefaults.limits.pids).toBe(DEFAULT_TENANT_QUOTA.limits.pids);
     expect(() => loadServerConfig({ KILN_QUOTA_PIDS: '0' })).toThrow(/KILN_QUOTA_PIDS/);
     expect(() => loadServerConfig({ KILN_QUOTA_MEMORY_BYTES: 'lots' })).toThrow(/KILN_QUOTA_MEMORY_BYTES/);
+  });
+});
+
+describe('quota defaults in a started server', () => {
+  it('bind new tenants: their default policy is lowered to them, and a policy above them is refused', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'kiln-quota-server-'));
+    const server = await startServer(
+      loadServerConfig({ KILN_DATA_DIR: dataDir, KILN_PORT: '0', KILN_LOG_LEVEL: 'silent', KILN_QUOTA_MEMORY_BYTES: String(128 * MiB) }),
+    );
+    try {
+      const operator = new KilnClient({ url: server.url, apiKey: server.adminKey.key });
+      const tenant = await operator.tenants.create({ name: 'configured' });
+      expect((await operator.tenants.getQuota(tenant.id)).limits.memory_bytes).toBe(128 * MiB);
+      const admin = new KilnClient({ url: server.url, apiKey: (await operator.tenants.createKey(tenant.id)).key });
+      const [policy] = (await admin.policies.list()).items;
+      expect(policy!.ruleset.limits.memory_bytes).toBe(128 * MiB);
+      const refused = await admin.policies
+        .publish(policy!.id, { ruleset: { ...policy!.ruleset, limits: { ...policy!.ruleset.limits, memory_bytes: 256 * MiB } }, expected_version: 1 })
+        .catch((err: unknown) => err);
+      expect(refused).toBeInstanceOf(PolicyViolationError);
+      expect(refused).toMatchObject({ field: 'body.ruleset.limits.memory_bytes', problem: { ceiling: 128 * MiB } });
+    } finally {
+      await server.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });
 
