@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createPostgresDatabase } from '../../../test/support/databases.js';
-import { loadServerConfig, redactConfig, resolveAdminKey } from './config.js';
+import { auditCheckpointFile, loadServerConfig, redactConfig, resolveAdminKey, resolveAuditKey } from './config.js';
 import { startServer } from './server.js';
 
 const dirs: string[] = [];
@@ -75,6 +75,24 @@ describe('resolveAdminKey', () => {
   });
 });
 
+describe('resolveAuditKey', () => {
+  it('generates the audit key once into the data dir, mode 0600, apart from the database', () => {
+    const config = loadServerConfig({ KILN_DATA_DIR: join(tempDir(), 'nested') });
+    const first = resolveAuditKey(config);
+    expect(first).toMatchObject({ generated: true, file: join(config.dataDir, 'audit.key') });
+    expect(first.key.length).toBeGreaterThanOrEqual(32);
+    expect(statSync(first.file!).mode & 0o777).toBe(0o600);
+    expect(resolveAuditKey(config)).toEqual({ key: first.key, file: first.file, generated: false });
+    expect(resolveAdminKey(config).key).not.toBe(first.key);
+  });
+
+  it('uses KILN_AUDIT_KEY when set, and never logs it', () => {
+    const config = loadServerConfig({ KILN_DATA_DIR: tempDir(), KILN_AUDIT_KEY: 'audit-secret-0123456789' });
+    expect(resolveAuditKey(config)).toEqual({ key: 'audit-secret-0123456789', file: undefined, generated: false });
+    expect(JSON.stringify(redactConfig(config))).not.toContain('audit-secret-0123456789');
+  });
+});
+
 describe.each(['sqlite', 'postgres'] as const)('startServer on %s', (kind) => {
   it('listens, serves the API, closes, and starts again on the same data', async () => {
     const database = kind === 'postgres' ? await createPostgresDatabase() : undefined;
@@ -94,7 +112,9 @@ describe.each(['sqlite', 'postgres'] as const)('startServer on %s', (kind) => {
       const list = await (await fetch(`${again.url}/v1/tenants`, { headers: auth })).json();
       expect(list.items.map((t: { name: string }) => t.name)).toEqual(['persist']);
       const verify = await (await fetch(`${again.url}/v1/audit-events/verify?tenant_id=${list.items[0].id}`, { headers: auth })).json();
-      expect(verify).toEqual({ ok: true, count: 1 });
+      // The first run's last checkpoint (written at close, outside the database) anchors the chain.
+      expect(verify).toMatchObject({ ok: true, count: 1, keyed_from_seq: 1, checkpoint: { seq: 1 } });
+      expect(statSync(auditCheckpointFile(loadServerConfig(env))).mode & 0o777).toBe(0o600);
       await again.close();
     } finally {
       await database?.drop();

@@ -30,9 +30,8 @@ export function escapeAuditText(text: string, maxChars = AUDIT_STRING_MAX_CHARS)
 
 function sanitizeValue(value: unknown, depth: number): unknown {
   if (typeof value === 'string') return escapeAuditText(value);
-  if (value === null || typeof value !== 'object') {
-    return typeof value === 'number' || typeof value === 'boolean' ? value : value === undefined ? undefined : String(value);
-  }
+  if (value === null || value === undefined || typeof value === 'number' || typeof value === 'boolean') return value;
+  if (typeof value !== 'object') return escapeAuditText(String(value));
   if (depth >= MAX_DEPTH) return '[nested too deep]';
   if (Array.isArray(value)) {
     const items = value.slice(0, MAX_ENTRIES).map((v) => sanitizeValue(v, depth + 1));
