@@ -10,7 +10,7 @@ import { appendAuditEvent } from '../store/audit.js';
 import { DB_KINDS, openTestStore, type TestStore } from '../store/testing.js';
 import type { Store } from '../store/store.js';
 import { checkpointAuditChains } from './audit-checkpoints.js';
-import { verifyAuditChain } from './audit.js';
+import { chainedFieldsOf, verifyAuditChain } from './audit.js';
 import type { Principal, ServiceDeps } from './context.js';
 import { createPolicy } from './policies.js';
 import { createTenant } from './tenants.js';
@@ -33,19 +33,7 @@ async function chainRows(store: Store, chainId: string) {
 
 /** The unkeyed SHA-256 any reader can compute: how the chain was hashed before the audit key. */
 function unkeyedHash(row: Awaited<ReturnType<typeof chainRows>>[number], prevHash: string, details: string) {
-  return hashAuditEvent({
-    id: row.id,
-    tenant_id: row.tenant_id,
-    chain_seq: row.chain_seq,
-    actor_id: row.actor_id,
-    action: row.action,
-    resource_type: row.resource_type,
-    resource_id: row.resource_id,
-    timestamp: row.timestamp,
-    outcome: row.outcome,
-    details: JSON.parse(details),
-    prev_hash: prevHash,
-  });
+  return hashAuditEvent({ ...chainedFieldsOf(row, JSON.parse(details)), prev_hash: prevHash });
 }
 
 /** Rewrites event `fromSeq` and re-chains every later one with the unkeyed SHA-256, head included. */

@@ -1,6 +1,14 @@
 import { KilnError, type AuditEvent, type AuditOutcome, type AuditVerifyResult } from '@kiln/core';
 import type { Selectable } from 'kysely';
-import { checkpointSignatureValid, GENESIS_HASH, hashAuditEvent, macAuditEvent, type AuditCheckpoint, type AuditKey } from '../domain/audit-chain.js';
+import {
+  checkpointSignatureValid,
+  GENESIS_HASH,
+  hashAuditEvent,
+  macAuditEvent,
+  type AuditCheckpoint,
+  type AuditKey,
+  type ChainedEventFields,
+} from '../domain/audit-chain.js';
 import { appendAuditEvent, findChainHead, listAuditEvents, OPERATOR_CHAIN, readChain, type AuditFilter } from '../store/audit.js';
 import type { AuditEventsTable } from '../store/schema.js';
 import type { TxHandle } from '../store/store.js';
@@ -84,9 +92,9 @@ export async function listAudit(
 
 type EventRow = Selectable<AuditEventsTable>;
 
-/** What a stored event's hash should be: the keyed MAC, or the unkeyed SHA-256 of events from before the key. */
-function expectedHash(key: AuditKey, row: EventRow, details: Record<string, unknown> = JSON.parse(row.details)): string {
-  const fields = {
+/** The fields of a stored event that its unkeyed hash covers. */
+export function chainedFieldsOf(row: EventRow, details: Record<string, unknown> = JSON.parse(row.details)): ChainedEventFields {
+  return {
     id: row.id,
     tenant_id: row.tenant_id,
     chain_seq: row.chain_seq,
@@ -99,6 +107,11 @@ function expectedHash(key: AuditKey, row: EventRow, details: Record<string, unkn
     details,
     prev_hash: row.prev_hash,
   };
+}
+
+/** What a stored event's hash should be: the keyed MAC, or the unkeyed SHA-256 of events from before the key. */
+function expectedHash(key: AuditKey, row: EventRow, details: Record<string, unknown> = JSON.parse(row.details)): string {
+  const fields = chainedFieldsOf(row, details);
   if (row.hmac_key_id === null) return hashAuditEvent(fields);
   return macAuditEvent(key, { ...fields, subject_agent_id: row.subject_agent_id, hmac_key_id: row.hmac_key_id });
 }
