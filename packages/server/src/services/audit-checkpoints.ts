@@ -24,6 +24,12 @@ export async function checkpointAuditChains(store: Store, nowMs: number): Promis
   const problems: string[] = [];
   let written = 0;
   const heads = await listChainHeads(store);
+  if (Object.keys(kept).length === 0 && heads.some((h) => h.last_seq > 0)) {
+    // Expected once, on the first start after upgrading or with a new file; otherwise the file was lost.
+    problems.push(
+      `no audit checkpoints in ${checkpoints.location} for ${heads.length} existing chains: truncation before now cannot be detected; checkpointing starts now`,
+    );
+  }
   for (const head of heads) {
     const chain = head.chain_id;
     const previous = kept[chain];

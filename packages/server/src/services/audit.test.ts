@@ -87,6 +87,8 @@ describe.each(DB_KINDS)('audit anchoring on %s', (kind) => {
     expect(before).toEqual({ ok: true, count: 6, key_id: t.store.audit.key.id, keyed_from_seq: 1, checkpoint: null });
 
     clock.advance(1000);
+    // The first pass over chains that have no checkpoint yet says anchoring against truncation starts now.
+    expect((await checkpointAuditChains(t.store, clock.nowMs())).problems).toEqual([expect.stringContaining('checkpointing starts now')]);
     expect((await checkpointAuditChains(t.store, clock.nowMs())).problems).toEqual([]);
     const after = await verifyAuditChain(deps, admin);
     expect(after).toMatchObject({ ok: true, count: 6, checkpoint: { seq: 6, hash: rows[5]!.hash, at: toRfc3339(clock.nowMs()) } });
