@@ -75,7 +75,10 @@ describe('HTTP limits of a listening server', () => {
       [slowAnswer],
     );
     try {
-      const held = await Promise.all(Array.from({ length: 300 }, () => holdOpen(server, 'GET /healthz HTTP/1.1\r\nHost: kiln\r\nX-Slow: ')));
+      // Half send part of their headers, half connect and send nothing at all.
+      const held = await Promise.all(
+        Array.from({ length: 300 }, (_, i) => holdOpen(server, i % 2 ? 'GET /healthz HTTP/1.1\r\nHost: kiln\r\nX-Slow: ' : '')),
+      );
       // While they are held, the API answers.
       expect(await get(server, '/readyz')).toBe(200);
       // A body trickled a byte at a time is cut by the request timeout.

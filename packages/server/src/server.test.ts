@@ -21,6 +21,12 @@ describe('loadServerConfig', () => {
     expect(config.dataDir).toBe(join(process.cwd(), '.kiln'));
   });
 
+  it('reads the HTTP limits, never a request timeout below the headers timeout', () => {
+    const config = loadServerConfig({ KILN_HTTP_HEADERS_TIMEOUT_MS: '8000', KILN_HTTP_REQUEST_TIMEOUT_MS: '2000', KILN_HTTP_MAX_CONNECTIONS: '64' });
+    expect(config.http).toMatchObject({ headersTimeoutMs: 8000, requestTimeoutMs: 8000, maxConnections: 64, maxConnectionsPerSource: 256 });
+    expect(config.authRefusals).toEqual({ windowMs: 60_000, maxSources: 10_000 });
+  });
+
   it('reads KILN_* variables, and an override (a flag) wins over its variable', () => {
     const env = { KILN_PORT: '9000', KILN_HOST: '0.0.0.0', KILN_BODY_LIMIT_BYTES: '2048', KILN_DATA_DIR: '/srv/kiln' };
     expect(loadServerConfig(env)).toMatchObject({ port: 9000, host: '0.0.0.0', bodyLimitBytes: 2048, dataDir: '/srv/kiln' });
@@ -34,6 +40,9 @@ describe('loadServerConfig', () => {
       ['KILN_DATABASE_URL', 'mysql://x'],
       ['KILN_ADMIN_KEY', 'short'],
       ['KILN_BODY_LIMIT_BYTES', '10'],
+      ['KILN_AUDIT_KEY', 'short'],
+      ['KILN_HTTP_MAX_CONNECTIONS', '0'],
+      ['KILN_HTTP_HEADERS_TIMEOUT_MS', 'soon'],
     ] as const) {
       expect(() => loadServerConfig({ [name]: value }), `${name}=${value}`).toThrow(
         expect.objectContaining({ code: 'VALIDATION_FAILED', field: `env.${name}` }),
