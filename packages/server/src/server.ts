@@ -84,6 +84,12 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     { config: redactConfig(config), database: store.dialect, audit_key: auditKey.file ?? 'KILN_AUDIT_KEY', audit_key_id: store.audit.key.id },
     'kiln control plane started',
   );
+  if (auditKey.generated) {
+    logger.warn(
+      { audit_key: auditKey.file },
+      'generated a new audit key: keep it with the audit checkpoint file, backed up apart from the database (or set KILN_AUDIT_KEY); without it the audit cannot be verified',
+    );
+  }
   let closing: Promise<void> | undefined;
   return {
     url: `http://${host}:${port}`,
