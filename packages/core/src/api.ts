@@ -136,7 +136,10 @@ export const auditEventSchema = z.object({
   timestamp: rfc3339,
   outcome: auditOutcomeSchema,
   details: z.record(z.string(), z.unknown()),
+  /** the agent the event belongs to (the acting agent, or the agent whose job… it is); what an agent key sees */
+  subject_agent_id: z.string().nullable(),
   prev_hash: z.string(),
+  /** HMAC-SHA256 with the audit key (SHA-256 for events written before the key existed) */
   hash: z.string(),
 });
 export type AuditEvent = z.infer<typeof auditEventSchema>;
@@ -161,7 +164,14 @@ export const auditVerifyQuerySchema = z.strictObject({
 
 export const auditVerifyResultSchema = z.object({
   ok: z.boolean(),
+  /** events checked, from the first */
   count: z.number().int(),
+  /** the audit key events are checked against (a name derived from it, not the key) */
+  key_id: z.string(),
+  /** the first event signed with the audit key; earlier ones predate it and carry only the unkeyed SHA-256 chain */
+  keyed_from_seq: z.number().int().nullable(),
+  /** the signed checkpoint (kept outside the database) the chain was checked against: truncation below it is caught */
+  checkpoint: z.object({ seq: z.number().int(), hash: z.string(), at: z.string() }).nullable(),
   broken_event_id: z.string().optional(),
   reason: z.string().optional(),
 });

@@ -1,8 +1,10 @@
+import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DEFAULT_TENANT_QUOTA as Q, KilnError, parseOrThrow, tenantQuotaSchema, type TenantQuota } from '@kiln/core';
 import { z } from 'zod';
 import { newOperatorKey } from './domain/keys.js';
+import type { AuthRefusalLimits } from './services/auth-refusals.js';
 
 const secret = z.string().min(16, 'must be at least 16 characters').max(512);
 
@@ -97,6 +99,26 @@ export const serverEnvSchema = z.object({
   KILN_QUOTA_RATE_BURST: quotaVar(quota.rate_limit.shape.burst, Q.rate_limit.burst),
   /** Bytes of artifacts a tenant may keep (enforced by retention). @default 10737418240 (10 GiB) */
   KILN_QUOTA_ARTIFACT_STORAGE_BYTES: quotaVar(quota.artifact_storage_bytes, Q.artifact_storage_bytes),
+  /** The audit's HMAC key (kept out of the database); generated into `<data dir>/audit.key` when unset. */
+  KILN_AUDIT_KEY: secret.optional(),
+  /** Where signed checkpoints of the audit chains' heads are kept. @default <data dir>/audit-checkpoints.json */
+  KILN_AUDIT_CHECKPOINT_FILE: z.string().min(1).optional(),
+  /** How often each audit chain's head is checkpointed. @default 10000 */
+  KILN_AUDIT_CHECKPOINT_INTERVAL_MS: z.coerce.number().int().min(100).max(3_600_000).default(10_000),
+  /** A connection must finish sending its request headers within this. @default 10000 */
+  KILN_HTTP_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(10_000),
+  /** A request (headers and body) must be received within this; answers may take longer (long polls, SSE). @default 60000 */
+  KILN_HTTP_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(60_000),
+  /** An idle keep-alive connection is closed after this. @default 5000 */
+  KILN_HTTP_KEEP_ALIVE_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(5000),
+  /** Open connections at most; more are closed at once. Keep it below the process's file limit. @default 2048 */
+  KILN_HTTP_MAX_CONNECTIONS: z.coerce.number().int().min(1).max(1_000_000).default(2048),
+  /** Open connections at most from one source (an IPv4 /24 or an IPv6 /64). @default 256 */
+  KILN_HTTP_MAX_CONNECTIONS_PER_SOURCE: z.coerce.number().int().min(1).max(1_000_000).default(256),
+  /** Requests refused for want of a valid key are audited once per source per window, with a count. @default 60000 */
+  KILN_AUTH_REFUSAL_WINDOW_MS: z.coerce.number().int().min(100).max(86_400_000).default(60_000),
+  /** Sources tracked per window; refusals from more are counted together as `other`. @default 10000 */
+  KILN_AUTH_REFUSAL_MAX_SOURCES: z.coerce.number().int().min(1).max(1_000_000).default(10_000),
 });
 
 /** The compiled configuration: every value resolved, every unit in its name. */
@@ -119,7 +141,22 @@ export interface ServerConfig {
   jobMaxWaitMs: number;
   /** every tenant's quota where the operator set nothing */
   quotaDefaults: TenantQuota;
+  auditKey: string | undefined;
+  auditCheckpointFile: string | undefined;
+  auditCheckpointIntervalMs: number;
+  http: HttpLimits;
+  authRefusals: AuthRefusalLimits;
 }
+
+/** What the HTTP server allows a connection (slow or half-sent requests are cut, connections capped). */
+export interface HttpLimits {
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  maxConnections: number;
+  maxConnectionsPerSource: number;
+}
+
 
 /**
  * Reads the configuration from `env` (normally process.env); `overrides` (command-line flags) win over
@@ -179,6 +216,18 @@ export function loadServerConfig(
       rate_limit: { requests_per_second: parsed.KILN_QUOTA_RATE_PER_SECOND, burst: parsed.KILN_QUOTA_RATE_BURST },
       artifact_storage_bytes: parsed.KILN_QUOTA_ARTIFACT_STORAGE_BYTES,
     },
+    auditKey: parsed.KILN_AUDIT_KEY,
+    auditCheckpointFile: parsed.KILN_AUDIT_CHECKPOINT_FILE,
+    auditCheckpointIntervalMs: parsed.KILN_AUDIT_CHECKPOINT_INTERVAL_MS,
+    http: {
+      headersTimeoutMs: parsed.KILN_HTTP_HEADERS_TIMEOUT_MS,
+      // Node refuses a request timeout shorter than the headers timeout.
+      requestTimeoutMs: Math.max(parsed.KILN_HTTP_REQUEST_TIMEOUT_MS, parsed.KILN_HTTP_HEADERS_TIMEOUT_MS),
+      keepAliveTimeoutMs: parsed.KILN_HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      maxConnections: parsed.KILN_HTTP_MAX_CONNECTIONS,
+      maxConnectionsPerSource: parsed.KILN_HTTP_MAX_CONNECTIONS_PER_SOURCE,
+    },
+    authRefusals: { windowMs: parsed.KILN_AUTH_REFUSAL_WINDOW_MS, maxSources: parsed.KILN_AUTH_REFUSAL_MAX_SOURCES },
   };
   for (const [key, value] of Object.entries(overrides)) {
     if (value !== undefined) (config as unknown as Record<string, unknown>)[key] = value;
@@ -207,6 +256,7 @@ export function redactConfig(config: ServerConfig): Record<string, unknown> {
     databaseUrl,
     adminKey: config.adminKey ? '[redacted]' : undefined,
     runnerToken: config.runnerToken ? '[redacted]' : undefined,
+    auditKey: config.auditKey ? '[redacted]' : undefined,
     s3: { ...config.s3, secretAccessKey: config.s3.secretAccessKey ? '[redacted]' : undefined },
   };
 }
@@ -216,7 +266,10 @@ export function adminKeyFile(dataDir: string): string {
   return join(dataDir, 'admin.key');
 }
 
-export interface ResolvedAdminKey {
+/** The operator key (and the audit key) as resolved at start. */
+export type ResolvedAdminKey = ResolvedSecret;
+
+export interface ResolvedSecret {
   key: string;
   /** the file it was read from or written to; undefined when it came from KILN_ADMIN_KEY */
   file: string | undefined;
@@ -230,15 +283,38 @@ export interface ResolvedAdminKey {
  */
 export function resolveAdminKey(config: ServerConfig): ResolvedAdminKey {
   if (config.adminKey) return { key: config.adminKey, file: undefined, generated: false };
-  const file = adminKeyFile(config.dataDir);
+  return secretFromFile(config.dataDir, adminKeyFile(config.dataDir), 'an operator key', newOperatorKey);
+}
+
+/** A secret kept in a file of the data dir: read it, or generate it there (mode 0600) on first start. */
+function secretFromFile(dataDir: string, file: string, what: string, generate: () => string): ResolvedSecret {
   if (existsSync(file)) {
     const key = readFileSync(file, 'utf8').trim();
-    if (key.length < 16) throw new Error(`${file} does not hold an operator key; delete it to generate a new one`);
+    if (key.length < 16) throw new Error(`${file} does not hold ${what}; delete it to generate a new one`);
     return { key, file, generated: false };
   }
-  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const key = newOperatorKey();
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const key = generate();
   writeFileSync(file, `${key}\n`, { mode: 0o600, flag: 'wx' });
   chmodSync(file, 0o600);
   return { key, file, generated: true };
+}
+
+/** Where the generated audit key is kept. */
+export function auditKeyFile(dataDir: string): string {
+  return join(dataDir, 'audit.key');
+}
+
+/**
+ * The audit's HMAC key: KILN_AUDIT_KEY if set, else `<data dir>/audit.key`, else a new one written there
+ * (0600). Never in the database: a database writer without it cannot forge or re-chain events.
+ */
+export function resolveAuditKey(config: ServerConfig): ResolvedSecret {
+  if (config.auditKey) return { key: config.auditKey, file: undefined, generated: false };
+  return secretFromFile(config.dataDir, auditKeyFile(config.dataDir), 'an audit key', () => randomBytes(32).toString('base64url'));
+}
+
+/** Where the signed checkpoints of the audit chains are kept. */
+export function auditCheckpointFile(config: ServerConfig): string {
+  return config.auditCheckpointFile ? resolve(config.auditCheckpointFile) : join(config.dataDir, 'audit-checkpoints.json');
 }

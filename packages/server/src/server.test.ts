@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createPostgresDatabase } from '../../../test/support/databases.js';
-import { loadServerConfig, redactConfig, resolveAdminKey } from './config.js';
+import { auditCheckpointFile, loadServerConfig, redactConfig, resolveAdminKey, resolveAuditKey } from './config.js';
 import { startServer } from './server.js';
 
 const dirs: string[] = [];
@@ -21,6 +21,12 @@ describe('loadServerConfig', () => {
     expect(config.dataDir).toBe(join(process.cwd(), '.kiln'));
   });
 
+  it('reads the HTTP limits, never a request timeout below the headers timeout', () => {
+    const config = loadServerConfig({ KILN_HTTP_HEADERS_TIMEOUT_MS: '8000', KILN_HTTP_REQUEST_TIMEOUT_MS: '2000', KILN_HTTP_MAX_CONNECTIONS: '64' });
+    expect(config.http).toMatchObject({ headersTimeoutMs: 8000, requestTimeoutMs: 8000, maxConnections: 64, maxConnectionsPerSource: 256 });
+    expect(config.authRefusals).toEqual({ windowMs: 60_000, maxSources: 10_000 });
+  });
+
   it('reads KILN_* variables, and an override (a flag) wins over its variable', () => {
     const env = { KILN_PORT: '9000', KILN_HOST: '0.0.0.0', KILN_BODY_LIMIT_BYTES: '2048', KILN_DATA_DIR: '/srv/kiln' };
     expect(loadServerConfig(env)).toMatchObject({ port: 9000, host: '0.0.0.0', bodyLimitBytes: 2048, dataDir: '/srv/kiln' });
@@ -34,6 +40,9 @@ describe('loadServerConfig', () => {
       ['KILN_DATABASE_URL', 'mysql://x'],
       ['KILN_ADMIN_KEY', 'short'],
       ['KILN_BODY_LIMIT_BYTES', '10'],
+      ['KILN_AUDIT_KEY', 'short'],
+      ['KILN_HTTP_MAX_CONNECTIONS', '0'],
+      ['KILN_HTTP_HEADERS_TIMEOUT_MS', 'soon'],
     ] as const) {
       expect(() => loadServerConfig({ [name]: value }), `${name}=${value}`).toThrow(
         expect.objectContaining({ code: 'VALIDATION_FAILED', field: `env.${name}` }),
@@ -75,6 +84,24 @@ describe('resolveAdminKey', () => {
   });
 });
 
+describe('resolveAuditKey', () => {
+  it('generates the audit key once into the data dir, mode 0600, apart from the database', () => {
+    const config = loadServerConfig({ KILN_DATA_DIR: join(tempDir(), 'nested') });
+    const first = resolveAuditKey(config);
+    expect(first).toMatchObject({ generated: true, file: join(config.dataDir, 'audit.key') });
+    expect(first.key.length).toBeGreaterThanOrEqual(32);
+    expect(statSync(first.file!).mode & 0o777).toBe(0o600);
+    expect(resolveAuditKey(config)).toEqual({ key: first.key, file: first.file, generated: false });
+    expect(resolveAdminKey(config).key).not.toBe(first.key);
+  });
+
+  it('uses KILN_AUDIT_KEY when set, and never logs it', () => {
+    const config = loadServerConfig({ KILN_DATA_DIR: tempDir(), KILN_AUDIT_KEY: 'audit-secret-0123456789' });
+    expect(resolveAuditKey(config)).toEqual({ key: 'audit-secret-0123456789', file: undefined, generated: false });
+    expect(JSON.stringify(redactConfig(config))).not.toContain('audit-secret-0123456789');
+  });
+});
+
 describe.each(['sqlite', 'postgres'] as const)('startServer on %s', (kind) => {
   it('listens, serves the API, closes, and starts again on the same data', async () => {
     const database = kind === 'postgres' ? await createPostgresDatabase() : undefined;
@@ -94,7 +121,9 @@ describe.each(['sqlite', 'postgres'] as const)('startServer on %s', (kind) => {
       const list = await (await fetch(`${again.url}/v1/tenants`, { headers: auth })).json();
       expect(list.items.map((t: { name: string }) => t.name)).toEqual(['persist']);
       const verify = await (await fetch(`${again.url}/v1/audit-events/verify?tenant_id=${list.items[0].id}`, { headers: auth })).json();
-      expect(verify).toEqual({ ok: true, count: 1 });
+      // The first run's last checkpoint (written at close, outside the database) anchors the chain.
+      expect(verify).toMatchObject({ ok: true, count: 1, keyed_from_seq: 1, checkpoint: { seq: 1 } });
+      expect(statSync(auditCheckpointFile(loadServerConfig(env))).mode & 0o777).toBe(0o600);
       await again.close();
     } finally {
       await database?.drop();

@@ -3,8 +3,11 @@ import { systemClock, type Clock } from '@kiln/core';
 import pino from 'pino';
 import { buildApp, type KilnApp } from './api/app.js';
 import type { RouteSpec } from './api/route.js';
-import { redactConfig, resolveAdminKey, type ResolvedAdminKey, type ServerConfig } from './config.js';
+import { auditCheckpointFile, redactConfig, resolveAdminKey, resolveAuditKey, type ResolvedAdminKey, type ServerConfig } from './config.js';
+import { auditKeyFrom } from './domain/audit-chain.js';
 import { createJobPlane, type JobPlane } from './job-plane.js';
+import { startAuditCheckpointer } from './services/audit-checkpoints.js';
+import { fileCheckpointLog } from './store/audit-anchor.js';
 import { openStore, storeOptionsFor, type Store } from './store/store.js';
 
 export interface RunningServer {
@@ -26,13 +29,19 @@ export interface StartOptions {
 export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
   const logger = pino({ level: config.logLevel, redact: ['req.headers.authorization'] });
   const adminKey = resolveAdminKey(config);
-  const store = await openStore(storeOptionsFor({ databaseUrl: config.databaseUrl, sqliteFile: join(config.dataDir, 'kiln.db') }));
+  const auditKey = resolveAuditKey(config);
+  const store = await openStore(storeOptionsFor({ databaseUrl: config.databaseUrl, sqliteFile: join(config.dataDir, 'kiln.db') }), {
+    key: auditKeyFrom(auditKey.key),
+    checkpoints: fileCheckpointLog(auditCheckpointFile(config)),
+  });
+  const clock = options.clock ?? systemClock;
   let app: KilnApp;
   let jobPlane: JobPlane | undefined;
+  let stopCheckpointer: (() => Promise<void>) | undefined;
   try {
     jobPlane = await createJobPlane({
       store,
-      clock: options.clock ?? systemClock,
+      clock,
       databaseUrl: config.databaseUrl,
       artifacts: { url: config.artifactsUrl, dataDir: config.dataDir, s3: config.s3 },
       fleet: {
@@ -52,6 +61,8 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       runnerToken: config.runnerToken,
       bodyLimitBytes: config.bodyLimitBytes,
       quotaDefaults: config.quotaDefaults,
+      http: config.http,
+      authRefusals: config.authRefusals,
       logger: { level: config.logLevel, redact: ['req.headers.authorization'] },
       ...(options.clock ? { clock: options.clock } : {}),
       extraRoutes: [...jobPlane.routes, ...(options.extraRoutes ?? [])],
@@ -59,6 +70,10 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     jobPlane.install(app);
     await app.listen({ port: config.port, host: config.host });
     jobPlane.start();
+    stopCheckpointer = startAuditCheckpointer({ store, clock }, config.auditCheckpointIntervalMs, {
+      problem: (message) => logger.error({ checkpoints: store.audit.checkpoints.location }, message),
+      error: (err) => logger.error({ err }, 'audit checkpoint pass failed'),
+    });
   } catch (err) {
     await jobPlane?.close();
     await store.close();
@@ -67,7 +82,16 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  logger.info({ config: redactConfig(config), database: store.dialect }, 'kiln control plane started');
+  logger.info(
+    { config: redactConfig(config), database: store.dialect, audit_key: auditKey.file ?? 'KILN_AUDIT_KEY', audit_key_id: store.audit.key.id },
+    'kiln control plane started',
+  );
+  if (auditKey.generated) {
+    logger.warn(
+      { audit_key: auditKey.file },
+      'generated a new audit key: keep it with the audit checkpoint file, backed up apart from the database (or set KILN_AUDIT_KEY); without it the audit cannot be verified',
+    );
+  }
   let closing: Promise<void> | undefined;
   return {
     url: `http://${host}:${port}`,
@@ -79,6 +103,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         jobPlane.beginShutdown();
         await app.close();
         await jobPlane.close();
+        await stopCheckpointer?.();
         await store.close();
       })();
       return closing;

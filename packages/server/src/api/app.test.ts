@@ -333,11 +333,19 @@ describe.each(DB_KINDS)('control-plane API on %s', (kind) => {
       expect(op.next_cursor).toEqual(expect.any(String));
     });
 
-    it('audits refused anonymous writes in the operator chain', async () => {
+    it('audits refused anonymous writes in the operator chain, in aggregate', async () => {
       await t.call('POST', '/v1/tenants', undefined, { name: 'sneaky' });
-      const ops = (await t.call('GET', '/v1/audit-events?tenant_id=none&actor_id=anonymous', TEST_ADMIN_KEY)).json();
+      await t.app.kiln.authRefusals.flush();
+      const ops = (await t.call('GET', '/v1/audit-events?tenant_id=none&actor_id=anonymous&action=auth.refused', TEST_ADMIN_KEY)).json();
       expect(ops.items).toEqual(
-        expect.arrayContaining([expect.objectContaining({ action: 'tenant.create', outcome: 'denied', tenant_id: null })]),
+        expect.arrayContaining([
+          expect.objectContaining({
+            outcome: 'denied',
+            tenant_id: null,
+            resource_id: '127.0.0.0/24',
+            details: expect.objectContaining({ routes: expect.objectContaining({ 'POST /v1/tenants': 1 }) }),
+          }),
+        ]),
       );
     });
 

@@ -2,10 +2,13 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { KilnError, systemClock, type Clock, type TenantQuota } from '@kiln/core';
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { HttpLimits } from '../config.js';
 import type { AuthSecrets } from '../services/auth.js';
+import { AuthRefusalTally, type AuthRefusalLimits } from '../services/auth-refusals.js';
 import type { ServiceDeps } from '../services/context.js';
 import { KeyRateLimiter } from '../services/key-rate-limit.js';
 import type { Store } from '../store/store.js';
+import { limitConnections, timeoutOptions } from './connection-limits.js';
 import { installErrorHandling, sendProblem } from './errors.js';
 import { createHttpMetrics, instrument, type HttpMetrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
@@ -31,10 +34,14 @@ export interface AppDeps {
   quotaDefaults?: TenantQuota;
   /** Routes of later issues (jobs, runner protocol…), registered like the built-in ones. */
   extraRoutes?: RouteSpec[];
+  /** Timeouts and connection caps of the listening server; without, Node's and Fastify's defaults. */
+  http?: HttpLimits;
+  /** How refusals without a valid key are audited. @default one event per source per minute, 10,000 sources */
+  authRefusals?: AuthRefusalLimits;
 }
 
 export interface KilnApp extends FastifyInstance {
-  kiln: { deps: ServiceDeps; metrics: HttpMetrics; openapi: Record<string, unknown> };
+  kiln: { deps: ServiceDeps; metrics: HttpMetrics; openapi: Record<string, unknown>; authRefusals: AuthRefusalTally };
 }
 
 /**
@@ -53,6 +60,7 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
     // Runners heartbeat every second; a line per request would drown the log. /metrics counts requests.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.bodyLimitBytes ?? 1024 * 1024,
+    ...(deps.http ? timeoutOptions(deps.http) : {}),
     // Ids and other strings may be long; keep Fastify from answering 414 on its own terms.
     routerOptions: { maxParamLength: 256, ignoreTrailingSlash: true },
     // Errors Fastify raises before routing (bad URL encoding, over-long ids) get the same problem+json.
@@ -63,7 +71,11 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
   });
   const metrics = createHttpMetrics();
   instrument(app, metrics);
-  installErrorHandling(app, serviceDeps);
+  if (deps.http) limitConnections(app.server, deps.http, metrics.registry);
+  const authRefusals = new AuthRefusalTally(serviceDeps, deps.authRefusals ?? { windowMs: 60_000, maxSources: 10_000 }, metrics.registry);
+  const stopAuthRefusals = authRefusals.start((err) => app.log.error({ err }, 'could not audit refused requests'));
+  app.addHook('onClose', stopAuthRefusals);
+  installErrorHandling(app, serviceDeps, authRefusals);
 
   const specs = [...opsRoutes(metrics), ...operatorRoutes, ...tenantRoutes, ...(deps.extraRoutes ?? [])];
   const openapi = buildOpenApiDocument(specs, '0.1.0');
@@ -73,6 +85,6 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
   registerRoutes(app, serviceDeps, secrets, specs, new KeyRateLimiter(serviceDeps));
 
   const kilnApp = app as unknown as KilnApp;
-  kilnApp.kiln = { deps: serviceDeps, metrics, openapi };
+  kilnApp.kiln = { deps: serviceDeps, metrics, openapi, authRefusals };
   return kilnApp;
 }

@@ -1,6 +1,8 @@
 import { isKilnError, KilnError, type ErrorCode } from '@kiln/core';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { sourcePrefixOf } from '../domain/source-prefix.js';
 import { auditRefusal } from '../services/audit.js';
+import type { AuthRefusalTally } from '../services/auth-refusals.js';
 import type { ServiceDeps } from '../services/context.js';
 import { MUTATING_METHODS } from './route.js';
 
@@ -70,17 +72,29 @@ export function sendProblem(reply: FastifyReply, request: FastifyRequest, error:
     .send(error.toProblem(request.url.split('?')[0]));
 }
 
+/** Refusals of the key itself (missing, unknown, revoked, a disabled agent's): the caller holds no valid key. */
+const KEY_REFUSALS = new Set(['UNAUTHORIZED', 'AGENT_DISABLED']);
+
 /**
  * One error handler for the app: every error becomes problem+json, bugs are logged, and a refused
  * mutating call is written to the audit (in its own transaction: the change itself was rolled back).
+ * A request refused for want of a valid key is only counted: the audit gets one event per source network
+ * per window (AuthRefusalTally), so anonymous traffic cannot grow it without bound.
  */
-export function installErrorHandling(app: FastifyInstance, deps: ServiceDeps): void {
+export function installErrorHandling(app: FastifyInstance, deps: ServiceDeps, authRefusals: AuthRefusalTally): void {
   app.setErrorHandler(async (err, request, reply) => {
     const { error, bug } = toKilnError(err);
     if (bug) request.log.error({ err }, 'request failed');
     const audit = request.routeOptions.config?.kilnAudit;
-    // A key hammering past its rate leaves one audit row per run of refusals, not one per request.
-    if (audit && MUTATING_METHODS.has(request.method) && request.kilnAuditRefusal !== false) {
+    if (request.kilnPrincipal === undefined && KEY_REFUSALS.has(error.code)) {
+      authRefusals.record({
+        source: sourcePrefixOf(request.ip),
+        method: request.method,
+        route: request.routeOptions.url ?? 'unmatched',
+        code: error.code,
+      });
+    } else if (audit && MUTATING_METHODS.has(request.method) && request.kilnAuditRefusal !== false) {
+      // A key hammering past its rate leaves one audit row per run of refusals, not one per request.
       const params = request.params as Record<string, unknown> | undefined;
       const resourceId = typeof params?.id === 'string' && params.id.length <= 128 ? params.id : null;
       try {

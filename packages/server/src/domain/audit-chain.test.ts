@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { canonicalJson, GENESIS_HASH, hashAuditEvent, type ChainedEventFields } from './audit-chain.js';
+import {
+  auditKeyFrom,
+  canonicalJson,
+  checkpointSignatureValid,
+  GENESIS_HASH,
+  hashAuditEvent,
+  macAuditEvent,
+  signCheckpoint,
+  type ChainedEventFields,
+} from './audit-chain.js';
 
 const event: ChainedEventFields = {
   id: 'evt_1',
@@ -31,5 +40,28 @@ describe('hashAuditEvent', () => {
     expect(hashAuditEvent({ ...event, prev_hash: 'f'.repeat(64) })).not.toBe(base);
     expect(hashAuditEvent({ ...event, outcome: 'denied' })).not.toBe(base);
     expect(hashAuditEvent({ ...event, chain_seq: 2 })).not.toBe(base);
+  });
+});
+
+describe('keyed anchoring', () => {
+  const key = auditKeyFrom('k'.repeat(32));
+  const keyed = { ...event, subject_agent_id: null, hmac_key_id: key.id };
+
+  it('signs with the key: another key, or the unkeyed hash, gives another value', () => {
+    const mac = macAuditEvent(key, keyed);
+    expect(mac).toMatch(/^[0-9a-f]{64}$/);
+    expect(macAuditEvent(auditKeyFrom('j'.repeat(32)), keyed)).not.toBe(mac);
+    expect(hashAuditEvent(event)).not.toBe(mac);
+    expect(macAuditEvent(key, { ...keyed, subject_agent_id: 'agt_1' })).not.toBe(mac);
+    expect(key.id).toMatch(/^ak_[0-9a-f]{16}$/);
+    expect(key.id).not.toContain('kkkk');
+  });
+
+  it('checks a checkpoint\'s signature, which covers every field', () => {
+    const checkpoint = signCheckpoint(key, { chain_id: 'ten_1', seq: 5, hash: 'a'.repeat(64), keyed_from_seq: 1, at: event.timestamp });
+    expect(checkpointSignatureValid(key, checkpoint)).toBe(true);
+    expect(checkpointSignatureValid(key, { ...checkpoint, seq: 4 })).toBe(false);
+    expect(checkpointSignatureValid(key, { ...checkpoint, chain_id: 'ten_2' })).toBe(false);
+    expect(checkpointSignatureValid(auditKeyFrom('j'.repeat(32)), checkpoint)).toBe(false);
   });
 });

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 
 /** The prev_hash of the first event of a chain. */
 export const GENESIS_HASH = '0'.repeat(64);
@@ -34,7 +34,64 @@ export interface ChainedEventFields {
   prev_hash: string;
 }
 
-/** hex SHA-256 over the canonical JSON of the event's fields, including the previous event's hash. */
+/**
+ * hex SHA-256 over the canonical JSON of the event's fields, including the previous event's hash: the
+ * chain of events written before the audit key existed (anyone can recompute it, so anyone with write
+ * access to the database could also re-chain it; only the keyed events below are anchored).
+ */
 export function hashAuditEvent(fields: ChainedEventFields): string {
   return createHash('sha256').update(canonicalJson(fields)).digest('hex');
+}
+
+/**
+ * The audit key: an HMAC-SHA256 secret kept outside the database (KILN_AUDIT_KEY or `audit.key` in the
+ * data dir). A database writer without it can neither forge an event nor re-chain the events after one
+ * it changed.
+ */
+export interface AuditKey {
+  /** a public name for the key (derived from it, reveals nothing), recorded on every event it signs */
+  readonly id: string;
+  /** hex HMAC-SHA256 of `text` */
+  mac(text: string): string;
+}
+
+export function auditKeyFrom(secret: string): AuditKey {
+  const mac = (text: string) => createHmac('sha256', secret).update(text).digest('hex');
+  return { id: `ak_${mac('kiln audit key id').slice(0, 16)}`, mac };
+}
+
+/** What a keyed event's MAC covers: everything the unkeyed hash covers, plus whom it belongs to and the key. */
+export interface KeyedEventFields extends ChainedEventFields {
+  subject_agent_id: string | null;
+  hmac_key_id: string;
+}
+
+export function macAuditEvent(key: AuditKey, fields: KeyedEventFields): string {
+  return key.mac(canonicalJson(fields));
+}
+
+/**
+ * A signed statement "chain `chain_id` had `seq` events ending in `hash` at `at`", kept outside the
+ * database: a chain found shorter than its checkpoint, or with another hash at `seq`, was truncated or
+ * rewritten. `keyed_from_seq` is the first event signed with the key (earlier ones predate it): a chain
+ * re-labelled as unkeyed from there on is caught too.
+ */
+export interface AuditCheckpoint {
+  chain_id: string;
+  seq: number;
+  hash: string;
+  keyed_from_seq: number | null;
+  at: string;
+  key_id: string;
+  mac: string;
+}
+
+export function signCheckpoint(key: AuditKey, body: Omit<AuditCheckpoint, 'mac' | 'key_id'>): AuditCheckpoint {
+  const unsigned = { ...body, key_id: key.id };
+  return { ...unsigned, mac: key.mac(canonicalJson(unsigned)) };
+}
+
+export function checkpointSignatureValid(key: AuditKey, checkpoint: AuditCheckpoint): boolean {
+  const { mac, ...unsigned } = checkpoint;
+  return checkpoint.key_id === key.id && key.mac(canonicalJson(unsigned)) === mac;
 }

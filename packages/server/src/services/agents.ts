@@ -28,6 +28,7 @@ export async function createAgent(
       action: 'agent.create',
       resource_type: 'agent',
       resource_id: agent.id,
+      subject_agent_id: agent.id,
       details: { name: agent.name, type: agent.type },
     });
     return agent;
@@ -69,6 +70,7 @@ export async function changeAgentStatus(
       action: status === 'disabled' ? 'agent.disable' : 'agent.enable',
       resource_type: 'agent',
       resource_id: id,
+      subject_agent_id: id,
       details: { from: agent.status, to: status },
     });
     return { ...agent, status };

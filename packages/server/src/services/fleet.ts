@@ -90,6 +90,7 @@ export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; reco
           action: outcome === 'requeued' ? 'job.requeue' : 'job.fail',
           resource_type: 'job',
           resource_id: job.id,
+          subject_agent_id: job.agent_id,
           outcome: 'success',
           details: { attempt: job.attempt, reason: 'lease expired' },
         },

@@ -71,6 +71,22 @@ async function storeReportedBlob(deps: JobDeps, blob: ReportedBlob): Promise<voi
   await deps.artifacts.put(content, { expectedChecksum: blob.checksum });
 }
 
+/** Rejected artifacts named in an audit event: a bounded sample of names, counts by reason. */
+export const REJECTED_SAMPLE_SIZE = 10;
+
+function summarizeRejections(rejected: { name: string; size_bytes: number; reason: string }[]) {
+  const byReason = new Map<string, number>();
+  for (const r of rejected) {
+    const reason = byReason.has(r.reason) || byReason.size < 8 ? r.reason : 'other';
+    byReason.set(reason, (byReason.get(reason) ?? 0) + 1);
+  }
+  return {
+    count: rejected.length,
+    by_reason: Object.fromEntries(byReason),
+    sample: rejected.slice(0, REJECTED_SAMPLE_SIZE).map((r) => ({ name: r.name, size_bytes: r.size_bytes, reason: r.reason })),
+  };
+}
+
 /**
  * The final report of an attempt, fenced by its attempt number: a stale attempt gets 409 and changes
  * nothing; the same report again (a retry after a lost answer) is acknowledged without a second write.
@@ -148,9 +164,11 @@ export async function completeJob(deps: JobDeps, jobId: string, report: Completi
       action: 'job.complete',
       resource_type: 'job',
       resource_id: job.id,
+      subject_agent_id: job.agent_id,
       details: { attempt: job.attempt, status, verdict: report.verdict, exit_code: report.exit_status.code, artifacts: artifactRows.length },
     });
-    for (const r of rejected) {
+    if (rejected.length > 0) {
+      // One event per job, however many files the sandbox made: the job's rejected_artifacts has them all.
       await appendAuditEvent(
         tx,
         {
@@ -159,8 +177,9 @@ export async function completeJob(deps: JobDeps, jobId: string, report: Completi
           action: 'artifact.reject',
           resource_type: 'job',
           resource_id: job.id,
+          subject_agent_id: job.agent_id,
           outcome: 'denied',
-          details: { actor_kind: 'runner', name: r.name, size_bytes: r.size_bytes, reason: r.reason },
+          details: { actor_kind: 'runner', ...summarizeRejections(rejected) },
         },
         nowMs,
       );

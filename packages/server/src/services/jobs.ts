@@ -172,6 +172,7 @@ export async function submitJob(deps: JobDeps, principal: Principal, input: Crea
       action: 'job.create',
       resource_type: 'job',
       resource_id: row.id,
+      subject_agent_id: row.agent_id,
       details: { language: row.language, policy_id: policy.id, policy_version: policy.version, zone: row.zone },
     });
   });
@@ -237,6 +238,7 @@ export async function cancelJob(deps: JobDeps, principal: Principal, id: string)
       action: 'job.cancel',
       resource_type: 'job',
       resource_id: id,
+      subject_agent_id: row.agent_id,
       details: { from: row.status },
     });
     return { ...row, ...values, status: 'canceled' };

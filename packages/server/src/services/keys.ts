@@ -63,6 +63,7 @@ export async function createAgentKey(deps: ServiceDeps, principal: Principal, ag
       action: 'key.create',
       resource_type: 'api_key',
       resource_id: key.id,
+      subject_agent_id: agentId,
       details: { kind: 'agent', agent_id: agentId },
     });
     return key;
@@ -90,6 +91,7 @@ export async function revokeKey(deps: ServiceDeps, principal: Principal, keyId: 
       resource_type: 'api_key',
       resource_id: keyId,
       tenant_id: row.tenant_id,
+      subject_agent_id: row.agent_id,
       details: { kind: row.kind, agent_id: row.agent_id },
     });
     return apiKeyFromRow({ ...row, revoked_at: revokedAt });

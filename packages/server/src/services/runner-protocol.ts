@@ -25,7 +25,16 @@ import { pendingWake, topics } from './notifier.js';
 export async function auditRunnerAction(
   tx: TxHandle,
   nowMs: number,
-  event: { tenant_id: string | null; actor_id: string; action: string; resource_type: string; resource_id: string; details: Record<string, unknown> },
+  event: {
+    tenant_id: string | null;
+    actor_id: string;
+    action: string;
+    resource_type: string;
+    resource_id: string;
+    /** the agent whose job it is: what its agent key sees of the runner's work */
+    subject_agent_id: string | null;
+    details: Record<string, unknown>;
+  },
 ): Promise<void> {
   await appendAuditEvent(tx, { ...event, outcome: 'success', details: { actor_kind: 'runner', ...event.details } }, nowMs);
 }
@@ -43,6 +52,7 @@ export async function recoverRunnerWork(tx: TxHandle, runner: RunnerRow, reason:
       action: outcome === 'requeued' ? 'job.requeue' : 'job.fail',
       resource_type: 'job',
       resource_id: job.id,
+      subject_agent_id: job.agent_id,
       details: { attempt: job.attempt, reason },
     });
   }
@@ -64,6 +74,7 @@ export async function registerRunner(deps: JobDeps, req: RegisterRunnerRequest):
       action: restarted ? 'runner.reregister' : 'runner.register',
       resource_type: 'runner',
       resource_id: runner.id,
+      subject_agent_id: null,
       details: { name: req.name, zone: req.zone, capacity: req.capacity, languages: req.languages.length, recovered_jobs: count },
     });
     return { runner, count };
@@ -153,6 +164,7 @@ async function claimOnce(deps: JobDeps, req: LeaseRequest): Promise<LeaseRespons
           action: 'job.lease',
           resource_type: 'job',
           resource_id: c.job.id,
+          subject_agent_id: c.job.agent_id,
           details: { attempt: c.job.attempt, sandbox_id: c.sandboxId },
         });
       }

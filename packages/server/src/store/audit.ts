@@ -1,5 +1,6 @@
 import { newId, toRfc3339, type AuditEvent, type AuditOutcome } from '@kiln/core';
-import { GENESIS_HASH, hashAuditEvent } from '../domain/audit-chain.js';
+import { GENESIS_HASH, macAuditEvent } from '../domain/audit-chain.js';
+import { escapeAuditText, sanitizeAuditDetails } from '../domain/audit-details.js';
 import { decodeCursor, page } from './pagination.js';
 import { auditEventFromRow } from './rows.js';
 import type { DbHandle, TxHandle } from './store.js';
@@ -14,12 +15,16 @@ export interface NewAuditEvent {
   resource_type: string;
   resource_id: string | null;
   outcome: AuditOutcome;
+  /** caller-controlled text is escaped and bounded before it is stored (domain/audit-details.ts) */
   details: Record<string, unknown>;
+  /** the agent the event belongs to: the acting agent, or the agent whose resource it is (its job…) */
+  subject_agent_id?: string | null | undefined;
 }
 
 /**
- * Appends an event to its tenant's hash chain, inside the caller's transaction. Appends to one chain are
- * serialised: on PostgreSQL by locking the chain's head row (FOR UPDATE), on SQLite by its single writer.
+ * Appends an event to its tenant's hash chain, inside the caller's transaction, signed with the audit key
+ * (an HMAC over the event and the previous event's hash). Appends to one chain are serialised: on
+ * PostgreSQL by locking the chain's head row (FOR UPDATE), on SQLite by its single writer.
  */
 export async function appendAuditEvent(tx: TxHandle, event: NewAuditEvent, nowMs: number): Promise<AuditEvent> {
   const chainId = event.tenant_id ?? OPERATOR_CHAIN;
@@ -36,16 +41,18 @@ export async function appendAuditEvent(tx: TxHandle, event: NewAuditEvent, nowMs
     id: newId('audit_event', nowMs),
     tenant_id: event.tenant_id,
     chain_seq: head.last_seq + 1,
-    actor_id: event.actor_id,
-    action: event.action,
-    resource_type: event.resource_type,
-    resource_id: event.resource_id,
+    actor_id: escapeAuditText(event.actor_id, 256),
+    action: escapeAuditText(event.action, 128),
+    resource_type: escapeAuditText(event.resource_type, 128),
+    resource_id: event.resource_id === null ? null : escapeAuditText(event.resource_id, 256),
     timestamp: toRfc3339(nowMs),
     outcome: event.outcome,
-    details: event.details,
+    details: sanitizeAuditDetails(event.details),
     prev_hash: head.last_hash,
+    subject_agent_id: event.subject_agent_id ?? null,
+    hmac_key_id: tx.audit.key.id,
   };
-  const hash = hashAuditEvent(fields);
+  const hash = macAuditEvent(tx.audit.key, fields);
   await tx.db
     .insertInto('audit_events')
     .values({ ...fields, chain_id: chainId, details: JSON.stringify(fields.details), hash })
@@ -61,6 +68,8 @@ export async function appendAuditEvent(tx: TxHandle, event: NewAuditEvent, nowMs
 export interface AuditFilter {
   /** a tenant's id, `null` for operator-level events, or undefined for every event (operator view) */
   tenantId?: string | null | undefined;
+  /** an agent key's view: only the events that belong to this agent */
+  subjectAgentId?: string | undefined;
   actor_id?: string | undefined;
   action?: string | undefined;
   resource_type?: string | undefined;
@@ -77,6 +86,7 @@ export async function listAuditEvents(h: DbHandle, f: AuditFilter) {
   let q = h.db.selectFrom('audit_events').selectAll().orderBy('id').limit(f.limit + 1);
   if (f.tenantId === null) q = q.where('tenant_id', 'is', null);
   else if (f.tenantId !== undefined) q = q.where('tenant_id', '=', f.tenantId);
+  if (f.subjectAgentId !== undefined) q = q.where('subject_agent_id', '=', f.subjectAgentId);
   if (f.actor_id !== undefined) q = q.where('actor_id', '=', f.actor_id);
   if (f.action !== undefined) q = q.where('action', '=', f.action);
   if (f.resource_type !== undefined) q = q.where('resource_type', '=', f.resource_type);
@@ -109,4 +119,31 @@ export async function* readChain(h: DbHandle, chainId: string, pageSize = 500) {
 
 export async function findChainHead(h: DbHandle, chainId: string) {
   return h.db.selectFrom('audit_chain_heads').selectAll().where('chain_id', '=', chainId).executeTakeFirst();
+}
+
+export async function listChainHeads(h: DbHandle) {
+  return h.db.selectFrom('audit_chain_heads').selectAll().orderBy('chain_id').execute();
+}
+
+/** One event by its place in its chain (an index lookup: the chain's sequence is unique). */
+export async function findChainEvent(h: DbHandle, chainId: string, seq: number) {
+  return h.db
+    .selectFrom('audit_events')
+    .selectAll()
+    .where('chain_id', '=', chainId)
+    .where('chain_seq', '=', seq)
+    .executeTakeFirst();
+}
+
+/** The first event of a chain signed with an audit key (earlier ones predate keyed anchoring). */
+export async function firstKeyedSeq(h: DbHandle, chainId: string): Promise<number | null> {
+  const row = await h.db
+    .selectFrom('audit_events')
+    .select('chain_seq')
+    .where('chain_id', '=', chainId)
+    .where('hmac_key_id', 'is not', null)
+    .orderBy('chain_seq')
+    .limit(1)
+    .executeTakeFirst();
+  return row?.chain_seq ?? null;
 }

@@ -2,6 +2,7 @@ import { sql, type Kysely } from 'kysely';
 import type { Database } from './schema.js';
 import { jobFleetMigration } from './migration-002-job-fleet.js';
 import { quotasMigration } from './migration-0005-quotas.js';
+import { auditAnchoringMigration } from './migration-0007-audit-anchoring.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
 
@@ -297,7 +298,7 @@ const initial: Migration = {
  * Every migration, in order. Later issues append here; a database records which ran in
  * `kiln_migrations`, so running them at every start is idempotent.
  */
-export const MIGRATIONS: readonly Migration[] = [initial, jobFleetMigration, quotasMigration];
+export const MIGRATIONS: readonly Migration[] = [initial, jobFleetMigration, quotasMigration, auditAnchoringMigration];
 
 /**
  * Runs the migrations that have not run yet, each in its own transaction. On PostgreSQL a transaction-

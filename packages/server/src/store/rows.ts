@@ -71,6 +71,7 @@ export function auditEventFromRow(row: Selectable<AuditEventsTable>): AuditEvent
     timestamp: row.timestamp,
     outcome: row.outcome as AuditEvent['outcome'],
     details: JSON.parse(row.details) as Record<string, unknown>,
+    subject_agent_id: row.subject_agent_id,
     prev_hash: row.prev_hash,
     hash: row.hash,
   };

@@ -212,7 +212,12 @@ export interface AuditEventsTable {
   outcome: string;
   details: string;
   prev_hash: string;
+  /** SHA-256 (events before the audit key) or HMAC-SHA256 with the audit key over the event and prev_hash */
   hash: string;
+  /** the agent the event belongs to (the acting agent, or the agent whose resource it is); null if none */
+  subject_agent_id: string | null;
+  /** the audit key that signed `hash`; null for events written before keyed anchoring (migration 0007) */
+  hmac_key_id: string | null;
 }
 
 export interface AuditChainHeadsTable {

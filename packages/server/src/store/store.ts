@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
 import pg from 'pg';
+import { ephemeralAuditAnchor, type AuditAnchor } from './audit-anchor.js';
 import { migrate, type DbDialect } from './migrations.js';
 import type { Database } from './schema.js';
 
@@ -20,10 +21,14 @@ export interface DbHandle {
 /** A handle inside a transaction. */
 export interface TxHandle extends DbHandle {
   readonly db: Transaction<Database>;
+  /** the audit's key and checkpoints (kept outside the database): events appended here are signed with it */
+  readonly audit: AuditAnchor;
 }
 
 /** The database of the control plane. */
 export interface Store extends DbHandle {
+  /** the audit's key and checkpoints, kept outside the database */
+  readonly audit: AuditAnchor;
   /** Runs `fn` in one transaction; it commits when `fn` resolves and rolls back when it throws. */
   transaction<T>(fn: (tx: TxHandle) => Promise<T>): Promise<T>;
   /** Resolves when the database answers (for /readyz). */
@@ -63,8 +68,12 @@ function withStatementCache(sqlite: SqliteDatabase.Database, maxStatements = 100
   };
 }
 
-/** Opens the database and runs pending migrations. */
-export async function openStore(options: StoreOptions): Promise<Store> {
+/**
+ * Opens the database and runs pending migrations. `audit` is the key and checkpoint log the audit is
+ * anchored with; without one, a random key and in-memory checkpoints, for tests and tools that live no
+ * longer than the events they write (a chain signed with another key fails verify).
+ */
+export async function openStore(options: StoreOptions, audit: AuditAnchor = ephemeralAuditAnchor()): Promise<Store> {
   let db: Kysely<Database>;
   let dialect: DbDialect;
   if (options.kind === 'sqlite') {
@@ -91,7 +100,8 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   return {
     db,
     dialect,
-    transaction: (fn) => db.transaction().execute((trx) => fn({ db: trx, dialect })),
+    audit,
+    transaction: (fn) => db.transaction().execute((trx) => fn({ db: trx, dialect, audit })),
     ping: async () => {
       await sql`select 1`.execute(db);
     },

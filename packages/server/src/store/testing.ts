@@ -1,4 +1,5 @@
 import { createPostgresDatabase } from '../../../../test/support/databases.js';
+import type { AuditAnchor } from './audit-anchor.js';
 import { openStore, type DbDialect, type Store } from './store.js';
 
 /** A fresh store for one test file, and how to throw it away. */
@@ -9,15 +10,15 @@ export interface TestStore {
 
 /**
  * Opens a fresh, migrated store of either kind: SQLite in memory, or a new PostgreSQL database on the
- * test server (from test/support). Use with `describe.each(DB_KINDS)` so every test runs on both.
+ * test server (from test/support), anchored with `audit` (else a random key, checkpoints in memory). Use with `describe.each(DB_KINDS)` so every test runs on both.
  */
-export async function openTestStore(kind: DbDialect): Promise<TestStore> {
+export async function openTestStore(kind: DbDialect, audit?: AuditAnchor): Promise<TestStore> {
   if (kind === 'sqlite') {
-    const store = await openStore({ kind: 'sqlite', file: ':memory:' });
+    const store = await openStore({ kind: 'sqlite', file: ':memory:' }, audit);
     return { store, cleanup: () => store.close() };
   }
   const database = await createPostgresDatabase();
-  const store = await openStore({ kind: 'postgres', url: database.url, poolSize: 8 });
+  const store = await openStore({ kind: 'postgres', url: database.url, poolSize: 8 }, audit);
   return {
     store,
     cleanup: async () => {
