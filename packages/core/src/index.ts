@@ -9,3 +9,4 @@ export * from './api.js';
 export * from './jobs-api.js';
 export * from './runner-protocol.js';
 export * from './fleet-api.js';
+export * from './glob.js';

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { limitsSchema } from './limits.js';
 import { artifactRulesSchema, networkRulesSchema } from './policy.js';
-import { collectGlobSchema, jobFileSchema, workspacePathSchema } from './jobs-api.js';
+import { jobFileSchema, leasedCollectGlobSchema, workspacePathSchema } from './jobs-api.js';
 import { exitStatusSchema, resourceUsageSchema, verdictSchema } from './verdicts.js';
 
 /**
@@ -76,7 +76,7 @@ export const jobSpecSchema = z.object({
   limits: limitsSchema,
   network: networkRulesSchema,
   artifacts: artifactRulesSchema,
-  collect: z.array(collectGlobSchema),
+  collect: z.array(leasedCollectGlobSchema),
 });
 export type JobSpec = z.infer<typeof jobSpecSchema>;
 
