@@ -59,3 +59,70 @@ describe.each<DbKind>(['sqlite', 'postgres'])('a poisoned job never takes a runn
     expect(next).toMatchObject({ status: 'succeeded', stdout: 'still here\n', attempt: 1 });
   }, 90_000);
 });
+
+/**
+ * Issue 7, point 4 (the runner's half): a runner refuses a job its host cannot honour, and never runs
+ * more at once than its memory budget holds. A budget of 400 MiB stands in for a small host.
+ */
+const MiB = 1024 * 1024;
+
+describe.each<DbKind>(['sqlite', 'postgres'])('a runner holds to what its host can honour (%s)', (db) => {
+  const kiln = new KilnSystem(db);
+  let agentClient: KilnClient;
+  let policyId: string;
+
+  beforeAll(async () => {
+    await kiln.startServer();
+    await kiln.startRunner({
+      name: 'small-host',
+      capacity: 4,
+      env: { KILN_RUNNER_MEMORY_BUDGET_BYTES: String(400 * MiB), KILN_RUNNER_SLOT_MEMORY_BYTES: String(64 * MiB) },
+    });
+    const t = await kiln.newTenant();
+    agentClient = t.agentClient;
+    const base = (await t.admin.policies.list()).items.find((p) => p.name === 'default')!;
+    const generous = await t.admin.policies.create({
+      name: 'generous',
+      ruleset: { ...base.ruleset, limits: { ...base.ruleset.limits, memory_bytes: 1024 * MiB, disk_bytes: 1024 * MiB } },
+    });
+    policyId = generous.id;
+  }, 120_000);
+
+  afterAll(async () => {
+    await kiln.close();
+  }, 60_000);
+
+  it('refuses memory or disk above its budget with system_error naming the limit and the budget', async () => {
+    const [memory, disk] = await Promise.all([
+      agentClient.jobs.createAndWait({ language: 'python', code: 'print(1)', policy_id: policyId, limits: { memory_bytes: 512 * MiB, disk_bytes: 64 * MiB } }),
+      agentClient.jobs.createAndWait({
+        language: 'python',
+        code: 'print(1)',
+        policy_id: policyId,
+        limits: { memory_bytes: 64 * MiB, disk_bytes: 512 * MiB },
+      }),
+    ]);
+    expect(memory).toMatchObject({ status: 'failed', verdict: 'system_error', attempt: 1 });
+    expect(memory.error).toBe(
+      "limits.memory_bytes 512 MiB exceeds this runner's memory budget of 400 MiB (KILN_RUNNER_MEMORY_BUDGET_BYTES)",
+    );
+    expect(disk).toMatchObject({ status: 'failed', verdict: 'system_error' });
+    expect(disk.error).toMatch(/^limits\.disk_bytes 512 MiB exceeds this runner's memory budget of 400 MiB .*tmpfs/);
+    const ok = await agentClient.jobs.createAndWait({ language: 'python', code: 'print(2)', policy_id: policyId, limits: { memory_bytes: 384 * MiB, disk_bytes: 64 * MiB } });
+    expect(ok).toMatchObject({ status: 'succeeded', stdout: '2\n' });
+  }, 60_000);
+
+  it('four slots but memory for two 150 MiB jobs: never more than two run at once, and all four finish', async () => {
+    // Each job prints when it ran, measured inside its sandbox; the intervals show the concurrency.
+    const code = 'import time\nstart = time.time()\ntime.sleep(1.5)\nprint(start, time.time())';
+    const jobs = await Promise.all(
+      Array.from({ length: 4 }, () =>
+        agentClient.jobs.createAndWait({ language: 'python', code, policy_id: policyId, limits: { memory_bytes: 150 * MiB, disk_bytes: 64 * MiB, wall_time_ms: 10_000 } }),
+      ),
+    );
+    for (const job of jobs) expect(job).toMatchObject({ status: 'succeeded', attempt: 1 });
+    const intervals = jobs.map((j) => j.stdout!.trim().split(' ').map(Number) as [number, number]);
+    const mostAtOnce = Math.max(...intervals.map(([start]) => intervals.filter(([s, e]) => s <= start && start < e).length));
+    expect(mostAtOnce).toBe(2);
+  }, 90_000);
+});

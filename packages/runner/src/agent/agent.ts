@@ -13,6 +13,7 @@ import type { OneShotSpec, RunResult, SandboxDriver } from '../sandbox/driver.js
 import { setupFailure } from '../sandbox/one-shot.js';
 import { selectArtifacts } from './artifact-selection.js';
 import { ControlPlaneError, type ControlPlaneClient } from './control-plane-client.js';
+import { detectHostCapacity, hostRefusal, MemoryLedger, type HostCapacity } from './host-capacity.js';
 import { OutputBatcher } from './output-batcher.js';
 
 export interface AgentLogger {
@@ -39,6 +40,13 @@ export interface RunnerAgentOptions {
   leaseWaitMs?: number;
   /** On stop, how long running jobs may take to finish before they are abandoned. @default 10000 */
   shutdownGraceMs?: number;
+  /** What this node can honour (memory budget, pid_max). @default measured by detectHostCapacity() */
+  host?: HostCapacity;
+  /**
+   * The memory a job is assumed to need before its lease says (the lease asks for no more jobs than
+   * the free budget holds at this size each). @default 268435456 (the default policy's memory_bytes)
+   */
+  slotMemoryBytes?: number;
 }
 
 interface RunningJob {
@@ -79,8 +87,24 @@ export class RunnerAgent {
   private loops: Promise<void>[] = [];
   private draining = false;
   private wakeHeartbeat: (() => void) | undefined;
+  private readonly host: HostCapacity;
+  /** The memory limits of admitted jobs against the node's budget (capacity × memory accounting). */
+  readonly memory: MemoryLedger;
 
-  constructor(private readonly options: RunnerAgentOptions) {}
+  constructor(private readonly options: RunnerAgentOptions) {
+    this.host = options.host ?? detectHostCapacity();
+    this.memory = new MemoryLedger(this.host.memoryBudgetBytes);
+  }
+
+  /**
+   * Jobs to ask the control plane for: free slots, and no more than the uncommitted memory holds at
+   * `slotMemoryBytes` each, so a node never leases work its RAM cannot hold.
+   */
+  freeSlots(): number {
+    const bySlots = this.options.capacity - this.running.size;
+    const byMemory = Math.floor(this.memory.availableBytes / (this.options.slotMemoryBytes ?? 256 * 1024 * 1024));
+    return Math.max(0, Math.min(bySlots, byMemory));
+  }
 
   get id(): string | undefined {
     return this.runnerId;
@@ -188,7 +212,7 @@ export class RunnerAgent {
     const signal = this.stopController.signal;
     let backoffMs = 200;
     while (!signal.aborted) {
-      const free = this.options.capacity - this.running.size;
+      const free = this.freeSlots();
       if (free <= 0 || this.draining) {
         await new Promise<void>((resolve) => {
           this.slotFreed = resolve;
@@ -239,17 +263,30 @@ export class RunnerAgent {
 
     let result: RunResult;
     let error: string | null = null;
-    try {
-      result = await driver.run({
-        ...this.options.toRunSpec(lease.spec),
-        signal: entry.abort.signal,
-        onStdout: stream('stdout'),
-        onStderr: stream('stderr'),
-      });
-      error = result.error ?? null;
-    } catch (err) {
-      error = err instanceof Error ? err.message : String(err);
-      result = setupFailure(error);
+    const refusal = hostRefusal(lease.spec.limits, this.host);
+    if (refusal !== undefined) {
+      // Refused, not clamped: the tenant learns which limit and what this node offers.
+      logger.warn({ job_id: lease.job_id, reason: refusal }, 'job refused: its limits exceed this node');
+      error = refusal;
+      result = setupFailure(refusal);
+    } else {
+      // Waits for room when running jobs hold the budget; a cancel or a lost lease ends the wait.
+      const memoryBytes = lease.spec.limits.memory_bytes;
+      const admitted = await this.memory.reserve(memoryBytes, entry.abort.signal);
+      try {
+        result = await driver.run({
+          ...this.options.toRunSpec(lease.spec),
+          signal: entry.abort.signal,
+          onStdout: stream('stdout'),
+          onStderr: stream('stderr'),
+        });
+        error = result.error ?? null;
+      } catch (err) {
+        error = err instanceof Error ? err.message : String(err);
+        result = setupFailure(error);
+      } finally {
+        if (admitted) this.memory.release(memoryBytes);
+      }
     }
     if (batcher.onlyPending('started')) batcher.discard();
     await batcher.flush();
