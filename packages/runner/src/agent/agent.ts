@@ -103,7 +103,10 @@ export class RunnerAgent {
   freeSlots(): number {
     const bySlots = this.options.capacity - this.running.size;
     const byMemory = Math.floor(this.memory.availableBytes / (this.options.slotMemoryBytes ?? 256 * 1024 * 1024));
-    return Math.max(0, Math.min(bySlots, byMemory));
+    // An idle node always takes one job, even on a budget under the assumed size: the job's own limits
+    // then decide (refused if over the budget, run if within).
+    const atLeast = this.running.size === 0 ? 1 : 0;
+    return Math.max(0, Math.min(bySlots, Math.max(byMemory, atLeast)));
   }
 
   get id(): string | undefined {
