@@ -41,6 +41,26 @@ describe.each<DbKind>(['sqlite', 'postgres'])('a poisoned job never takes a runn
     expect(next).toMatchObject({ status: 'succeeded', stdout: 'after\n', attempt: 1 });
   }, 60_000);
 
+  it('many collected files still make a report the control plane takes: the job ends at its first attempt', async () => {
+    // 40 files of 60 KiB (each small enough to ride inline) and 400 with 200-character names, under the
+    // default policy (32 artifacts): all inline, the report would be far over the server's body limit.
+    const job = await agentClient.jobs.createAndWait({
+      language: 'python',
+      code: [
+        'import os',
+        'os.makedirs("out/long", exist_ok=True)',
+        'for i in range(40): open("out/f%02d" % i, "wb").write(os.urandom(60 * 1024))',
+        'for i in range(400): open("out/long/%s%03d" % ("n" * 197, i), "w").close()',
+        'print("made")',
+      ].join('\n'),
+      limits: { wall_time_ms: 20_000 },
+    });
+    expect(job).toMatchObject({ status: 'succeeded', verdict: 'ok', attempt: 1, stdout: 'made\n' });
+    expect(job.output_refs?.artifacts).toHaveLength(32);
+    expect(job.rejected_artifacts!.length).toBeLessThanOrEqual(101);
+    expect(job.rejected_artifacts!.at(-1)!.reason).toMatch(/more files refused/);
+  }, 60_000);
+
   it('a workspace of 60,000 files fails its job as output_limit with the reason; heartbeats go on', async () => {
     const before = await runner();
     const flood = await agentClient.jobs.createAndWait({

@@ -11,7 +11,7 @@ import {
 } from '@kiln/core';
 import type { OneShotSpec, RunResult, SandboxDriver } from '../sandbox/driver.js';
 import { setupFailure } from '../sandbox/one-shot.js';
-import { selectArtifacts } from './artifact-selection.js';
+import { boundRejected, selectArtifacts } from './artifact-selection.js';
 import { ControlPlaneError, type ControlPlaneClient } from './control-plane-client.js';
 import { detectHostCapacity, hostRefusal, MemoryLedger, type HostCapacity } from './host-capacity.js';
 import { OutputBatcher } from './output-batcher.js';
@@ -58,6 +58,15 @@ interface RunningJob {
 }
 
 const sha256Checksum = (bytes: Buffer) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+
+/**
+ * Raw bytes carried inline in one completion report at most; blobs past it are uploaded. Base64 and JSON
+ * make this ~350 KiB on the wire: well under the control plane's body limit (1 MiB by default), however
+ * many small files a sandbox writes.
+ */
+const INLINE_REPORT_BUDGET_BYTES = 256 * 1024;
+/** Refused files a report names one by one; the rest are summed up in one entry (boundRejected). */
+const REJECTED_NAMED_MAX = 100;
 
 /** The least time between two heartbeats, so a server that answers at once cannot make us spin. */
 const MIN_HEARTBEAT_GAP_MS = 100;
@@ -301,8 +310,10 @@ export class RunnerAgent {
     if (entry.stopReason === 'canceled') result.verdict = 'canceled';
 
     // Small blobs ride inside the completion report: one request instead of three for a typical job.
+    let inlineBudget = INLINE_REPORT_BUDGET_BYTES;
     const upload = async (bytes: Buffer): Promise<ReportedBlob | undefined> => {
-      if (bytes.length <= INLINE_BLOB_MAX_BYTES) {
+      if (bytes.length <= INLINE_BLOB_MAX_BYTES && bytes.length <= inlineBudget) {
+        inlineBudget -= bytes.length;
         return { checksum: sha256Checksum(bytes), size_bytes: bytes.length, content_base64: bytes.toString('base64') };
       }
       return this.retry(() => client.uploadBlob(lease.job_id, lease.attempt, bytes));
@@ -325,7 +336,7 @@ export class RunnerAgent {
       stdout,
       stderr,
       artifacts,
-      rejected_artifacts: selection.rejected,
+      rejected_artifacts: boundRejected(selection.rejected, REJECTED_NAMED_MAX),
       error,
     };
     await this.retry(() => client.complete(lease.job_id, report).then(() => true));

@@ -112,4 +112,15 @@ describe('collectFiles on a real folder', () => {
     expect(shallow.files.map((f) => f.path)).toEqual(['d1/shallow']);
     expect(shallow.stopped).toBeUndefined();
   });
+
+  it('does not collect a path longer than a report can name (1024 characters)', async () => {
+    const safe = folder('long');
+    const deep = `${root}/long/${Array.from({ length: 4 }, (_, i) => `${i}`.repeat(250)).join('/')}`;
+    mkdirSync(deep, { recursive: true });
+    writeFileSync(`${deep}/${'f'.repeat(20)}`, 'just fits');
+    writeFileSync(`${deep}/${'f'.repeat(21)}`, 'too long');
+    writeFileSync(`${deep}/f`, 'fits');
+    const outcome = await collectFiles(safe, ['**']);
+    expect(outcome.files.map((f) => [f.path.length, f.content.toString()])).toEqual([[1005, 'fits'], [1024, 'just fits']]);
+  });
 });

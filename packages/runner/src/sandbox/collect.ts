@@ -1,6 +1,6 @@
 import { closeSync, type Dirent } from 'node:fs';
 import { opendir } from 'node:fs/promises';
-import { GlobSet, type GlobMeter, type GlobState } from '@kiln/core';
+import { ARTIFACT_NAME_MAX_LENGTH, GlobSet, type GlobMeter, type GlobState } from '@kiln/core';
 import type { CollectedFile } from './driver.js';
 import { UnsafePathError, type SafeRoot } from './safe-fs.js';
 
@@ -20,6 +20,8 @@ export interface CollectBounds {
   maxEntries: number;
   /** Folders deeper than this are not entered. @default 32 */
   maxDepth: number;
+  /** Files with a longer path are not collected (a report cannot name them). @default 1024 */
+  maxPathLength: number;
   /** Glob automaton steps at most (GlobMeter); past it the walk stops. @default 20000000 */
   maxMatchSteps: number;
   /** The walk stops after this long. @default 10000 */
@@ -34,6 +36,7 @@ export const DEFAULT_COLLECT_BOUNDS: CollectBounds = {
   maxFiles: 1000,
   maxEntries: 10_000,
   maxDepth: 32,
+  maxPathLength: ARTIFACT_NAME_MAX_LENGTH,
   maxMatchSteps: 20_000_000,
   maxTimeMs: 10_000,
   batchEntries: 256,
@@ -91,6 +94,7 @@ export async function collectFiles(
     for (const entry of entries) {
       await examine();
       const path = prefix + entry.name;
+      if (path.length > b.maxPathLength) continue;
       if (entry.isFile()) {
         if (outcome.files.length >= b.maxFiles) continue;
         if (!matcher.accepts(matcher.advance(state, entry.name, meter))) continue;
