@@ -10,3 +10,4 @@ export * from './jobs-api.js';
 export * from './runner-protocol.js';
 export * from './fleet-api.js';
 export * from './quota.js';
+export * from './glob.js';

@@ -25,12 +25,46 @@ export type JobFile = z.infer<typeof jobFileSchema>;
 
 const envNameSchema = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
 
+/**
+ * A glob as a runner takes it from a lease: relative to the workspace. Looser than what a submission
+ * may ask (collectGlobSchema), so a job queued under older rules still leases; the runner's matcher is
+ * linear and its walk bounded whatever the glob (core/glob.ts, runner sandbox/collect.ts).
+ */
+export const leasedCollectGlobSchema = z
+  .string()
+  .min(1)
+  .max(1024)
+  .refine((g) => !g.startsWith('/') && !g.split('/').includes('..'), 'must be a glob relative to the workspace');
+
+/** Bounds on the `collect` globs of one job request: they are tenant input matched against sandbox data. */
+export const COLLECT_LIMITS = {
+  maxGlobs: 32,
+  maxGlobLength: 255,
+  /** `*` and `?` characters in one glob (`**` counts two). */
+  maxWildcardsPerGlob: 16,
+  /** Characters of all globs together. */
+  maxTotalLength: 1024,
+} as const;
+
 /** Globs of files under /workspace to keep as artifacts, e.g. `out/**` or `*.png`. */
 export const collectGlobSchema = z
   .string()
   .min(1)
-  .max(255)
-  .refine((g) => !g.startsWith('/') && !g.split('/').includes('..'), 'must be a glob relative to the workspace');
+  .max(COLLECT_LIMITS.maxGlobLength)
+  .refine((g) => !g.startsWith('/') && !g.split('/').includes('..'), 'must be a glob relative to the workspace')
+  .refine((g) => !/[\u0000-\u001f\u007f]/.test(g), 'must not contain control characters')
+  .refine(
+    (g) => (g.match(/[*?]/g)?.length ?? 0) <= COLLECT_LIMITS.maxWildcardsPerGlob,
+    `at most ${COLLECT_LIMITS.maxWildcardsPerGlob} wildcards (* and ?) per glob; narrow it, e.g. "out/**"`,
+  );
+
+const collectSchema = z
+  .array(collectGlobSchema)
+  .max(COLLECT_LIMITS.maxGlobs)
+  .refine(
+    (globs) => globs.reduce((n, g) => n + g.length, 0) <= COLLECT_LIMITS.maxTotalLength,
+    `the globs may have at most ${COLLECT_LIMITS.maxTotalLength} characters together`,
+  );
 
 /** A job request (ARCHITECTURE.md §5). Exactly one of `code` and `files`. */
 export const createJobSchema = z
@@ -47,7 +81,7 @@ export const createJobSchema = z
     policy_id: z.string().max(64).optional(),
     agent_id: z.string().max(64).optional(),
     zone: z.string().min(1).max(64).optional(),
-    collect: z.array(collectGlobSchema).max(32).optional(),
+    collect: collectSchema.optional(),
   })
   .superRefine((job, ctx) => {
     if ((job.code === undefined) === (job.files === undefined)) {

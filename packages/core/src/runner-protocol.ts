@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { limitsSchema } from './limits.js';
 import { artifactRulesSchema, networkRulesSchema } from './policy.js';
-import { collectGlobSchema, jobFileSchema, workspacePathSchema } from './jobs-api.js';
+import { jobFileSchema, leasedCollectGlobSchema, workspacePathSchema } from './jobs-api.js';
 import { exitStatusSchema, resourceUsageSchema, verdictSchema } from './verdicts.js';
 
 /**
@@ -76,7 +76,7 @@ export const jobSpecSchema = z.object({
   limits: limitsSchema,
   network: networkRulesSchema,
   artifacts: artifactRulesSchema,
-  collect: z.array(collectGlobSchema),
+  collect: z.array(leasedCollectGlobSchema),
 });
 export type JobSpec = z.infer<typeof jobSpecSchema>;
 
@@ -126,6 +126,9 @@ export const reportedBlobSchema = uploadedBlobSchema.extend({
 });
 export type ReportedBlob = z.infer<typeof reportedBlobSchema>;
 
+/** Longest artifact name (its path under /workspace) a report may carry; longer files are not collected. */
+export const ARTIFACT_NAME_MAX_LENGTH = 1024;
+
 export const completionReportSchema = z.strictObject({
   attempt: z.number().int().min(1),
   verdict: verdictSchema,
@@ -134,10 +137,10 @@ export const completionReportSchema = z.strictObject({
   stdout: reportedBlobSchema,
   stderr: reportedBlobSchema,
   artifacts: z
-    .array(reportedBlobSchema.extend({ name: z.string().min(1).max(1024) }))
+    .array(reportedBlobSchema.extend({ name: z.string().min(1).max(ARTIFACT_NAME_MAX_LENGTH) }))
     .max(10_000),
   rejected_artifacts: z
-    .array(z.strictObject({ name: z.string().max(1024), size_bytes: z.number().int().nonnegative(), reason: z.string().max(512) }))
+    .array(z.strictObject({ name: z.string().max(ARTIFACT_NAME_MAX_LENGTH), size_bytes: z.number().int().nonnegative(), reason: z.string().max(512) }))
     .max(10_000)
     .default([]),
   /** For system_error: what went wrong on the node (kept for operators). */

@@ -79,6 +79,8 @@ export interface RunnerOptions {
   name?: string;
   zone?: string;
   capacity?: number;
+  /** Extra KILN_* variables for this runner (e.g. its memory budget). */
+  env?: Record<string, string>;
 }
 
 export interface RunnerProcess {
@@ -166,7 +168,7 @@ export class KilnSystem {
       '--name', name,
       '--data-dir', join(this.dir, name),
     ];
-    const proc = spawnCli(args, {});
+    const proc = spawnCli(args, options.env ?? {});
     const runner: RunnerProcess = {
       name,
       zone,

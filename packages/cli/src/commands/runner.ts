@@ -28,12 +28,16 @@ export function registerRunner(program: Command): void {
       const capacityFromEnv = env.KILN_CAPACITY ? parsePositiveInt(env.KILN_CAPACITY) : undefined;
       const zone = opts.zone ?? env.KILN_ZONE;
       const name = opts.name ?? env.KILN_RUNNER_NAME;
+      const memoryBudgetBytes = env.KILN_RUNNER_MEMORY_BUDGET_BYTES ? parsePositiveInt(env.KILN_RUNNER_MEMORY_BUDGET_BYTES) : undefined;
+      const slotMemoryBytes = env.KILN_RUNNER_SLOT_MEMORY_BYTES ? parsePositiveInt(env.KILN_RUNNER_SLOT_MEMORY_BYTES) : undefined;
       const runner = await startRunner({
         serverUrl,
         token,
         ...(zone ? { zone } : {}),
         ...(opts.capacity ?? capacityFromEnv ? { capacity: opts.capacity ?? capacityFromEnv! } : {}),
         ...(name ? { name } : {}),
+        ...(memoryBudgetBytes !== undefined ? { memoryBudgetBytes } : {}),
+        ...(slotMemoryBytes !== undefined ? { slotMemoryBytes } : {}),
         dataDir: opts.dataDir ?? env.KILN_DATA_DIR ?? './.kiln/runner',
         logger,
       });

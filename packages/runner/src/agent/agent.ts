@@ -11,8 +11,9 @@ import {
 } from '@kiln/core';
 import type { OneShotSpec, RunResult, SandboxDriver } from '../sandbox/driver.js';
 import { setupFailure } from '../sandbox/one-shot.js';
-import { selectArtifacts } from './artifact-selection.js';
+import { boundRejected, selectArtifacts } from './artifact-selection.js';
 import { ControlPlaneError, type ControlPlaneClient } from './control-plane-client.js';
+import { detectHostCapacity, hostRefusal, MemoryLedger, type HostCapacity } from './host-capacity.js';
 import { OutputBatcher } from './output-batcher.js';
 
 export interface AgentLogger {
@@ -39,6 +40,13 @@ export interface RunnerAgentOptions {
   leaseWaitMs?: number;
   /** On stop, how long running jobs may take to finish before they are abandoned. @default 10000 */
   shutdownGraceMs?: number;
+  /** What this node can honour (memory budget, pid_max). @default measured by detectHostCapacity() */
+  host?: HostCapacity;
+  /**
+   * The memory a job is assumed to need before its lease says (the lease asks for no more jobs than
+   * the free budget holds at this size each). @default 268435456 (the default policy's memory_bytes)
+   */
+  slotMemoryBytes?: number;
 }
 
 interface RunningJob {
@@ -50,6 +58,15 @@ interface RunningJob {
 }
 
 const sha256Checksum = (bytes: Buffer) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+
+/**
+ * Raw bytes carried inline in one completion report at most; blobs past it are uploaded. Base64 and JSON
+ * make this ~350 KiB on the wire: well under the control plane's body limit (1 MiB by default), however
+ * many small files a sandbox writes.
+ */
+const INLINE_REPORT_BUDGET_BYTES = 256 * 1024;
+/** Refused files a report names one by one; the rest are summed up in one entry (boundRejected). */
+const REJECTED_NAMED_MAX = 100;
 
 /** The least time between two heartbeats, so a server that answers at once cannot make us spin. */
 const MIN_HEARTBEAT_GAP_MS = 100;
@@ -79,8 +96,27 @@ export class RunnerAgent {
   private loops: Promise<void>[] = [];
   private draining = false;
   private wakeHeartbeat: (() => void) | undefined;
+  private readonly host: HostCapacity;
+  /** The memory limits of admitted jobs against the node's budget (capacity × memory accounting). */
+  readonly memory: MemoryLedger;
 
-  constructor(private readonly options: RunnerAgentOptions) {}
+  constructor(private readonly options: RunnerAgentOptions) {
+    this.host = options.host ?? detectHostCapacity();
+    this.memory = new MemoryLedger(this.host.memoryBudgetBytes);
+  }
+
+  /**
+   * Jobs to ask the control plane for: free slots, and no more than the uncommitted memory holds at
+   * `slotMemoryBytes` each, so a node never leases work its RAM cannot hold.
+   */
+  freeSlots(): number {
+    const bySlots = this.options.capacity - this.running.size;
+    const byMemory = Math.floor(this.memory.availableBytes / (this.options.slotMemoryBytes ?? 256 * 1024 * 1024));
+    // An idle node always takes one job, even on a budget under the assumed size: the job's own limits
+    // then decide (refused if over the budget, run if within).
+    const atLeast = this.running.size === 0 ? 1 : 0;
+    return Math.max(0, Math.min(bySlots, Math.max(byMemory, atLeast)));
+  }
 
   get id(): string | undefined {
     return this.runnerId;
@@ -188,7 +224,7 @@ export class RunnerAgent {
     const signal = this.stopController.signal;
     let backoffMs = 200;
     while (!signal.aborted) {
-      const free = this.options.capacity - this.running.size;
+      const free = this.freeSlots();
       if (free <= 0 || this.draining) {
         await new Promise<void>((resolve) => {
           this.slotFreed = resolve;
@@ -239,17 +275,30 @@ export class RunnerAgent {
 
     let result: RunResult;
     let error: string | null = null;
-    try {
-      result = await driver.run({
-        ...this.options.toRunSpec(lease.spec),
-        signal: entry.abort.signal,
-        onStdout: stream('stdout'),
-        onStderr: stream('stderr'),
-      });
-      error = result.error ?? null;
-    } catch (err) {
-      error = err instanceof Error ? err.message : String(err);
-      result = setupFailure(error);
+    const refusal = hostRefusal(lease.spec.limits, this.host);
+    if (refusal !== undefined) {
+      // Refused, not clamped: the tenant learns which limit and what this node offers.
+      logger.warn({ job_id: lease.job_id, reason: refusal }, 'job refused: its limits exceed this node');
+      error = refusal;
+      result = setupFailure(refusal);
+    } else {
+      // Waits for room when running jobs hold the budget; a cancel or a lost lease ends the wait.
+      const memoryBytes = lease.spec.limits.memory_bytes;
+      const admitted = await this.memory.reserve(memoryBytes, entry.abort.signal);
+      try {
+        result = await driver.run({
+          ...this.options.toRunSpec(lease.spec),
+          signal: entry.abort.signal,
+          onStdout: stream('stdout'),
+          onStderr: stream('stderr'),
+        });
+        error = result.error ?? null;
+      } catch (err) {
+        error = err instanceof Error ? err.message : String(err);
+        result = setupFailure(error);
+      } finally {
+        if (admitted) this.memory.release(memoryBytes);
+      }
     }
     if (batcher.onlyPending('started')) batcher.discard();
     await batcher.flush();
@@ -261,8 +310,10 @@ export class RunnerAgent {
     if (entry.stopReason === 'canceled') result.verdict = 'canceled';
 
     // Small blobs ride inside the completion report: one request instead of three for a typical job.
+    let inlineBudget = INLINE_REPORT_BUDGET_BYTES;
     const upload = async (bytes: Buffer): Promise<ReportedBlob | undefined> => {
-      if (bytes.length <= INLINE_BLOB_MAX_BYTES) {
+      if (bytes.length <= INLINE_BLOB_MAX_BYTES && bytes.length <= inlineBudget) {
+        inlineBudget -= bytes.length;
         return { checksum: sha256Checksum(bytes), size_bytes: bytes.length, content_base64: bytes.toString('base64') };
       }
       return this.retry(() => client.uploadBlob(lease.job_id, lease.attempt, bytes));
@@ -285,7 +336,7 @@ export class RunnerAgent {
       stdout,
       stderr,
       artifacts,
-      rejected_artifacts: selection.rejected,
+      rejected_artifacts: boundRejected(selection.rejected, REJECTED_NAMED_MAX),
       error,
     };
     await this.retry(() => client.complete(lease.job_id, report).then(() => true));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { selectArtifacts } from './artifact-selection.js';
+import { boundRejected, selectArtifacts } from './artifact-selection.js';
 
 const rules = { max_count: 2, max_bytes: 100, max_total_bytes: 150 };
 
@@ -26,5 +26,20 @@ describe('selectArtifacts', () => {
     const { accepted, rejected } = selectArtifacts(files, rules);
     expect(accepted.map((f) => f.path)).toEqual(['out/a', 'out/c']);
     expect(rejected.map((r) => [r.name, r.reason.split(' ')[0]])).toEqual([['out/b', 'would']]);
+  });
+});
+
+describe('boundRejected', () => {
+  it('names the first files and sums up the rest in one entry', () => {
+    const rejected = Array.from({ length: 250 }, (_, i) => ({ name: `out/f${i}`, size_bytes: 2, reason: 'r' }));
+    const bounded = boundRejected(rejected, 100);
+    expect(bounded).toHaveLength(101);
+    expect(bounded[99]!.name).toBe('out/f99');
+    expect(bounded[100]).toEqual({
+      name: '150 more files',
+      size_bytes: 300,
+      reason: '150 more files refused for the same limits (only the first 100 are named)',
+    });
+    expect(boundRejected(rejected.slice(0, 5), 100)).toHaveLength(5);
   });
 });

@@ -37,3 +37,20 @@ export function selectArtifacts<T extends CandidateFile>(files: T[], rules: Arti
   }
   return { accepted, rejected };
 }
+
+/**
+ * Keeps a report's list of refused files bounded: the first `max` are named, the rest summed up in one
+ * last entry, so a sandbox that writes thousands of files cannot make a report the control plane refuses.
+ */
+export function boundRejected(rejected: Selection<CandidateFile>['rejected'], max: number): Selection<CandidateFile>['rejected'] {
+  if (rejected.length <= max) return rejected;
+  const rest = rejected.slice(max);
+  return [
+    ...rejected.slice(0, max),
+    {
+      name: `${rest.length} more files`,
+      size_bytes: rest.reduce((n, r) => n + r.size_bytes, 0),
+      reason: `${rest.length} more files refused for the same limits (only the first ${max} are named)`,
+    },
+  ];
+}

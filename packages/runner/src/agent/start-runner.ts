@@ -7,6 +7,7 @@ import { buildOneShotSpec } from '../languages/spec.js';
 import { detectLanguages } from '../languages/detect.js';
 import { RunnerAgent, type AgentLogger } from './agent.js';
 import { ControlPlaneClient } from './control-plane-client.js';
+import { detectHostCapacity, formatBytes } from './host-capacity.js';
 
 export interface RunnerConfig {
   /** The control plane's URL (any replica). */
@@ -22,6 +23,14 @@ export interface RunnerConfig {
   /** @default "./.kiln/runner" */
   dataDir?: string;
   labels?: Record<string, string>;
+  /**
+   * Memory all sandboxes together may hold (KILN_RUNNER_MEMORY_BUDGET_BYTES); jobs asking for more are
+   * refused, and running jobs' memory limits never sum past it.
+   * @default 90% of the host RAM or of the runner's own cgroup memory limit, whichever is smaller
+   */
+  memoryBudgetBytes?: number;
+  /** The memory a not-yet-leased job is assumed to need (KILN_RUNNER_SLOT_MEMORY_BYTES). @default 268435456 */
+  slotMemoryBytes?: number;
   logger: AgentLogger;
 }
 
@@ -60,6 +69,11 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
   const languages = await detectLanguages(driver);
   config.logger.info({ languages: languages.map((l) => `${l.name} ${l.version}`) }, 'languages detected');
   const dataDir = config.dataDir ?? './.kiln/runner';
+  const host = detectHostCapacity(config.memoryBudgetBytes !== undefined ? { memoryBudgetBytes: config.memoryBudgetBytes } : {});
+  config.logger.info(
+    { memory_budget_bytes: host.memoryBudgetBytes, source: host.memoryBudgetSource, pid_max: host.pidMax },
+    `sandbox memory budget ${formatBytes(host.memoryBudgetBytes)}`,
+  );
   const agent = new RunnerAgent({
     client: new ControlPlaneClient(config.serverUrl, config.token),
     driver,
@@ -70,6 +84,8 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
     capacity: config.capacity ?? 2,
     labels: config.labels ?? {},
     logger: config.logger,
+    host,
+    ...(config.slotMemoryBytes !== undefined ? { slotMemoryBytes: config.slotMemoryBytes } : {}),
   });
   await agent.start();
   return {

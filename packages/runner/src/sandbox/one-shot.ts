@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { KilnError, limitsSchema, newId, parseOrThrow, type Limits } from '@kiln/core';
 import { buildBwrapArgs } from './bwrap-args.js';
 import type { CgroupBackend, SandboxCgroup } from './cgroups/index.js';
-import type { CollectedFile, OneShotSpec, RunResult } from './driver.js';
+import type { OneShotSpec, RunResult } from './driver.js';
 import { buildLaunchArgs, rlimitsFor, SECCOMP_FD } from './launch-args.js';
 import { nativeHelperPath, requireBwrap } from './native-paths.js';
 import { launchProcess } from './process-launcher.js';
@@ -91,7 +91,7 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
       ws.writeFiles(spec.files ?? []),
     );
     if (result.verdict !== 'system_error' && result.verdict !== 'canceled') {
-      result.files = collectFiles(workspace, spec.collect ?? ['out/**'], limits.output_bytes);
+      await collectInto(result, workspace, spec.collect ?? ['out/**'], limits.output_bytes);
     }
     result.sandbox_id = sandboxId;
     return result;
@@ -115,9 +115,19 @@ async function cleanup(cgroup?: SandboxCgroup, workspace?: Workspace, lease?: Ui
   }
 }
 
-function collectFiles(workspace: Workspace, globs: readonly string[], outputBytes: number): CollectedFile[] {
+/**
+ * Collects the run's files. A walk that a bound stopped (too many entries, too long, too much matching)
+ * fails the job as `output_limit` with the reason: the sandbox made more than kiln examines, and saying
+ * so beats a silent partial collection. The files collected before the stop are kept.
+ */
+async function collectInto(result: RunResult, workspace: Workspace, globs: readonly string[], outputBytes: number): Promise<void> {
   // Collected files are output too: bound them by the larger of output_bytes and 16 MiB per file.
-  return workspace.collect(globs, { maxFileBytes: Math.max(outputBytes, 16 * 1024 * 1024) });
+  const outcome = await workspace.collect(globs, { maxFileBytes: Math.max(outputBytes, 16 * 1024 * 1024) });
+  result.files = outcome.files;
+  if (outcome.stopped !== undefined) {
+    if (result.verdict === 'ok') result.verdict = 'output_limit';
+    result.error = outcome.stopped;
+  }
 }
 
 async function supervise(

@@ -7,6 +7,7 @@ import {
   ftruncateSync,
   mkdirSync,
   openSync,
+  read,
   readdirSync,
   readSync,
   type Stats,
@@ -120,21 +121,35 @@ export class SafeRoot {
     const dirFd = this.openDir(parts, path);
     let fd: number;
     try {
+      fd = this.openFileAt(dirFd, name, path, maxBytes);
+    } finally {
+      closeSync(dirFd);
+    }
+    try {
+      return readAll(fd, fstatSync(fd).size, maxBytes);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Opens the regular file `name` in the folder `dirFd` for reading, checked (see checkFile) and within `maxBytes`. */
+  private openFileAt(dirFd: number, name: string, path: string, maxBytes: number): number {
+    let fd: number;
+    try {
       // O_NONBLOCK: opening a FIFO the sandbox planted must not hang the runner.
       fd = openSync(via(dirFd, name), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC_SAFE);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new UnsafePathError(path, 'is a symbolic link');
       throw err;
-    } finally {
-      closeSync(dirFd);
     }
     try {
       const st = fstatSync(fd);
       this.checkFile(st, path);
       if (st.size > maxBytes) throw new UnsafePathError(path, `larger than ${maxBytes} bytes`);
-      return readAll(fd, st.size, maxBytes);
-    } finally {
+      return fd;
+    } catch (err) {
       closeSync(fd);
+      throw err;
     }
   }
 
@@ -207,40 +222,64 @@ export class SafeRoot {
     }
   }
 
+  /** Opens the root folder itself; the caller closes the fd. */
+  openRoot(): number {
+    const fd = openDirFd(this.rootPath);
+    try {
+      this.checkDir(fd, '');
+      return fd;
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+  }
+
   /**
-   * Walks the tree below the root without following links, calling `visit` with each regular file's
-   * relative path. Stops after `maxEntries` entries and below `maxDepth` folders, so a sandbox cannot
-   * make the walk endless (each level re-opens its path from the root: depth costs quadratically).
+   * Opens the folder `name` inside the folder held by `dirFd` (never through a link, never across a mount):
+   * a walk holds each level open, so depth costs one open per folder instead of one per level.
    */
-  walkFiles(visit: (relPath: string) => void, maxEntries = 10_000, maxDepth = 32): void {
-    let seen = 0;
-    const walk = (parts: string[]) => {
-      if (parts.length > maxDepth) return;
-      let entries;
-      const dirFd = this.openDir(parts, parts.join('/'));
-      try {
-        entries = readdirSync(`/proc/self/fd/${dirFd}`, { withFileTypes: true });
-      } finally {
-        closeSync(dirFd);
+  openChildDir(dirFd: number, name: string, path: string): number {
+    let fd: number;
+    try {
+      fd = openDirFd(via(dirFd, name));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ELOOP' || code === 'ENOTDIR') throw new UnsafePathError(path, `${name} is a link or not a folder`);
+      throw err;
+    }
+    try {
+      this.checkDir(fd, path);
+      return fd;
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+  }
+
+  /**
+   * Reads the regular file `name` in the folder held by `dirFd`, without blocking the event loop: the
+   * reads go to libuv's thread pool. Refuses links, special files, extra hard links and files larger
+   * than `maxBytes`.
+   */
+  async readFileAt(dirFd: number, name: string, path: string, maxBytes: number): Promise<Buffer> {
+    const fd = this.openFileAt(dirFd, name, path, maxBytes);
+    try {
+      const buf = Buffer.alloc(fstatSync(fd).size);
+      let off = 0;
+      while (off < buf.length) {
+        const n = await readAsync(fd, buf, off, buf.length - off, off);
+        if (n === 0) break;
+        off += n;
       }
-      entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-      for (const entry of entries) {
-        if (++seen > maxEntries) return;
-        const childParts = [...parts, entry.name];
-        if (entry.isDirectory()) {
-          try {
-            walk(childParts);
-          } catch (err) {
-            if (!(err instanceof UnsafePathError)) throw err;
-          }
-        } else if (entry.isFile()) {
-          visit(childParts.join('/'));
-        }
-      }
-    };
-    walk([]);
+      return off === buf.length ? buf : buf.subarray(0, off);
+    } finally {
+      closeSync(fd);
+    }
   }
 }
+
+const readAsync = (fd: number, buf: Buffer, off: number, length: number, position: number) =>
+  new Promise<number>((resolve, reject) => read(fd, buf, off, length, position, (err, n) => (err ? reject(err) : resolve(n))));
 
 function readAll(fd: number, size: number, maxBytes: number): Buffer {
   const want = Math.min(size, maxBytes);
@@ -252,31 +291,4 @@ function readAll(fd: number, size: number, maxBytes: number): Buffer {
     off += n;
   }
   return off === want ? buf : buf.subarray(0, off);
-}
-
-/** Turns a glob (`out/**`, `*.txt`, `data/?.csv`) into a RegExp over relative paths. */
-export function globToRegExp(glob: string): RegExp {
-  let re = '';
-  for (let i = 0; i < glob.length; i++) {
-    const c = glob[i] as string;
-    if (c === '*') {
-      if (glob[i + 1] === '*') {
-        // `**/` matches zero or more folders; a trailing `**` matches everything below.
-        if (glob[i + 2] === '/') {
-          re += '(?:.*/)?';
-          i += 2;
-        } else {
-          re += '.*';
-          i += 1;
-        }
-      } else {
-        re += '[^/]*';
-      }
-    } else if (c === '?') {
-      re += '[^/]';
-    } else {
-      re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
-    }
-  }
-  return new RegExp(`^${re}$`);
 }

@@ -1,13 +1,14 @@
 import { spawnSync } from 'node:child_process';
 import { chownSync, mkdirSync } from 'node:fs';
 import { newId } from '@kiln/core';
-import type { CollectedFile, WorkspaceFile } from './driver.js';
+import { collectFiles, type CollectBounds, type CollectOutcome } from './collect.js';
+import type { WorkspaceFile } from './driver.js';
 import { nativeHelperPath } from './native-paths.js';
 import { runHelper } from './process-launcher.js';
 import { runtimeSubdir } from './runtime-dir.js';
-import { globToRegExp, SafeRoot, UnsafePathError } from './safe-fs.js';
+import { SafeRoot } from './safe-fs.js';
 
-export { UnsafePathError, splitRelativePath, globToRegExp } from './safe-fs.js';
+export { UnsafePathError, splitRelativePath } from './safe-fs.js';
 
 /**
  * A sandbox's writable storage: one size-capped tmpfs per sandbox, mounted on the host at
@@ -25,15 +26,6 @@ export interface WorkspaceOptions {
   diskBytes: number;
   /** Folder name; @default a fresh `sbx_` id. */
   id?: string;
-}
-
-export interface CollectOptions {
-  /** Largest single file collected; bigger files are skipped. @default 16 MiB */
-  maxFileBytes?: number;
-  /** Stop collecting once this many bytes were gathered. @default 64 MiB */
-  maxTotalBytes?: number;
-  /** @default 1000 */
-  maxFiles?: number;
 }
 
 export class Workspace {
@@ -129,27 +121,11 @@ export class Workspace {
   }
 
   /**
-   * Collects regular files under /workspace matching any glob. Links, special files and files with more
-   * than one hard link are skipped, never followed.
+   * Collects regular files under /workspace matching any glob, within bounds (collect.ts). Links, special
+   * files and files with more than one hard link are skipped, never followed.
    */
-  collect(globs: readonly string[], options: CollectOptions = {}): CollectedFile[] {
-    if (globs.length === 0) return [];
-    const patterns = globs.map(globToRegExp);
-    const maxFile = options.maxFileBytes ?? 16 * 1024 * 1024;
-    let budget = options.maxTotalBytes ?? 64 * 1024 * 1024;
-    const maxFiles = options.maxFiles ?? 1000;
-    const out: CollectedFile[] = [];
-    this.work.walkFiles((rel) => {
-      if (out.length >= maxFiles || !patterns.some((p) => p.test(rel))) return;
-      try {
-        const content = this.work.readFile(rel, Math.min(maxFile, budget));
-        budget -= content.length;
-        out.push({ path: rel, size_bytes: content.length, content });
-      } catch (err) {
-        if (!(err instanceof UnsafePathError) && (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
-    });
-    return out;
+  collect(globs: readonly string[], bounds: Partial<CollectBounds> = {}): Promise<CollectOutcome> {
+    return collectFiles(this.work, globs, bounds);
   }
 
   /** Unmounts (lazily, with everything below) and removes the folder. Idempotent. */

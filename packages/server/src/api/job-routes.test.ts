@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DB_KINDS } from '../store/testing.js';
-import { openTestApp, seedTenant, TEST_RUNNER_TOKEN, type TestApp } from './testing.js';
+import { openTestApp, registerIdleRunner, seedTenant, type TestApp } from './testing.js';
 
 describe.each(DB_KINDS)('POST /v1/jobs?wait=true on %s', (kind) => {
   let t: TestApp;
@@ -13,10 +13,7 @@ describe.each(DB_KINDS)('POST /v1/jobs?wait=true on %s', (kind) => {
     dir = mkdtempSync(join(tmpdir(), 'kiln-wait-'));
     // The server's bound is short; a request asking for ten minutes must still come back within it.
     t = await openTestApp(kind, { jobs: { artifactsDir: dir, fleet: { maxWaitMs: 200 } } });
-    const registered = await t.call('POST', '/v1/runner/register', TEST_RUNNER_TOKEN, {
-      name: 'idle', zone: 'z', capacity: 1, address: null, languages: [{ name: 'python', version: '3.11.2' }],
-    });
-    expect(registered.statusCode).toBe(200);
+    await registerIdleRunner(t);
     ({ agentKey } = await seedTenant(t));
   });
   afterAll(async () => {

@@ -74,3 +74,15 @@ export async function seedTenant(t: TestApp, name = 'acme') {
   const agentKey = (await t.call('POST', `/v1/agents/${agent.id}/keys`, tenantKey.key)).json();
   return { tenant, tenantKey: tenantKey.key as string, tenantKeyId: tenantKey.id as string, agent, agentKey: agentKey.key as string, agentKeyId: agentKey.id as string };
 }
+
+/**
+ * Registers a runner offering python that never polls: jobs can be submitted (a runner offers the
+ * language) and stay queued.
+ */
+export async function registerIdleRunner(t: TestApp, name = 'idle') {
+  const registered = await t.call('POST', '/v1/runner/register', TEST_RUNNER_TOKEN, {
+    name, zone: 'z', capacity: 1, address: null, languages: [{ name: 'python', version: '3.11.2' }],
+  });
+  if (registered.statusCode !== 200) throw new Error(`runner registration failed: ${registered.body}`);
+  return registered.json();
+}
