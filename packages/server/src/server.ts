@@ -4,6 +4,7 @@ import pino from 'pino';
 import { buildApp, type KilnApp } from './api/app.js';
 import type { RouteSpec } from './api/route.js';
 import { redactConfig, resolveAdminKey, type ResolvedAdminKey, type ServerConfig } from './config.js';
+import { preparePrivateDataDir, prepareSqliteFiles } from './data-dir.js';
 import { createJobPlane, type JobPlane } from './job-plane.js';
 import { openStore, storeOptionsFor, type Store } from './store/store.js';
 
@@ -25,8 +26,11 @@ export interface StartOptions {
 /** Opens the database (migrating it), builds the app and listens. */
 export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
   const logger = pino({ level: config.logLevel, redact: ['req.headers.authorization'] });
+  preparePrivateDataDir(config.dataDir);
   const adminKey = resolveAdminKey(config);
-  const store = await openStore(storeOptionsFor({ databaseUrl: config.databaseUrl, sqliteFile: join(config.dataDir, 'kiln.db') }));
+  const sqliteFile = join(config.dataDir, 'kiln.db');
+  if (!config.databaseUrl) prepareSqliteFiles(sqliteFile);
+  const store = await openStore(storeOptionsFor({ databaseUrl: config.databaseUrl, sqliteFile }));
   let app: KilnApp;
   let jobPlane: JobPlane | undefined;
   try {

@@ -160,13 +160,13 @@ export class KilnSystem {
     const args = [
       'runner',
       '--server', this.url,
-      '--token', this.runnerToken,
       '--zone', zone,
       '--capacity', String(options.capacity ?? 2),
       '--name', name,
       '--data-dir', join(this.dir, name),
     ];
-    const proc = spawnCli(args, {});
+    // The join token travels in the environment, never in argv (where `ps` shows it).
+    const proc = spawnCli(args, { KILN_RUNNER_TOKEN: this.runnerToken });
     const runner: RunnerProcess = {
       name,
       zone,
