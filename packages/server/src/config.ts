@@ -1,8 +1,10 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { KilnError, parseOrThrow } from '@kiln/core';
 import { z } from 'zod';
 import { newOperatorKey } from './domain/keys.js';
+import { parseSecretsKey, SECRETS_KEY_BYTES } from './domain/secret-box.js';
 
 const secret = z.string().min(16, 'must be at least 16 characters').max(512);
 
@@ -26,6 +28,14 @@ export const serverEnvSchema = z.object({
   KILN_ADMIN_KEY: secret.optional(),
   /** The shared token runners present on /v1/runner/*; runners are refused when unset. */
   KILN_RUNNER_TOKEN: secret.optional(),
+  /**
+   * The key that seals jobs' `secret_env` at rest (AES-256-GCM): 64 hex digits or base64 of 32 bytes.
+   * Every replica needs the same one. @default generated into `<data dir>/secrets.key` (mode 0600)
+   */
+  KILN_SECRETS_KEY: z
+    .string()
+    .refine((v) => parseSecretsKey(v) !== undefined, 'must be 32 bytes: 64 hex digits or base64')
+    .optional(),
   /** Largest request body accepted; bigger is 413. @default 1048576 */
   KILN_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).max(1024 ** 3).default(1024 * 1024),
   /** @default info */
@@ -60,6 +70,7 @@ export interface ServerConfig {
   databaseUrl: string | undefined;
   adminKey: string | undefined;
   runnerToken: string | undefined;
+  secretsKey: string | undefined;
   bodyLimitBytes: number;
   logLevel: z.infer<typeof serverEnvSchema>['KILN_LOG_LEVEL'];
   artifactsUrl: string | undefined;
@@ -93,6 +104,7 @@ export function loadServerConfig(
     databaseUrl: parsed.KILN_DATABASE_URL,
     adminKey: parsed.KILN_ADMIN_KEY,
     runnerToken: parsed.KILN_RUNNER_TOKEN,
+    secretsKey: parsed.KILN_SECRETS_KEY,
     bodyLimitBytes: parsed.KILN_BODY_LIMIT_BYTES,
     logLevel: parsed.KILN_LOG_LEVEL,
     artifactsUrl: parsed.KILN_ARTIFACTS_URL,
@@ -136,6 +148,7 @@ export function redactConfig(config: ServerConfig): Record<string, unknown> {
     databaseUrl,
     adminKey: config.adminKey ? '[redacted]' : undefined,
     runnerToken: config.runnerToken ? '[redacted]' : undefined,
+    secretsKey: config.secretsKey ? '[redacted]' : undefined,
     s3: { ...config.s3, secretAccessKey: config.s3.secretAccessKey ? '[redacted]' : undefined },
   };
 }
@@ -170,4 +183,26 @@ export function resolveAdminKey(config: ServerConfig): ResolvedAdminKey {
   writeFileSync(file, `${key}\n`, { mode: 0o600, flag: 'wx' });
   chmodSync(file, 0o600);
   return { key, file, generated: true };
+}
+
+/**
+ * The key that seals jobs' `secret_env`: KILN_SECRETS_KEY if set, else `<data dir>/secrets.key`, made on
+ * first start with mode 0600. It lives outside the database, so a copy of the database alone reveals no
+ * secret; losing it makes the sealed values of queued jobs unreadable (those jobs fail).
+ */
+export function resolveSecretsKey(config: ServerConfig): Buffer {
+  if (config.secretsKey) return parseSecretsKey(config.secretsKey)!;
+  const file = join(config.dataDir, 'secrets.key');
+  if (existsSync(file)) {
+    const mode = statSync(file).mode & 0o777;
+    if ((mode & 0o077) !== 0) throw new Error(`${file} is readable by other users (mode ${mode.toString(8).padStart(4, '0')}). Fix: chmod 600 ${file}`);
+    const key = parseSecretsKey(readFileSync(file, 'utf8'));
+    if (!key) throw new Error(`${file} does not hold a 32-byte key (64 hex digits)`);
+    return key;
+  }
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const key = randomBytes(SECRETS_KEY_BYTES);
+  writeFileSync(file, `${key.toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+  chmodSync(file, 0o600);
+  return key;
 }

@@ -20,6 +20,8 @@ export interface JobPlaneOptions {
   databaseUrl: string | undefined;
   artifacts: ArtifactStoreConfig;
   fleet?: Partial<FleetSettings>;
+  /** Seals jobs' `secret_env` at rest (KILN_SECRETS_KEY or `<data dir>/secrets.key`). */
+  secretsKey?: Buffer | undefined;
   onError: (err: unknown) => void;
 }
 
@@ -52,6 +54,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     fleet,
     liveOutput: new LiveOutput(),
     shutdown: shutdown.signal,
+    secretsKey: options.secretsKey,
   };
   let stopReaper: (() => Promise<void>) | undefined;
   return {

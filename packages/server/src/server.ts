@@ -3,7 +3,7 @@ import { systemClock, type Clock } from '@kiln/core';
 import pino from 'pino';
 import { buildApp, type KilnApp } from './api/app.js';
 import type { RouteSpec } from './api/route.js';
-import { redactConfig, resolveAdminKey, type ResolvedAdminKey, type ServerConfig } from './config.js';
+import { redactConfig, resolveAdminKey, resolveSecretsKey, type ResolvedAdminKey, type ServerConfig } from './config.js';
 import { preparePrivateDataDir, prepareSqliteFiles } from './data-dir.js';
 import { createJobPlane, type JobPlane } from './job-plane.js';
 import { openStore, storeOptionsFor, type Store } from './store/store.js';
@@ -28,6 +28,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   const logger = pino({ level: config.logLevel, redact: ['req.headers.authorization'] });
   preparePrivateDataDir(config.dataDir);
   const adminKey = resolveAdminKey(config);
+  const secretsKey = resolveSecretsKey(config);
   const sqliteFile = join(config.dataDir, 'kiln.db');
   if (!config.databaseUrl) prepareSqliteFiles(sqliteFile);
   const store = await openStore(storeOptionsFor({ databaseUrl: config.databaseUrl, sqliteFile }));
@@ -39,6 +40,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       clock: options.clock ?? systemClock,
       databaseUrl: config.databaseUrl,
       artifacts: { url: config.artifactsUrl, dataDir: config.dataDir, s3: config.s3 },
+      secretsKey,
       fleet: {
         heartbeatIntervalMs: config.heartbeatIntervalMs,
         leaseTtlMs: config.leaseTtlMs,

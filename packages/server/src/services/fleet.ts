@@ -18,6 +18,7 @@ import type { Principal } from './context.js';
 import type { JobDeps } from './job-deps.js';
 import { topics } from './notifier.js';
 import { recoverRunnerWork } from './runner-protocol.js';
+import { dropEndedSecretEnv } from './secret-env.js';
 
 export async function listFleet(deps: JobDeps, principal: Principal, query: { limit: number; cursor?: string | undefined }) {
   requireOperator(principal);
@@ -124,6 +125,7 @@ export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; reco
       );
       recovered += 1;
     }
+    await dropEndedSecretEnv(tx);
     return { offline: offline.length, recovered };
   });
   if (result.recovered > 0) deps.notifier.publish(topics.work);

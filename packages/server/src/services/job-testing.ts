@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -93,6 +94,7 @@ export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> 
     fleet: { ...TEST_FLEET, ...fleet },
     liveOutput: new LiveOutput(),
     shutdown: new AbortController().signal,
+    secretsKey: randomBytes(32),
   };
   const operator: Principal = { kind: 'operator' };
 

@@ -20,6 +20,7 @@ import type { Principal } from './context.js';
 import type { JobDeps } from './job-deps.js';
 import { isTerminalStatus, jobFromRow } from './job-views.js';
 import { pendingWake, topics } from './notifier.js';
+import { storeSecretEnv } from './secret-env.js';
 
 /** The agent a job is submitted for: an agent key's own, or one its tenant admin names. */
 async function resolveAgent(deps: JobDeps, principal: Principal, tenantId: string, requested?: string): Promise<string | null> {
@@ -133,6 +134,7 @@ export async function submitJob(deps: JobDeps, principal: Principal, input: Crea
   );
   await deps.store.transaction(async (tx) => {
     await tx.db.insertInto('jobs').values(row).execute();
+    await storeSecretEnv(deps, tx, row.id, input.secret_env);
     await auditSuccess(deps, tx, principal, {
       action: 'job.create',
       resource_type: 'job',

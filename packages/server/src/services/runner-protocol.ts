@@ -27,6 +27,7 @@ import type { TxHandle } from '../store/store.js';
 import type { JobDeps } from './job-deps.js';
 import { jobFromRow } from './job-views.js';
 import { pendingWake, topics } from './notifier.js';
+import { withSecretEnv } from './secret-env.js';
 
 /**
  * Runner protocol use cases (ARCHITECTURE.md §7). The caller has authenticated the runner: `runner_id`
@@ -226,7 +227,7 @@ async function claimOnce(deps: JobDeps, req: BoundToRunner<LeaseRequest>): Promi
           details: { attempt: c.job.attempt, sandbox_id: c.sandboxId },
         });
       }
-      return jobs;
+      return withSecretEnv(deps, tx, jobs);
     });
     if (claimed.length > 0) {
       for (const c of claimed) deps.notifier.publish(topics.job(c.job.id), { type: 'status', job: jobFromRow(c.job) });
