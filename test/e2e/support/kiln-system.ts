@@ -79,6 +79,8 @@ export interface RunnerOptions {
   name?: string;
   zone?: string;
   capacity?: number;
+  /** The folder (under the system's) that holds its state and credential. @default its name */
+  dataDirName?: string;
 }
 
 export interface RunnerProcess {
@@ -163,7 +165,7 @@ export class KilnSystem {
       '--zone', zone,
       '--capacity', String(options.capacity ?? 2),
       '--name', name,
-      '--data-dir', join(this.dir, name),
+      '--data-dir', join(this.dir, options.dataDirName ?? name),
     ];
     // The join token travels in the environment, never in argv (where `ps` shows it).
     const proc = spawnCli(args, { KILN_RUNNER_TOKEN: this.runnerToken });
