@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { KilnError, parseOrThrow } from '@kiln/core';
 import { z } from 'zod';
+import { assertPrivate } from './data-dir.js';
 import { newOperatorKey } from './domain/keys.js';
 import { parseSecretsKey, SECRETS_KEY_BYTES } from './domain/secret-box.js';
 
@@ -194,8 +195,7 @@ export function resolveSecretsKey(config: ServerConfig): Buffer {
   if (config.secretsKey) return parseSecretsKey(config.secretsKey)!;
   const file = join(config.dataDir, 'secrets.key');
   if (existsSync(file)) {
-    const mode = statSync(file).mode & 0o777;
-    if ((mode & 0o077) !== 0) throw new Error(`${file} is readable by other users (mode ${mode.toString(8).padStart(4, '0')}). Fix: chmod 600 ${file}`);
+    assertPrivate(file, 'the secrets key');
     const key = parseSecretsKey(readFileSync(file, 'utf8'));
     if (!key) throw new Error(`${file} does not hold a 32-byte key (64 hex digits)`);
     return key;

@@ -1,5 +1,14 @@
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, statSync } from 'node:fs';
 
+/** Refuses a file or folder that group or others may read, naming the `chmod` that fixes it. */
+export function assertPrivate(path: string, what: string): void {
+  const stat = statSync(path);
+  const mode = stat.mode & 0o777;
+  if ((mode & 0o077) === 0) return;
+  const fix = stat.isDirectory() ? `chmod 700 ${path}  (and chmod 600 the files in it)` : `chmod 600 ${path}`;
+  throw new Error(`${what} ${path} is open to other users (mode ${mode.toString(8).padStart(4, '0')}). Fix: ${fix}`);
+}
+
 /**
  * The control plane's data dir holds the SQLite database (tenants' env, stdin and output), the operator
  * key, the secrets key and local artifacts: it is made 0700, and a start on one that group or others may
@@ -7,13 +16,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync, statSync } from 
  */
 export function preparePrivateDataDir(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const mode = statSync(dir).mode & 0o777;
-  if ((mode & 0o077) !== 0) {
-    throw new Error(
-      `the data dir ${dir} is open to other users (mode ${mode.toString(8).padStart(4, '0')}); it holds the database, ` +
-        `keys and artifacts. Fix: chmod 700 ${dir}  (and chmod 600 the files in it)`,
-    );
-  }
+  assertPrivate(dir, 'the data dir (it holds the database, keys and artifacts)');
 }
 
 /**

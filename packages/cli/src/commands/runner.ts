@@ -1,7 +1,7 @@
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
-import { startRunner } from '@kiln/runner';
+import { assertPrivate, startRunner } from '@kiln/runner';
 
 export function parsePositiveInt(value: string): number {
   const n = Number(value);
@@ -21,10 +21,7 @@ export function readRunnerToken(opts: { token?: string; tokenFile?: string }, en
     );
   }
   if (opts.tokenFile !== undefined) {
-    const mode = statSync(opts.tokenFile).mode & 0o777;
-    if ((mode & 0o077) !== 0) {
-      throw new Error(`${opts.tokenFile} is readable by other users (mode ${mode.toString(8).padStart(4, '0')}). Fix: chmod 600 ${opts.tokenFile}`);
-    }
+    assertPrivate(opts.tokenFile, 'the token file');
     const token = readFileSync(opts.tokenFile, 'utf8').trim();
     if (!token) throw new Error(`${opts.tokenFile} is empty; it must hold the runner join token`);
     return token;
