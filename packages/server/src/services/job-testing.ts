@@ -44,8 +44,6 @@ export interface JobBed {
   runner(name: string, options?: { zone?: string; languages?: string[]; capacity?: number }): Promise<string>;
   /** The runner that holds a job's lease (a runner id that holds nothing when none does). */
   holder(jobId: string): Promise<string>;
-  /** Registers a runner; answers its id and its credential. */
-  runnerWithCredential(name: string): Promise<{ runnerId: string; credential: string }>;
   /** Uploads `text` as a blob of the job's attempt, as the runner holding it. */
   upload(jobId: string, attempt: number, text: string): Promise<UploadedBlob>;
   /** A completion report for an attempt with the given stdout (stderr empty) and artifacts. */
@@ -131,10 +129,6 @@ export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> 
     async holder(jobId) {
       const row = await store.db.selectFrom('jobs').select('runner_id').where('id', '=', jobId).executeTakeFirst();
       return row?.runner_id ?? 'run_holds_nothing';
-    },
-    async runnerWithCredential(name) {
-      const answer = await registerRunner(deps, { name, zone: 'default', capacity: 4, address: null, labels: {}, languages: [] });
-      return { runnerId: answer.runner_id, credential: answer.credential! };
     },
     upload: async (jobId, attempt, text) =>
       uploadJobBlob(deps, await bed.holder(jobId), jobId, attempt, Readable.from([Buffer.from(text)])),
