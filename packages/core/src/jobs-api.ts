@@ -77,6 +77,11 @@ export const createJobSchema = z
     stdin: z.string().max(8 * MiB).optional(),
     args: z.array(z.string().max(4096)).max(256).optional(),
     env: z.record(envNameSchema, z.string().max(32 * KiB)).optional(),
+    /**
+     * Variables whose values are secret: they reach the sandbox's environment but are never stored in
+     * plaintext, never logged and never in an answer or the audit (see the README's "Secret env").
+     */
+    secret_env: z.record(envNameSchema, z.string().max(32 * KiB)).optional(),
     limits: requestedLimitsSchema.optional(),
     policy_id: z.string().max(64).optional(),
     agent_id: z.string().max(64).optional(),
@@ -87,8 +92,14 @@ export const createJobSchema = z
     if ((job.code === undefined) === (job.files === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['code'], message: 'give exactly one of "code" and "files"' });
     }
-    if (job.env && Object.keys(job.env).length > 128) {
-      ctx.addIssue({ code: 'custom', path: ['env'], message: 'at most 128 variables' });
+    const secretNames = Object.keys(job.secret_env ?? {});
+    if (Object.keys(job.env ?? {}).length + secretNames.length > 128) {
+      ctx.addIssue({ code: 'custom', path: [secretNames.length > 0 ? 'secret_env' : 'env'], message: 'at most 128 variables in env and secret_env together' });
+    }
+    for (const name of secretNames) {
+      if (job.env && Object.hasOwn(job.env, name)) {
+        ctx.addIssue({ code: 'custom', path: ['secret_env', name], message: 'is in env too; give each variable once' });
+      }
     }
   });
 export type CreateJobRequest = z.infer<typeof createJobSchema>;

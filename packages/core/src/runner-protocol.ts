@@ -6,8 +6,10 @@ import { exitStatusSchema, resourceUsageSchema, verdictSchema } from './verdicts
 
 /**
  * The runner protocol (ARCHITECTURE.md §7): runners speak HTTP to any control-plane replica under
- * /v1/runner/*, authenticated with the runner token. Work is pulled; every report about a job carries the
- * lease's attempt number as a fencing token.
+ * /v1/runner/*. The fleet's join token (KILN_RUNNER_TOKEN) only registers; registration issues the runner
+ * a credential of its own (`kiln_runner_<runner id>_<secret>`) that every later call carries, and the
+ * runner a call acts for is the one its credential names. Work is pulled; every report about a job
+ * carries the lease's attempt number as a fencing token.
  */
 
 export const runnerLanguageSchema = z.strictObject({
@@ -29,6 +31,12 @@ export type RegisterRunnerRequest = z.infer<typeof registerRunnerSchema>;
 
 export const registerRunnerResponseSchema = z.object({
   runner_id: z.string(),
+  /**
+   * The runner's own credential, shown once: keep it (mode 0600) and send it as the bearer key on every
+   * other call, and on the next registration to prove it is the same node. null when the registration
+   * was made with the current credential, which stays valid.
+   */
+  credential: z.string().nullable(),
   heartbeat_interval_ms: z.number().int(),
   lease_ttl_ms: z.number().int(),
 });
@@ -37,8 +45,11 @@ export type RegisterRunnerResponse = z.infer<typeof registerRunnerResponseSchema
 export const leaseRefSchema = z.strictObject({ job_id: z.string().max(64), attempt: z.number().int().min(1) });
 export type LeaseRef = z.infer<typeof leaseRefSchema>;
 
+/** Optional and only checked: the runner a call acts for is the one its credential names. */
+const bodyRunnerId = z.string().max(64).optional();
+
 export const heartbeatSchema = z.strictObject({
-  runner_id: z.string().max(64),
+  runner_id: bodyRunnerId,
   /** Jobs this runner is running now; their leases are extended. */
   leases: z.array(leaseRefSchema).max(1024),
   /** Sandboxes alive on the node (ids), for reconciliation. */
@@ -55,7 +66,7 @@ export const heartbeatResponseSchema = z.object({
 export type HeartbeatResponse = z.infer<typeof heartbeatResponseSchema>;
 
 export const leaseRequestSchema = z.strictObject({
-  runner_id: z.string().max(64),
+  runner_id: bodyRunnerId,
   free_slots: z.number().int().min(0).max(1024),
   /** How long the poll may wait for work. */
   wait_ms: z.number().int().min(0).max(60_000).default(25_000),

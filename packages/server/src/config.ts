@@ -3,8 +3,10 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join, resolve } from 'node:path';
 import { DEFAULT_TENANT_QUOTA as Q, KilnError, parseOrThrow, tenantQuotaSchema, type TenantQuota } from '@kiln/core';
 import { z } from 'zod';
+import { assertPrivate } from './data-dir.js';
 import { newOperatorKey } from './domain/keys.js';
 import type { AuthRefusalLimits } from './services/auth-refusals.js';
+import { parseSecretsKey, SECRETS_KEY_BYTES } from './domain/secret-box.js';
 
 const secret = z.string().min(16, 'must be at least 16 characters').max(512);
 
@@ -34,6 +36,14 @@ export const serverEnvSchema = z.object({
   KILN_ADMIN_KEY: secret.optional(),
   /** The shared token runners present on /v1/runner/*; runners are refused when unset. */
   KILN_RUNNER_TOKEN: secret.optional(),
+  /**
+   * The key that seals jobs' `secret_env` at rest (AES-256-GCM): 64 hex digits or base64 of 32 bytes.
+   * Every replica needs the same one. @default generated into `<data dir>/secrets.key` (mode 0600)
+   */
+  KILN_SECRETS_KEY: z
+    .string()
+    .refine((v) => parseSecretsKey(v) !== undefined, 'must be 32 bytes: 64 hex digits or base64')
+    .optional(),
   /** Largest request body accepted; bigger is 413. @default 1048576 */
   KILN_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).max(1024 ** 3).default(1024 * 1024),
   /** @default info */
@@ -129,6 +139,7 @@ export interface ServerConfig {
   databaseUrl: string | undefined;
   adminKey: string | undefined;
   runnerToken: string | undefined;
+  secretsKey: string | undefined;
   bodyLimitBytes: number;
   logLevel: z.infer<typeof serverEnvSchema>['KILN_LOG_LEVEL'];
   artifactsUrl: string | undefined;
@@ -179,6 +190,7 @@ export function loadServerConfig(
     databaseUrl: parsed.KILN_DATABASE_URL,
     adminKey: parsed.KILN_ADMIN_KEY,
     runnerToken: parsed.KILN_RUNNER_TOKEN,
+    secretsKey: parsed.KILN_SECRETS_KEY,
     bodyLimitBytes: parsed.KILN_BODY_LIMIT_BYTES,
     logLevel: parsed.KILN_LOG_LEVEL,
     artifactsUrl: parsed.KILN_ARTIFACTS_URL,
@@ -257,6 +269,7 @@ export function redactConfig(config: ServerConfig): Record<string, unknown> {
     adminKey: config.adminKey ? '[redacted]' : undefined,
     runnerToken: config.runnerToken ? '[redacted]' : undefined,
     auditKey: config.auditKey ? '[redacted]' : undefined,
+    secretsKey: config.secretsKey ? '[redacted]' : undefined,
     s3: { ...config.s3, secretAccessKey: config.s3.secretAccessKey ? '[redacted]' : undefined },
   };
 }
@@ -289,6 +302,7 @@ export function resolveAdminKey(config: ServerConfig): ResolvedAdminKey {
 /** A secret kept in a file of the data dir: read it, or generate it there (mode 0600) on first start. */
 function secretFromFile(dataDir: string, file: string, what: string, generate: () => string): ResolvedSecret {
   if (existsSync(file)) {
+    assertPrivate(file, what);
     const key = readFileSync(file, 'utf8').trim();
     if (key.length < 16) throw new Error(`${file} does not hold ${what}; delete it to generate a new one`);
     return { key, file, generated: false };
@@ -317,4 +331,25 @@ export function resolveAuditKey(config: ServerConfig): ResolvedSecret {
 /** Where the signed checkpoints of the audit chains are kept. */
 export function auditCheckpointFile(config: ServerConfig): string {
   return config.auditCheckpointFile ? resolve(config.auditCheckpointFile) : join(config.dataDir, 'audit-checkpoints.json');
+}
+
+/**
+ * The key that seals jobs' `secret_env`: KILN_SECRETS_KEY if set, else `<data dir>/secrets.key`, made on
+ * first start with mode 0600. It lives outside the database, so a copy of the database alone reveals no
+ * secret; losing it makes the sealed values of queued jobs unreadable (those jobs fail).
+ */
+export function resolveSecretsKey(config: ServerConfig): Buffer {
+  if (config.secretsKey) return parseSecretsKey(config.secretsKey)!;
+  const file = join(config.dataDir, 'secrets.key');
+  if (existsSync(file)) {
+    assertPrivate(file, 'the secrets key');
+    const key = parseSecretsKey(readFileSync(file, 'utf8'));
+    if (!key) throw new Error(`${file} does not hold a 32-byte key (64 hex digits)`);
+    return key;
+  }
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const key = randomBytes(SECRETS_KEY_BYTES);
+  writeFileSync(file, `${key.toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+  chmodSync(file, 0o600);
+  return key;
 }

@@ -22,6 +22,8 @@ export interface JobPlaneOptions {
   fleet?: Partial<FleetSettings>;
   /** @default DEFAULT_TENANT_QUOTA */
   quotaDefaults?: TenantQuota;
+  /** Seals jobs' `secret_env` at rest (KILN_SECRETS_KEY or `<data dir>/secrets.key`). */
+  secretsKey?: Buffer | undefined;
   onError: (err: unknown) => void;
 }
 
@@ -55,6 +57,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     fleet,
     liveOutput: new LiveOutput(),
     shutdown: shutdown.signal,
+    secretsKey: options.secretsKey,
   };
   let stopReaper: (() => Promise<void>) | undefined;
   return {

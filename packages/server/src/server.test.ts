@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -128,5 +129,70 @@ describe.each(['sqlite', 'postgres'] as const)('startServer on %s', (kind) => {
     } finally {
       await database?.drop();
     }
+  });
+});
+
+/** Issue 7, point 7: nothing secret is readable on the host. */
+describe('the data dir', () => {
+  const modes = (dir: string): [string, number][] =>
+    readdirSync(dir, { recursive: true, withFileTypes: true }).map((e) => {
+      const path = join(e.parentPath, e.name);
+      return [path.slice(dir.length + 1), statSync(path).mode & 0o777];
+    });
+
+  it('is made 0700 with every file in it 0600 on a fresh start, and the secret_env value is in no file', async () => {
+    const dataDir = join(tempDir(), 'fresh');
+    const runnerToken = 'join-token-0123456789abcdef';
+    const server = await startServer(loadServerConfig({ KILN_DATA_DIR: dataDir, KILN_PORT: '0', KILN_LOG_LEVEL: 'silent', KILN_RUNNER_TOKEN: runnerToken }));
+    const secret = `sealed-${randomBytes(16).toString('hex')}`;
+    try {
+      const post = (path: string, key: string, body: unknown) =>
+        fetch(`${server.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const runner = await (await post('/v1/runner/register', runnerToken, { name: 'n', zone: 'z', capacity: 1, address: null, languages: [{ name: 'python', version: '3' }] })).json();
+      const tenant = await (await post('/v1/tenants', server.adminKey.key, { name: 'modes' })).json();
+      const key = await (await post(`/v1/tenants/${tenant.id}/keys`, server.adminKey.key, {})).json();
+      const job = await post('/v1/jobs', key.key, { language: 'python', code: 'print(1)', secret_env: { TOKEN: secret } });
+      expect(job.status).toBe(201);
+      const answer = await job.text();
+      expect(answer).not.toContain(secret);
+      const leased = await (await post('/v1/runner/lease', runner.credential, { free_slots: 1, wait_ms: 0 })).json();
+      expect(leased.leases[0].spec.env).toEqual({ TOKEN: secret });
+      const id = JSON.parse(answer).id as string;
+      for (const path of [`/v1/jobs/${id}`, '/v1/jobs', `/v1/audit-events?tenant_id=${tenant.id}`, '/v1/audit-events']) {
+        const res = await fetch(`${server.url}${path}`, { headers: { authorization: `Bearer ${path.includes('audit') ? server.adminKey.key : key.key}` } });
+        expect(res.status, path).toBe(200);
+        expect(await res.text(), path).not.toContain(secret);
+      }
+      expect(statSync(dataDir).mode & 0o777).toBe(0o700);
+      const entries = modes(dataDir);
+      expect(entries.map(([p]) => p)).toEqual(expect.arrayContaining(['kiln.db', 'kiln.db-wal', 'kiln.db-shm', 'admin.key', 'secrets.key']));
+      for (const [path, mode] of entries) {
+        const isDir = statSync(join(dataDir, path)).isDirectory();
+        expect([path, mode.toString(8)]).toEqual([path, isDir ? '700' : '600']);
+        if (!isDir) expect(readFileSync(join(dataDir, path)).includes(secret), path).toBe(false);
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses to start on a data dir that group or others may read, with the chmod that fixes it', async () => {
+    const dataDir = join(tempDir(), 'open');
+    mkdirSync(dataDir, { mode: 0o755 });
+    chmodSync(dataDir, 0o755);
+    const start = startServer(loadServerConfig({ KILN_DATA_DIR: dataDir, KILN_PORT: '0', KILN_LOG_LEVEL: 'silent' }));
+    await expect(start).rejects.toThrow(`chmod 700 ${dataDir}`);
+    await expect(start).rejects.toThrow(/mode 0755/);
+    expect(readdirSync(dataDir)).toEqual([]); // nothing was written into it
+  });
+
+  it('tightens database files an older start left 0644', async () => {
+    const dataDir = join(tempDir(), 'old');
+    const first = await startServer(loadServerConfig({ KILN_DATA_DIR: dataDir, KILN_PORT: '0', KILN_LOG_LEVEL: 'silent' }));
+    await first.close();
+    chmodSync(join(dataDir, 'kiln.db'), 0o644);
+    const again = await startServer(loadServerConfig({ KILN_DATA_DIR: dataDir, KILN_PORT: '0', KILN_LOG_LEVEL: 'silent' }));
+    await again.close();
+    expect(statSync(join(dataDir, 'kiln.db')).mode & 0o777).toBe(0o600);
   });
 });

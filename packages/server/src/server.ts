@@ -3,7 +3,8 @@ import { systemClock, type Clock } from '@kiln/core';
 import pino from 'pino';
 import { buildApp, type KilnApp } from './api/app.js';
 import type { RouteSpec } from './api/route.js';
-import { auditCheckpointFile, redactConfig, resolveAdminKey, resolveAuditKey, type ResolvedAdminKey, type ServerConfig } from './config.js';
+import { auditCheckpointFile, redactConfig, resolveAdminKey, resolveAuditKey, resolveSecretsKey, type ResolvedAdminKey, type ServerConfig } from './config.js';
+import { preparePrivateDataDir, prepareSqliteFiles } from './data-dir.js';
 import { auditKeyFrom } from './domain/audit-chain.js';
 import { createJobPlane, type JobPlane } from './job-plane.js';
 import { startAuditCheckpointer } from './services/audit-checkpoints.js';
@@ -28,9 +29,13 @@ export interface StartOptions {
 /** Opens the database (migrating it), builds the app and listens. */
 export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
   const logger = pino({ level: config.logLevel, redact: ['req.headers.authorization'] });
+  preparePrivateDataDir(config.dataDir);
   const adminKey = resolveAdminKey(config);
   const auditKey = resolveAuditKey(config);
-  const store = await openStore(storeOptionsFor({ databaseUrl: config.databaseUrl, sqliteFile: join(config.dataDir, 'kiln.db') }), {
+  const secretsKey = resolveSecretsKey(config);
+  const sqliteFile = join(config.dataDir, 'kiln.db');
+  if (!config.databaseUrl) prepareSqliteFiles(sqliteFile);
+  const store = await openStore(storeOptionsFor({ databaseUrl: config.databaseUrl, sqliteFile }), {
     key: auditKeyFrom(auditKey.key),
     checkpoints: fileCheckpointLog(auditCheckpointFile(config)),
   });
@@ -44,6 +49,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       clock,
       databaseUrl: config.databaseUrl,
       artifacts: { url: config.artifactsUrl, dataDir: config.dataDir, s3: config.s3 },
+      secretsKey,
       fleet: {
         heartbeatIntervalMs: config.heartbeatIntervalMs,
         leaseTtlMs: config.leaseTtlMs,

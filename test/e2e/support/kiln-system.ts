@@ -81,6 +81,8 @@ export interface RunnerOptions {
   capacity?: number;
   /** Extra KILN_* variables for this runner (e.g. its memory budget). */
   env?: Record<string, string>;
+  /** The folder (under the system's) that holds its state and credential. @default its name */
+  dataDirName?: string;
 }
 
 export interface RunnerProcess {
@@ -162,13 +164,13 @@ export class KilnSystem {
     const args = [
       'runner',
       '--server', this.url,
-      '--token', this.runnerToken,
       '--zone', zone,
       '--capacity', String(options.capacity ?? 2),
       '--name', name,
-      '--data-dir', join(this.dir, name),
+      '--data-dir', join(this.dir, options.dataDirName ?? name),
     ];
-    const proc = spawnCli(args, options.env ?? {});
+    // The join token travels in the environment, never in argv (where `ps` shows it).
+    const proc = spawnCli(args, { ...(options.env ?? {}), KILN_RUNNER_TOKEN: this.runnerToken });
     const runner: RunnerProcess = {
       name,
       zone,

@@ -1,6 +1,7 @@
-import { Command, InvalidArgumentError } from 'commander';
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
-import { startRunner } from '@kiln/runner';
+import { assertPrivate, startRunner } from '@kiln/runner';
 
 export function parsePositiveInt(value: string): number {
   const n = Number(value);
@@ -8,22 +9,43 @@ export function parsePositiveInt(value: string): number {
   return n;
 }
 
+/**
+ * The join token, from KILN_RUNNER_TOKEN or a file (`--token-file`), never from the command line: every
+ * local user reads a process's argv with `ps`. A token file others may read is refused like a data dir.
+ */
+export function readRunnerToken(opts: { token?: string; tokenFile?: string }, env: NodeJS.ProcessEnv): string {
+  if (opts.token !== undefined) {
+    throw new Error(
+      '--token is not taken: a token on the command line is visible to every local user (ps). ' +
+        'Set KILN_RUNNER_TOKEN or pass --token-file PATH (a file of mode 0600).',
+    );
+  }
+  if (opts.tokenFile !== undefined) {
+    assertPrivate(opts.tokenFile, 'the token file');
+    const token = readFileSync(opts.tokenFile, 'utf8').trim();
+    if (!token) throw new Error(`${opts.tokenFile} is empty; it must hold the runner join token`);
+    return token;
+  }
+  if (env.KILN_RUNNER_TOKEN) return env.KILN_RUNNER_TOKEN;
+  throw new Error('no runner join token: set KILN_RUNNER_TOKEN or pass --token-file PATH');
+}
+
 export function registerRunner(program: Command): void {
   program
     .command('runner')
     .description('run one runner node: takes jobs from the control plane and runs them in sandboxes (root)')
     .option('--server <url>', 'the control plane URL (KILN_SERVER_URL)')
-    .option('--token <token>', 'the runner token (KILN_RUNNER_TOKEN)')
+    .option('--token-file <path>', 'a file (mode 0600) holding the fleet\'s join token; or set KILN_RUNNER_TOKEN')
+    .addOption(new Option('--token <token>', 'refused: a token in argv is visible to every local user').hideHelp())
     .option('--zone <zone>', 'the zone this node is in (KILN_ZONE)', undefined)
     .option('--capacity <n>', 'jobs run at once (KILN_CAPACITY)', parsePositiveInt)
     .option('--name <name>', 'this node\'s stable name (KILN_RUNNER_NAME); default from host and data dir')
     .option('--data-dir <dir>', 'where the runner keeps its state (KILN_DATA_DIR)')
-    .action(async (opts: { server?: string; token?: string; zone?: string; capacity?: number; name?: string; dataDir?: string }) => {
+    .action(async (opts: { server?: string; token?: string; tokenFile?: string; zone?: string; capacity?: number; name?: string; dataDir?: string }) => {
       const env = process.env;
       const serverUrl = opts.server ?? env.KILN_SERVER_URL;
-      const token = opts.token ?? env.KILN_RUNNER_TOKEN;
+      const token = readRunnerToken(opts, env);
       if (!serverUrl) throw new Error('no control plane: pass --server URL or set KILN_SERVER_URL');
-      if (!token) throw new Error('no runner token: pass --token T or set KILN_RUNNER_TOKEN');
       const logger = pino({ name: 'kiln-runner', level: env.KILN_LOG_LEVEL ?? 'info' });
       const capacityFromEnv = env.KILN_CAPACITY ? parsePositiveInt(env.KILN_CAPACITY) : undefined;
       const zone = opts.zone ?? env.KILN_ZONE;

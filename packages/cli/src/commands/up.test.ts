@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -61,6 +61,10 @@ describe.skipIf(!built)('kiln up', () => {
       await fetch(`${url}/v1/jobs?wait=true`, { method: 'POST', headers: headers(key), body: JSON.stringify({ language: 'python', code: 'print("up")' }) })
     ).json();
     expect(job).toMatchObject({ status: 'succeeded', stdout: 'up\n' });
+    // The local runner's own credential, kept for its restarts where only its user can read it.
+    expect(statSync(join(dataDir, 'runner')).mode & 0o777).toBe(0o700);
+    expect(statSync(join(dataDir, 'runner', 'credential')).mode & 0o777).toBe(0o600);
+    expect(statSync(dataDir).mode & 0o777).toBe(0o700);
 
     up.kill('SIGKILL');
     for (let i = 0; i < 100 && alive(runnerPid!); i++) await new Promise((r) => setTimeout(r, 100));

@@ -210,8 +210,8 @@ export class RunnerAgent {
           }
         }
       } catch (err) {
-        if (err instanceof ControlPlaneError && err.status === 404) {
-          // The control plane no longer knows this node (e.g. it was forgotten): join again.
+        if (err instanceof ControlPlaneError && (err.status === 404 || err.status === 401)) {
+          // The control plane no longer knows this node or its credential (forgotten, revoked): join again.
           await this.register();
         } else {
           this.options.logger.warn({ err: String(err) }, 'heartbeat failed');
@@ -241,7 +241,7 @@ export class RunnerAgent {
         for (const lease of answer.leases) this.startJob(lease);
       } catch (err) {
         if (signal.aborted) break;
-        if (err instanceof ControlPlaneError && err.status === 404) await this.register();
+        if (err instanceof ControlPlaneError && (err.status === 404 || err.status === 401)) await this.register();
         else this.options.logger.warn({ err: String(err) }, 'lease poll failed');
         await sleep(backoffMs, signal);
         backoffMs = Math.min(backoffMs * 2, 5000);

@@ -26,22 +26,52 @@ export class ControlPlaneError extends Error {
   }
 }
 
+/** Where a runner keeps the credential registration issued it, across restarts. */
+export interface CredentialKeeper {
+  load(): string | undefined;
+  save(credential: string): void;
+}
+
 /**
- * The runner's side of the runner protocol (ARCHITECTURE.md §7): HTTP to any control-plane replica with
- * the runner token. The runner holds no database credentials.
+ * The runner's side of the runner protocol (ARCHITECTURE.md §7): HTTP to any control-plane replica. The
+ * fleet's join token only registers; registration issues this node a credential of its own, which every
+ * other call carries and the next registration (a restart) presents to prove it is the same node. The
+ * runner holds no database credentials.
  */
 export class ControlPlaneClient {
   private readonly baseUrl: string;
+  private credential: string | undefined;
 
   constructor(
     serverUrl: string,
-    private readonly token: string,
+    private readonly joinToken: string,
+    private readonly keeper?: CredentialKeeper,
   ) {
     this.baseUrl = serverUrl.replace(/\/+$/, '');
+    this.credential = keeper?.load();
   }
 
-  register(body: RegisterRunnerRequest): Promise<RegisterRunnerResponse> {
-    return this.json('POST', '/v1/runner/register', body);
+  /**
+   * Registers with the credential this node holds (a restart: the control plane knows it is the same
+   * node), or with the join token when it holds none or the control plane no longer takes it (revoked,
+   * another control plane). A newly issued credential is kept before the answer is used.
+   */
+  async register(body: RegisterRunnerRequest): Promise<RegisterRunnerResponse> {
+    let answer: RegisterRunnerResponse | undefined;
+    if (this.credential) {
+      try {
+        answer = await this.json<RegisterRunnerResponse>('POST', '/v1/runner/register', body);
+      } catch (err) {
+        if (!(err instanceof ControlPlaneError && err.status === 401)) throw err;
+        this.credential = undefined;
+      }
+    }
+    answer ??= await this.json<RegisterRunnerResponse>('POST', '/v1/runner/register', body, { token: this.joinToken });
+    if (answer.credential) {
+      this.keeper?.save(answer.credential);
+      this.credential = answer.credential;
+    }
+    return answer;
   }
 
   heartbeat(body: HeartbeatRequest): Promise<HeartbeatResponse> {
@@ -75,14 +105,15 @@ export class ControlPlaneClient {
     method: string,
     path: string,
     body: unknown,
-    options: { timeoutMs?: number; signal?: AbortSignal | undefined } = {},
+    options: { timeoutMs?: number; signal?: AbortSignal | undefined; token?: string } = {},
   ): Promise<T> {
     const isBinary = Buffer.isBuffer(body);
     const timeout = AbortSignal.timeout(options.timeoutMs ?? 15_000);
     const response = await fetch(this.baseUrl + path, {
       method,
       headers: {
-        authorization: `Bearer ${this.token}`,
+        // Before registration there is no credential: the join token is refused everywhere but there.
+        authorization: `Bearer ${options.token ?? this.credential ?? this.joinToken}`,
         'content-type': isBinary ? 'application/octet-stream' : 'application/json',
       },
       body: isBinary ? (body as Buffer) : JSON.stringify(body),

@@ -8,11 +8,12 @@ import { detectLanguages } from '../languages/detect.js';
 import { RunnerAgent, type AgentLogger } from './agent.js';
 import { ControlPlaneClient } from './control-plane-client.js';
 import { detectHostCapacity, formatBytes } from './host-capacity.js';
+import { credentialFile, preparePrivateDir } from './credential-file.js';
 
 export interface RunnerConfig {
   /** The control plane's URL (any replica). */
   serverUrl: string;
-  /** The runner token (KILN_RUNNER_TOKEN). */
+  /** The fleet's join token (KILN_RUNNER_TOKEN): it only registers; the node's own credential is kept in the data dir. */
   token: string;
   /** @default "default" */
   zone?: string;
@@ -20,7 +21,7 @@ export interface RunnerConfig {
   capacity?: number;
   /** The node's stable identity across restarts. @default derived from the host name and data dir */
   name?: string;
-  /** @default "./.kiln/runner" */
+  /** Holds the node's credential (0600) in a 0700 folder. @default "./.kiln/runner" */
   dataDir?: string;
   labels?: Record<string, string>;
   /**
@@ -65,17 +66,18 @@ export function jobToRunSpec(spec: JobSpec) {
 
 /** Starts a runner node: detects languages inside real sandboxes, registers, and takes work. */
 export async function startRunner(config: RunnerConfig): Promise<RunningRunner> {
+  const dataDir = config.dataDir ?? './.kiln/runner';
+  preparePrivateDir(dataDir);
   const driver = new BubblewrapDriver();
   const languages = await detectLanguages(driver);
   config.logger.info({ languages: languages.map((l) => `${l.name} ${l.version}`) }, 'languages detected');
-  const dataDir = config.dataDir ?? './.kiln/runner';
   const host = detectHostCapacity(config.memoryBudgetBytes !== undefined ? { memoryBudgetBytes: config.memoryBudgetBytes } : {});
   config.logger.info(
     { memory_budget_bytes: host.memoryBudgetBytes, source: host.memoryBudgetSource, pid_max: host.pidMax },
     `sandbox memory budget ${formatBytes(host.memoryBudgetBytes)}`,
   );
   const agent = new RunnerAgent({
-    client: new ControlPlaneClient(config.serverUrl, config.token),
+    client: new ControlPlaneClient(config.serverUrl, config.token, credentialFile(dataDir)),
     driver,
     languages,
     toRunSpec: jobToRunSpec,

@@ -26,7 +26,7 @@ describe.each(DB_KINDS)('queue and fleet metrics on %s', (kind) => {
     for (let i = 0; i < 3; i++) {
       expect((await t.call('POST', '/v1/jobs', agentKey, { language: 'python', code: 'print(1)' })).statusCode).toBe(201);
     }
-    const lease = await t.call('POST', '/v1/runner/lease', TEST_RUNNER_TOKEN, { runner_id: runner.json().runner_id, free_slots: 1, wait_ms: 0 });
+    const lease = await t.call('POST', '/v1/runner/lease', runner.json().credential, { free_slots: 1, wait_ms: 0 });
     expect(lease.json().leases).toHaveLength(1);
     const text = (await t.call('GET', '/metrics')).body;
     expect(text).toMatch(/^kiln_jobs\{status="queued"\} 2$/m);

@@ -1,6 +1,6 @@
 import { listOf, listQuerySchema, runnerNodeSchema, sandboxInstanceSchema } from '@kiln/core';
 import { z } from 'zod';
-import { drainRunner, getFleetRunner, listFleet, listFleetSandboxes } from '../services/fleet.js';
+import { drainRunner, getFleetRunner, listFleet, listFleetSandboxes, revokeRunnerCredential } from '../services/fleet.js';
 import type { JobDeps } from '../services/job-deps.js';
 import { defineRoute, idParams, type RouteSpec } from './route.js';
 
@@ -45,6 +45,17 @@ export function fleetRoutes(jobDeps: JobDeps): RouteSpec[] {
       body: z.strictObject({}),
       response: runnerNodeSchema,
       handler: ({ principal, params }) => drainRunner(jobDeps, principal, params.id),
+    }),
+    defineRoute({
+      method: 'DELETE',
+      url: '/v1/runners/:id/credential',
+      summary: 'Revoke a runner\'s credential: its calls are refused until it registers again with the join token',
+      tag: 'fleet',
+      auth: 'key',
+      audit: { action: 'runner.credential_revoke', resourceType: 'runner' },
+      params: idParams,
+      response: runnerNodeSchema,
+      handler: ({ principal, params }) => revokeRunnerCredential(jobDeps, principal, params.id),
     }),
     defineRoute({
       method: 'GET',

@@ -7,9 +7,10 @@ import type { KeyRateLimiter } from '../services/key-rate-limit.js';
 
 /**
  * Who may call a route: `public` needs no key; `key` takes operator, tenant and agent keys (each
- * service then checks the role); `runner` takes only the runner token; `any` takes every key.
+ * service then checks the role); `runner` takes only a runner's own credential; `runner_join` (registration)
+ * takes the fleet's join token or a runner credential; `any` takes every key.
  */
-export type RouteAuth = 'public' | 'key' | 'runner' | 'any';
+export type RouteAuth = 'public' | 'key' | 'runner' | 'runner_join' | 'any';
 
 type Infer<T> = T extends z.ZodType ? z.infer<T> : undefined;
 
@@ -103,11 +104,20 @@ export function registerRoutes(
         if (spec.auth !== 'public') {
           principal = await authenticate(deps, secrets, request.headers.authorization);
           request.kilnPrincipal = principal;
-          if (spec.auth === 'key' && principal.kind === 'runner') {
-            throw new KilnError('FORBIDDEN', 'the runner token opens only /v1/runner/*');
+          const isRunner = principal.kind === 'runner' || principal.kind === 'runner_join';
+          if (spec.auth === 'key' && isRunner) {
+            throw new KilnError('FORBIDDEN', 'runner tokens and credentials open only /v1/runner/*');
+          }
+          if (spec.auth === 'runner_join' && !isRunner) {
+            throw new KilnError('FORBIDDEN', 'only runners (with the join token or their credential) may register');
           }
           if (spec.auth === 'runner' && principal.kind !== 'runner') {
-            throw new KilnError('FORBIDDEN', 'only runners (with the runner token) may call /v1/runner/*');
+            throw new KilnError(
+              'FORBIDDEN',
+              principal.kind === 'runner_join'
+                ? 'the join token only registers (POST /v1/runner/register); send the runner credential it issued'
+                : 'only runners (with their credential) may call /v1/runner/*',
+            );
           }
           if (limiter && MUTATING_METHODS.has(spec.method)) {
             const refusal = await limiter.admit(principal);

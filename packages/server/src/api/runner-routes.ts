@@ -11,7 +11,9 @@ import {
   uploadedBlobSchema,
 } from '@kiln/core';
 import type { FastifyInstance } from 'fastify';
+import { KilnError } from '@kiln/core';
 import { z } from 'zod';
+import type { Principal } from '../services/context.js';
 import type { JobDeps } from '../services/job-deps.js';
 import { leaseWork, registerRunner, reportJobEvents, runnerHeartbeat, uploadJobBlob } from '../services/runner-protocol.js';
 import { completeJob } from '../services/job-completion.js';
@@ -28,7 +30,24 @@ export function acceptRawUploads(app: FastifyInstance): void {
   app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
 }
 
-/** The runner protocol under /v1/runner/*, open only to the runner token (ARCHITECTURE.md §7). */
+/**
+ * The runner a call acts for: the one its credential names. A body that names another is refused, so a
+ * runner cannot speak for one it is not.
+ */
+function boundRunner(principal: Principal, bodyRunnerId?: string): string {
+  if (principal.kind !== 'runner') throw new KilnError('FORBIDDEN', 'only a runner credential may call this');
+  if (bodyRunnerId !== undefined && bodyRunnerId !== principal.runnerId) {
+    throw new KilnError('FORBIDDEN', `this credential is runner ${principal.runnerId}'s; it cannot act for ${bodyRunnerId}`, {
+      field: 'body.runner_id',
+    });
+  }
+  return principal.runnerId;
+}
+
+/**
+ * The runner protocol under /v1/runner/* (ARCHITECTURE.md §7): registration takes the fleet's join token
+ * (or the runner's own credential, to prove a restart); everything else only the runner's credential.
+ */
 export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
   return [
     defineRoute({
@@ -36,11 +55,12 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
       url: '/v1/runner/register',
       summary: 'Register a runner node (again after a restart)',
       tag: 'runner protocol',
-      auth: 'runner',
+      auth: 'runner_join',
       audit: { action: 'runner.register', resourceType: 'runner' },
       body: registerRunnerSchema,
       response: registerRunnerResponseSchema,
-      handler: ({ body }) => registerRunner(jobDeps, body),
+      handler: ({ body, principal }) =>
+        registerRunner(jobDeps, body, principal.kind === 'runner' ? principal.runnerId : undefined),
     }),
     defineRoute({
       method: 'POST',
@@ -50,7 +70,8 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
       auth: 'runner',
       body: heartbeatSchema,
       response: heartbeatResponseSchema,
-      handler: ({ body, request }) => runnerHeartbeat(jobDeps, body, pollSignal(jobDeps, request)),
+      handler: ({ body, request, principal }) =>
+        runnerHeartbeat(jobDeps, { ...body, runner_id: boundRunner(principal, body.runner_id) }, pollSignal(jobDeps, request)),
     }),
     defineRoute({
       method: 'POST',
@@ -60,7 +81,8 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
       auth: 'runner',
       body: leaseRequestSchema,
       response: leaseResponseSchema,
-      handler: ({ body, request }) => leaseWork(jobDeps, body, pollSignal(jobDeps, request)),
+      handler: ({ body, request, principal }) =>
+        leaseWork(jobDeps, { ...body, runner_id: boundRunner(principal, body.runner_id) }, pollSignal(jobDeps, request)),
     }),
     defineRoute({
       method: 'POST',
@@ -68,11 +90,12 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
       summary: 'Report a lease\'s start and output chunks',
       tag: 'runner protocol',
       auth: 'runner',
+      audit: { action: 'job.report_events', resourceType: 'job' },
       params: idParams,
       body: jobEventsReportSchema,
       successStatus: 204,
-      handler: async ({ params, body }) => {
-        await reportJobEvents(jobDeps, params.id, body);
+      handler: async ({ params, body, principal }) => {
+        await reportJobEvents(jobDeps, boundRunner(principal), params.id, body);
         return null;
       },
     }),
@@ -82,11 +105,13 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
       summary: 'Upload a blob (stdout, stderr, an artifact) for a lease; raw bytes',
       tag: 'runner protocol',
       auth: 'runner',
+      audit: { action: 'job.upload_blob', resourceType: 'job' },
       params: idParams,
       query: attemptQuery,
       response: uploadedBlobSchema,
       successStatus: 201,
-      handler: ({ params, query, request }) => uploadJobBlob(jobDeps, params.id, query.attempt, request.body as Readable),
+      handler: ({ params, query, request, principal }) =>
+        uploadJobBlob(jobDeps, boundRunner(principal), params.id, query.attempt, request.body as Readable),
     }),
     defineRoute({
       method: 'POST',
@@ -98,8 +123,8 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
       params: idParams,
       body: completionReportSchema,
       successStatus: 204,
-      handler: async ({ params, body }) => {
-        await completeJob(jobDeps, params.id, body);
+      handler: async ({ params, body, principal }) => {
+        await completeJob(jobDeps, boundRunner(principal), params.id, body);
         return null;
       },
     }),

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { ManualClock } from '@kiln/core';
 import type { LightMyRequestResponse } from 'fastify';
 import { openTestStore, type TestStore } from '../store/testing.js';
@@ -34,6 +35,7 @@ export async function openTestApp(kind: DbDialect, options: TestAppOptions = {})
         databaseUrl: undefined,
         artifacts: { dataDir: jobs.artifactsDir },
         fleet: jobs.fleet ?? {},
+        secretsKey: randomBytes(32),
         onError: () => {},
       })
     : undefined;

@@ -46,3 +46,18 @@ export function digestsEqual(aHex: string, bHex: string): boolean {
 export function secretMatches(presented: string, configured: string): boolean {
   return digestsEqual(hashSecret(presented), hashSecret(configured));
 }
+
+/**
+ * A runner's own credential: `kiln_runner_<runner id>_<secret>`. Like API keys, the id makes lookup one
+ * indexed read and only the SHA-256 of the secret is stored.
+ */
+const RUNNER_CREDENTIAL_PATTERN = /^kiln_runner_(run_[0-9a-hjkmnp-tv-z]{26})_([0-9a-f]{64})$/;
+
+export function parseRunnerCredential(value: string): { runnerId: string; secret: string } | undefined {
+  const match = RUNNER_CREDENTIAL_PATTERN.exec(value);
+  return match ? { runnerId: match[1]!, secret: match[2]! } : undefined;
+}
+
+export function formatRunnerCredential(runnerId: string, secret: string): string {
+  return `kiln_runner_${runnerId}_${secret}`;
+}

@@ -1,12 +1,12 @@
 import { KilnError } from '@kiln/core';
-import { digestsEqual, hashSecret, parseApiKey, secretMatches } from '../domain/keys.js';
+import { digestsEqual, hashSecret, parseApiKey, parseRunnerCredential, secretMatches } from '../domain/keys.js';
 import type { Principal, ServiceDeps } from './context.js';
 
 /** What the control plane knows of its shared secrets. */
 export interface AuthSecrets {
   /** the operator key (KILN_ADMIN_KEY or the generated one) */
   adminKey: string;
-  /** the runner token (KILN_RUNNER_TOKEN); runners are refused when unset */
+  /** the fleet's join token (KILN_RUNNER_TOKEN): it only registers; new runners are refused when unset */
   runnerToken?: string | undefined;
 }
 
@@ -32,7 +32,9 @@ export async function authenticate(
   const presented = match[1]!;
 
   if (secretMatches(presented, secrets.adminKey)) return { kind: 'operator' };
-  if (secrets.runnerToken && secretMatches(presented, secrets.runnerToken)) return { kind: 'runner' };
+  if (secrets.runnerToken && secretMatches(presented, secrets.runnerToken)) return { kind: 'runner_join' };
+  const credential = parseRunnerCredential(presented);
+  if (credential) return authenticateRunner(deps, credential);
 
   const parsed = parseApiKey(presented);
   if (!parsed) {
@@ -69,4 +71,20 @@ export async function authenticate(
     return { kind: 'agent', tenantId: row.tenant_id, agentId: row.agent_id, keyId: row.id, tenantStatus };
   }
   return { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id, tenantStatus };
+}
+
+/** A runner's own credential: valid while its hash is the one stored for that runner (not revoked). */
+async function authenticateRunner(deps: ServiceDeps, credential: { runnerId: string; secret: string }): Promise<Principal> {
+  const row = await deps.store.db
+    .selectFrom('runner_nodes')
+    .select(['id', 'credential_hash'])
+    .where('id', '=', credential.runnerId)
+    .executeTakeFirst();
+  const matches = digestsEqual(hashSecret(credential.secret), row?.credential_hash ?? DUMMY_DIGEST);
+  if (!row || !matches) {
+    throw new KilnError('UNAUTHORIZED', 'the runner credential is not valid (revoked or replaced); register again with the join token', {
+      extra: { hint: 'a runner sends its own credential, issued by POST /v1/runner/register' },
+    });
+  }
+  return { kind: 'runner', runnerId: row.id };
 }

@@ -17,7 +17,10 @@ export type Principal =
   | { kind: 'operator' }
   | { kind: 'tenant'; tenantId: string; keyId: string; tenantStatus: string }
   | { kind: 'agent'; tenantId: string; agentId: string; keyId: string; tenantStatus: string }
-  | { kind: 'runner' }
+  /** The fleet's join token (KILN_RUNNER_TOKEN): it may only register a runner. */
+  | { kind: 'runner_join' }
+  /** A runner's own credential: everything it does is bound to `runnerId`. */
+  | { kind: 'runner'; runnerId: string }
   | { kind: 'anonymous' };
 
 /** The actor_id the audit records: the agent for agent keys, the key for tenant admins, `operator`. */
@@ -30,6 +33,8 @@ export function actorIdOf(principal: Principal): string {
     case 'agent':
       return principal.agentId;
     case 'runner':
+      return principal.runnerId;
+    case 'runner_join':
       return 'runner';
     case 'anonymous':
       return 'anonymous';

@@ -1,5 +1,14 @@
 import type { RunnerNode, SandboxInstance } from '@kiln/core';
-import { getRunner, listRunners, listSandboxes, runnerFromRow, sandboxFromRow, setRunnerDraining, sweepRunnerLiveness } from '../store/fleet.js';
+import {
+  getRunner,
+  listRunners,
+  listSandboxes,
+  runnerFromRow,
+  sandboxFromRow,
+  setRunnerCredential,
+  setRunnerDraining,
+  sweepRunnerLiveness,
+} from '../store/fleet.js';
 import { expiredLeases, requeueOrFail } from '../store/jobs.js';
 import { appendAuditEvent } from '../store/audit.js';
 import { decodeCursor, page } from '../store/pagination.js';
@@ -9,6 +18,7 @@ import type { Principal } from './context.js';
 import type { JobDeps } from './job-deps.js';
 import { topics } from './notifier.js';
 import { recoverRunnerWork } from './runner-protocol.js';
+import { dropEndedSecretEnv } from './secret-env.js';
 
 export async function listFleet(deps: JobDeps, principal: Principal, query: { limit: number; cursor?: string | undefined }) {
   requireOperator(principal);
@@ -33,6 +43,24 @@ export async function drainRunner(deps: JobDeps, principal: Principal, id: strin
     await setRunnerDraining(tx, id, true);
     await auditSuccess(deps, tx, principal, { action: 'runner.drain', resource_type: 'runner', resource_id: id, tenant_id: null });
     return { ...found, draining: 1 };
+  });
+  deps.notifier.publish(topics.runner(id));
+  return runnerFromRow(row);
+}
+
+/**
+ * Revokes a runner's credential (a leaked or retired node): its calls get 401 at once, and its name is
+ * free for the join token, so a node holding the join token registers again and gets a new credential.
+ * What it held is recovered as for an offline runner once its leases run out.
+ */
+export async function revokeRunnerCredential(deps: JobDeps, principal: Principal, id: string): Promise<RunnerNode> {
+  requireOperator(principal);
+  const row = await deps.store.transaction(async (tx) => {
+    const found = await getRunner(tx, id);
+    if (!found) throw notFound('runner', id);
+    await setRunnerCredential(tx, id, null);
+    await auditSuccess(deps, tx, principal, { action: 'runner.credential_revoke', resource_type: 'runner', resource_id: id, tenant_id: null });
+    return found;
   });
   deps.notifier.publish(topics.runner(id));
   return runnerFromRow(row);
@@ -98,6 +126,7 @@ export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; reco
       );
       recovered += 1;
     }
+    await dropEndedSecretEnv(tx);
     return { offline: offline.length, recovered };
   });
   if (result.recovered > 0) deps.notifier.publish(topics.work);

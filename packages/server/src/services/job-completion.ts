@@ -16,7 +16,7 @@ import { endSandbox, getJob, getLeasedJob, moveJob, type JobRow } from '../store
 import type { JobDeps } from './job-deps.js';
 import { jobFromRow } from './job-views.js';
 import { topics } from './notifier.js';
-import { auditRunnerAction } from './runner-protocol.js';
+import { assertHeldBy, auditRunnerAction } from './runner-protocol.js';
 
 /**
  * A runner's final report of an attempt (ARCHITECTURE.md §7): its blobs stored and checked, artifacts
@@ -91,13 +91,15 @@ function summarizeRejections(rejected: { name: string; size_bytes: number; reaso
  * The final report of an attempt, fenced by its attempt number: a stale attempt gets 409 and changes
  * nothing; the same report again (a retry after a lost answer) is acknowledged without a second write.
  */
-export async function completeJob(deps: JobDeps, jobId: string, report: CompletionReport): Promise<void> {
+export async function completeJob(deps: JobDeps, runnerId: string, jobId: string, report: CompletionReport): Promise<void> {
   const current = await getJob(deps.store, jobId);
-  if (current && current.attempt === report.attempt && current.output_refs !== null) return; // already recorded
   if (!current) throw new KilnError('NOT_FOUND', `job ${jobId} does not exist`);
   if (current.attempt !== report.attempt) {
     throw new KilnError('STALE_ATTEMPT', `attempt ${report.attempt} of job ${jobId} is not the current one (${current.attempt})`);
   }
+  // Before anything else, even the acknowledgement of a repeat: another runner's report changes nothing.
+  assertHeldBy(current, runnerId);
+  if (current.output_refs !== null) return; // already recorded
   await storeReportedBlobs(deps, [report.stdout, report.stderr, ...report.artifacts]);
   const stdoutInline = await inlineText(deps, report.stdout);
   const stderrInline = await inlineText(deps, report.stderr);
@@ -105,6 +107,7 @@ export async function completeJob(deps: JobDeps, jobId: string, report: Completi
   const nowIso = toRfc3339(nowMs);
   const finished = await deps.store.transaction(async (tx) => {
     const job = await getLeasedJob(tx, { jobId, attempt: report.attempt });
+    assertHeldBy(job, runnerId);
     if (job.output_refs !== null) return undefined;
     const spec = JSON.parse(job.request) as { artifacts: { max_count: number; max_bytes: number; max_total_bytes: number } };
     const rejected = [...report.rejected_artifacts];
@@ -157,7 +160,7 @@ export async function completeJob(deps: JobDeps, jobId: string, report: Completi
       if (report.verdict !== 'system_error') await markSandboxRunning(tx, job.sandbox_id);
       await endSandbox(tx, job.sandbox_id, report.verdict === 'system_error' ? 'failed' : 'terminated', nowMs);
     }
-    const actor = job.runner_id ?? 'runner';
+    const actor = runnerId;
     await auditRunnerAction(tx, nowMs, {
       tenant_id: job.tenant_id,
       actor_id: actor,

@@ -36,4 +36,6 @@ export interface JobDeps extends ServiceDeps {
   liveOutput: LiveOutput;
   /** Aborted when the control plane shuts down: every long poll and stream answers and ends. */
   shutdown: AbortSignal;
+  /** Seals jobs' `secret_env` at rest (AES-256-GCM); without it, secret_env is refused. */
+  secretsKey?: Buffer | undefined;
 }

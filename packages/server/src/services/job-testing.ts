@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,7 +42,9 @@ export interface JobBed {
   newTenant(name: string): Promise<TestTenant>;
   /** Registers a runner; answers its id. */
   runner(name: string, options?: { zone?: string; languages?: string[]; capacity?: number }): Promise<string>;
-  /** Uploads `text` as a blob of the job's attempt. */
+  /** The runner that holds a job's lease (a runner id that holds nothing when none does). */
+  holder(jobId: string): Promise<string>;
+  /** Uploads `text` as a blob of the job's attempt, as the runner holding it. */
   upload(jobId: string, attempt: number, text: string): Promise<UploadedBlob>;
   /** A completion report for an attempt with the given stdout (stderr empty) and artifacts. */
   report(jobId: string, attempt: number, options?: Partial<CompletionReport> & { stdoutText?: string }): Promise<CompletionReport>;
@@ -89,6 +92,7 @@ export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> 
     fleet: { ...TEST_FLEET, ...fleet },
     liveOutput: new LiveOutput(),
     shutdown: new AbortController().signal,
+    secretsKey: randomBytes(32),
   };
   const operator: Principal = { kind: 'operator' };
 
@@ -122,7 +126,12 @@ export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> 
       });
       return answer.runner_id;
     },
-    upload: (jobId, attempt, text) => uploadJobBlob(deps, jobId, attempt, Readable.from([Buffer.from(text)])),
+    async holder(jobId) {
+      const row = await store.db.selectFrom('jobs').select('runner_id').where('id', '=', jobId).executeTakeFirst();
+      return row?.runner_id ?? 'run_holds_nothing';
+    },
+    upload: async (jobId, attempt, text) =>
+      uploadJobBlob(deps, await bed.holder(jobId), jobId, attempt, Readable.from([Buffer.from(text)])),
     async report(jobId, attempt, options = {}) {
       const { stdoutText, ...rest } = options;
       return {
@@ -143,6 +152,7 @@ export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> 
       await store.db.deleteFrom('sandbox_instances').execute();
       await store.db.deleteFrom('jobs').execute();
       await store.db.deleteFrom('runner_nodes').execute();
+      await store.db.deleteFrom('job_secrets').execute();
     },
     async close() {
       await deps.notifier.close();

@@ -165,7 +165,7 @@ describe.each(DB_KINDS)('job submission and cancel on %s', (kind) => {
       const runner = await runnerId();
       const job = await submitJob(bed.deps, acme.admin, jobRequest());
       await lease(runner);
-      await completeJob(bed.deps, job.id, await bed.report(job.id, 1));
+      await completeJob(bed.deps, await bed.holder(job.id), job.id, await bed.report(job.id, 1));
       const err = await expectKilnError(cancelJob(bed.deps, acme.admin, job.id), 'INVALID_TRANSITION');
       expect(err.status).toBe(409);
       expect((await getJob(bed.store, job.id))!.status).toBe('succeeded');
@@ -192,7 +192,7 @@ describe.each(DB_KINDS)('job submission and cancel on %s', (kind) => {
       const job = await submitJob(bed.deps, acme.admin, jobRequest());
       const waiting = waitForJob(bed.deps, acme.admin, job.id, 10_000);
       await lease(runner);
-      await completeJob(bed.deps, job.id, await bed.report(job.id, 1, { stdoutText: 'done\n' }));
+      await completeJob(bed.deps, await bed.holder(job.id), job.id, await bed.report(job.id, 1, { stdoutText: 'done\n' }));
       expect(await waiting).toMatchObject({ id: job.id, status: 'succeeded', stdout: 'done\n' });
     });
   });

@@ -27,6 +27,7 @@ import { effectiveQuota } from './quotas.js';
 
 /** What a client is told to wait when the tenant's queue is full: about the time a few jobs take to start. */
 const QUEUE_FULL_RETRY_AFTER_SECONDS = 5;
+import { storeSecretEnv } from './secret-env.js';
 
 /** The agent a job is submitted for: an agent key's own, or one its tenant admin names. */
 async function resolveAgent(deps: JobDeps, principal: Principal, tenantId: string, requested?: string): Promise<string | null> {
@@ -168,6 +169,7 @@ export async function submitJob(deps: JobDeps, principal: Principal, input: Crea
     const cap = quota.concurrency.max_queued_jobs;
     if ((await countQueuedJobs(tx, tenantId, cap)) >= cap) throw queueFull(tenantId, cap);
     await tx.db.insertInto('jobs').values(row).execute();
+    await storeSecretEnv(deps, tx, row.id, input.secret_env);
     await auditSuccess(deps, tx, principal, {
       action: 'job.create',
       resource_type: 'job',

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { getRunner } from '../store/fleet.js';
 import { getJob } from '../store/jobs.js';
 import { DB_KINDS } from '../store/testing.js';
-import { drainRunner, sweepFleet } from './fleet.js';
+import { drainRunner, revokeRunnerCredential, sweepFleet } from './fleet.js';
 import { auditOf, expectKilnError, jobRequest, openJobBed, type JobBed, type TestTenant } from './job-testing.js';
 import { cancelJob, submitJob } from './jobs.js';
 import { topics } from './notifier.js';
@@ -30,19 +30,78 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
   const sandbox = (id: string) => bed.store.db.selectFrom('sandbox_instances').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
 
   describe('registration', () => {
-    it('registering a known name again (a restart) keeps the id and requeues what it ran', async () => {
+    const registration = (name: string) => ({ name, zone: 'default', capacity: 4, address: null, labels: {}, languages: [{ name: 'python', version: '3.11.2' }] });
+
+    it('issues each runner a credential of its own, stored only as a hash', async () => {
+      const a = await registerRunner(bed.deps, registration('node-a'));
+      const b = await registerRunner(bed.deps, registration('node-b'));
+      expect(a.credential).toMatch(new RegExp(`^kiln_runner_${a.runner_id}_[0-9a-f]{64}$`));
+      expect(b.credential).not.toBe(a.credential);
+      const row = (await getRunner(bed.store, a.runner_id))!;
+      expect(row.credential_hash).toMatch(/^[0-9a-f]{64}$/);
+      expect(JSON.stringify(row)).not.toContain(a.credential!.slice(-64));
+    });
+
+    it('a restart proven by the runner\'s own credential keeps the id and the credential, and requeues what it ran', async () => {
       const r1 = await bed.runner('node-a');
       const job = await submit();
       const [leased] = (await lease(r1)).leases;
-      expect(await bed.runner('node-a')).toBe(r1);
+      const before = (await getRunner(bed.store, r1))!.credential_hash;
+      const again = await registerRunner(bed.deps, registration('node-a'), r1);
+      expect(again).toMatchObject({ runner_id: r1, credential: null });
+      expect((await getRunner(bed.store, r1))!.credential_hash).toBe(before);
       const row = (await getJob(bed.store, job.id))!;
       expect(row).toMatchObject({ status: 'queued', attempt: 1, runner_id: null, error: 'runner restarted' });
       expect((await sandbox(leased!.sandbox_id)).status).toBe('failed');
       const [reregister] = await auditOf(bed.store, 'runner.reregister', r1);
-      expect(JSON.parse(reregister!.details)).toMatchObject({ recovered_jobs: 1 });
+      expect(JSON.parse(reregister!.details)).toMatchObject({ recovered_jobs: 1, proof: 'credential' });
       expect(await auditOf(bed.store, 'job.requeue', job.id)).toHaveLength(1);
       // The restarted node leases it again as attempt 2.
       expect((await lease(r1)).leases.map((l) => [l.job_id, l.attempt])).toEqual([[job.id, 2]]);
+    });
+
+    it('never lets the join token take over the name of a live runner: its job keeps running once', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      await lease(r1);
+      const credentialBefore = (await getRunner(bed.store, r1))!.credential_hash;
+      // Degraded (a missed beat) is still alive: only offline frees the name.
+      bed.clock.advance(bed.deps.fleet.degradedAfterMs + 1);
+      await sweepFleet(bed.deps);
+      const err = await expectKilnError(registerRunner(bed.deps, registration('node-a')), 'CONFLICT');
+      expect(err.status).toBe(409);
+      expect(err.message).toContain('credential');
+      expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'running', attempt: 1, runner_id: r1 });
+      expect((await getRunner(bed.store, r1))!.credential_hash).toBe(credentialBefore);
+      expect(await auditOf(bed.store, 'runner.reregister', r1)).toEqual([]);
+      expect(await auditOf(bed.store, 'job.requeue', job.id)).toEqual([]);
+      // Another runner's credential does not prove anything about this name either.
+      const r2 = await bed.runner('node-b');
+      await expectKilnError(registerRunner(bed.deps, registration('node-a'), r2), 'CONFLICT');
+    });
+
+    it('lets the join token take over the name of a runner that is offline, with a new credential', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      await lease(r1);
+      const oldHash = (await getRunner(bed.store, r1))!.credential_hash;
+      bed.clock.advance(bed.deps.fleet.offlineAfterMs + 1);
+      expect(await sweepFleet(bed.deps)).toEqual({ offline: 1, recovered: 1 });
+      const again = await registerRunner(bed.deps, registration('node-a'));
+      expect(again.runner_id).toBe(r1);
+      expect(again.credential).toMatch(/^kiln_runner_/);
+      expect((await getRunner(bed.store, r1))!.credential_hash).not.toBe(oldHash);
+      expect((await lease(r1)).leases.map((l) => [l.job_id, l.attempt])).toEqual([[job.id, 2]]);
+    });
+
+    it('a revoked credential frees the name: the join token may register it again', async () => {
+      const r1 = await bed.runner('node-a');
+      await revokeRunnerCredential(bed.deps, { kind: 'operator' }, r1);
+      expect((await getRunner(bed.store, r1))!.credential_hash).toBeNull();
+      expect(await auditOf(bed.store, 'runner.credential_revoke', r1)).toHaveLength(1);
+      await expectKilnError(revokeRunnerCredential(bed.deps, { kind: 'operator' }, 'run_missing'), 'NOT_FOUND');
+      await expectKilnError(revokeRunnerCredential(bed.deps, acme.admin, r1), 'FORBIDDEN');
+      expect((await registerRunner(bed.deps, registration('node-a'))).runner_id).toBe(r1);
     });
 
     it('answers the fleet timings', async () => {
@@ -156,12 +215,43 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       const job = await submit();
       await lease(r1);
       const report = await bed.report(job.id, 1);
-      const err = await expectKilnError(completeJob(bed.deps, job.id, { ...report, attempt: 2 }), 'STALE_ATTEMPT');
+      const err = await expectKilnError(completeJob(bed.deps, await bed.holder(job.id), job.id, { ...report, attempt: 2 }), 'STALE_ATTEMPT');
       expect(err.status).toBe(409);
       const row = (await getJob(bed.store, job.id))!;
       expect(row).toMatchObject({ status: 'running', attempt: 1, output_refs: null, verdict: null });
       expect(await artifactRows(job.id)).toEqual([]);
       expect(await auditOf(bed.store, 'job.complete', job.id)).toEqual([]);
+    });
+
+    it('refuses a forged report by another runner for a lease it does not hold, and changes nothing', async () => {
+      const ra = await bed.runner('node-a');
+      const rb = await bed.runner('node-b');
+      const job = await submit();
+      const [leased] = (await lease(ra)).leases;
+      // B knows the job id and its attempt (it is the current one): still not B's to report.
+      const forged = await bed.report(job.id, 1, { stdoutText: 'forged by B\n', verdict: 'runtime_error', exit_status: { code: 1, signal: null } });
+      const err = await expectKilnError(completeJob(bed.deps, rb, job.id, forged), 'FORBIDDEN');
+      expect(err.status).toBe(403);
+      await expectKilnError(reportJobEvents(bed.deps, rb, job.id, { attempt: 1, events: [{ type: 'started' }] }), 'FORBIDDEN');
+      await expectKilnError(uploadJobBlob(bed.deps, rb, job.id, 1, Readable.from([Buffer.from('forged bytes')])), 'FORBIDDEN');
+      // B's heartbeat naming A's lease neither extends it nor keeps it: B is told it is not its own.
+      bed.clock.advance(1000);
+      const beat = await runnerHeartbeat(bed.deps, { runner_id: rb, leases: [{ job_id: job.id, attempt: 1 }], sandboxes: [] });
+      expect(beat.stop).toEqual([{ job_id: job.id, attempt: 1, reason: 'lost' }]);
+      expect((await getJob(bed.store, job.id))!).toMatchObject({
+        status: 'running', attempt: 1, runner_id: ra, output_refs: null, verdict: null,
+        lease_expires_at: toRfc3339(bed.clock.nowMs() - 1000 + bed.deps.fleet.leaseTtlMs),
+      });
+      expect((await sandbox(leased!.sandbox_id)).status).toBe('provisioning');
+      expect(await artifactRows(job.id)).toEqual([]);
+      expect(await auditOf(bed.store, 'job.complete', job.id)).toEqual([]);
+      // A's own report still lands, credited to A.
+      await completeJob(bed.deps, ra, job.id, await bed.report(job.id, 1, { stdoutText: 'from A\n' }));
+      expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'succeeded', verdict: 'ok', stdout_inline: 'from A\n' });
+      const [complete] = await auditOf(bed.store, 'job.complete', job.id);
+      expect(complete!.actor_id).toBe(ra);
+      // Even a repeat of a recorded report is not acknowledged for B.
+      await expectKilnError(completeJob(bed.deps, rb, job.id, forged), 'FORBIDDEN');
     });
 
     it('acknowledges the same completion twice but records it once', async () => {
@@ -170,8 +260,8 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       const [leased] = (await lease(r1)).leases;
       const plot = await bed.upload(job.id, 1, 'a plot');
       const report = await bed.report(job.id, 1, { stdoutText: 'hello\n', artifacts: [{ ...plot, name: 'out/plot.txt' }] });
-      await completeJob(bed.deps, job.id, report);
-      await completeJob(bed.deps, job.id, report);
+      await completeJob(bed.deps, await bed.holder(job.id), job.id, report);
+      await completeJob(bed.deps, await bed.holder(job.id), job.id, report);
       const row = (await getJob(bed.store, job.id))!;
       expect(row).toMatchObject({ status: 'succeeded', verdict: 'ok', stdout_inline: 'hello\n', stderr_inline: '' });
       expect(await auditOf(bed.store, 'job.complete', job.id)).toHaveLength(1);
@@ -184,7 +274,7 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       const job = await submit();
       await lease(r1);
       const report = await bed.report(job.id, 1);
-      const results = await Promise.allSettled([completeJob(bed.deps, job.id, report), completeJob(bed.deps, job.id, report)]);
+      const results = await Promise.allSettled([completeJob(bed.deps, await bed.holder(job.id), job.id, report), completeJob(bed.deps, await bed.holder(job.id), job.id, report)]);
       expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
       expect(await auditOf(bed.store, 'job.complete', job.id)).toHaveLength(1);
       expect(await artifactRows(job.id)).toHaveLength(2);
@@ -201,11 +291,11 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       await runnerHeartbeat(bed.deps, { runner_id: r2, leases: [], sandboxes: [] });
       expect(await sweepFleet(bed.deps)).toEqual({ offline: 1, recovered: 1 });
       expect((await lease(r2)).leases.map((l) => l.attempt)).toEqual([2]);
-      await expectKilnError(completeJob(bed.deps, job.id, late), 'STALE_ATTEMPT');
+      await expectKilnError(completeJob(bed.deps, await bed.holder(job.id), job.id, late), 'STALE_ATTEMPT');
       await expectKilnError(bed.upload(job.id, 1, 'late bytes'), 'STALE_ATTEMPT');
-      await expectKilnError(reportJobEvents(bed.deps, job.id, { attempt: 1, events: [{ type: 'started' }] }), 'STALE_ATTEMPT');
+      await expectKilnError(reportJobEvents(bed.deps, await bed.holder(job.id), job.id, { attempt: 1, events: [{ type: 'started' }] }), 'STALE_ATTEMPT');
       expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'running', attempt: 2, runner_id: r2, output_refs: null });
-      await completeJob(bed.deps, job.id, await bed.report(job.id, 2, { stdoutText: 'from attempt 2\n' }));
+      await completeJob(bed.deps, await bed.holder(job.id), job.id, await bed.report(job.id, 2, { stdoutText: 'from attempt 2\n' }));
       expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'succeeded', attempt: 2, stdout_inline: 'from attempt 2\n' });
       const [complete] = await auditOf(bed.store, 'job.complete', job.id);
       expect(JSON.parse(complete!.details)).toMatchObject({ attempt: 2 });
@@ -217,8 +307,8 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       await lease(r1);
       await cancelJob(bed.deps, acme.admin, job.id);
       const report = await bed.report(job.id, 1, { verdict: 'canceled', exit_status: { code: null, signal: 'SIGKILL' } });
-      await completeJob(bed.deps, job.id, report);
-      await completeJob(bed.deps, job.id, report);
+      await completeJob(bed.deps, await bed.holder(job.id), job.id, report);
+      await completeJob(bed.deps, await bed.holder(job.id), job.id, report);
       expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'canceled', verdict: 'canceled' });
       expect(await auditOf(bed.store, 'job.complete', job.id)).toHaveLength(1);
       expect(await artifactRows(job.id)).toHaveLength(2);
@@ -239,7 +329,7 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
         seen.push(p);
         outputArrived();
       });
-      await reportJobEvents(bed.deps, job.id, {
+      await reportJobEvents(bed.deps, await bed.holder(job.id), job.id, {
         attempt: 1,
         events: [{ type: 'started' }, { type: 'output', stream: 'stdout', data_base64: Buffer.from('hi\n').toString('base64') }],
       });
@@ -270,7 +360,7 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       const job = await submit(small);
       await lease(r1);
       expect(await bed.upload(job.id, 1, 'x'.repeat(1024))).toMatchObject({ size_bytes: 1024 });
-      await expectKilnError(uploadJobBlob(bed.deps, job.id, 1, Readable.from([randomBytes(1025)])), 'ARTIFACT_REJECTED');
+      await expectKilnError(uploadJobBlob(bed.deps, await bed.holder(job.id), job.id, 1, Readable.from([randomBytes(1025)])), 'ARTIFACT_REJECTED');
     });
 
     it('refuses a completion naming a blob that was never uploaded', async () => {
@@ -279,7 +369,7 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       await lease(r1);
       const ghost = `sha256:${createHash('sha256').update(randomBytes(16)).digest('hex')}`;
       const report = await bed.report(job.id, 1, { artifacts: [{ checksum: ghost, size_bytes: 3, name: 'out/ghost' }] });
-      await expectKilnError(completeJob(bed.deps, job.id, report), 'VALIDATION_FAILED');
+      await expectKilnError(completeJob(bed.deps, await bed.holder(job.id), job.id, report), 'VALIDATION_FAILED');
       expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'running', output_refs: null });
       expect(await artifactRows(job.id)).toEqual([]);
     });
@@ -290,7 +380,7 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       await lease(r1);
       const blob = await bed.upload(job.id, 1, 'x'.repeat(100));
       const report = await bed.report(job.id, 1, { artifacts: [{ ...blob, size_bytes: 1, name: 'out/liar' }] });
-      await expectKilnError(completeJob(bed.deps, job.id, report), 'VALIDATION_FAILED');
+      await expectKilnError(completeJob(bed.deps, await bed.holder(job.id), job.id, report), 'VALIDATION_FAILED');
       expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'running', output_refs: null });
     });
 
@@ -308,12 +398,12 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       };
       const base = await bed.report(job.id, 1);
       const other = `sha256:${createHash('sha256').update('something else').digest('hex')}`;
-      await expectKilnError(completeJob(bed.deps, job.id, { ...base, stdout: inline('inline out\n', { size: 3 }) }), 'VALIDATION_FAILED');
-      await expectKilnError(completeJob(bed.deps, job.id, { ...base, stdout: inline('inline out\n', { checksum: other }) }), 'VALIDATION_FAILED');
-      await expectKilnError(completeJob(bed.deps, job.id, { ...base, attempt: 2, stdout: inline('stale\n') }), 'STALE_ATTEMPT');
+      await expectKilnError(completeJob(bed.deps, await bed.holder(job.id), job.id, { ...base, stdout: inline('inline out\n', { size: 3 }) }), 'VALIDATION_FAILED');
+      await expectKilnError(completeJob(bed.deps, await bed.holder(job.id), job.id, { ...base, stdout: inline('inline out\n', { checksum: other }) }), 'VALIDATION_FAILED');
+      await expectKilnError(completeJob(bed.deps, await bed.holder(job.id), job.id, { ...base, attempt: 2, stdout: inline('stale\n') }), 'STALE_ATTEMPT');
       expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'running', output_refs: null });
       const stdout = inline('inline out\n');
-      await completeJob(bed.deps, job.id, { ...base, stdout, artifacts: [{ ...inline('a small artifact'), name: 'out/small.txt' }] });
+      await completeJob(bed.deps, await bed.holder(job.id), job.id, { ...base, stdout, artifacts: [{ ...inline('a small artifact'), name: 'out/small.txt' }] });
       expect((await getJob(bed.store, job.id))!).toMatchObject({ status: 'succeeded', stdout_inline: 'inline out\n' });
       const rows = await artifactRows(job.id);
       expect(rows.map((r) => r.name).sort()).toEqual(['out/small.txt', 'stderr', 'stdout']);
@@ -336,7 +426,7 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       const d = await blob('out/d', 'd'.repeat(3));
       const e = await blob('out/e', 'e'); // a third artifact: over max_count
       const runnerRejected = { name: 'out/huge', size_bytes: 1 << 30, reason: 'over max_bytes' };
-      await completeJob(bed.deps, job.id, await bed.report(job.id, 1, { artifacts: [a, b, c, d, e], rejected_artifacts: [runnerRejected] }));
+      await completeJob(bed.deps, await bed.holder(job.id), job.id, await bed.report(job.id, 1, { artifacts: [a, b, c, d, e], rejected_artifacts: [runnerRejected] }));
       const row = (await getJob(bed.store, job.id))!;
       expect(row.status).toBe('succeeded');
       const rejected = JSON.parse(row.rejected_artifacts!) as { name: string }[];

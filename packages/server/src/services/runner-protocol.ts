@@ -12,14 +12,30 @@ import {
   type UploadedBlob,
 } from '@kiln/core';
 import { appendAuditEvent } from '../store/audit.js';
-import { failRunnerSandboxes, getRunner, markSandboxRunning, touchRunner, upsertRunner, type RunnerRow } from '../store/fleet.js';
+import { formatRunnerCredential, hashSecret, newSecret } from '../domain/keys.js';
+import {
+  failRunnerSandboxes,
+  getRunner,
+  markSandboxRunning,
+  setRunnerCredential,
+  touchRunner,
+  upsertRunner,
+  type RunnerRow,
+} from '../store/fleet.js';
 import { claimJobs, extendLeases, getJob, leasesToStop, releaseCanceledReports, requeueOrFail, runningJobsOf } from '../store/jobs.js';
 import type { TxHandle } from '../store/store.js';
 import type { JobDeps } from './job-deps.js';
 import { jobFromRow } from './job-views.js';
 import { pendingWake, topics } from './notifier.js';
+import { withSecretEnv } from './secret-env.js';
 
-/** Runner protocol use cases (ARCHITECTURE.md §7). The caller has checked the runner token. */
+/**
+ * Runner protocol use cases (ARCHITECTURE.md §7). The caller has authenticated the runner: `runner_id`
+ * and `runnerId` below are the ones its credential names, never taken from a request body.
+ */
+
+/** A request bound to the runner whose credential made it. */
+export type BoundToRunner<T> = T & { runner_id: string };
 
 /** An audit event a runner's report caused, in the job's tenant chain. */
 export async function auditRunnerAction(
@@ -60,13 +76,50 @@ export async function recoverRunnerWork(tx: TxHandle, runner: RunnerRow, reason:
 }
 
 /**
- * Registers a runner. A known name is the same node after a restart: whatever it ran before is gone
- * with its old process, so those jobs go back to the queue now instead of waiting for their leases.
+ * Whether a runner is alive: it has a valid credential and heartbeated within the offline window (the
+ * reaper may not have swept it yet). A live runner's name is never taken over with the join token alone.
  */
-export async function registerRunner(deps: JobDeps, req: RegisterRunnerRequest): Promise<RegisterRunnerResponse> {
+function isAlive(runner: RunnerRow, nowMs: number, offlineAfterMs: number): boolean {
+  if (runner.credential_hash === null || runner.status === 'offline' || runner.last_heartbeat_at === null) return false;
+  return nowMs - Date.parse(runner.last_heartbeat_at) < offlineAfterMs;
+}
+
+/**
+ * Registers a runner and issues its own credential. A known name is the same node after a restart:
+ * whatever it ran before is gone with its old process, so those jobs go back to the queue now instead of
+ * waiting for their leases. With the join token alone a name is taken only when it is new or its runner
+ * is gone (offline, or its credential revoked); a node proves it is the live one by registering with its
+ * current credential (`provenRunnerId`), which stays valid (the answer's `credential` is then null).
+ */
+export async function registerRunner(
+  deps: JobDeps,
+  req: RegisterRunnerRequest,
+  provenRunnerId?: string,
+): Promise<RegisterRunnerResponse> {
   const nowMs = deps.clock.nowMs();
+  const admit = (existing: RunnerRow | undefined) => {
+    if (provenRunnerId !== undefined && existing?.id !== provenRunnerId) {
+      throw new KilnError('CONFLICT', `this credential is runner ${provenRunnerId}'s, not the runner named "${req.name}"`, {
+        field: 'body.name',
+      });
+    }
+    if (provenRunnerId === undefined && existing && isAlive(existing, nowMs, deps.fleet.offlineAfterMs)) {
+      throw new KilnError(
+        'CONFLICT',
+        `the runner named "${req.name}" (${existing.id}) is alive; register with its credential (kept in its data dir), ` +
+          'pick another name, or wait until it is offline',
+        { field: 'body.name' },
+      );
+    }
+  };
   const recovered = await deps.store.transaction(async (tx) => {
-    const { runner, restarted } = await upsertRunner(tx, req, nowMs);
+    const { runner, restarted } = await upsertRunner(tx, req, nowMs, admit);
+    let credential: string | null = null;
+    if (provenRunnerId === undefined) {
+      const secret = newSecret();
+      credential = formatRunnerCredential(runner.id, secret);
+      await setRunnerCredential(tx, runner.id, hashSecret(secret));
+    }
     const count = restarted ? await recoverRunnerWork(tx, runner, 'runner restarted', nowMs) : 0;
     await auditRunnerAction(tx, nowMs, {
       tenant_id: null,
@@ -75,16 +128,34 @@ export async function registerRunner(deps: JobDeps, req: RegisterRunnerRequest):
       resource_type: 'runner',
       resource_id: runner.id,
       subject_agent_id: null,
-      details: { name: req.name, zone: req.zone, capacity: req.capacity, languages: req.languages.length, recovered_jobs: count },
+      details: {
+        name: req.name,
+        zone: req.zone,
+        capacity: req.capacity,
+        languages: req.languages.length,
+        recovered_jobs: count,
+        proof: provenRunnerId === undefined ? 'join_token' : 'credential',
+      },
     });
-    return { runner, count };
+    return { runner, count, credential };
   });
   if (recovered.count > 0) deps.notifier.publish(topics.work);
   return {
     runner_id: recovered.runner.id,
+    credential: recovered.credential,
     heartbeat_interval_ms: deps.fleet.heartbeatIntervalMs,
     lease_ttl_ms: deps.fleet.leaseTtlMs,
   };
+}
+
+/**
+ * Refuses a report about a job another runner holds (a forged report, or a confused node): the job's
+ * `runner_id` is the one its lease went to, and only that runner's credential may speak for it.
+ */
+export function assertHeldBy(job: { id: string; runner_id: string | null }, runnerId: string): void {
+  if (job.runner_id !== null && job.runner_id !== runnerId) {
+    throw new KilnError('FORBIDDEN', `job ${job.id} is leased to another runner; a runner reports only on its own leases`);
+  }
 }
 
 async function requireRunner(deps: JobDeps, runnerId: string): Promise<RunnerRow> {
@@ -98,7 +169,7 @@ async function requireRunner(deps: JobDeps, runnerId: string): Promise<RunnerRow
  * stop. With nothing to stop, it waits up to one interval for a cancel (a long poll), so a cancel
  * reaches the sandbox in milliseconds rather than at the next beat.
  */
-export async function runnerHeartbeat(deps: JobDeps, req: HeartbeatRequest, signal?: AbortSignal): Promise<HeartbeatResponse> {
+export async function runnerHeartbeat(deps: JobDeps, req: BoundToRunner<HeartbeatRequest>, signal?: AbortSignal): Promise<HeartbeatResponse> {
   const cancel = pendingWake(deps.notifier, topics.runner(req.runner_id), deps.fleet.heartbeatIntervalMs, signal);
   try {
     return await heartbeatAnswer(deps, req, cancel.wake);
@@ -107,7 +178,7 @@ export async function runnerHeartbeat(deps: JobDeps, req: HeartbeatRequest, sign
   }
 }
 
-async function heartbeatAnswer(deps: JobDeps, req: HeartbeatRequest, wake: Promise<unknown>): Promise<HeartbeatResponse> {
+async function heartbeatAnswer(deps: JobDeps, req: BoundToRunner<HeartbeatRequest>, wake: Promise<unknown>): Promise<HeartbeatResponse> {
   const runner = await deps.store.transaction(async (tx) => {
     const found = await getRunner(tx, req.runner_id);
     if (!found) throw new KilnError('NOT_FOUND', `runner ${req.runner_id} is not registered; register again`);
@@ -127,7 +198,7 @@ async function heartbeatAnswer(deps: JobDeps, req: HeartbeatRequest, wake: Promi
  * A lease poll: claims queued work the runner can take, or waits (long poll) until work appears or
  * `wait_ms` passes. A degraded, offline or draining runner gets nothing.
  */
-export async function leaseWork(deps: JobDeps, req: LeaseRequest, signal?: AbortSignal): Promise<LeaseResponse> {
+export async function leaseWork(deps: JobDeps, req: BoundToRunner<LeaseRequest>, signal?: AbortSignal): Promise<LeaseResponse> {
   const deadline = Date.now() + req.wait_ms;
   for (;;) {
     const { wake, cancel } = pendingWake(deps.notifier, topics.work, Math.max(0, Math.min(deadline - Date.now(), 5000)), signal);
@@ -143,7 +214,7 @@ export async function leaseWork(deps: JobDeps, req: LeaseRequest, signal?: Abort
 }
 
 /** One claim attempt for a lease poll: the leases, or undefined when there was nothing to hand out. */
-async function claimOnce(deps: JobDeps, req: LeaseRequest): Promise<LeaseResponse | undefined> {
+async function claimOnce(deps: JobDeps, req: BoundToRunner<LeaseRequest>): Promise<LeaseResponse | undefined> {
   const runner = await requireRunner(deps, req.runner_id);
   if (runner.status === 'healthy' && runner.draining === 0 && req.free_slots > 0) {
     const languages = (JSON.parse(runner.languages) as { name: string }[]).map((l) => l.name);
@@ -168,7 +239,7 @@ async function claimOnce(deps: JobDeps, req: LeaseRequest): Promise<LeaseRespons
           details: { attempt: c.job.attempt, sandbox_id: c.sandboxId },
         });
       }
-      return jobs;
+      return withSecretEnv(deps, tx, jobs);
     });
     if (claimed.length > 0) {
       for (const c of claimed) deps.notifier.publish(topics.job(c.job.id), { type: 'status', job: jobFromRow(c.job) });
@@ -188,12 +259,13 @@ async function claimOnce(deps: JobDeps, req: LeaseRequest): Promise<LeaseRespons
 }
 
 /** Output and start events of a running attempt: the sandbox is running; chunks go to live watchers. */
-export async function reportJobEvents(deps: JobDeps, jobId: string, report: JobEventsReport): Promise<void> {
+export async function reportJobEvents(deps: JobDeps, runnerId: string, jobId: string, report: JobEventsReport): Promise<void> {
   const job = await getJob(deps.store, jobId);
   if (!job) throw new KilnError('NOT_FOUND', `job ${jobId} does not exist`);
   if (job.attempt !== report.attempt || (job.status !== 'running' && job.status !== 'canceled')) {
     throw new KilnError('STALE_ATTEMPT', `attempt ${report.attempt} of job ${jobId} is not the current one`);
   }
+  assertHeldBy(job, runnerId);
   for (const event of report.events) {
     if (event.type === 'started') {
       if (job.sandbox_id) await deps.store.transaction((tx) => markSandboxRunning(tx, job.sandbox_id!));
@@ -212,12 +284,18 @@ export async function reportJobEvents(deps: JobDeps, jobId: string, report: JobE
  * Stores a blob (stdout, stderr, an artifact) for the current attempt of a job, streamed and hashed.
  * Bounded by the job's own limits, so a runner cannot fill the store past what the policy allows.
  */
-export async function uploadJobBlob(deps: JobDeps, jobId: string, attempt: number, body: Readable): Promise<UploadedBlob> {
+export async function uploadJobBlob(deps: JobDeps, runnerId: string, jobId: string, attempt: number, body: Readable): Promise<UploadedBlob> {
   const job = await getJob(deps.store, jobId);
   if (!job) throw new KilnError('NOT_FOUND', `job ${jobId} does not exist`);
   if (job.attempt !== attempt || (job.status !== 'running' && job.status !== 'canceled')) {
     body.resume();
     throw new KilnError('STALE_ATTEMPT', `attempt ${attempt} of job ${jobId} is not the current one`);
+  }
+  try {
+    assertHeldBy(job, runnerId);
+  } catch (err) {
+    body.resume();
+    throw err;
   }
   const spec = JSON.parse(job.request) as { limits: { output_bytes: number }; artifacts: { max_bytes: number } };
   const blob = await deps.artifacts.put(body, { maxBytes: Math.max(spec.limits.output_bytes, spec.artifacts.max_bytes) });

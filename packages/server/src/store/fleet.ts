@@ -45,11 +45,13 @@ export async function getRunner(h: DbHandle, id: string): Promise<RunnerRow | un
 /**
  * Registers a runner by name: a new node gets a new id; a known name (the same node after a restart)
  * keeps its id, comes back `healthy`, and takes its new description. Returns whether it was known.
+ * `admit` sees the known row (locked) first and may refuse the registration by throwing.
  */
 export async function upsertRunner(
   tx: TxHandle,
   req: RegisterRunnerRequest,
   nowMs: number,
+  admit: (existing: RunnerRow | undefined) => void = () => {},
 ): Promise<{ runner: RunnerRow; restarted: boolean }> {
   const nowIso = toRfc3339(nowMs);
   const values = {
@@ -63,6 +65,7 @@ export async function upsertRunner(
   let query = tx.db.selectFrom('runner_nodes').selectAll().where('name', '=', req.name);
   if (tx.dialect === 'postgres') query = query.forUpdate();
   const existing = await query.executeTakeFirst();
+  admit(existing);
   if (existing) {
     if (existing.status !== 'healthy') assertTransition(runnerNodeMachine, existing.status as never, 'healthy', existing.id);
     await tx.db.updateTable('runner_nodes').set({ ...values, status: 'healthy' }).where('id', '=', existing.id).execute();
@@ -74,6 +77,7 @@ export async function upsertRunner(
     status: runnerNodeMachine.initial,
     created_at: nowIso,
     draining: 0,
+    credential_hash: null,
     ...values,
   };
   await tx.db.insertInto('runner_nodes').values(runner).execute();
@@ -86,6 +90,11 @@ export async function touchRunner(tx: TxHandle, runner: RunnerRow, nowMs: number
   const last_heartbeat_at = toRfc3339(nowMs);
   await tx.db.updateTable('runner_nodes').set({ status: 'healthy', last_heartbeat_at }).where('id', '=', runner.id).execute();
   return { ...runner, status: 'healthy', last_heartbeat_at };
+}
+
+/** Stores the hash of a runner's credential, or null to revoke it. */
+export async function setRunnerCredential(tx: TxHandle, id: string, credentialHash: string | null): Promise<void> {
+  await tx.db.updateTable('runner_nodes').set({ credential_hash: credentialHash }).where('id', '=', id).execute();
 }
 
 export async function setRunnerDraining(tx: TxHandle, id: string, draining: boolean): Promise<void> {

@@ -183,6 +183,16 @@ export interface RunnerNodesTable {
   created_at: string;
   /** 1 while draining: no new work is placed on it */
   draining: number;
+  /** hex SHA-256 of the runner's own credential; null when none is valid (revoked) */
+  credential_hash: string | null;
+}
+
+/** A job's `secret_env`, sealed (AES-256-GCM, key outside the database) until the job ends. */
+export interface JobSecretsTable {
+  job_id: string;
+  /** `v1.<iv>.<tag>.<ciphertext>`, base64url parts */
+  sealed: string;
+  created_at: string;
 }
 
 export interface SandboxInstancesTable {
@@ -255,6 +265,7 @@ export interface Database {
   services: ServicesTable;
   runner_nodes: RunnerNodesTable;
   sandbox_instances: SandboxInstancesTable;
+  job_secrets: JobSecretsTable;
   audit_events: AuditEventsTable;
   audit_chain_heads: AuditChainHeadsTable;
   tenant_quotas: TenantQuotasTable;

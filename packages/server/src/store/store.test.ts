@@ -21,8 +21,8 @@ describe('openStore', () => {
     ).rejects.toThrow(/FOREIGN KEY/);
     await first.close();
     const second = await openStore({ kind: 'sqlite', file });
-    const names = await second.db.selectFrom('kiln_migrations').select('name').orderBy('name').execute();
-    // As sets: names are not zero-padded alike ('002_…', '0007_…'), so text order is not run order.
+    const names = await second.db.selectFrom('kiln_migrations').select('name').execute();
+    // Names sort neither by number width nor by order of arrival ("002_…" after "0008_…"): compare as sets.
     expect(names.map((n) => n.name).sort()).toEqual(MIGRATIONS.map((m) => m.name).sort());
     await second.ping();
     await second.close();
