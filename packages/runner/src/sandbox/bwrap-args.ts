@@ -18,6 +18,11 @@ export interface BindMount {
 }
 
 export interface BwrapOptions {
+  /**
+   * Host folder bound read-only at /usr: the sandbox's own overlay of the host's /usr (kiln-launch
+   * `--overlay`), so file locks are not shared between sandboxes. @default /usr
+   */
+  usrDir?: string;
   /** Host folder bound read-write at /workspace. */
   workspaceDir: string;
   /** Host folder bound read-write at /tmp (size-capped by the workspace's tmpfs). */
@@ -43,8 +48,6 @@ export interface BwrapOptions {
    * each entry of SANDBOX_ETC_ENTRIES is bound on its own.
    */
   etcDir?: string;
-  /** A host file bound at /etc/passwd so tools that look up the user work. */
-  passwdFile?: string;
   /** The payload argv (resolved inside the sandbox's PATH, or an absolute path inside). */
   command: readonly string[];
 }
@@ -108,13 +111,12 @@ export function buildBwrapArgs(o: BwrapOptions): string[] {
     '--hostname',
     o.hostname ?? 'kiln',
     '--ro-bind',
-    '/usr',
+    o.usrDir ?? '/usr',
     '/usr',
   ];
   for (const [target, link] of usrSymlinks()) args.push('--symlink', target, link);
   if (o.etcDir) args.push('--ro-bind', o.etcDir, '/etc');
   else for (const p of etcBinds()) args.push('--ro-bind', p, p);
-  if (o.passwdFile) args.push('--ro-bind', o.passwdFile, '/etc/passwd');
   args.push('--proc', '/proc', '--dev', '/dev');
   args.push('--bind', o.workspaceDir, '/workspace', '--bind', o.tmpDir, '/tmp', '--bind', o.shmDir, '/dev/shm');
   for (const b of o.cgroupBinds ?? []) args.push('--ro-bind', b.source, b.dest);
@@ -128,4 +130,38 @@ export function buildBwrapArgs(o: BwrapOptions): string[] {
   args.push('--seccomp', String(o.seccompFd));
   args.push('--', ...o.command);
   return args;
+}
+
+/** Where kiln-exec is bound inside a one-shot sandbox (outside /workspace: the payload cannot replace it). */
+export const EXEC_HELPER_INSIDE = '/kiln-exec';
+
+/** bwrap's argv once its options, and maybe its command, travel on inherited fds instead. */
+export interface HiddenBwrapArgs {
+  /** What bwrap's argv (and so /proc/<pid>/cmdline, for every local user) still shows. */
+  argv: string[];
+  /**
+   * The sections kiln-launch turns into memfds (`--sync-memfd`), in the order of the fds asked for:
+   * the NUL-separated options for `bwrap --args`, then the payload's argv for kiln-exec if hidden.
+   */
+  sections: Buffer[];
+}
+
+const nulJoined = (strings: readonly string[]) => Buffer.from(strings.map((s) => `${s}\0`).join(''), 'utf8');
+
+/**
+ * Moves everything of a request out of bwrap's argv, which any local user reads in /proc/<pid>/cmdline:
+ * the options (binds, `--setenv` values) go to `bwrap --args optionsFd`, and with `commandFd` the
+ * payload's command line too (bwrap wants its command in argv, so it runs kiln-exec, which reads the
+ * real one from that fd and execs it). Without `commandFd` the command stays visible: only for fixed
+ * commands that carry nothing of a request (a persistent sandbox's kiln-init).
+ */
+export function hideBwrapArgs(args: readonly string[], optionsFd: number, commandFd?: number): HiddenBwrapArgs {
+  const split = args.indexOf('--');
+  if (split < 0) throw new Error('bwrap arguments without a command');
+  const options = args.slice(0, split);
+  const command = args.slice(split + 1);
+  const sections = [nulJoined(options)];
+  if (commandFd === undefined) return { argv: ['--args', String(optionsFd), '--', ...command], sections };
+  sections.push(nulJoined(command));
+  return { argv: ['--args', String(optionsFd), '--', EXEC_HELPER_INSIDE, String(commandFd)], sections };
 }
