@@ -3,11 +3,13 @@
  * do itself. Three modes, all argv-driven:
  *
  *   kiln-launch [--cgroup PROCS_FILE]... [--workspace DIR:SIZE:INODES] [--overlay LOWER=NAME]...
- *               [--sync-fd N] [--sync-memfd N]... [--rlimit NAME=SOFT:HARD]... [--fd N=PATH]...
+ *               [--devices NAME] [--sync-fd N] [--sync-memfd N]... [--rlimit NAME=SOFT:HARD]... [--fd N=PATH]...
  *               --uid UID --gid GID -- PROGRAM [ARGS...]
  *       in this order: joins each cgroup (writes its own pid to PROCS_FILE); mounts the sandbox's
  *       workspace tmpfs at DIR (owned by UID, with work/, tmp/ and shm/ in it); mounts a read-only
- *       overlay of each host folder LOWER at DIR/NAME (see below); on the sync fd, writes "R" and waits
+ *       overlay of each host folder LOWER at DIR/NAME (see below); with --devices, a /dev of the
+ *       sandbox's own at DIR/NAME (a small tmpfs with fresh null, zero, full, random, urandom and tty
+ *       nodes, the usual symlinks, and a new devpts instance); on the sync fd, writes "R" and waits
  *       for "G" (the runner fills the workspace meanwhile: one process instead of a separate mount
  *       helper on the hot path), then, for each --sync-memfd N in order, reads a little-endian u32
  *       length and that many bytes into a memfd on fd N (bwrap's `--args N`: the sandbox's options,
@@ -19,7 +21,8 @@
  *       Why overlays: a file lock (flock, POSIX or OFD locks) lives on the inode, so sandboxes that
  *       share the host's /usr through plain binds could signal each other by locking and probing the
  *       same file. An overlay mount has inodes of its own: a lock taken in one sandbox is invisible in
- *       every other. Its lower folders are named /proc/self/fd/N in the mount options, so the
+ *       every other. The same goes for device nodes: bwrap's --dev binds the host's own /dev/null and
+ *       friends, whose inodes every sandbox shares; --devices makes new nodes per sandbox. Its lower folders are named /proc/self/fd/N in the mount options, so the
  *       sandbox's mountinfo shows no host path.
  *   kiln-launch mount-tmpfs DIR SIZE_BYTES NR_INODES UID GID
  *       mounts a size-capped tmpfs (nosuid,nodev) at DIR owned by UID:GID, mode 0700 (the owner is set
@@ -43,6 +46,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #define FAIL_EXIT 125
@@ -154,6 +158,37 @@ static void mount_overlay(const char *dir, const char *spec) {
   close(empty_fd);
 }
 
+/* A /dev of the sandbox's own at dir/name: what bwrap's --dev makes, but with device nodes (and so
+   inodes, which carry file locks) of its own instead of binds of the host's. */
+static void make_devices(const char *dir, const char *name) {
+  if (!name[0] || strchr(name, '/') || name[0] == '.') usage("--devices wants a plain NAME");
+  char dev[PATH_MAX + 64], path[PATH_MAX + 96];
+  snprintf(dev, sizeof dev, "%s/%s", dir, name);
+  if (mkdir(dev, 0755) != 0) die("mkdir", dev);
+  /* Not nodev (the nodes must open), noexec; tiny: it holds only what is made here. */
+  if (mount("kiln-dev", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=0755") != 0) die("mount tmpfs", dev);
+  static const struct { const char *name; unsigned major, minor; } nodes[] = {
+      {"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
+  };
+  for (size_t i = 0; i < sizeof nodes / sizeof *nodes; i++) {
+    snprintf(path, sizeof path, "%s/%s", dev, nodes[i].name);
+    if (mknod(path, S_IFCHR | 0666, makedev(nodes[i].major, nodes[i].minor)) != 0 || chmod(path, 0666) != 0) die("mknod", path);
+  }
+  static const struct { const char *target, *name; } links[] = {
+      {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+      {"/proc/self/fd/2", "stderr"}, {"/proc/kcore", "core"}, {"pts/ptmx", "ptmx"},
+  };
+  for (size_t i = 0; i < sizeof links / sizeof *links; i++) {
+    snprintf(path, sizeof path, "%s/%s", dev, links[i].name);
+    if (symlink(links[i].target, path) != 0) die("symlink", path);
+  }
+  snprintf(path, sizeof path, "%s/shm", dev);
+  if (mkdir(path, 0755) != 0) die("mkdir", path);
+  snprintf(path, sizeof path, "%s/pts", dev);
+  if (mkdir(path, 0755) != 0) die("mkdir", path);
+  if (mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620") != 0) die("mount devpts", path);
+}
+
 /* The workspace tmpfs with its three folders: work (→ /workspace), tmp (→ /tmp), shm (→ /dev/shm). */
 static void make_workspace(const char *spec, uid_t uid, gid_t gid, char dir[PATH_MAX]) {
   unsigned long long size = 0, inodes = 0;
@@ -247,7 +282,7 @@ static int launch(int argc, char **argv) {
   const char *cgroups[MAX_REPEAT], *rlimits[MAX_REPEAT], *fds[MAX_REPEAT], *overlays[MAX_REPEAT];
   int memfds[MAX_REPEAT];
   int ncg = 0, nrl = 0, nfd = 0, nov = 0, nmem = 0, sync_fd = -1;
-  const char *workspace = NULL;
+  const char *workspace = NULL, *devices = NULL;
   int i = 1;
   pid_t parent = getppid();
   for (; i < argc; i++) {
@@ -265,6 +300,7 @@ static int launch(int argc, char **argv) {
       memfds[nmem++] = (int)m;
     }
     else if (strcmp(a, "--workspace") == 0) workspace = v;
+    else if (strcmp(a, "--devices") == 0) devices = v;
     else if (strcmp(a, "--sync-fd") == 0) sync_fd = (int)parse_num(v, "--sync-fd: bad number");
     else if (strcmp(a, "--uid") == 0) uid = (long long)parse_num(v, "--uid: bad number");
     else if (strcmp(a, "--gid") == 0) gid = (long long)parse_num(v, "--gid: bad number");
@@ -275,11 +311,12 @@ static int launch(int argc, char **argv) {
   if (uid <= 0 || gid <= 0 || uid > 0xfffffffeLL || gid > 0xfffffffeLL) usage("--uid and --gid must be unprivileged ids");
 
   for (int k = 0; k < ncg; k++) join_cgroup(cgroups[k]);
-  if ((nov > 0 && !workspace) || (nmem > 0 && sync_fd < 0)) usage("--overlay needs --workspace, --sync-memfd needs --sync-fd");
+  if (((nov > 0 || devices) && !workspace) || (nmem > 0 && sync_fd < 0)) usage("--overlay and --devices need --workspace, --sync-memfd needs --sync-fd");
   if (workspace) {
     char dir[PATH_MAX];
     make_workspace(workspace, (uid_t)uid, (gid_t)gid, dir);
     for (int k = 0; k < nov; k++) mount_overlay(dir, overlays[k]);
+    if (devices) make_devices(dir, devices);
   }
   if (sync_fd >= 0) handshake(sync_fd, memfds, nmem);
   for (int k = 0; k < nrl; k++) set_rlimit(rlimits[k]);

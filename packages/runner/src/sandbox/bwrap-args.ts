@@ -23,6 +23,12 @@ export interface BwrapOptions {
    * `--overlay`), so file locks are not shared between sandboxes. @default /usr
    */
   usrDir?: string;
+  /**
+   * Host folder bound at /dev (kiln-launch `--devices`: device nodes of the sandbox's own) instead of
+   * bwrap's `--dev`, which binds the host's /dev/null and friends (inodes, and so locks, every sandbox
+   * shares). @default bwrap's --dev
+   */
+  devDir?: string;
   /** Host folder bound read-write at /workspace. */
   workspaceDir: string;
   /** Host folder bound read-write at /tmp (size-capped by the workspace's tmpfs). */
@@ -117,7 +123,9 @@ export function buildBwrapArgs(o: BwrapOptions): string[] {
   for (const [target, link] of usrSymlinks()) args.push('--symlink', target, link);
   if (o.etcDir) args.push('--ro-bind', o.etcDir, '/etc');
   else for (const p of etcBinds()) args.push('--ro-bind', p, p);
-  args.push('--proc', '/proc', '--dev', '/dev');
+  args.push('--proc', '/proc');
+  if (o.devDir) args.push('--dev-bind', o.devDir, '/dev');
+  else args.push('--dev', '/dev');
   args.push('--bind', o.workspaceDir, '/workspace', '--bind', o.tmpDir, '/tmp', '--bind', o.shmDir, '/dev/shm');
   for (const b of o.cgroupBinds ?? []) args.push('--ro-bind', b.source, b.dest);
   for (const b of o.extraBinds ?? []) args.push(b.readOnly === false ? '--bind' : '--ro-bind', b.source, b.dest);
@@ -130,6 +138,14 @@ export function buildBwrapArgs(o: BwrapOptions): string[] {
   args.push('--seccomp', String(o.seccompFd));
   args.push('--', ...o.command);
   return args;
+}
+
+/**
+ * The folders kiln-launch mounts under a workspace's root for one sandbox (launch-args.ts
+ * perSandboxMounts): its overlays of /usr and of the /etc copy, and its /dev.
+ */
+export function ownSystemFolders(workspaceRoot: string): Pick<BwrapOptions, 'usrDir' | 'etcDir' | 'devDir'> {
+  return { usrDir: `${workspaceRoot}/usr`, etcDir: `${workspaceRoot}/etc`, devDir: `${workspaceRoot}/dev` };
 }
 
 /** Where kiln-exec is bound inside a one-shot sandbox (outside /workspace: the payload cannot replace it). */

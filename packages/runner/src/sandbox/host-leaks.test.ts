@@ -144,3 +144,104 @@ describe('nothing of a request in any argv or environment other host users can r
   });
 });
 
+
+// Sandbox A takes every kind of lock on shared read-only files; sandbox B, running at the same time,
+// probes them. With plain binds both would reach the host's inodes and B would see A's locks: a covert
+// channel between tenants.
+const LOCKER = `
+import fcntl, struct, sys, time
+held = []
+for path in sys.argv[1:]:
+    f = open(path, 'rb')
+    fcntl.flock(f, fcntl.LOCK_EX)
+    g = open(path, 'rb')
+    fcntl.lockf(g, fcntl.LOCK_SH)  # a POSIX read lock: all a read-only fd can take
+    held += [f, g]
+print('locked', flush=True)
+time.sleep(60)
+`;
+const PROBER = `
+import fcntl, struct, sys
+F_OFD_GETLK = 36
+for path in sys.argv[1:]:
+    f = open(path, 'rb')
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        flock = 'free'
+    except OSError:
+        flock = 'held'
+    probe = struct.pack('hhqqi', fcntl.F_WRLCK, 0, 0, 0, 0)
+    posix = 'free' if struct.unpack('hhqqi', fcntl.fcntl(f, fcntl.F_GETLK, probe))[0] == fcntl.F_UNLCK else 'held'
+    ofd = 'free' if struct.unpack('hhqqi', fcntl.fcntl(f, F_OFD_GETLK, probe))[0] == fcntl.F_UNLCK else 'held'
+    print(path, flock, posix, ofd)
+`;
+const SHARED_FILES = ['/usr/bin/python3', '/etc/ld.so.cache', '/etc/passwd', '/kiln-exec', '/dev/null'];
+
+describe('no covert channel through locks on the shared read-only files', () => {
+  it('a lock one sandbox holds on /usr, /etc, /dev/null or a helper is invisible in another running at the same time', async () => {
+    const signal = stdoutSignal('locked');
+    const stop = new AbortController();
+    const locker = driver.run({
+      command: ['/usr/bin/python3', '-c', LOCKER, ...SHARED_FILES],
+      limits: { ...TEST_LIMITS, wall_time_ms: 60_000 },
+      onStdout: signal.onStdout,
+      signal: stop.signal,
+    });
+    try {
+      await Promise.race([signal.seen, locker.then((r) => Promise.reject(new Error(`the locker ended: ${r.stderr}`)))]);
+      const probe = await driver.run({ command: ['/usr/bin/python3', '-c', PROBER, ...SHARED_FILES], limits: TEST_LIMITS });
+      expect(probe.verdict, probe.stderr.toString()).toBe('ok');
+      expect(probe.stdout.toString().trim().split('\n')).toEqual(SHARED_FILES.map((p) => `${p} free free free`));
+    } finally {
+      stop.abort();
+    }
+    expect((await locker).verdict).toBe('canceled');
+  });
+});
+
+/**
+ * Checks what a sandbox printed (/proc/1/cmdline, then its mountinfo): no host folder of kiln's, and
+ * the host uid nowhere but where the kernel itself puts it: the options of the root tmpfs bubblewrap
+ * mounts as the sandbox user (the kernel shows a tmpfs's owner as a host uid, and bwrap 0.8 has no way
+ * around its own root).
+ */
+function expectNoHostDetails(seen: string): void {
+  const [pid1 = '', ...mountinfo] = seen.split('\n');
+  const hostUid = /\/newroot \/ .* - tmpfs tmpfs \S*uid=(\d+)/.exec(seen)?.[1] ?? '';
+  expect(Number(hostUid)).toBeGreaterThan(1000);
+  for (const hostPath of [`${runtimeDir()}/workspaces`, `${runtimeDir()}/etc`, NATIVE_BUILD_DIR.replace(/\/$/, ''), process.cwd()]) {
+    expect(seen).not.toContain(hostPath);
+  }
+  expect(pid1).not.toContain(hostUid);
+  const ours = mountinfo.filter((l) => / - (overlay kiln|tmpfs kiln-workspace|tmpfs kiln-dev|devpts devpts) /.test(l));
+  // /usr, /etc, the helper, /dev, /dev/pts, and the workspace's /workspace, /tmp and /dev/shm.
+  expect(ours.length).toBeGreaterThanOrEqual(8);
+  expect(mountinfo.filter((l) => / - devtmpfs /.test(l))).toEqual([]);
+  for (const line of ours) {
+    expect(line).not.toContain(hostUid);
+    expect(line).not.toMatch(/[ ,](uid|gid)=/);
+  }
+}
+
+const SHOW_HOST_DETAILS = 'tr "\\0" " " </proc/1/cmdline; echo; cat /proc/self/mountinfo';
+
+describe('what the sandbox sees of its host in /proc/1/cmdline and mountinfo', () => {
+  it('names no runtime, workspace or helper folder, and no host uid in what kiln mounts', async () => {
+    const r = await runSh(driver, SHOW_HOST_DETAILS);
+    expect(r.verdict).toBe('ok');
+    expect(r.stdout.toString()).toMatch(/^\/usr\/bin\/bwrap --args 11 -- \/kiln-exec 12 \n/);
+    expectNoHostDetails(r.stdout.toString());
+  });
+
+  it('in a persistent sandbox too', async () => {
+    const sbx = await driver.start({ limits: TEST_LIMITS });
+    if (!(sbx instanceof PersistentSandbox)) throw new Error('not a persistent sandbox');
+    try {
+      const r = await sbx.exec(SHOW_HOST_DETAILS);
+      expect(r.stdout.toString()).toMatch(/^\/kiln-init --cpu-seconds \d+ \/run\/kiln\/init.sock \n/);
+      expectNoHostDetails(r.stdout.toString());
+    } finally {
+      await sbx.destroy();
+    }
+  });
+});

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { KilnError, limitsSchema, newId, parseOrThrow, type Limits } from '@kiln/core';
 import { dirname } from 'node:path';
-import { buildBwrapArgs, EXEC_HELPER_INSIDE, hideBwrapArgs } from './bwrap-args.js';
+import { buildBwrapArgs, ownSystemFolders, EXEC_HELPER_INSIDE, hideBwrapArgs } from './bwrap-args.js';
 import type { CgroupBackend, SandboxCgroup } from './cgroups/index.js';
 import type { CollectedFile, OneShotSpec, RunResult } from './driver.js';
 import {
@@ -10,7 +10,7 @@ import {
   encodeSyncData,
   PAYLOAD_ARGV_FD,
   rlimitsFor,
-  sandboxOverlays,
+  perSandboxMounts,
   SECCOMP_FD,
 } from './launch-args.js';
 import { nativeHelperPath, requireBwrap } from './native-paths.js';
@@ -77,10 +77,9 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
       shmDir: workspace.shmDir,
       seccompFd: SECCOMP_FD,
       cgroupBinds: cgroup.binds,
-      // The sandbox's own overlays (kiln-launch mounts them under the workspace root): no lock on /usr,
-      // /etc or the helper is seen by another sandbox, and mountinfo names no host folder.
-      usrDir: `${workspace.root}/usr`,
-      etcDir: `${workspace.root}/etc`,
+      // The sandbox's own /usr, /etc and /dev (kiln-launch mounts them under the workspace root): no lock
+      // on them, nor on the helper, is seen by another sandbox, and mountinfo names no host folder.
+      ...ownSystemFolders(workspace.root),
       extraBinds: [{ source: `${workspace.root}/kiln/kiln-exec`, dest: EXEC_HELPER_INSIDE }],
       ...(spec.env ? { env: spec.env } : {}),
       ...(spec.cwd ? { cwd: spec.cwd } : {}),
@@ -98,7 +97,7 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
       // Only egress "none" exists so far (checked above): every socket but Unix ones is refused.
       fds: [{ fd: SECCOMP_FD, path: seccompProgramPath('no-network') }],
       workspace: prepared.launchArg,
-      overlays: sandboxOverlays(sandboxEtcDir(), dirname(execHelper)),
+      ...perSandboxMounts(sandboxEtcDir(), dirname(execHelper)),
       syncFd: SYNC_FD,
       syncMemfds: [BWRAP_ARGS_FD, PAYLOAD_ARGV_FD],
       program: requireBwrap(),

@@ -4,10 +4,10 @@ import type { Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { KilnError, limitsSchema, newId, parseOrThrow } from '@kiln/core';
 import type { PersistentDeps } from '../bubblewrap-driver.js';
-import { buildBwrapArgs, hideBwrapArgs } from '../bwrap-args.js';
+import { buildBwrapArgs, ownSystemFolders, hideBwrapArgs } from '../bwrap-args.js';
 import type { SandboxCgroup } from '../cgroups/index.js';
 import type { PersistentSpec } from '../driver.js';
-import { BWRAP_ARGS_FD, buildLaunchArgs, encodeSyncData, rlimitsFor, sandboxOverlays, SECCOMP_FD } from '../launch-args.js';
+import { BWRAP_ARGS_FD, buildLaunchArgs, encodeSyncData, rlimitsFor, perSandboxMounts, SECCOMP_FD } from '../launch-args.js';
 import { nativeHelperPath, requireBwrap } from '../native-paths.js';
 import { sandboxEtcDir } from '../sandbox-etc.js';
 import { seccompProgramPath } from '../seccomp.js';
@@ -83,8 +83,7 @@ export async function startPersistentSandbox(
       seccompFd: SECCOMP_FD,
       cgroupBinds: cgroup.binds,
       // The sandbox's own overlays of /usr, /etc and the helpers: no lock is shared with another sandbox.
-      usrDir: `${workspace.root}/usr`,
-      etcDir: `${workspace.root}/etc`,
+      ...ownSystemFolders(workspace.root),
       extraBinds: [
         { source: controlDir, dest: CONTROL_DIR_INSIDE, readOnly: false },
         { source: `${workspace.root}/kiln/kiln-init`, dest: INIT_BINARY_INSIDE },
@@ -106,7 +105,7 @@ export async function startPersistentSandbox(
       // Loopback sockets are allowed: services listen on 127.0.0.1 in a network namespace with only `lo`.
       fds: [{ fd: SECCOMP_FD, path: seccompProgramPath('network') }],
       workspace: prepared.launchArg,
-      overlays: sandboxOverlays(sandboxEtcDir(), dirname(initBinary)),
+      ...perSandboxMounts(sandboxEtcDir(), dirname(initBinary)),
       syncFd: SYNC_FD,
       syncMemfds: [BWRAP_ARGS_FD],
       program: requireBwrap(),
