@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
-import { SANDBOX_ETC_ENTRIES } from './sandbox-etc.js';
 
 /**
  * The bubblewrap command line for one sandbox (ARCHITECTURE.md §8, SANDBOX-NOTES.md): every namespace,
  * nested user namespaces refused, no capabilities, a cleared environment, the host's /usr read-only with
- * the merged-/usr symlinks, only the /etc files runtimes need, a fresh /proc and /dev, the sandbox's own
+ * the merged-/usr symlinks, only the /etc files runtimes need (both through the sandbox's own overlays,
+ * see kiln-launch --overlay), a fresh /proc and a /dev of its own, the sandbox's own
  * tmpfs folders at /workspace, /tmp and /dev/shm, its cgroup folders read-only at /sys/fs/cgroup (so Node
  * and Java size their heaps from the sandbox's limit), and the seccomp program on an inherited fd.
  */
@@ -49,11 +49,8 @@ export interface BwrapOptions {
   insideUid?: number;
   /** @default 'kiln' */
   hostname?: string;
-  /**
-   * A host folder bound read-only as the whole /etc (sandboxEtcDir(): one bind, faster). Without it,
-   * each entry of SANDBOX_ETC_ENTRIES is bound on its own.
-   */
-  etcDir?: string;
+  /** A host folder bound read-only as the whole /etc: the sandbox's overlay of sandboxEtcDir(). */
+  etcDir: string;
   /** The payload argv (resolved inside the sandbox's PATH, or an absolute path inside). */
   command: readonly string[];
 }
@@ -66,12 +63,6 @@ export const SANDBOX_BASE_ENV: Readonly<Record<string, string>> = {
   TMPDIR: '/tmp',
   USER: 'sandbox',
 };
-
-let presentEtc: string[] | undefined;
-function etcBinds(): string[] {
-  presentEtc ??= SANDBOX_ETC_ENTRIES.map(([src]) => src).filter((p) => existsSync(p));
-  return presentEtc;
-}
 
 /** Top-level merged-/usr symlinks (Debian 12: /bin → usr/bin and so on). */
 const USR_SYMLINKS: [string, string][] = [
@@ -121,8 +112,7 @@ export function buildBwrapArgs(o: BwrapOptions): string[] {
     '/usr',
   ];
   for (const [target, link] of usrSymlinks()) args.push('--symlink', target, link);
-  if (o.etcDir) args.push('--ro-bind', o.etcDir, '/etc');
-  else for (const p of etcBinds()) args.push('--ro-bind', p, p);
+  args.push('--ro-bind', o.etcDir, '/etc');
   args.push('--proc', '/proc');
   if (o.devDir) args.push('--dev-bind', o.devDir, '/dev');
   else args.push('--dev', '/dev');
@@ -144,7 +134,7 @@ export function buildBwrapArgs(o: BwrapOptions): string[] {
  * The folders kiln-launch mounts under a workspace's root for one sandbox (launch-args.ts
  * perSandboxMounts): its overlays of /usr and of the /etc copy, and its /dev.
  */
-export function ownSystemFolders(workspaceRoot: string): Pick<BwrapOptions, 'usrDir' | 'etcDir' | 'devDir'> {
+export function ownSystemFolders(workspaceRoot: string): Required<Pick<BwrapOptions, 'usrDir' | 'etcDir' | 'devDir'>> {
   return { usrDir: `${workspaceRoot}/usr`, etcDir: `${workspaceRoot}/etc`, devDir: `${workspaceRoot}/dev` };
 }
 
