@@ -152,7 +152,11 @@ export interface HiddenBwrapArgs {
   sections: Buffer[];
 }
 
-const nulJoined = (strings: readonly string[]) => Buffer.from(strings.map((s) => `${s}\0`).join(''), 'utf8');
+/** NUL-terminated strings; a NUL inside one would silently split it in two, so it is refused. */
+function nulJoined(strings: readonly string[]): Buffer {
+  if (strings.some((s) => s.includes('\0'))) throw new Error('a sandbox argument or command contains NUL');
+  return Buffer.from(strings.map((s) => `${s}\0`).join(''), 'utf8');
+}
 
 /**
  * Moves everything of a request out of bwrap's argv, which any local user reads in /proc/<pid>/cmdline:

@@ -126,6 +126,13 @@ describe('nothing of a request in any argv or environment other host users can r
     });
   }
 
+  it('refuses an arg with a NUL in it rather than split it in two on the way', async () => {
+    const r = await driver.run({ command: ['/bin/echo', 'one\0two'], limits: TEST_LIMITS });
+    expect(r.verdict).toBe('system_error');
+    expect(r.stdout.toString()).toBe('');
+    expect(r.error).toMatch(/contains NUL/);
+  });
+
   it('persistent sandbox: its env values are in no host process\'s cmdline, nor in bwrap\'s environ', async () => {
     const secretEnv = `persistent-envsecret-${process.pid}-${Date.now()}`;
     const sbx = await driver.start({ limits: TEST_LIMITS, env: { KILN_API_SECRET: secretEnv } });
