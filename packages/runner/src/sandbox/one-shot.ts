@@ -19,7 +19,7 @@ import { sandboxEtcDir } from './sandbox-etc.js';
 import { seccompProgramPath } from './seccomp.js';
 import type { UidLease, UidPool } from './uid-pool.js';
 import { decideVerdict, decodeExit } from './verdict.js';
-import { splitRelativePath, UnsafePathError, Workspace } from './workspace.js';
+import { refuseUnsafeFilePaths, Workspace } from './workspace.js';
 
 /** What a one-shot run needs from its driver. */
 export interface OneShotDeps {
@@ -45,16 +45,7 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
   const limits = parseOrThrow(limitsSchema, spec.limits, 'limits');
   if (spec.command.length === 0) throw new KilnError('VALIDATION_FAILED', 'the command is empty', { field: 'command' });
   // Bad input is refused before any resource is taken.
-  (spec.files ?? []).forEach((f, i) => {
-    try {
-      splitRelativePath(f.path);
-    } catch (err) {
-      if (err instanceof UnsafePathError) {
-        throw new KilnError('VALIDATION_FAILED', err.message, { field: `files.${i}.path` });
-      }
-      throw err;
-    }
-  });
+  refuseUnsafeFilePaths(spec.files ?? []);
   if (spec.network && spec.network.egress !== 'none') {
     return setupFailure('network egress through the proxy is not available yet; only egress "none" is supported');
   }

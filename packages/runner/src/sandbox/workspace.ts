@@ -1,12 +1,24 @@
 import { mkdirSync } from 'node:fs';
-import { newId } from '@kiln/core';
+import { KilnError, newId } from '@kiln/core';
 import type { CollectedFile, WorkspaceFile } from './driver.js';
 import { nativeHelperPath } from './native-paths.js';
 import { runHelper } from './process-launcher.js';
 import { runtimeSubdir } from './runtime-dir.js';
-import { globToRegExp, SafeRoot, UnsafePathError } from './safe-fs.js';
+import { globToRegExp, SafeRoot, splitRelativePath, UnsafePathError } from './safe-fs.js';
 
 export { UnsafePathError, splitRelativePath, globToRegExp } from './safe-fs.js';
+
+/** Refuses (VALIDATION_FAILED, naming the field) a file path the workspace would not write: before any resource is taken. */
+export function refuseUnsafeFilePaths(files: readonly WorkspaceFile[]): void {
+  files.forEach((f, i) => {
+    try {
+      splitRelativePath(f.path);
+    } catch (err) {
+      if (err instanceof UnsafePathError) throw new KilnError('VALIDATION_FAILED', err.message, { field: `files.${i}.path` });
+      throw err;
+    }
+  });
+}
 
 /**
  * A sandbox's writable storage: one size-capped tmpfs per sandbox, mounted on the host at

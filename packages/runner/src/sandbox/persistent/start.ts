@@ -12,7 +12,7 @@ import { nativeHelperPath, requireBwrap } from '../native-paths.js';
 import { sandboxEtcDir } from '../sandbox-etc.js';
 import { seccompProgramPath } from '../seccomp.js';
 import type { UidLease } from '../uid-pool.js';
-import { Workspace } from '../workspace.js';
+import { refuseUnsafeFilePaths, Workspace } from '../workspace.js';
 import { PersistentSandbox } from './persistent-sandbox.js';
 
 /** Where the control folder is bound inside, and the init's socket in it. */
@@ -49,6 +49,8 @@ export async function startPersistentSandbox(
       field: 'network.egress',
     });
   }
+  // Bad input is refused before any resource is taken (the files are written during the handshake).
+  refuseUnsafeFilePaths(spec.files ?? []);
   const id = newId('sandbox');
   let lease: UidLease | undefined;
   let workspace: Workspace | undefined;
@@ -82,7 +84,7 @@ export async function startPersistentSandbox(
       shmDir: workspace.shmDir,
       seccompFd: SECCOMP_FD,
       cgroupBinds: cgroup.binds,
-      // The sandbox's own overlays of /usr, /etc and the helpers: no lock is shared with another sandbox.
+      // The sandbox's own /usr, /etc, /dev and helper (kiln-launch mounts them): no lock is shared with another.
       ...ownSystemFolders(workspace.root),
       extraBinds: [
         { source: controlDir, dest: CONTROL_DIR_INSIDE, readOnly: false },
