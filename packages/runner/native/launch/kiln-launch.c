@@ -3,7 +3,8 @@
  * do itself. Three modes, all argv-driven:
  *
  *   kiln-launch [--cgroup PROCS_FILE]... [--workspace DIR:SIZE:INODES] [--overlay LOWER=NAME]...
- *               [--devices NAME] [--sync-fd N] [--sync-memfd N]... [--rlimit NAME=SOFT:HARD]... [--fd N=PATH]...
+ *               [--devices NAME] [--sync-fd N] [--sync-memfd N]... [--rlimit NAME=SOFT:HARD]...
+ *               [--fd N=PATH]...
  *               --uid UID --gid GID -- PROGRAM [ARGS...]
  *       in this order: joins each cgroup (writes its own pid to PROCS_FILE); mounts the sandbox's
  *       workspace tmpfs at DIR (owned by UID, with work/, tmp/ and shm/ in it); mounts a read-only
@@ -22,8 +23,9 @@
  *       share the host's /usr through plain binds could signal each other by locking and probing the
  *       same file. An overlay mount has inodes of its own: a lock taken in one sandbox is invisible in
  *       every other. The same goes for device nodes: bwrap's --dev binds the host's own /dev/null and
- *       friends, whose inodes every sandbox shares; --devices makes new nodes per sandbox. Its lower folders are named /proc/self/fd/N in the mount options, so the
- *       sandbox's mountinfo shows no host path.
+ *       friends, whose inodes every sandbox shares; --devices makes new nodes per sandbox. An
+ *       overlay's lower folders are named /proc/self/fd/N in its mount options, so the sandbox's
+ *       mountinfo shows no host path.
  *   kiln-launch mount-tmpfs DIR SIZE_BYTES NR_INODES UID GID
  *       mounts a size-capped tmpfs (nosuid,nodev) at DIR owned by UID:GID, mode 0700 (the owner is set
  *       after the mount, so the mount options, which mountinfo shows inside, name no host uid).
