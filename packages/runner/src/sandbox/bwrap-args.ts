@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
-import { SANDBOX_ETC_ENTRIES } from './sandbox-etc.js';
 
 /**
  * The bubblewrap command line for one sandbox (ARCHITECTURE.md §8, SANDBOX-NOTES.md): every namespace,
  * nested user namespaces refused, no capabilities, a cleared environment, the host's /usr read-only with
- * the merged-/usr symlinks, only the /etc files runtimes need, a fresh /proc and /dev, the sandbox's own
+ * the merged-/usr symlinks, only the /etc files runtimes need (both through the sandbox's own overlays,
+ * see kiln-launch --overlay), a fresh /proc and a /dev of its own, the sandbox's own
  * tmpfs folders at /workspace, /tmp and /dev/shm, its cgroup folders read-only at /sys/fs/cgroup (so Node
  * and Java size their heaps from the sandbox's limit), and the seccomp program on an inherited fd.
  */
@@ -18,6 +18,17 @@ export interface BindMount {
 }
 
 export interface BwrapOptions {
+  /**
+   * Host folder bound read-only at /usr: the sandbox's own overlay of the host's /usr (kiln-launch
+   * `--overlay`), so file locks are not shared between sandboxes. @default /usr
+   */
+  usrDir?: string;
+  /**
+   * Host folder bound at /dev (kiln-launch `--devices`: device nodes of the sandbox's own) instead of
+   * bwrap's `--dev`, which binds the host's /dev/null and friends (inodes, and so locks, every sandbox
+   * shares). @default bwrap's --dev
+   */
+  devDir?: string;
   /** Host folder bound read-write at /workspace. */
   workspaceDir: string;
   /** Host folder bound read-write at /tmp (size-capped by the workspace's tmpfs). */
@@ -38,13 +49,8 @@ export interface BwrapOptions {
   insideUid?: number;
   /** @default 'kiln' */
   hostname?: string;
-  /**
-   * A host folder bound read-only as the whole /etc (sandboxEtcDir(): one bind, faster). Without it,
-   * each entry of SANDBOX_ETC_ENTRIES is bound on its own.
-   */
-  etcDir?: string;
-  /** A host file bound at /etc/passwd so tools that look up the user work. */
-  passwdFile?: string;
+  /** A host folder bound read-only as the whole /etc: the sandbox's overlay of sandboxEtcDir(). */
+  etcDir: string;
   /** The payload argv (resolved inside the sandbox's PATH, or an absolute path inside). */
   command: readonly string[];
 }
@@ -57,12 +63,6 @@ export const SANDBOX_BASE_ENV: Readonly<Record<string, string>> = {
   TMPDIR: '/tmp',
   USER: 'sandbox',
 };
-
-let presentEtc: string[] | undefined;
-function etcBinds(): string[] {
-  presentEtc ??= SANDBOX_ETC_ENTRIES.map(([src]) => src).filter((p) => existsSync(p));
-  return presentEtc;
-}
 
 /** Top-level merged-/usr symlinks (Debian 12: /bin → usr/bin and so on). */
 const USR_SYMLINKS: [string, string][] = [
@@ -108,14 +108,14 @@ export function buildBwrapArgs(o: BwrapOptions): string[] {
     '--hostname',
     o.hostname ?? 'kiln',
     '--ro-bind',
-    '/usr',
+    o.usrDir ?? '/usr',
     '/usr',
   ];
   for (const [target, link] of usrSymlinks()) args.push('--symlink', target, link);
-  if (o.etcDir) args.push('--ro-bind', o.etcDir, '/etc');
-  else for (const p of etcBinds()) args.push('--ro-bind', p, p);
-  if (o.passwdFile) args.push('--ro-bind', o.passwdFile, '/etc/passwd');
-  args.push('--proc', '/proc', '--dev', '/dev');
+  args.push('--ro-bind', o.etcDir, '/etc');
+  args.push('--proc', '/proc');
+  if (o.devDir) args.push('--dev-bind', o.devDir, '/dev');
+  else args.push('--dev', '/dev');
   args.push('--bind', o.workspaceDir, '/workspace', '--bind', o.tmpDir, '/tmp', '--bind', o.shmDir, '/dev/shm');
   for (const b of o.cgroupBinds ?? []) args.push('--ro-bind', b.source, b.dest);
   for (const b of o.extraBinds ?? []) args.push(b.readOnly === false ? '--bind' : '--ro-bind', b.source, b.dest);
@@ -128,4 +128,50 @@ export function buildBwrapArgs(o: BwrapOptions): string[] {
   args.push('--seccomp', String(o.seccompFd));
   args.push('--', ...o.command);
   return args;
+}
+
+/**
+ * The folders kiln-launch mounts under a workspace's root for one sandbox (launch-args.ts
+ * perSandboxMounts): its overlays of /usr and of the /etc copy, and its /dev.
+ */
+export function ownSystemFolders(workspaceRoot: string): Required<Pick<BwrapOptions, 'usrDir' | 'etcDir' | 'devDir'>> {
+  return { usrDir: `${workspaceRoot}/usr`, etcDir: `${workspaceRoot}/etc`, devDir: `${workspaceRoot}/dev` };
+}
+
+/** Where kiln-exec is bound inside a one-shot sandbox (outside /workspace: the payload cannot replace it). */
+export const EXEC_HELPER_INSIDE = '/kiln-exec';
+
+/** bwrap's argv once its options, and maybe its command, travel on inherited fds instead. */
+export interface HiddenBwrapArgs {
+  /** What bwrap's argv (and so /proc/<pid>/cmdline, for every local user) still shows. */
+  argv: string[];
+  /**
+   * The sections kiln-launch turns into memfds (`--sync-memfd`), in the order of the fds asked for:
+   * the NUL-separated options for `bwrap --args`, then the payload's argv for kiln-exec if hidden.
+   */
+  sections: Buffer[];
+}
+
+/** NUL-terminated strings; a NUL inside one would silently split it in two, so it is refused. */
+function nulJoined(strings: readonly string[]): Buffer {
+  if (strings.some((s) => s.includes('\0'))) throw new Error('a sandbox argument or command contains NUL');
+  return Buffer.from(strings.map((s) => `${s}\0`).join(''), 'utf8');
+}
+
+/**
+ * Moves everything of a request out of bwrap's argv, which any local user reads in /proc/<pid>/cmdline:
+ * the options (binds, `--setenv` values) go to `bwrap --args optionsFd`, and with `commandFd` the
+ * payload's command line too (bwrap wants its command in argv, so it runs kiln-exec, which reads the
+ * real one from that fd and execs it). Without `commandFd` the command stays visible: only for fixed
+ * commands that carry nothing of a request (a persistent sandbox's kiln-init).
+ */
+export function hideBwrapArgs(args: readonly string[], optionsFd: number, commandFd?: number): HiddenBwrapArgs {
+  const split = args.indexOf('--');
+  if (split < 0) throw new Error('bwrap arguments without a command');
+  const options = args.slice(0, split);
+  const command = args.slice(split + 1);
+  const sections = [nulJoined(options)];
+  if (commandFd === undefined) return { argv: ['--args', String(optionsFd), '--', ...command], sections };
+  sections.push(nulJoined(command));
+  return { argv: ['--args', String(optionsFd), '--', EXEC_HELPER_INSIDE, String(commandFd)], sections };
 }

@@ -10,6 +10,6 @@ export * from './uid-pool.js';
 export * from './verdict.js';
 export * from './workspace.js';
 export { SafeRoot } from './safe-fs.js';
-export { sandboxEtcDir, sandboxPasswdFile, SANDBOX_ETC_ENTRIES } from './sandbox-etc.js';
+export { sandboxEtcDir, SANDBOX_ETC_ENTRIES } from './sandbox-etc.js';
 export { runOneShot, setupFailure, type OneShotDeps } from './one-shot.js';
 export { reapStaleSandboxes, type ReapOptions, type ReapReport } from './reaper.js';

@@ -1,16 +1,25 @@
 import { performance } from 'node:perf_hooks';
 import { KilnError, limitsSchema, newId, parseOrThrow, type Limits } from '@kiln/core';
-import { buildBwrapArgs } from './bwrap-args.js';
+import { dirname } from 'node:path';
+import { buildBwrapArgs, ownSystemFolders, EXEC_HELPER_INSIDE, hideBwrapArgs } from './bwrap-args.js';
 import type { CgroupBackend, SandboxCgroup } from './cgroups/index.js';
 import type { OneShotSpec, RunResult } from './driver.js';
-import { buildLaunchArgs, rlimitsFor, SECCOMP_FD } from './launch-args.js';
+import {
+  BWRAP_ARGS_FD,
+  buildLaunchArgs,
+  encodeSyncData,
+  PAYLOAD_ARGV_FD,
+  rlimitsFor,
+  perSandboxMounts,
+  SECCOMP_FD,
+} from './launch-args.js';
 import { nativeHelperPath, requireBwrap } from './native-paths.js';
 import { launchProcess } from './process-launcher.js';
 import { sandboxEtcDir } from './sandbox-etc.js';
 import { seccompProgramPath } from './seccomp.js';
 import type { UidLease, UidPool } from './uid-pool.js';
 import { decideVerdict, decodeExit } from './verdict.js';
-import { splitRelativePath, UnsafePathError, Workspace } from './workspace.js';
+import { refuseUnsafeFilePaths, Workspace } from './workspace.js';
 
 /** What a one-shot run needs from its driver. */
 export interface OneShotDeps {
@@ -36,16 +45,7 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
   const limits = parseOrThrow(limitsSchema, spec.limits, 'limits');
   if (spec.command.length === 0) throw new KilnError('VALIDATION_FAILED', 'the command is empty', { field: 'command' });
   // Bad input is refused before any resource is taken.
-  (spec.files ?? []).forEach((f, i) => {
-    try {
-      splitRelativePath(f.path);
-    } catch (err) {
-      if (err instanceof UnsafePathError) {
-        throw new KilnError('VALIDATION_FAILED', err.message, { field: `files.${i}.path` });
-      }
-      throw err;
-    }
-  });
+  refuseUnsafeFilePaths(spec.files ?? []);
   if (spec.network && spec.network.egress !== 'none') {
     return setupFailure('network egress through the proxy is not available yet; only egress "none" is supported');
   }
@@ -61,19 +61,25 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
     const prepared = Workspace.prepare({ uid: lease.uid, gid: lease.gid, diskBytes: limits.disk_bytes, id: sandboxId });
     workspace = prepared.workspace;
     cgroup = deps.cgroups.create(sandboxId, { memoryBytes: limits.memory_bytes, pids: limits.pids });
+    const execHelper = nativeHelperPath('kiln-exec');
     const bwrapArgs = buildBwrapArgs({
       workspaceDir: workspace.workDir,
       tmpDir: workspace.tmpDir,
       shmDir: workspace.shmDir,
       seccompFd: SECCOMP_FD,
       cgroupBinds: cgroup.binds,
-      etcDir: sandboxEtcDir(),
+      // The sandbox's own /usr, /etc and /dev (kiln-launch mounts them under the workspace root): no lock
+      // on them, nor on the helper, is seen by another sandbox, and mountinfo names no host folder.
+      ...ownSystemFolders(workspace.root),
+      extraBinds: [{ source: `${workspace.root}/kiln/kiln-exec`, dest: EXEC_HELPER_INSIDE }],
       ...(spec.env ? { env: spec.env } : {}),
       ...(spec.cwd ? { cwd: spec.cwd } : {}),
       command: spec.command,
     });
     // bwrap tells us on this fd once the payload started: its absence means a set-up failure.
     bwrapArgs.unshift('--json-status-fd', '4');
+    // Env values, args and file names never appear in an argv other local users can read (/proc).
+    const hidden = hideBwrapArgs(bwrapArgs, BWRAP_ARGS_FD, PAYLOAD_ARGV_FD);
     const launchArgs = buildLaunchArgs({
       cgroupProcsFiles: cgroup.procsFiles,
       rlimits: rlimitsFor(limits),
@@ -82,14 +88,17 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
       // Only egress "none" exists so far (checked above): every socket but Unix ones is refused.
       fds: [{ fd: SECCOMP_FD, path: seccompProgramPath('no-network') }],
       workspace: prepared.launchArg,
+      ...perSandboxMounts(sandboxEtcDir(), dirname(execHelper)),
       syncFd: SYNC_FD,
+      syncMemfds: [BWRAP_ARGS_FD, PAYLOAD_ARGV_FD],
       program: requireBwrap(),
-      args: bwrapArgs,
+      args: hidden.argv,
     });
     const ws = workspace;
-    const result = await supervise(spec, limits, cgroup, nativeHelperPath('kiln-launch'), launchArgs, () =>
-      ws.writeFiles(spec.files ?? []),
-    );
+    const result = await supervise(spec, limits, cgroup, nativeHelperPath('kiln-launch'), launchArgs, () => {
+      ws.writeFiles(spec.files ?? []);
+      return encodeSyncData(hidden.sections);
+    });
     if (result.verdict !== 'system_error' && result.verdict !== 'canceled') {
       await collectInto(result, workspace, spec.collect ?? ['out/**'], limits.output_bytes);
     }
@@ -136,7 +145,8 @@ async function supervise(
   cgroup: SandboxCgroup,
   launchPath: string,
   launchArgs: string[],
-  fillWorkspace: () => void,
+  /** Fills the workspace during the handshake; returns what follows "G" on the sync fd. */
+  fillWorkspace: () => Buffer,
 ): Promise<RunResult> {
   const started = performance.now();
   // Through kiln-spawner by default (Node does not fork itself), child_process.spawn with KILN_SPAWNER=0.
@@ -197,8 +207,7 @@ async function supervise(
     const sync = child.stdio[SYNC_FD];
     sync?.once('data', () => {
       try {
-        fillWorkspace();
-        sync.end('G');
+        sync.end(fillWorkspace());
       } catch (err) {
         spawnError = err instanceof Error ? err.message : String(err);
         killAll();
@@ -266,8 +275,8 @@ async function supervise(
       if (!payloadStarted && setupError === undefined && (wallTimeExceeded || outputExceeded)) {
         setupError = 'the sandbox did not start before it was killed';
       }
-      // bubblewrap reports a payload it could not exec (missing program) as exit 1 with this message.
-      if (setupError === undefined && code === 1 && /^bwrap: execvp /.test(stderrBuf.toString('utf8', 0, 200))) {
+      // kiln-exec (like bubblewrap) reports a payload it could not exec (missing program) as exit 1 with this message.
+      if (setupError === undefined && code === 1 && /^(kiln-exec|bwrap): execvp /.test(stderrBuf.toString('utf8', 0, 200))) {
         setupError = stderrBuf.toString('utf8').trim().slice(0, 500);
       }
       const exit = decodeExit(code, signal);

@@ -1,14 +1,25 @@
-import { spawnSync } from 'node:child_process';
-import { chownSync, mkdirSync } from 'node:fs';
-import { newId } from '@kiln/core';
+import { mkdirSync } from 'node:fs';
+import { KilnError, newId } from '@kiln/core';
 import { collectFiles, type CollectBounds, type CollectOutcome } from './collect.js';
 import type { WorkspaceFile } from './driver.js';
 import { nativeHelperPath } from './native-paths.js';
 import { runHelper } from './process-launcher.js';
 import { runtimeSubdir } from './runtime-dir.js';
-import { SafeRoot } from './safe-fs.js';
+import { SafeRoot, splitRelativePath, UnsafePathError } from './safe-fs.js';
 
 export { UnsafePathError, splitRelativePath } from './safe-fs.js';
+
+/** Refuses (VALIDATION_FAILED, naming the field) a file path the workspace would not write: before any resource is taken. */
+export function refuseUnsafeFilePaths(files: readonly WorkspaceFile[]): void {
+  files.forEach((f, i) => {
+    try {
+      splitRelativePath(f.path);
+    } catch (err) {
+      if (err instanceof UnsafePathError) throw new KilnError('VALIDATION_FAILED', err.message, { field: `files.${i}.path` });
+      throw err;
+    }
+  });
+}
 
 /**
  * A sandbox's writable storage: one size-capped tmpfs per sandbox, mounted on the host at
@@ -68,8 +79,8 @@ export class Workspace {
   }
 
   /**
-   * The hot-path variant of `create()`: makes only the mount point and returns the `--workspace`
-   * argument for kiln-launch, which mounts the tmpfs and makes the folders itself (no extra process).
+   * Makes only the mount point and returns the `--workspace` argument for kiln-launch, which mounts the
+   * tmpfs and makes the folders itself (no extra process).
    * Write files only after kiln-launch reported it ready (its sync handshake).
    */
   static prepare(options: WorkspaceOptions): { workspace: Workspace; launchArg: string } {
@@ -78,29 +89,6 @@ export class Workspace {
       workspace: new Workspace(id, root, options.uid, options.gid),
       launchArg: `${root}:${options.diskBytes}:${inodes}`,
     };
-  }
-
-  /** Mounts the tmpfs and makes the three folders. */
-  static create(options: WorkspaceOptions): Workspace {
-    const { id, root, inodes } = Workspace.place(options);
-    const r = spawnSync(
-      nativeHelperPath('kiln-launch'),
-      ['mount-tmpfs', root, String(options.diskBytes), String(inodes), String(options.uid), String(options.gid)],
-      { encoding: 'utf8' },
-    );
-    if (r.status !== 0) {
-      spawnSync('rmdir', [root]);
-      throw new Error(`could not mount the workspace: ${r.stderr.trim() || r.error?.message}`);
-    }
-    for (const [name, mode] of [
-      ['work', 0o755],
-      ['tmp', 0o1777],
-      ['shm', 0o1777],
-    ] as const) {
-      mkdirSync(`${root}/${name}`, { mode });
-      chownSync(`${root}/${name}`, options.uid, options.gid);
-    }
-    return new Workspace(id, root, options.uid, options.gid);
   }
 
   /** Writes files into /workspace (relative paths only; links and `..` refused). */

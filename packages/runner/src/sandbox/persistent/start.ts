@@ -1,16 +1,18 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { chownSync, mkdirSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { dirname } from 'node:path';
 import { KilnError, limitsSchema, newId, parseOrThrow } from '@kiln/core';
 import type { PersistentDeps } from '../bubblewrap-driver.js';
-import { buildBwrapArgs } from '../bwrap-args.js';
+import { buildBwrapArgs, ownSystemFolders, hideBwrapArgs } from '../bwrap-args.js';
 import type { SandboxCgroup } from '../cgroups/index.js';
 import type { PersistentSpec } from '../driver.js';
-import { buildLaunchArgs, rlimitsFor, SECCOMP_FD } from '../launch-args.js';
+import { BWRAP_ARGS_FD, buildLaunchArgs, encodeSyncData, rlimitsFor, perSandboxMounts, SECCOMP_FD } from '../launch-args.js';
 import { nativeHelperPath, requireBwrap } from '../native-paths.js';
-import { sandboxPasswdFile } from '../sandbox-etc.js';
+import { sandboxEtcDir } from '../sandbox-etc.js';
 import { seccompProgramPath } from '../seccomp.js';
 import type { UidLease } from '../uid-pool.js';
-import { Workspace } from '../workspace.js';
+import { refuseUnsafeFilePaths, Workspace } from '../workspace.js';
 import { PersistentSandbox } from './persistent-sandbox.js';
 
 /** Where the control folder is bound inside, and the init's socket in it. */
@@ -18,6 +20,8 @@ export const CONTROL_DIR_INSIDE = '/run/kiln';
 export const INIT_SOCKET_INSIDE = `${CONTROL_DIR_INSIDE}/init.sock`;
 /** Where the (static) init binary is bound inside; outside /workspace so the payload cannot replace it. */
 const INIT_BINARY_INSIDE = '/kiln-init';
+/** stdio index of the kiln-launch handshake socket. */
+const SYNC_FD = 3;
 /** The outer bwrap and the init live in the sandbox's pids cgroup too. */
 const OVERHEAD_PIDS = 2;
 /** @default how long the sandbox may take to answer before start() gives up */
@@ -45,6 +49,8 @@ export async function startPersistentSandbox(
       field: 'network.egress',
     });
   }
+  // Bad input is refused before any resource is taken (the files are written during the handshake).
+  refuseUnsafeFilePaths(spec.files ?? []);
   const id = newId('sandbox');
   let lease: UidLease | undefined;
   let workspace: Workspace | undefined;
@@ -52,15 +58,23 @@ export async function startPersistentSandbox(
   let child: ChildProcess | undefined;
   try {
     lease = deps.uids.acquire();
-    workspace = Workspace.create({ uid: lease.uid, gid: lease.gid, diskBytes: limits.disk_bytes, id });
-    workspace.writeFiles(spec.files ?? []);
+    // kiln-launch mounts the workspace and its overlays, then waits on the sync fd while we fill it.
+    const prepared = Workspace.prepare({ uid: lease.uid, gid: lease.gid, diskBytes: limits.disk_bytes, id });
+    workspace = prepared.workspace;
+    const ws = workspace;
+    const uid = lease.uid;
+    const gid = lease.gid;
     // The control folder and the host-side port sockets live on the workspace's tmpfs, outside the folders
     // bound inside: the sandbox reaches only `ctl` (at /run/kiln), never `ports`, and one unmount removes both.
     const controlDir = `${workspace.root}/ctl`;
     const portsDir = `${workspace.root}/ports`;
-    mkdirSync(controlDir, { mode: 0o700 });
-    chownSync(controlDir, lease.uid, lease.gid);
-    mkdirSync(portsDir, { mode: 0o700 });
+    const fillWorkspace = () => {
+      ws.writeFiles(spec.files ?? []);
+      mkdirSync(controlDir, { mode: 0o700 });
+      chownSync(controlDir, uid, gid);
+      mkdirSync(portsDir, { mode: 0o700 });
+    };
+    const initBinary = nativeHelperPath('kiln-init');
     cgroup = deps.cgroups.create(id, { memoryBytes: limits.memory_bytes, pids: limits.pids + OVERHEAD_PIDS });
 
     const cpuSeconds = Math.max(1, Math.ceil(limits.cpu_time_ms / 1000));
@@ -70,16 +84,19 @@ export async function startPersistentSandbox(
       shmDir: workspace.shmDir,
       seccompFd: SECCOMP_FD,
       cgroupBinds: cgroup.binds,
+      // The sandbox's own /usr, /etc, /dev and helper (kiln-launch mounts them): no lock is shared with another.
+      ...ownSystemFolders(workspace.root),
       extraBinds: [
         { source: controlDir, dest: CONTROL_DIR_INSIDE, readOnly: false },
-        { source: nativeHelperPath('kiln-init'), dest: INIT_BINARY_INSIDE },
+        { source: `${workspace.root}/kiln/kiln-init`, dest: INIT_BINARY_INSIDE },
       ],
-      passwdFile: sandboxPasswdFile(),
       ...(spec.env ? { env: spec.env } : {}),
       command: [INIT_BINARY_INSIDE, '--cpu-seconds', String(cpuSeconds), INIT_SOCKET_INSIDE],
     });
     // Our init is PID 1 itself (bwrap would otherwise put its own reaper there).
     bwrapArgs.splice(bwrapArgs.indexOf('--'), 0, '--as-pid-1');
+    // The options (env values included) go on a memfd; kiln-init's fixed command line carries no request.
+    const hidden = hideBwrapArgs(bwrapArgs, BWRAP_ARGS_FD);
     // RLIMIT_CPU is per process and the init lives long: the init sets it per command instead.
     const { cpu: _perCommand, ...rlimits } = rlimitsFor(limits);
     const launchArgs = buildLaunchArgs({
@@ -89,11 +106,29 @@ export async function startPersistentSandbox(
       gid: lease.gid,
       // Loopback sockets are allowed: services listen on 127.0.0.1 in a network namespace with only `lo`.
       fds: [{ fd: SECCOMP_FD, path: seccompProgramPath('network') }],
+      workspace: prepared.launchArg,
+      ...perSandboxMounts(sandboxEtcDir(), dirname(initBinary)),
+      syncFd: SYNC_FD,
+      syncMemfds: [BWRAP_ARGS_FD],
       program: requireBwrap(),
-      args: bwrapArgs,
+      args: hidden.argv,
     });
-    child = spawn(nativeHelperPath('kiln-launch'), launchArgs, { stdio: ['ignore', 'pipe', 'pipe'], env: {} });
+    child = spawn(nativeHelperPath('kiln-launch'), launchArgs, { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], env: {} });
     const stderrTail = collectTail(child);
+    const launched = child;
+    const sync = child.stdio[SYNC_FD] as Socket;
+    sync.on('error', () => {
+      // kiln-launch died before the handshake: waitReady reports its exit and stderr
+    });
+    sync.once('data', () => {
+      try {
+        fillWorkspace();
+        sync.end(encodeSyncData(hidden.sections));
+      } catch (err) {
+        stderrTail.note(`could not fill the workspace: ${(err as Error).message}`);
+        launched.kill('SIGKILL');
+      }
+    });
     await waitReady(child, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, stderrTail);
     return new PersistentSandbox({
       id,
@@ -125,12 +160,11 @@ export async function releaseAll(cgroup?: SandboxCgroup, workspace?: Workspace, 
 }
 
 /** Keeps the last few KiB of the launcher's and bwrap's stderr, for a clear error when the sandbox dies. */
-function collectTail(child: ChildProcess): () => string {
+function collectTail(child: ChildProcess): (() => string) & { note: (line: string) => void } {
   let tail = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
-    tail = (tail + chunk.toString('utf8')).slice(-4096);
-  });
-  return () => tail.trim();
+  const add = (text: string) => (tail = (tail + text).slice(-4096));
+  child.stderr?.on('data', (chunk: Buffer) => add(chunk.toString('utf8')));
+  return Object.assign(() => tail.trim(), { note: (line: string) => add(`${line}\n`) });
 }
 
 /** kiln-init writes "ready\n" once its socket listens (its stdout is the launcher's). */
