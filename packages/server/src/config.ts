@@ -50,6 +50,15 @@ export const serverEnvSchema = z.object({
   KILN_JOB_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(3),
   /** The longest `POST /v1/jobs?wait=true` blocks. @default 60000 */
   KILN_JOB_MAX_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(60_000),
+  /**
+   * Bytes of artifacts (outputs included) each tenant may hold; past it new artifacts are refused and
+   * uploads cut short. Until tenant quota records exist, every tenant gets this. @default 10737418240 (10 GiB)
+   */
+  KILN_TENANT_ARTIFACT_STORAGE_BYTES: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(10 * 1024 ** 3),
+  /** Artifacts older than this are deleted; 0 keeps them forever. @default 604800 (7 days) */
+  KILN_ARTIFACT_RETENTION_SECONDS: z.coerce.number().int().min(0).max(100 * 365 * 86_400).default(7 * 86_400),
+  /** Ended jobs older than this are deleted with their artifacts; 0 keeps them forever. @default 2592000 (30 days) */
+  KILN_JOB_RETENTION_SECONDS: z.coerce.number().int().min(0).max(100 * 365 * 86_400).default(30 * 86_400),
 });
 
 /** The compiled configuration: every value resolved, every unit in its name. */
@@ -70,6 +79,9 @@ export interface ServerConfig {
   runnerOfflineAfterMs: number;
   jobMaxAttempts: number;
   jobMaxWaitMs: number;
+  tenantArtifactStorageBytes: number;
+  artifactRetentionSeconds: number;
+  jobRetentionSeconds: number;
 }
 
 /**
@@ -108,6 +120,9 @@ export function loadServerConfig(
     runnerOfflineAfterMs: parsed.KILN_RUNNER_OFFLINE_AFTER_MS,
     jobMaxAttempts: parsed.KILN_JOB_MAX_ATTEMPTS,
     jobMaxWaitMs: parsed.KILN_JOB_MAX_WAIT_MS,
+    tenantArtifactStorageBytes: parsed.KILN_TENANT_ARTIFACT_STORAGE_BYTES,
+    artifactRetentionSeconds: parsed.KILN_ARTIFACT_RETENTION_SECONDS,
+    jobRetentionSeconds: parsed.KILN_JOB_RETENTION_SECONDS,
   };
   for (const [key, value] of Object.entries(overrides)) {
     if (value !== undefined) (config as unknown as Record<string, unknown>)[key] = value;

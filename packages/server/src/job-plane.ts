@@ -8,7 +8,9 @@ import { fleetRoutes } from './api/fleet-routes.js';
 import { jobRoutes } from './api/job-routes.js';
 import { acceptRawUploads, runnerRoutes } from './api/runner-routes.js';
 import type { RouteSpec } from './api/route.js';
+import { DEFAULT_STORAGE_SETTINGS, type StorageSettings } from './services/artifact-storage.js';
 import { startFleetReaper } from './services/fleet.js';
+import { startRetentionReaper } from './services/retention.js';
 import { DEFAULT_FLEET_SETTINGS, type FleetSettings, type JobDeps } from './services/job-deps.js';
 import { LiveOutput } from './services/live-output.js';
 import { createNotifier } from './services/notifier.js';
@@ -20,6 +22,7 @@ export interface JobPlaneOptions {
   databaseUrl: string | undefined;
   artifacts: ArtifactStoreConfig;
   fleet?: Partial<FleetSettings>;
+  storage?: Partial<StorageSettings>;
   onError: (err: unknown) => void;
 }
 
@@ -29,7 +32,7 @@ export interface JobPlane {
   routes: RouteSpec[];
   /** What the app needs besides the routes (raw blob uploads). Call before the app is ready. */
   install(app: FastifyInstance): void;
-  /** Starts the fleet reaper. */
+  /** Starts the fleet reaper and the retention sweeper. */
   start(): void;
   /** Ends every long poll and event stream at once (before the HTTP server closes). */
   beginShutdown(): void;
@@ -50,10 +53,12 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     notifier,
     artifacts: createArtifactStore(options.artifacts),
     fleet,
+    storage: { ...DEFAULT_STORAGE_SETTINGS, ...options.storage },
     liveOutput: new LiveOutput(),
     shutdown: shutdown.signal,
   };
   let stopReaper: (() => Promise<void>) | undefined;
+  let stopRetention: (() => Promise<void>) | undefined;
   return {
     deps,
     routes: [...jobRoutes(deps), ...runnerRoutes(deps), ...fleetRoutes(deps)],
@@ -64,11 +69,13 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     start: () => {
       // The reaper looks often enough to notice a missed heartbeat within about one interval.
       stopReaper = startFleetReaper(deps, Math.max(250, Math.floor(fleet.heartbeatIntervalMs / 2)), options.onError);
+      stopRetention = startRetentionReaper(deps, deps.storage.retentionIntervalMs, options.onError);
     },
     beginShutdown: () => shutdown.abort(),
     close: async () => {
       shutdown.abort();
       await stopReaper?.();
+      await stopRetention?.();
       await notifier.close();
       await deps.artifacts.close();
     },

@@ -43,7 +43,12 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         maxAttempts: config.jobMaxAttempts,
         maxWaitMs: config.jobMaxWaitMs,
       },
-      onError: (err) => logger.error({ err }, 'fleet reaper pass failed'),
+      storage: {
+        tenantArtifactStorageBytes: config.tenantArtifactStorageBytes,
+        artifactRetentionSeconds: config.artifactRetentionSeconds,
+        jobRetentionSeconds: config.jobRetentionSeconds,
+      },
+      onError: (err) => logger.error({ err }, 'reaper pass failed'),
     });
     app = await buildApp({
       store,

@@ -3,6 +3,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { openTestStore, type TestStore } from '../store/testing.js';
 import type { DbDialect } from '../store/store.js';
 import { createJobPlane } from '../job-plane.js';
+import type { StorageSettings } from '../services/artifact-storage.js';
 import type { FleetSettings } from '../services/job-deps.js';
 import { buildApp, type AppDeps, type KilnApp } from './app.js';
 
@@ -20,7 +21,7 @@ export interface TestApp {
 
 export interface TestAppOptions extends Partial<AppDeps> {
   /** Also serve the job, runner and fleet routes, with artifacts in this folder. */
-  jobs?: { artifactsDir: string; fleet?: Partial<FleetSettings> };
+  jobs?: { artifactsDir: string; fleet?: Partial<FleetSettings>; storage?: Partial<StorageSettings> };
 }
 
 export async function openTestApp(kind: DbDialect, options: TestAppOptions = {}): Promise<TestApp> {
@@ -34,6 +35,7 @@ export async function openTestApp(kind: DbDialect, options: TestAppOptions = {})
         databaseUrl: undefined,
         artifacts: { dataDir: jobs.artifactsDir },
         fleet: jobs.fleet ?? {},
+        storage: jobs.storage ?? {},
         onError: () => {},
       })
     : undefined;

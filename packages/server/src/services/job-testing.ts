@@ -21,6 +21,7 @@ import { findPolicyByName } from '../store/policies.js';
 import { openTestStore } from '../store/testing.js';
 import { openStore, type DbDialect, type Store } from '../store/store.js';
 import { createAgent } from './agents.js';
+import { DEFAULT_STORAGE_SETTINGS, type StorageSettings } from './artifact-storage.js';
 import type { Principal } from './context.js';
 import { DEFAULT_FLEET_SETTINGS, type FleetSettings, type JobDeps } from './job-deps.js';
 import { LiveOutput } from './live-output.js';
@@ -61,7 +62,11 @@ export interface TestTenant {
 /** Test timings: a short heartbeat long poll (tests do not wait a second for nothing); the rest as shipped. */
 export const TEST_FLEET: FleetSettings = { ...DEFAULT_FLEET_SETTINGS, heartbeatIntervalMs: 20 };
 
-export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> = {}): Promise<JobBed> {
+export async function openJobBed(
+  kind: DbDialect,
+  fleet: Partial<FleetSettings> = {},
+  storage: Partial<StorageSettings> = {},
+): Promise<JobBed> {
   let store: Store;
   let dropStore: () => Promise<void>;
   let databaseUrl: string | undefined;
@@ -87,6 +92,7 @@ export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> 
     notifier: await createNotifier(databaseUrl ? { kind: 'postgres', url: databaseUrl } : { kind: 'sqlite' }),
     artifacts: createArtifactStore({ dataDir }),
     fleet: { ...TEST_FLEET, ...fleet },
+    storage: { ...DEFAULT_STORAGE_SETTINGS, ...storage },
     liveOutput: new LiveOutput(),
     shutdown: new AbortController().signal,
   };
@@ -140,6 +146,8 @@ export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> 
     },
     async reset() {
       await store.db.deleteFrom('artifacts').execute();
+      await store.db.deleteFrom('blob_uploads').execute();
+      await store.db.deleteFrom('tenant_storage').execute();
       await store.db.deleteFrom('sandbox_instances').execute();
       await store.db.deleteFrom('jobs').execute();
       await store.db.deleteFrom('runner_nodes').execute();

@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { Database } from './schema.js';
 import { jobFleetMigration } from './migration-002-job-fleet.js';
+import { retentionMigration } from './migration-0006-retention.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
 
@@ -296,7 +297,7 @@ const initial: Migration = {
  * Every migration, in order. Later issues append here; a database records which ran in
  * `kiln_migrations`, so running them at every start is idempotent.
  */
-export const MIGRATIONS: readonly Migration[] = [initial, jobFleetMigration];
+export const MIGRATIONS: readonly Migration[] = [initial, jobFleetMigration, retentionMigration];
 
 /**
  * Runs the migrations that have not run yet, each in its own transaction. On PostgreSQL a transaction-

@@ -221,6 +221,25 @@ export interface AuditChainHeadsTable {
   last_hash: string;
 }
 
+/** The bytes of a tenant's artifact rows (per row, so content shared between rows counts each time). */
+export interface TenantStorageTable {
+  tenant_id: string;
+  artifact_bytes: number;
+}
+
+/** A blob uploaded for a job attempt and not yet recorded as an artifact: reserves quota, or is an orphan. */
+export interface BlobUploadsTable {
+  id: string;
+  tenant_id: string;
+  job_id: string;
+  attempt: number;
+  /** null while the bytes are still arriving */
+  checksum: string | null;
+  /** the bound reserved while streaming, then the stored size */
+  size_bytes: number;
+  created_at: string;
+}
+
 export interface MigrationsTable {
   name: string;
   applied_at: string;
@@ -243,6 +262,8 @@ export interface Database {
   sandbox_instances: SandboxInstancesTable;
   audit_events: AuditEventsTable;
   audit_chain_heads: AuditChainHeadsTable;
+  tenant_storage: TenantStorageTable;
+  blob_uploads: BlobUploadsTable;
   kiln_migrations: MigrationsTable;
 }
 
