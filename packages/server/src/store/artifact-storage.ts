@@ -88,7 +88,7 @@ export async function releaseRecordedUploads(tx: TxHandle, jobId: string, checks
 
 /**
  * Uploads no completion will record: their job is gone or ended, or they belong to an attempt that was
- * lost (the job moved on to a later one). Older than `before` only, so an upload racing its own
+ * lost (the job went back to the queue or on to a later attempt). Older than `before` only, so an upload racing its own
  * completion is left alone. Locked with SKIP LOCKED on PostgreSQL so replicas collect different rows.
  */
 export async function orphanUploads(
@@ -100,15 +100,15 @@ export async function orphanUploads(
     .leftJoin('jobs as j', 'j.id', 'u.job_id')
     .select(['u.id', 'u.tenant_id', 'u.checksum'])
     .where('u.created_at', '<', args.before)
-    .where((eb) =>
-      eb.or([
-        eb('j.id', 'is', null),
-        eb('j.attempt', '!=', eb.ref('u.attempt')),
-        eb('j.status', 'in', ['succeeded', 'failed']),
-        eb.and([eb('j.status', '=', 'canceled'), eb('j.output_refs', 'is not', null)]),
-        eb.and([eb('j.status', '=', 'canceled'), eb('j.runner_id', 'is', null)]),
-      ]),
-    )
+    .where((eb) => {
+      // Only the current attempt of a job that still awaits its runner's report can record an upload.
+      const sameAttempt = eb('j.attempt', '=', eb.ref('u.attempt'));
+      const awaitingReport = eb.or([
+        eb.and([eb('j.status', '=', 'running'), sameAttempt]),
+        eb.and([eb('j.status', '=', 'canceled'), eb('j.output_refs', 'is', null), eb('j.runner_id', 'is not', null), sameAttempt]),
+      ]);
+      return eb.or([eb('j.id', 'is', null), eb.not(awaitingReport)]);
+    })
     .orderBy('u.id')
     .limit(args.limit);
   if (args.jobId !== undefined) query = query.where('u.job_id', '=', args.jobId);

@@ -22,7 +22,7 @@ describe('openStore', () => {
     await first.close();
     const second = await openStore({ kind: 'sqlite', file });
     const names = await second.db.selectFrom('kiln_migrations').select('name').orderBy('name').execute();
-    expect(names.map((n) => n.name)).toEqual(MIGRATIONS.map((m) => m.name));
+    expect(names.map((n) => n.name)).toEqual(MIGRATIONS.map((m) => m.name).sort());
     await second.ping();
     await second.close();
   });
