@@ -34,14 +34,18 @@ export function acceptRawUploads(app: FastifyInstance): void {
  * a JSON or text body would be parsed, and a JSON string stored decoded, other bytes than those sent.
  */
 function rawUploadBody(request: FastifyRequest): Readable {
+  const declared = declaredLength(request);
+  const announced = request.headers['transfer-encoding'] !== undefined || (declared !== undefined && declared > 0);
+  if (request.body === undefined || request.body === null || !announced) {
+    throw new KilnError('VALIDATION_FAILED', 'the upload has no body: send the blob\'s bytes as application/octet-stream', {
+      field: 'body',
+    });
+  }
   const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-  if (mediaType !== 'application/octet-stream') {
+  if (mediaType !== 'application/octet-stream' || !(request.body instanceof Readable)) {
     throw new KilnError('UNSUPPORTED_MEDIA_TYPE', 'a blob is uploaded as raw bytes with content-type application/octet-stream', {
       field: 'headers.content-type',
     });
-  }
-  if (!(request.body instanceof Readable)) {
-    throw new KilnError('VALIDATION_FAILED', 'the upload has no body: send the blob\'s bytes', { field: 'body' });
   }
   return request.body;
 }
