@@ -6,6 +6,7 @@ import {
   dropUpload,
   finishUpload,
   insertUpload,
+  lockContent,
   lockTenantStorage,
   orphanUploads,
   type NewUpload,
@@ -107,8 +108,12 @@ export async function receiveUpload(
     throw err;
   }
   try {
-    const blob = await deps.artifacts.put(body, { maxBytes: boundBytes });
-    await finishUpload(deps.store, uploadId, blob.checksum, blob.size_bytes);
+    // The upload names its blob before the blob is linked into the store: a collector removing the same
+    // content either ran before (and the link puts it back) or sees the name (and keeps it).
+    const blob = await deps.artifacts.put(body, {
+      maxBytes: boundBytes,
+      beforeStore: (b) => deps.store.transaction((tx) => finishUpload(tx, uploadId, b.checksum, b.size_bytes)),
+    });
     return { checksum: blob.checksum, size_bytes: blob.size_bytes };
   } catch (err) {
     await dropUpload(deps.store, uploadId);
@@ -125,15 +130,16 @@ export async function receiveUpload(
  * Inline blobs are small and bounded by the body limit, so they reserve no room ahead.
  */
 export async function trackInlineBlob(deps: JobDeps, upload: NewUpload): Promise<void> {
-  await insertUpload(deps.store, upload, deps.clock.nowMs());
+  await deps.store.transaction((tx) => insertUpload(tx, upload, deps.clock.nowMs()));
 }
 
 /**
  * Removes a blob from the store when no artifact row and no upload names it any more. The check and the
- * removal happen inside one transaction (SQLite's single writer orders it against every recording).
+ * removal happen under the content's lock, which every upload and inline blob also takes to name it.
  */
 export async function collectBlob(deps: JobDeps, checksum: string): Promise<boolean> {
   return deps.store.transaction(async (tx) => {
+    await lockContent(tx, checksum);
     if (await blobReferenced(tx, checksum)) return false;
     await deps.artifacts.delete(deps.artifacts.uriOf(checksum as Checksum));
     return true;

@@ -12,7 +12,7 @@ import { DB_KINDS } from '../store/testing.js';
 import { sweepFleet } from './fleet.js';
 import { completeJob } from './job-completion.js';
 import { auditOf, expectKilnError, jobRequest, openJobBed, type JobBed, type TestTenant } from './job-testing.js';
-import { submitJob } from './jobs.js';
+import { cancelJob, submitJob } from './jobs.js';
 import { sweepRetention } from './retention.js';
 import { leaseWork, uploadJobBlob } from './runner-protocol.js';
 
@@ -152,6 +152,26 @@ describe.each(DB_KINDS)('artifact storage quota and retention on %s', (kind) => 
       expect((await sweepRetention(bed.deps)).orphanUploads).toBe(1);
       expect(await exists(blob.checksum)).toBe(false);
       expect(await bed.store.db.selectFrom('blob_uploads').selectAll().execute()).toEqual([]);
+    });
+    it("an orphan's blob stays while a live upload or an artifact has the same content", async () => {
+      const content = randomBytes(3000);
+      const lostJob = await runningJob();
+      const blob = await uploadBytes(lostJob.id, content);
+      bed.clock.advance(bed.deps.fleet.leaseTtlMs + 1);
+      await sweepFleet(bed.deps);
+      await cancelJob(bed.deps, acme.admin, lostJob.id); // back in the queue, then canceled: never recorded
+      // Another job uploads the very same bytes (content-addressed: one file) and is still running.
+      const live = await runningJob(other);
+      await uploadBytes(live.id, content);
+      bed.clock.advance(60_001);
+      await bed.store.db.updateTable('jobs').set({ lease_expires_at: null }).where('id', '=', live.id).execute();
+      expect((await sweepRetention(bed.deps)).orphanUploads).toBe(1);
+      expect(await exists(blob.checksum)).toBe(true);
+      // Recorded as the live job's artifact, it stays for good.
+      await completeJob(bed.deps, live.id, await bed.report(live.id, 1, { ...EMPTY_OUTPUTS, artifacts: [{ name: 'out/same', ...blob }] }));
+      await sweepRetention(bed.deps);
+      expect(await exists(blob.checksum)).toBe(true);
+      expect(await tenantArtifactBytes(bed.store, other.tenantId)).toBe(3000);
     });
   });
 

@@ -54,9 +54,10 @@ export interface NewUpload {
   sizeBytes: number;
 }
 
-export async function insertUpload(h: DbHandle, upload: NewUpload, nowMs: number): Promise<string> {
+export async function insertUpload(tx: TxHandle, upload: NewUpload, nowMs: number): Promise<string> {
   const id = newId('upload', nowMs);
-  await h.db
+  if (upload.checksum !== null) await lockContent(tx, upload.checksum);
+  await tx.db
     .insertInto('blob_uploads')
     .values({
       id,
@@ -71,9 +72,23 @@ export async function insertUpload(h: DbHandle, upload: NewUpload, nowMs: number
   return id;
 }
 
+/**
+ * Serialises everything that names or removes one blob, until the caller's transaction ends: an
+ * advisory lock on the checksum on PostgreSQL; on SQLite a write statement takes the single writer's
+ * lock at once (a transaction that only read would let a writer in between its check and its removal).
+ */
+export async function lockContent(tx: TxHandle, checksum: string): Promise<void> {
+  if (tx.dialect === 'postgres') {
+    await sql`select pg_advisory_xact_lock(hashtextextended(${checksum}, 4242006))`.execute(tx.db);
+  } else {
+    await tx.db.deleteFrom('blob_uploads').where('id', '=', '').execute();
+  }
+}
+
 /** The upload's bytes arrived: its reservation shrinks to what was stored, and it names its blob. */
-export async function finishUpload(h: DbHandle, id: string, checksum: string, sizeBytes: number): Promise<void> {
-  await h.db.updateTable('blob_uploads').set({ checksum, size_bytes: sizeBytes }).where('id', '=', id).execute();
+export async function finishUpload(tx: TxHandle, id: string, checksum: string, sizeBytes: number): Promise<void> {
+  await lockContent(tx, checksum);
+  await tx.db.updateTable('blob_uploads').set({ checksum, size_bytes: sizeBytes }).where('id', '=', id).execute();
 }
 
 export async function dropUpload(h: DbHandle, id: string): Promise<void> {
