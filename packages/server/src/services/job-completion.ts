@@ -193,10 +193,11 @@ export async function completeJob(deps: JobDeps, jobId: string, report: Completi
     }
     return (await getJob(tx, jobId))!;
   });
-  // What this job uploaded and the completion did not record (refused, or lost attempts) goes now.
-  await collectOrphanUploads(deps, { jobId }).catch(() => {});
   if (finished) {
     deps.liveOutput.end(jobId);
     deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished) });
   }
+  // What this job uploaded and the completion did not record (refused, lost attempts) goes now, after
+  // the watchers heard the end; what fails here the retention sweeper collects later.
+  await collectOrphanUploads(deps, { jobId }).catch(() => {});
 }
