@@ -14,7 +14,8 @@ export const artifactSchema = z.object({
   name: z.string(),
   size_bytes: z.number().int(),
   checksum: z.string(),
-  storage_uri: z.string(),
+  /** Where the bytes are (a host path or a bucket): shown to the operator only. */
+  storage_uri: z.string().optional(),
   created_at: z.string(),
 });
 export type Artifact = z.infer<typeof artifactSchema>;

@@ -17,6 +17,7 @@ export const ID_PREFIXES = {
   audit_event: 'evt',
   key: 'key',
   lease: 'lse',
+  upload: 'upl',
 } as const;
 
 export type IdKind = keyof typeof ID_PREFIXES;

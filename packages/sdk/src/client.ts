@@ -174,6 +174,8 @@ export class KilnClient {
     list: (o: ListOptions & { status?: string; agent_id?: string } = {}) =>
       this.request<Page<Job>>('GET', '/v1/jobs', { query: { ...o } }),
     cancel: (id: string) => this.request<Job>('POST', `/v1/jobs/${enc(id)}/cancel`, { body: {} }),
+    /** Deletes an ended job with its artifacts (a queued or running one is a ConflictError: cancel first). */
+    delete: (id: string) => this.request<void>('DELETE', `/v1/jobs/${enc(id)}`),
     /** Waits until the job is terminal, following its event stream. */
     wait: async (id: string, o: { timeoutMs?: number } = {}): Promise<Job> => {
       for await (const event of this.jobs.events(id, o)) if (event.type === 'end') return event.job;
@@ -206,6 +208,8 @@ export class KilnClient {
     list: (o: ListOptions & { owner_type?: string; owner_id?: string } = {}) =>
       this.request<Page<Artifact>>('GET', '/v1/artifacts', { query: { ...o } }),
     get: (id: string) => this.request<Artifact>('GET', `/v1/artifacts/${enc(id)}`),
+    /** Deletes an artifact; a second delete is a NotFoundError. */
+    delete: (id: string) => this.request<void>('DELETE', `/v1/artifacts/${enc(id)}`),
     /** Downloads the content; the checksum comes from the server's header. */
     download: async (id: string): Promise<ArtifactContent> => {
       const response = await this.fetch('GET', `/v1/artifacts/${enc(id)}/content`, { accept: '*/*', timeoutMs: null });

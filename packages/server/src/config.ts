@@ -129,6 +129,13 @@ export const serverEnvSchema = z.object({
   KILN_AUTH_REFUSAL_WINDOW_MS: z.coerce.number().int().min(100).max(86_400_000).default(60_000),
   /** Sources tracked per window; refusals from more are counted together as `other`. @default 10000 */
   KILN_AUTH_REFUSAL_MAX_SOURCES: z.coerce.number().int().min(1).max(1_000_000).default(10_000),
+  /**
+   * Bytes of artifacts (outputs included) each tenant may hold; past it new artifacts are refused and
+   * uploads cut short. Until tenant quota records exist, every tenant gets this. @default 10737418240 (10 GiB)
+  /** Artifacts older than this are deleted; 0 keeps them forever. @default 604800 (7 days) */
+  KILN_ARTIFACT_RETENTION_SECONDS: z.coerce.number().int().min(0).max(100 * 365 * 86_400).default(7 * 86_400),
+  /** Ended jobs older than this are deleted with their artifacts; 0 keeps them forever. @default 2592000 (30 days) */
+  KILN_JOB_RETENTION_SECONDS: z.coerce.number().int().min(0).max(100 * 365 * 86_400).default(30 * 86_400),
 });
 
 /** The compiled configuration: every value resolved, every unit in its name. */
@@ -157,6 +164,8 @@ export interface ServerConfig {
   auditCheckpointIntervalMs: number;
   http: HttpLimits;
   authRefusals: AuthRefusalLimits;
+  artifactRetentionSeconds: number;
+  jobRetentionSeconds: number;
 }
 
 /** What the HTTP server allows a connection (slow or half-sent requests are cut, connections capped). */
@@ -240,6 +249,8 @@ export function loadServerConfig(
       maxConnectionsPerSource: parsed.KILN_HTTP_MAX_CONNECTIONS_PER_SOURCE,
     },
     authRefusals: { windowMs: parsed.KILN_AUTH_REFUSAL_WINDOW_MS, maxSources: parsed.KILN_AUTH_REFUSAL_MAX_SOURCES },
+    artifactRetentionSeconds: parsed.KILN_ARTIFACT_RETENTION_SECONDS,
+    jobRetentionSeconds: parsed.KILN_JOB_RETENTION_SECONDS,
   };
   for (const [key, value] of Object.entries(overrides)) {
     if (value !== undefined) (config as unknown as Record<string, unknown>)[key] = value;

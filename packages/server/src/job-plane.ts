@@ -8,7 +8,9 @@ import { fleetRoutes } from './api/fleet-routes.js';
 import { jobRoutes } from './api/job-routes.js';
 import { acceptRawUploads, runnerRoutes } from './api/runner-routes.js';
 import type { RouteSpec } from './api/route.js';
+import { DEFAULT_STORAGE_SETTINGS, type StorageSettings } from './services/artifact-storage.js';
 import { startFleetReaper } from './services/fleet.js';
+import { startRetentionReaper } from './services/retention.js';
 import { DEFAULT_FLEET_SETTINGS, type FleetSettings, type JobDeps } from './services/job-deps.js';
 import { LiveOutput } from './services/live-output.js';
 import { createNotifier } from './services/notifier.js';
@@ -24,6 +26,7 @@ export interface JobPlaneOptions {
   quotaDefaults?: TenantQuota;
   /** Seals jobs' `secret_env` at rest (KILN_SECRETS_KEY or `<data dir>/secrets.key`). */
   secretsKey?: Buffer | undefined;
+  storage?: Partial<StorageSettings>;
   onError: (err: unknown) => void;
 }
 
@@ -33,7 +36,7 @@ export interface JobPlane {
   routes: RouteSpec[];
   /** What the app needs besides the routes (raw blob uploads). Call before the app is ready. */
   install(app: FastifyInstance): void;
-  /** Starts the fleet reaper. */
+  /** Starts the fleet reaper and the retention sweeper. */
   start(): void;
   /** Ends every long poll and event stream at once (before the HTTP server closes). */
   beginShutdown(): void;
@@ -55,11 +58,13 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     notifier,
     artifacts: createArtifactStore(options.artifacts),
     fleet,
+    storage: { ...DEFAULT_STORAGE_SETTINGS, ...options.storage },
     liveOutput: new LiveOutput(),
     shutdown: shutdown.signal,
     secretsKey: options.secretsKey,
   };
   let stopReaper: (() => Promise<void>) | undefined;
+  let stopRetention: (() => Promise<void>) | undefined;
   return {
     deps,
     routes: [...jobRoutes(deps), ...runnerRoutes(deps), ...fleetRoutes(deps)],
@@ -70,11 +75,13 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     start: () => {
       // The reaper looks often enough to notice a missed heartbeat within about one interval.
       stopReaper = startFleetReaper(deps, Math.max(250, Math.floor(fleet.heartbeatIntervalMs / 2)), options.onError);
+      stopRetention = startRetentionReaper(deps, deps.storage.retentionIntervalMs, options.onError);
     },
     beginShutdown: () => shutdown.abort(),
     close: async () => {
       shutdown.abort();
       await stopReaper?.();
+      await stopRetention?.();
       await notifier.close();
       await deps.artifacts.close();
     },

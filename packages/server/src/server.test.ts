@@ -34,6 +34,18 @@ describe('loadServerConfig', () => {
     expect(loadServerConfig(env, { port: 7000, dataDir: '/tmp/x' })).toMatchObject({ port: 7000, dataDir: '/tmp/x' });
   });
 
+  it('reads the storage quota and retention, 0 keeping forever', () => {
+    expect(loadServerConfig({})).toMatchObject({
+      artifactRetentionSeconds: 7 * 86_400,
+      jobRetentionSeconds: 30 * 86_400,
+    });
+    const env = { KILN_ARTIFACT_RETENTION_SECONDS: '0', KILN_JOB_RETENTION_SECONDS: '3600' };
+    expect(loadServerConfig(env)).toMatchObject({ artifactRetentionSeconds: 0, jobRetentionSeconds: 3600 });
+    expect(() => loadServerConfig({ KILN_JOB_RETENTION_SECONDS: '-1' })).toThrow(
+      expect.objectContaining({ field: 'env.KILN_JOB_RETENTION_SECONDS' }),
+    );
+  });
+
   it('names the variable at fault', () => {
     for (const [name, value] of [
       ['KILN_PORT', '70000'],

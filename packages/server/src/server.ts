@@ -59,7 +59,11 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         maxWaitMs: config.jobMaxWaitMs,
       },
       quotaDefaults: config.quotaDefaults,
-      onError: (err) => logger.error({ err }, 'fleet reaper pass failed'),
+      storage: {
+        artifactRetentionSeconds: config.artifactRetentionSeconds,
+        jobRetentionSeconds: config.jobRetentionSeconds,
+      },
+      onError: (err) => logger.error({ err }, 'reaper pass failed'),
     });
     app = await buildApp({
       store,

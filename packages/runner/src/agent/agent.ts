@@ -311,22 +311,41 @@ export class RunnerAgent {
 
     // Small blobs ride inside the completion report: one request instead of three for a typical job.
     let inlineBudget = INLINE_REPORT_BUDGET_BYTES;
-    const upload = async (bytes: Buffer): Promise<ReportedBlob | undefined> => {
+    const inline = (bytes: Buffer): ReportedBlob => ({
+      checksum: sha256Checksum(bytes),
+      size_bytes: bytes.length,
+      content_base64: bytes.toString('base64'),
+    });
+    // A blob the control plane refuses (the tenant's storage quota) is not retried: the job still ends.
+    type Upload = ReportedBlob | { refused: string };
+    const upload = async (bytes: Buffer): Promise<Upload | undefined> => {
       if (bytes.length <= INLINE_BLOB_MAX_BYTES && bytes.length <= inlineBudget) {
         inlineBudget -= bytes.length;
-        return { checksum: sha256Checksum(bytes), size_bytes: bytes.length, content_base64: bytes.toString('base64') };
+        return inline(bytes);
       }
-      return this.retry(() => client.uploadBlob(lease.job_id, lease.attempt, bytes));
+      return this.retry(() =>
+        client.uploadBlob(lease.job_id, lease.attempt, bytes).catch((err: unknown): Upload => {
+          if (err instanceof ControlPlaneError && err.code === 'ARTIFACT_REJECTED') return { refused: err.message.slice(0, 512) };
+          throw err;
+        }),
+      );
+    };
+    // Refused output still shows its beginning inline on the job.
+    const outputBlob = async (bytes: Buffer): Promise<ReportedBlob | undefined> => {
+      const blob = await upload(bytes);
+      return blob && 'refused' in blob ? inline(bytes.subarray(0, INLINE_BLOB_MAX_BYTES)) : blob;
     };
     const selection = selectArtifacts(result.files, lease.spec.artifacts);
-    const stdout = await upload(result.stdout);
-    const stderr = await upload(result.stderr);
+    const stdout = await outputBlob(result.stdout);
+    const stderr = await outputBlob(result.stderr);
     if (!stdout || !stderr) return;
     const artifacts: CompletionReport['artifacts'] = [];
+    const rejected = [...selection.rejected];
     for (const file of selection.accepted) {
       const blob = await upload(file.content);
       if (!blob) return;
-      artifacts.push({ name: file.path, ...blob });
+      if ('refused' in blob) rejected.push({ name: file.path, size_bytes: file.content.length, reason: blob.refused });
+      else artifacts.push({ name: file.path, ...blob });
     }
     const report: CompletionReport = {
       attempt: lease.attempt,
@@ -336,7 +355,7 @@ export class RunnerAgent {
       stdout,
       stderr,
       artifacts,
-      rejected_artifacts: boundRejected(selection.rejected, REJECTED_NAMED_MAX),
+      rejected_artifacts: boundRejected(rejected, REJECTED_NAMED_MAX),
       error,
     };
     await this.retry(() => client.complete(lease.job_id, report).then(() => true));

@@ -8,9 +8,10 @@ import {
   artifactOwnerTypeSchema,
 } from '@kiln/core';
 import { z } from 'zod';
-import { getTenantArtifact, listTenantArtifacts, openTenantArtifact } from '../services/artifacts.js';
+import { deleteArtifact, getTenantArtifact, listTenantArtifacts, openTenantArtifact } from '../services/artifacts.js';
 import type { JobDeps } from '../services/job-deps.js';
 import { cancelJob, getTenantJob, listTenantJobs, submitJob, waitForJob } from '../services/jobs.js';
+import { deleteJob } from '../services/retention.js';
 import { streamJobEvents } from './job-events-stream.js';
 import { defineRoute, idParams, pollSignal, type RouteSpec } from './route.js';
 
@@ -87,6 +88,20 @@ export function jobRoutes(jobDeps: JobDeps): RouteSpec[] {
       handler: ({ principal, params }) => cancelJob(jobDeps, principal, params.id),
     }),
     defineRoute({
+      method: 'DELETE',
+      url: '/v1/jobs/:id',
+      summary: 'Delete an ended job with its artifacts (a queued or running one is 409: cancel it first)',
+      tag: 'jobs',
+      auth: 'key',
+      audit: { action: 'job.delete', resourceType: 'job' },
+      params: idParams,
+      successStatus: 204,
+      handler: async ({ principal, params }) => {
+        await deleteJob(jobDeps, principal, params.id);
+        return null;
+      },
+    }),
+    defineRoute({
       method: 'GET',
       url: '/v1/jobs/:id/events',
       summary: 'Server-sent events of a job: `status`, `output` chunks as produced, then `end`',
@@ -115,6 +130,20 @@ export function jobRoutes(jobDeps: JobDeps): RouteSpec[] {
       params: idParams,
       response: artifactSchema,
       handler: ({ principal, params }) => getTenantArtifact(jobDeps, principal, params.id),
+    }),
+    defineRoute({
+      method: 'DELETE',
+      url: '/v1/artifacts/:id',
+      summary: 'Delete an artifact (its blob goes when no other artifact has the same content)',
+      tag: 'artifacts',
+      auth: 'key',
+      audit: { action: 'artifact.delete', resourceType: 'artifact' },
+      params: idParams,
+      successStatus: 204,
+      handler: async ({ principal, params }) => {
+        await deleteArtifact(jobDeps, principal, params.id);
+        return null;
+      },
     }),
     defineRoute({
       method: 'GET',

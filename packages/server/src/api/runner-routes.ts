@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import {
   completionReportSchema,
   heartbeatResponseSchema,
@@ -9,9 +9,9 @@ import {
   registerRunnerResponseSchema,
   registerRunnerSchema,
   uploadedBlobSchema,
+  KilnError,
 } from '@kiln/core';
-import type { FastifyInstance } from 'fastify';
-import { KilnError } from '@kiln/core';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Principal } from '../services/context.js';
 import type { JobDeps } from '../services/job-deps.js';
@@ -28,6 +28,34 @@ const attemptQuery = z.strictObject({ attempt: z.coerce.number().int().min(1) })
  */
 export function acceptRawUploads(app: FastifyInstance): void {
   app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
+}
+
+/**
+ * The upload's byte stream. Anything but `application/octet-stream` is refused (415) before any lookup:
+ * a JSON or text body would be parsed, and a JSON string stored decoded, other bytes than those sent.
+ */
+function rawUploadBody(request: FastifyRequest): Readable {
+  const declared = declaredLength(request);
+  const announced = request.headers['transfer-encoding'] !== undefined || (declared !== undefined && declared > 0);
+  if (request.body === undefined || request.body === null || !announced) {
+    throw new KilnError('VALIDATION_FAILED', 'the upload has no body: send the blob\'s bytes as application/octet-stream', {
+      field: 'body',
+    });
+  }
+  const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (mediaType !== 'application/octet-stream' || !(request.body instanceof Readable)) {
+    throw new KilnError('UNSUPPORTED_MEDIA_TYPE', 'a blob is uploaded as raw bytes with content-type application/octet-stream', {
+      field: 'headers.content-type',
+    });
+  }
+  return request.body;
+}
+
+/** The declared Content-Length, when there is one: the upload reserves exactly that much room. */
+function declaredLength(request: FastifyRequest): number | undefined {
+  const header = request.headers['content-length'];
+  if (header === undefined || !/^\d{1,15}$/.test(header)) return undefined;
+  return Number(header);
 }
 
 /**
@@ -110,8 +138,10 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
       query: attemptQuery,
       response: uploadedBlobSchema,
       successStatus: 201,
-      handler: ({ params, query, request, principal }) =>
-        uploadJobBlob(jobDeps, boundRunner(principal), params.id, query.attempt, request.body as Readable),
+      handler: ({ params, query, request, principal }) => {
+        const body = rawUploadBody(request);
+        return uploadJobBlob(jobDeps, boundRunner(principal), params.id, query.attempt, body, declaredLength(request));
+      },
     }),
     defineRoute({
       method: 'POST',

@@ -4,6 +4,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { openTestStore, type TestStore } from '../store/testing.js';
 import type { DbDialect } from '../store/store.js';
 import { createJobPlane } from '../job-plane.js';
+import type { StorageSettings } from '../services/artifact-storage.js';
 import type { FleetSettings } from '../services/job-deps.js';
 import { buildApp, type AppDeps, type KilnApp } from './app.js';
 
@@ -21,7 +22,7 @@ export interface TestApp {
 
 export interface TestAppOptions extends Partial<AppDeps> {
   /** Also serve the job, runner and fleet routes, with artifacts in this folder. */
-  jobs?: { artifactsDir: string; fleet?: Partial<FleetSettings> };
+  jobs?: { artifactsDir: string; fleet?: Partial<FleetSettings>; storage?: Partial<StorageSettings> };
 }
 
 export async function openTestApp(kind: DbDialect, options: TestAppOptions = {}): Promise<TestApp> {
@@ -36,6 +37,7 @@ export async function openTestApp(kind: DbDialect, options: TestAppOptions = {})
         artifacts: { dataDir: jobs.artifactsDir },
         fleet: jobs.fleet ?? {},
         secretsKey: randomBytes(32),
+        storage: jobs.storage ?? {},
         onError: () => {},
       })
     : undefined;

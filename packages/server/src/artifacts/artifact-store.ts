@@ -15,6 +15,11 @@ export interface PutOptions {
   maxBytes?: number;
   /** When given, the content must hash to this or nothing is stored (VALIDATION_FAILED). */
   expectedChecksum?: string;
+  /**
+   * Called once the content is hashed and before it becomes visible in the store; if it throws, nothing
+   * is stored. Lets the caller name the blob (so the collector sees it in use) before it can be relied on.
+   */
+  beforeStore?: (blob: { checksum: Checksum; size_bytes: number }) => Promise<void>;
 }
 
 /**

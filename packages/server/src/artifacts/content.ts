@@ -86,6 +86,7 @@ export async function spool(source: Buffer | Readable, dir: string, options: Put
   const checksum: Checksum = `sha256:${meter.hash.digest('hex')}`;
   try {
     checkExpected(checksum, options);
+    await options.beforeStore?.({ checksum, size_bytes: meter.sizeBytes });
   } catch (err) {
     await rm(path, { force: true });
     throw err;

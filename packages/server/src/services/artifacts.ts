@@ -1,32 +1,51 @@
 import type { Readable } from 'node:stream';
 import type { Artifact } from '@kiln/core';
 import { KilnError } from '@kiln/core';
+import { deleteArtifactRows } from '../store/artifact-storage.js';
 import { decodeCursor, page } from '../store/pagination.js';
-import { notFound, requireTenantMember } from './access.js';
+import type { ArtifactsTable } from '../store/schema.js';
+import type { DbHandle } from '../store/store.js';
+import { notFound, requireTenantActive, requireTenantMember } from './access.js';
+import { collectBlobs } from './artifact-storage.js';
+import { auditSuccess } from './audit.js';
 import type { Principal } from './context.js';
 import type { JobDeps } from './job-deps.js';
 
-type ArtifactRow = Artifact;
+type ArtifactRow = ArtifactsTable;
 
-async function findArtifact(deps: JobDeps, principal: Principal, id: string): Promise<ArtifactRow> {
-  const tenantId = requireTenantMember(principal);
-  const row = await deps.store.db.selectFrom('artifacts').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!row || row.tenant_id !== tenantId) throw notFound('artifact', id);
-  if (principal.kind === 'agent' && !(await ownedByAgent(deps, principal.agentId, row.owner_type, row.owner_id))) {
+/**
+ * An artifact as the API answers it. `storage_uri` names a host path or a bucket: only the operator sees
+ * it; tenant and agent keys get the artifact without it (they download through the content route).
+ */
+export function artifactView(row: ArtifactRow, principal: Principal): Artifact {
+  const view = { ...row, size_bytes: Number(row.size_bytes) } as Artifact;
+  if (principal.kind !== 'operator') delete (view as Partial<Artifact>).storage_uri;
+  return view;
+}
+
+/**
+ * An artifact the caller may see: any for the operator, its tenant's for a tenant admin, its own jobs'
+ * for an agent. Anything else answers 404 exactly like a missing artifact.
+ */
+async function findArtifact(h: DbHandle, principal: Principal, id: string): Promise<ArtifactRow> {
+  const tenantId = principal.kind === 'operator' ? undefined : requireTenantMember(principal);
+  const row = await h.db.selectFrom('artifacts').selectAll().where('id', '=', id).executeTakeFirst();
+  if (!row || (tenantId !== undefined && row.tenant_id !== tenantId)) throw notFound('artifact', id);
+  if (principal.kind === 'agent' && !(await ownedByAgent(h, principal.agentId, row.owner_type, row.owner_id))) {
     throw notFound('artifact', id);
   }
-  return row as ArtifactRow;
+  return row;
 }
 
 /** Whether the artifact's owner (a job today) belongs to this agent. */
-async function ownedByAgent(deps: JobDeps, agentId: string, ownerType: string, ownerId: string): Promise<boolean> {
+async function ownedByAgent(h: DbHandle, agentId: string, ownerType: string, ownerId: string): Promise<boolean> {
   if (ownerType !== 'job') return false;
-  const job = await deps.store.db.selectFrom('jobs').select('agent_id').where('id', '=', ownerId).executeTakeFirst();
+  const job = await h.db.selectFrom('jobs').select('agent_id').where('id', '=', ownerId).executeTakeFirst();
   return job?.agent_id === agentId;
 }
 
 export async function getTenantArtifact(deps: JobDeps, principal: Principal, id: string): Promise<Artifact> {
-  return findArtifact(deps, principal, id);
+  return artifactView(await findArtifact(deps.store, principal, id), principal);
 }
 
 export async function listTenantArtifacts(
@@ -34,14 +53,15 @@ export async function listTenantArtifacts(
   principal: Principal,
   query: { limit: number; cursor?: string | undefined; owner_type?: string | undefined; owner_id?: string | undefined },
 ) {
-  const tenantId = requireTenantMember(principal);
+  const tenantId = principal.kind === 'operator' ? undefined : requireTenantMember(principal);
   if (query.owner_id !== undefined && query.owner_type === undefined) {
     throw new KilnError('VALIDATION_FAILED', 'owner_id needs owner_type (job, session_step or workflow_step)', {
       field: 'query.owner_type',
     });
   }
   const after = decodeCursor(query.cursor);
-  let q = deps.store.db.selectFrom('artifacts').selectAll().where('tenant_id', '=', tenantId).orderBy('id').limit(query.limit + 1);
+  let q = deps.store.db.selectFrom('artifacts').selectAll().orderBy('id').limit(query.limit + 1);
+  if (tenantId !== undefined) q = q.where('tenant_id', '=', tenantId);
   if (after) q = q.where('id', '>', after);
   if (query.owner_type) q = q.where('owner_type', '=', query.owner_type);
   if (query.owner_id) q = q.where('owner_id', '=', query.owner_id);
@@ -49,14 +69,39 @@ export async function listTenantArtifacts(
     // An agent lists the artifacts of its own jobs only.
     const agentId = principal.agentId;
     q = q.where('owner_type', '=', 'job').where('owner_id', 'in', (eb) =>
-      eb.selectFrom('jobs').select('id').where('agent_id', '=', agentId).where('tenant_id', '=', tenantId),
+      eb.selectFrom('jobs').select('id').where('agent_id', '=', agentId).where('tenant_id', '=', tenantId!),
     );
   }
-  return page((await q.execute()) as ArtifactRow[], query.limit);
+  const result = page(await q.execute(), query.limit);
+  return { items: result.items.map((row) => artifactView(row, principal)), next_cursor: result.next_cursor };
 }
 
-/** The artifact and a stream of its bytes, checked against its checksum as they are read. */
+/** The artifact and a stream of its bytes, checked against its checksum as they are read. Tenant keys only. */
 export async function openTenantArtifact(deps: JobDeps, principal: Principal, id: string): Promise<{ artifact: Artifact; body: Readable }> {
-  const artifact = await findArtifact(deps, principal, id);
-  return { artifact, body: await deps.artifacts.open(artifact.storage_uri) };
+  requireTenantMember(principal);
+  const row = await findArtifact(deps.store, principal, id);
+  return { artifact: artifactView(row, principal), body: await deps.artifacts.open(row.storage_uri) };
+}
+
+/**
+ * Deletes an artifact: its row goes, its bytes leave the tenant's storage account, and its blob leaves
+ * the store unless another artifact has the same content. A second delete answers 404. Agents delete
+ * their own jobs' artifacts, tenant admins any of their tenant's, the operator any.
+ */
+export async function deleteArtifact(deps: JobDeps, principal: Principal, id: string): Promise<void> {
+  requireTenantActive(principal);
+  const deleted = await deps.store.transaction(async (tx) => {
+    const row = await findArtifact(tx, principal, id);
+    const rows = await deleteArtifactRows(tx, [row.id]);
+    if (rows.length === 0) throw notFound('artifact', id);
+    await auditSuccess(deps, tx, principal, {
+      action: 'artifact.delete',
+      resource_type: 'artifact',
+      resource_id: id,
+      tenant_id: row.tenant_id,
+      details: { owner_type: row.owner_type, owner_id: row.owner_id, size_bytes: Number(row.size_bytes) },
+    });
+    return rows;
+  });
+  await collectBlobs(deps, deleted.map((r) => r.checksum));
 }

@@ -17,6 +17,7 @@ import { auditSuccess } from './audit.js';
 import type { Principal } from './context.js';
 import type { JobDeps } from './job-deps.js';
 import { topics } from './notifier.js';
+import { startReaper } from './reaper.js';
 import { recoverRunnerWork } from './runner-protocol.js';
 import { dropEndedSecretEnv } from './secret-env.js';
 
@@ -135,13 +136,5 @@ export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; reco
 
 /** Runs `sweepFleet` every `intervalMs` until stopped; errors are logged, never fatal. */
 export function startFleetReaper(deps: JobDeps, intervalMs: number, onError: (err: unknown) => void): () => Promise<void> {
-  let running: Promise<unknown> = Promise.resolve();
-  const timer = setInterval(() => {
-    running = running.then(() => sweepFleet(deps)).catch(onError);
-  }, intervalMs);
-  timer.unref();
-  return async () => {
-    clearInterval(timer);
-    await running;
-  };
+  return startReaper(() => sweepFleet(deps), intervalMs, onError);
 }

@@ -10,9 +10,11 @@ import {
 } from '@kiln/core';
 import type { Checksum } from '../artifacts/artifact-store.js';
 import { sha256Checksum } from '../artifacts/content.js';
+import { addTenantArtifactBytes, releaseRecordedUploads } from '../store/artifact-storage.js';
 import { appendAuditEvent } from '../store/audit.js';
 import { markSandboxRunning } from '../store/fleet.js';
 import { endSandbox, getJob, getLeasedJob, moveJob, type JobRow } from '../store/jobs.js';
+import { collectOrphanUploads, quotaReason, storageRoomBytes, trackInlineBlob } from './artifact-storage.js';
 import type { JobDeps } from './job-deps.js';
 import { jobFromRow } from './job-views.js';
 import { topics } from './notifier.js';
@@ -39,11 +41,11 @@ async function inlineText(deps: JobDeps, blob: ReportedBlob): Promise<string | n
  * Makes sure every blob a report names is in the store: inline ones are stored now (checked against
  * their checksum), uploaded ones must be there already.
  */
-async function storeReportedBlobs(deps: JobDeps, blobs: ReportedBlob[]): Promise<void> {
-  await Promise.all(blobs.map((blob) => storeReportedBlob(deps, blob)));
+async function storeReportedBlobs(deps: JobDeps, job: JobRow, attempt: number, blobs: ReportedBlob[]): Promise<void> {
+  await Promise.all(blobs.map((blob) => storeReportedBlob(deps, job, attempt, blob)));
 }
 
-async function storeReportedBlob(deps: JobDeps, blob: ReportedBlob): Promise<void> {
+async function storeReportedBlob(deps: JobDeps, job: JobRow, attempt: number, blob: ReportedBlob): Promise<void> {
   const uri = deps.artifacts.uriOf(blob.checksum as Checksum);
   if (blob.content_base64 === undefined) {
     // Uploaded before: the stored size, not the reported one, is what the artifact limits are checked against.
@@ -66,6 +68,8 @@ async function storeReportedBlob(deps: JobDeps, blob: ReportedBlob): Promise<voi
   if (actual !== blob.checksum) {
     throw new KilnError('VALIDATION_FAILED', `the content hashes to ${actual}, not ${blob.checksum}`, { field: 'body' });
   }
+  // Tracked before it is stored: if the completion refuses it, the collector finds it as an orphan.
+  await trackInlineBlob(deps, { tenantId: job.tenant_id, jobId: job.id, attempt, checksum: blob.checksum, sizeBytes: content.length });
   // Content-addressed: the same bytes (an empty stderr, a repeated answer) are stored once.
   if ((await deps.artifacts.sizeOf(uri)) === content.length) return;
   await deps.artifacts.put(content, { expectedChecksum: blob.checksum });
@@ -100,7 +104,7 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
   // Before anything else, even the acknowledgement of a repeat: another runner's report changes nothing.
   assertHeldBy(current, runnerId);
   if (current.output_refs !== null) return; // already recorded
-  await storeReportedBlobs(deps, [report.stdout, report.stderr, ...report.artifacts]);
+  await storeReportedBlobs(deps, current, report.attempt, [report.stdout, report.stderr, ...report.artifacts]);
   const stdoutInline = await inlineText(deps, report.stdout);
   const stderrInline = await inlineText(deps, report.stderr);
   const nowMs = deps.clock.nowMs();
@@ -122,8 +126,19 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
       storage_uri: deps.artifacts.uriOf(blob.checksum as Checksum),
       created_at: nowIso,
     });
-    const stdoutRow = artifactRow('stdout', report.stdout);
-    const stderrRow = artifactRow('stderr', report.stderr);
+    // Every row, outputs included, fits in the tenant's storage quota or is refused (the job still ends).
+    const quota = await storageRoomBytes(deps, tx, job.tenant_id);
+    let roomBytes = quota.quotaBytes - quota.storedBytes;
+    const withinQuota = (name: string, blob: ReportedBlob) => {
+      if (blob.size_bytes <= roomBytes) {
+        roomBytes -= blob.size_bytes;
+        return artifactRow(name, blob);
+      }
+      rejected.push({ name, size_bytes: blob.size_bytes, reason: quotaReason(quota.quotaBytes) });
+      return null;
+    };
+    const stdoutRow = withinQuota('stdout', report.stdout);
+    const stderrRow = withinQuota('stderr', report.stderr);
     const artifactRows = [];
     let totalBytes = 0;
     // The runner applied the policy already; the control plane checks again rather than trust it.
@@ -132,14 +147,19 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
         rejected.push({ name: a.name, size_bytes: a.size_bytes, reason: 'over the policy\'s artifact limits' });
         continue;
       }
+      const row = withinQuota(a.name, a);
+      if (!row) continue;
       totalBytes += a.size_bytes;
-      artifactRows.push(artifactRow(a.name, a));
+      artifactRows.push(row);
     }
-    await tx.db.insertInto('artifacts').values([stdoutRow, stderrRow, ...artifactRows]).execute();
+    const recorded = [stdoutRow, stderrRow, ...artifactRows].filter((r) => r !== null);
+    if (recorded.length > 0) await tx.db.insertInto('artifacts').values(recorded).execute();
+    await addTenantArtifactBytes(tx, job.tenant_id, recorded.reduce((sum, r) => sum + r.size_bytes, 0));
+    await releaseRecordedUploads(tx, job.id, recorded.map((r) => r.checksum));
     const values: Partial<JobRow> = {
       exit_status: JSON.stringify(report.exit_status),
       resource_usage: JSON.stringify(report.resource_usage),
-      output_refs: JSON.stringify({ stdout: stdoutRow.id, stderr: stderrRow.id, artifacts: artifactRows.map((r) => r.id) }),
+      output_refs: JSON.stringify({ stdout: stdoutRow?.id ?? null, stderr: stderrRow?.id ?? null, artifacts: artifactRows.map((r) => r.id) }),
       stdout_inline: stdoutInline,
       stderr_inline: stderrInline,
       rejected_artifacts: JSON.stringify(rejected),
@@ -193,4 +213,7 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
     deps.liveOutput.end(jobId);
     deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished) });
   }
+  // What this job uploaded and the completion did not record (refused, lost attempts) goes now, after
+  // the watchers heard the end; what fails here the retention sweeper collects later.
+  await collectOrphanUploads(deps, { jobId }).catch(() => {});
 }

@@ -1,5 +1,6 @@
 import type { ArtifactStore } from '../artifacts/artifact-store.js';
 import type { ServiceDeps } from './context.js';
+import type { StorageSettings } from './artifact-storage.js';
 import type { LiveOutput } from './live-output.js';
 import type { Notifier } from './notifier.js';
 
@@ -33,6 +34,8 @@ export interface JobDeps extends ServiceDeps {
   notifier: Notifier;
   artifacts: ArtifactStore;
   fleet: FleetSettings;
+  /** Artifact storage quota and retention. */
+  storage: StorageSettings;
   liveOutput: LiveOutput;
   /** Aborted when the control plane shuts down: every long poll and stream answers and ends. */
   shutdown: AbortSignal;

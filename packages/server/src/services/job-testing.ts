@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import {
   DEFAULT_POLICY_NAME,
+  DEFAULT_TENANT_QUOTA,
   KilnError,
   ManualClock,
   newId,
@@ -12,6 +13,7 @@ import {
   type CreateJobRequest,
   type ErrorCode,
   type RunnerLanguage,
+  type TenantQuota,
   type UploadedBlob,
 } from '@kiln/core';
 import { expect } from 'vitest';
@@ -22,6 +24,7 @@ import { findPolicyByName } from '../store/policies.js';
 import { openTestStore } from '../store/testing.js';
 import { openStore, type DbDialect, type Store } from '../store/store.js';
 import { createAgent } from './agents.js';
+import { DEFAULT_STORAGE_SETTINGS, type StorageSettings } from './artifact-storage.js';
 import type { Principal } from './context.js';
 import { DEFAULT_FLEET_SETTINGS, type FleetSettings, type JobDeps } from './job-deps.js';
 import { LiveOutput } from './live-output.js';
@@ -64,7 +67,12 @@ export interface TestTenant {
 /** Test timings: a short heartbeat long poll (tests do not wait a second for nothing); the rest as shipped. */
 export const TEST_FLEET: FleetSettings = { ...DEFAULT_FLEET_SETTINGS, heartbeatIntervalMs: 20 };
 
-export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> = {}): Promise<JobBed> {
+export async function openJobBed(
+  kind: DbDialect,
+  fleet: Partial<FleetSettings> = {},
+  storage: Partial<StorageSettings> = {},
+  quota: Partial<TenantQuota> = {},
+): Promise<JobBed> {
   let store: Store;
   let dropStore: () => Promise<void>;
   let databaseUrl: string | undefined;
@@ -90,6 +98,8 @@ export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> 
     notifier: await createNotifier(databaseUrl ? { kind: 'postgres', url: databaseUrl } : { kind: 'sqlite' }),
     artifacts: createArtifactStore({ dataDir }),
     fleet: { ...TEST_FLEET, ...fleet },
+    storage: { ...DEFAULT_STORAGE_SETTINGS, ...storage },
+    quotaDefaults: { ...DEFAULT_TENANT_QUOTA, ...quota },
     liveOutput: new LiveOutput(),
     shutdown: new AbortController().signal,
     secretsKey: randomBytes(32),
@@ -139,8 +149,8 @@ export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> 
         verdict: 'ok',
         exit_status: { code: 0, signal: null },
         resource_usage: { cpu_time_ms: 5, wall_time_ms: 7, memory_peak_bytes: 1024 },
-        stdout: await bed.upload(jobId, attempt, stdoutText ?? `out of ${jobId}/${attempt}\n`),
-        stderr: await bed.upload(jobId, attempt, ''),
+        stdout: rest.stdout ?? (await bed.upload(jobId, attempt, stdoutText ?? `out of ${jobId}/${attempt}\n`)),
+        stderr: rest.stderr ?? (await bed.upload(jobId, attempt, '')),
         artifacts: [],
         rejected_artifacts: [],
         error: null,
@@ -149,6 +159,8 @@ export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> 
     },
     async reset() {
       await store.db.deleteFrom('artifacts').execute();
+      await store.db.deleteFrom('blob_uploads').execute();
+      await store.db.deleteFrom('tenant_storage').execute();
       await store.db.deleteFrom('sandbox_instances').execute();
       await store.db.deleteFrom('jobs').execute();
       await store.db.deleteFrom('runner_nodes').execute();

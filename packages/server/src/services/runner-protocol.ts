@@ -25,6 +25,7 @@ import {
 import { claimJobs, extendLeases, getJob, leasesToStop, releaseCanceledReports, requeueOrFail, runningJobsOf } from '../store/jobs.js';
 import type { TxHandle } from '../store/store.js';
 import type { JobDeps } from './job-deps.js';
+import { receiveUpload } from './artifact-storage.js';
 import { jobFromRow } from './job-views.js';
 import { pendingWake, topics } from './notifier.js';
 import { withSecretEnv } from './secret-env.js';
@@ -284,9 +285,19 @@ export async function reportJobEvents(deps: JobDeps, runnerId: string, jobId: st
  * Stores a blob (stdout, stderr, an artifact) for the current attempt of a job, streamed and hashed.
  * Bounded by the job's own limits, so a runner cannot fill the store past what the policy allows.
  */
-export async function uploadJobBlob(deps: JobDeps, runnerId: string, jobId: string, attempt: number, body: Readable): Promise<UploadedBlob> {
+export async function uploadJobBlob(
+  deps: JobDeps,
+  runnerId: string,
+  jobId: string,
+  attempt: number,
+  body: Readable,
+  declaredBytes?: number,
+): Promise<UploadedBlob> {
   const job = await getJob(deps.store, jobId);
-  if (!job) throw new KilnError('NOT_FOUND', `job ${jobId} does not exist`);
+  if (!job) {
+    body.resume();
+    throw new KilnError('NOT_FOUND', `job ${jobId} does not exist`);
+  }
   if (job.attempt !== attempt || (job.status !== 'running' && job.status !== 'canceled')) {
     body.resume();
     throw new KilnError('STALE_ATTEMPT', `attempt ${attempt} of job ${jobId} is not the current one`);
@@ -298,6 +309,7 @@ export async function uploadJobBlob(deps: JobDeps, runnerId: string, jobId: stri
     throw err;
   }
   const spec = JSON.parse(job.request) as { limits: { output_bytes: number }; artifacts: { max_bytes: number } };
-  const blob = await deps.artifacts.put(body, { maxBytes: Math.max(spec.limits.output_bytes, spec.artifacts.max_bytes) });
-  return { checksum: blob.checksum, size_bytes: blob.size_bytes };
+  const maxBytes = Math.max(spec.limits.output_bytes, spec.artifacts.max_bytes);
+  // Bounded by the job's limits and by the room left in the tenant's artifact storage quota.
+  return receiveUpload(deps, { tenantId: job.tenant_id, jobId, attempt }, body, { maxBytes, declaredBytes });
 }

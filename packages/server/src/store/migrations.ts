@@ -4,6 +4,7 @@ import { jobFleetMigration } from './migration-002-job-fleet.js';
 import { quotasMigration } from './migration-0005-quotas.js';
 import { auditAnchoringMigration } from './migration-0007-audit-anchoring.js';
 import { runnerCredentialsMigration } from './migration-0008-runner-credentials.js';
+import { retentionMigration } from './migration-0006-retention.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
 
@@ -299,7 +300,14 @@ const initial: Migration = {
  * Every migration, in order. Later issues append here; a database records which ran in
  * `kiln_migrations`, so running them at every start is idempotent.
  */
-export const MIGRATIONS: readonly Migration[] = [initial, jobFleetMigration, quotasMigration, auditAnchoringMigration, runnerCredentialsMigration];
+export const MIGRATIONS: readonly Migration[] = [
+  initial,
+  jobFleetMigration,
+  quotasMigration,
+  retentionMigration,
+  auditAnchoringMigration,
+  runnerCredentialsMigration,
+];
 
 /**
  * Runs the migrations that have not run yet, each in its own transaction. On PostgreSQL a transaction-

@@ -245,6 +245,25 @@ export interface TenantQuotasTable {
   updated_by: string;
 }
 
+/** The bytes of a tenant's artifact rows (per row, so content shared between rows counts each time). */
+export interface TenantStorageTable {
+  tenant_id: string;
+  artifact_bytes: number;
+}
+
+/** A blob uploaded for a job attempt and not yet recorded as an artifact: reserves quota, or is an orphan. */
+export interface BlobUploadsTable {
+  id: string;
+  tenant_id: string;
+  job_id: string;
+  attempt: number;
+  /** null while the bytes are still arriving */
+  checksum: string | null;
+  /** the bound reserved while streaming, then the stored size */
+  size_bytes: number;
+  created_at: string;
+}
+
 export interface MigrationsTable {
   name: string;
   applied_at: string;
@@ -269,6 +288,8 @@ export interface Database {
   audit_events: AuditEventsTable;
   audit_chain_heads: AuditChainHeadsTable;
   tenant_quotas: TenantQuotasTable;
+  tenant_storage: TenantStorageTable;
+  blob_uploads: BlobUploadsTable;
   kiln_migrations: MigrationsTable;
 }
 

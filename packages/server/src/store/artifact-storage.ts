@@ -1,0 +1,165 @@
+import { newId, toRfc3339 } from '@kiln/core';
+import { sql } from 'kysely';
+import type { DbHandle, TxHandle } from './store.js';
+
+/**
+ * Artifact storage accounting: a tenant's stored bytes (the sum of its artifact rows' size_bytes, kept
+ * in the same transaction as every insert and delete of an artifact row) and the blob uploads that
+ * reserve room until a completion records them. Content-addressed blobs may be shared between rows and
+ * tenants: bytes are accounted per row, and a blob is removed only when no row and no upload names it.
+ */
+
+/**
+ * Locks the tenant's storage row (PostgreSQL; SQLite has one writer) and answers what is in use: the
+ * bytes of its artifact rows plus the bytes reserved by its unrecorded uploads.
+ */
+export async function lockTenantStorage(tx: TxHandle, tenantId: string): Promise<{ storedBytes: number; reservedBytes: number }> {
+  await tx.db
+    .insertInto('tenant_storage')
+    .values({ tenant_id: tenantId, artifact_bytes: 0 })
+    .onConflict((oc) => oc.column('tenant_id').doNothing())
+    .execute();
+  let query = tx.db.selectFrom('tenant_storage').select('artifact_bytes').where('tenant_id', '=', tenantId);
+  if (tx.dialect === 'postgres') query = query.forUpdate();
+  const row = await query.executeTakeFirstOrThrow();
+  const reserved = await tx.db
+    .selectFrom('blob_uploads')
+    .select((eb) => eb.fn.coalesce(eb.fn.sum<number>('size_bytes'), sql<number>`0`).as('n'))
+    .where('tenant_id', '=', tenantId)
+    .executeTakeFirstOrThrow();
+  return { storedBytes: Number(row.artifact_bytes), reservedBytes: Number(reserved.n) };
+}
+
+/** Adds (or, negative, removes) bytes of artifact rows to the tenant's account. */
+export async function addTenantArtifactBytes(tx: TxHandle, tenantId: string, deltaBytes: number): Promise<void> {
+  if (deltaBytes === 0) return;
+  await tx.db
+    .insertInto('tenant_storage')
+    .values({ tenant_id: tenantId, artifact_bytes: Math.max(0, deltaBytes) })
+    .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ artifact_bytes: sql<number>`tenant_storage.artifact_bytes + ${deltaBytes}` }))
+    .execute();
+}
+
+export async function tenantArtifactBytes(h: DbHandle, tenantId: string): Promise<number> {
+  const row = await h.db.selectFrom('tenant_storage').select('artifact_bytes').where('tenant_id', '=', tenantId).executeTakeFirst();
+  return Number(row?.artifact_bytes ?? 0);
+}
+
+export interface NewUpload {
+  tenantId: string;
+  jobId: string;
+  attempt: number;
+  /** known for inline blobs; null while an upload streams */
+  checksum: string | null;
+  sizeBytes: number;
+}
+
+export async function insertUpload(tx: TxHandle, upload: NewUpload, nowMs: number): Promise<string> {
+  const id = newId('upload', nowMs);
+  if (upload.checksum !== null) await lockContent(tx, upload.checksum);
+  await tx.db
+    .insertInto('blob_uploads')
+    .values({
+      id,
+      tenant_id: upload.tenantId,
+      job_id: upload.jobId,
+      attempt: upload.attempt,
+      checksum: upload.checksum,
+      size_bytes: upload.sizeBytes,
+      created_at: toRfc3339(nowMs),
+    })
+    .execute();
+  return id;
+}
+
+/**
+ * Serialises everything that names or removes one blob, until the caller's transaction ends: an
+ * advisory lock on the checksum on PostgreSQL; on SQLite a write statement takes the single writer's
+ * lock at once (a transaction that only read would let a writer in between its check and its removal).
+ */
+export async function lockContent(tx: TxHandle, checksum: string): Promise<void> {
+  if (tx.dialect === 'postgres') {
+    await sql`select pg_advisory_xact_lock(hashtextextended(${checksum}, 4242006))`.execute(tx.db);
+  } else {
+    await tx.db.deleteFrom('blob_uploads').where('id', '=', '').execute();
+  }
+}
+
+/** The upload's bytes arrived: its reservation shrinks to what was stored, and it names its blob. */
+export async function finishUpload(tx: TxHandle, id: string, checksum: string, sizeBytes: number): Promise<void> {
+  await lockContent(tx, checksum);
+  await tx.db.updateTable('blob_uploads').set({ checksum, size_bytes: sizeBytes }).where('id', '=', id).execute();
+}
+
+export async function dropUpload(h: DbHandle, id: string): Promise<void> {
+  await h.db.deleteFrom('blob_uploads').where('id', '=', id).execute();
+}
+
+/** The completion recorded these blobs as artifacts: their uploads no longer reserve anything. */
+export async function releaseRecordedUploads(tx: TxHandle, jobId: string, checksums: string[]): Promise<void> {
+  if (checksums.length === 0) return;
+  await tx.db.deleteFrom('blob_uploads').where('job_id', '=', jobId).where('checksum', 'in', checksums).execute();
+}
+
+/**
+ * Uploads no completion will record: their job is gone or ended, or they belong to an attempt that was
+ * lost (the job went back to the queue or on to a later attempt). Older than `before` only, so an upload racing its own
+ * completion is left alone. Locked with SKIP LOCKED on PostgreSQL so replicas collect different rows.
+ */
+export async function orphanUploads(
+  tx: TxHandle,
+  args: { before: string; limit: number; jobId?: string },
+): Promise<{ id: string; tenant_id: string; checksum: string | null }[]> {
+  let query = tx.db
+    .selectFrom('blob_uploads as u')
+    .leftJoin('jobs as j', 'j.id', 'u.job_id')
+    .select(['u.id', 'u.tenant_id', 'u.checksum'])
+    .where('u.created_at', '<', args.before)
+    .where((eb) => {
+      // Only the current attempt of a job that still awaits its runner's report can record an upload.
+      const sameAttempt = eb('j.attempt', '=', eb.ref('u.attempt'));
+      const awaitingReport = eb.or([
+        eb.and([eb('j.status', '=', 'running'), sameAttempt]),
+        eb.and([eb('j.status', '=', 'canceled'), eb('j.output_refs', 'is', null), eb('j.runner_id', 'is not', null), sameAttempt]),
+      ]);
+      return eb.or([eb('j.id', 'is', null), eb.not(awaitingReport)]);
+    })
+    .orderBy('u.id')
+    .limit(args.limit);
+  if (args.jobId !== undefined) query = query.where('u.job_id', '=', args.jobId);
+  const rows = await (tx.dialect === 'postgres' ? query.forUpdate('u').skipLocked() : query).execute();
+  if (rows.length > 0) await tx.db.deleteFrom('blob_uploads').where('id', 'in', rows.map((r) => r.id)).execute();
+  return rows;
+}
+
+/** Whether any artifact row or upload still names this content. */
+export async function blobReferenced(h: DbHandle, checksum: string): Promise<boolean> {
+  const artifact = await h.db.selectFrom('artifacts').select('id').where('checksum', '=', checksum).limit(1).executeTakeFirst();
+  if (artifact) return true;
+  const upload = await h.db.selectFrom('blob_uploads').select('id').where('checksum', '=', checksum).limit(1).executeTakeFirst();
+  return upload !== undefined;
+}
+
+export interface DeletedArtifact {
+  tenant_id: string;
+  checksum: string;
+  size_bytes: number;
+}
+
+/**
+ * Deletes artifact rows and takes their bytes off their tenants' accounts, in the caller's transaction.
+ * Counts only rows this call deleted (RETURNING), so two replicas deleting the same rows at once never
+ * subtract twice.
+ */
+export async function deleteArtifactRows(tx: TxHandle, ids: string[]): Promise<DeletedArtifact[]> {
+  if (ids.length === 0) return [];
+  const deleted = await tx.db
+    .deleteFrom('artifacts')
+    .where('id', 'in', ids)
+    .returning(['tenant_id', 'checksum', 'size_bytes'])
+    .execute();
+  const byTenant = new Map<string, number>();
+  for (const row of deleted) byTenant.set(row.tenant_id, (byTenant.get(row.tenant_id) ?? 0) + Number(row.size_bytes));
+  for (const [tenantId, bytes] of byTenant) await addTenantArtifactBytes(tx, tenantId, -bytes);
+  return deleted.map((r) => ({ ...r, size_bytes: Number(r.size_bytes) }));
+}
