@@ -18,6 +18,7 @@ describe.each(DB_KINDS)('artifact and job deletion, storage_uri and blob uploads
   let acme: Awaited<ReturnType<typeof seedTenant>>;
   let rival: Awaited<ReturnType<typeof seedTenant>>;
   let otherAgentKey: string;
+  let runnerKey: string;
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'kiln-art-routes-'));
@@ -26,6 +27,7 @@ describe.each(DB_KINDS)('artifact and job deletion, storage_uri and blob uploads
       name: 'node', zone: 'z', capacity: 8, address: null, languages: [{ name: 'python', version: '3.11.2' }],
     });
     runnerId = registered.json().runner_id;
+    runnerKey = registered.json().credential;
     acme = await seedTenant(t, 'acme');
     rival = await seedTenant(t, 'rival');
     const agent = (await t.call('POST', '/v1/agents', acme.tenantKey, { name: 'second-bot' })).json();
@@ -39,14 +41,14 @@ describe.each(DB_KINDS)('artifact and job deletion, storage_uri and blob uploads
   /** A job of acme's first agent, leased by the runner (running). */
   async function runningJob(): Promise<string> {
     const job = (await t.call('POST', '/v1/jobs', acme.agentKey, { language: 'python', code: 'print(1)' })).json();
-    const leased = (await t.call('POST', '/v1/runner/lease', TEST_RUNNER_TOKEN, { runner_id: runnerId, free_slots: 1, wait_ms: 0 })).json();
+    const leased = (await t.call('POST', '/v1/runner/lease', runnerKey, { runner_id: runnerId, free_slots: 1, wait_ms: 0 })).json();
     expect(leased.leases.map((l: { job_id: string }) => l.job_id)).toEqual([job.id]);
     return job.id as string;
   }
 
   async function finishedJob(): Promise<{ jobId: string; artifactId: string }> {
     const jobId = await runningJob();
-    const done = await t.call('POST', `/v1/runner/leases/${jobId}/complete`, TEST_RUNNER_TOKEN, {
+    const done = await t.call('POST', `/v1/runner/leases/${jobId}/complete`, runnerKey, {
       attempt: 1,
       verdict: 'ok',
       exit_status: { code: 0, signal: null },
@@ -124,7 +126,7 @@ describe.each(DB_KINDS)('artifact and job deletion, storage_uri and blob uploads
     const jobId = await runningJob();
     const url = `/v1/runner/leases/${jobId}/blobs?attempt=1`;
     const put = (headers: Record<string, string>, payload?: string | Buffer) =>
-      t.app.inject({ method: 'PUT', url, headers: { authorization: `Bearer ${TEST_RUNNER_TOKEN}`, ...headers }, ...(payload === undefined ? {} : { payload }) });
+      t.app.inject({ method: 'PUT', url, headers: { authorization: `Bearer ${runnerKey}`, ...headers }, ...(payload === undefined ? {} : { payload }) });
     const cases: [Record<string, string>, string | Buffer | undefined, number][] = [
       [{}, undefined, 400],
       [{ 'content-type': 'application/octet-stream' }, undefined, 400],
@@ -138,7 +140,7 @@ describe.each(DB_KINDS)('artifact and job deletion, storage_uri and blob uploads
       expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
     }
     // The refusal comes before any lookup: an unknown job answers the same.
-    const unknown = await t.app.inject({ method: 'PUT', url: '/v1/runner/leases/job_missing/blobs?attempt=1', headers: { authorization: `Bearer ${TEST_RUNNER_TOKEN}`, 'content-type': 'text/plain' }, payload: 'x' });
+    const unknown = await t.app.inject({ method: 'PUT', url: '/v1/runner/leases/job_missing/blobs?attempt=1', headers: { authorization: `Bearer ${runnerKey}`, 'content-type': 'text/plain' }, payload: 'x' });
     expect(unknown.statusCode).toBe(415);
     // Raw bytes are stored exactly as sent.
     const bytes = Buffer.from('"a JSON string"');

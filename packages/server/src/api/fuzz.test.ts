@@ -62,17 +62,18 @@ describe.each(DB_KINDS)('every OpenAPI route, fuzzed from its schemas, on %s', (
     const a = await seedTenant(t, 'fuzz-a');
     const b = await seedTenant(t, 'fuzz-b');
     const policy = (await t.call('GET', '/v1/policies', a.tenantKey)).json().items[0].id as string;
-    const runner = (
+    const registered = (
       await t.call('POST', '/v1/runner/register', TEST_RUNNER_TOKEN, {
         name: 'fuzz-node', zone: 'z', capacity: 4, address: null, languages: [{ name: 'python', version: '3.11.2' }],
       })
-    ).json().runner_id as string;
+    ).json() as { runner_id: string; credential: string };
+    const runner = registered.runner_id;
     // One ended job with an artifact, so job and artifact routes reach real rows (no running job is
     // left for an event stream to wait on).
     const job = (await t.call('POST', '/v1/jobs', a.agentKey, { language: 'python', code: 'print(1)' })).json().id as string;
-    await t.call('POST', '/v1/runner/lease', TEST_RUNNER_TOKEN, { runner_id: runner, free_slots: 1, wait_ms: 0 });
+    await t.call('POST', '/v1/runner/lease', registered.credential, { runner_id: runner, free_slots: 1, wait_ms: 0 });
     const blob = (text: string) => ({ checksum: sha256(Buffer.from(text)), size_bytes: text.length, content_base64: Buffer.from(text).toString('base64') });
-    await t.call('POST', `/v1/runner/leases/${job}/complete`, TEST_RUNNER_TOKEN, {
+    await t.call('POST', `/v1/runner/leases/${job}/complete`, registered.credential, {
       attempt: 1, verdict: 'ok', exit_status: { code: 0, signal: null },
       resource_usage: { cpu_time_ms: 1, wall_time_ms: 1, memory_peak_bytes: 1 },
       stdout: blob('1\n'), stderr: blob(''), artifacts: [{ name: 'out/x', ...blob('x') }],
@@ -82,7 +83,8 @@ describe.each(DB_KINDS)('every OpenAPI route, fuzzed from its schemas, on %s', (
       operator: TEST_ADMIN_KEY,
       tenant: a.tenantKey,
       agent: a.agentKey,
-      runner: TEST_RUNNER_TOKEN,
+      'runner join token': TEST_RUNNER_TOKEN,
+      runner: registered.credential,
       'other tenant': b.tenantKey,
       none: undefined,
       garbage: 'kiln_tenant_key_00000000000000000000000000_' + '0'.repeat(64),

@@ -23,7 +23,7 @@ describe.each(DB_KINDS)('what a job tells the audit, on %s', (kind) => {
     const runner = await bed.runner('node-a');
     const job = await submitJob(bed.deps, principal, jobRequest());
     await leaseWork(bed.deps, { runner_id: runner, free_slots: 1, wait_ms: 0 });
-    await completeJob(bed.deps, job.id, { ...(await bed.report(job.id, 1)), rejected_artifacts: rejected });
+    await completeJob(bed.deps, await bed.holder(job.id), job.id, { ...(await bed.report(job.id, 1)), rejected_artifacts: rejected });
     return job;
   }
 

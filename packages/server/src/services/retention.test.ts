@@ -47,14 +47,14 @@ describe.each(DB_KINDS)('artifact storage quota and retention on %s', (kind) => 
     return job;
   }
 
-  const uploadBytes = (jobId: string, bytes: Buffer, declared?: number) =>
-    uploadJobBlob(bed.deps, jobId, 1, Readable.from([bytes]), declared);
+  const uploadBytes = async (jobId: string, bytes: Buffer, declared?: number) =>
+    uploadJobBlob(bed.deps, await bed.holder(jobId), jobId, 1, Readable.from([bytes]), declared);
 
   /** Completes attempt 1 with empty outputs and the given artifacts (uploaded now). */
   async function finish(jobId: string, artifacts: { name: string; bytes: Buffer }[]) {
     const blobs = [];
     for (const a of artifacts) blobs.push({ name: a.name, ...(await uploadBytes(jobId, a.bytes)) });
-    await completeJob(bed.deps, jobId, await bed.report(jobId, 1, { ...EMPTY_OUTPUTS, artifacts: blobs }));
+    await completeJob(bed.deps, await bed.holder(jobId), jobId, await bed.report(jobId, 1, { ...EMPTY_OUTPUTS, artifacts: blobs }));
     return (await getJob(bed.store, jobId))!;
   }
 
@@ -94,7 +94,7 @@ describe.each(DB_KINDS)('artifact storage quota and retention on %s', (kind) => 
       // A small one arriving inline in the report is refused at recording time.
       const small = randomBytes(500);
       const inline = { name: 'out/small', ...inlineBlob(small) };
-      await completeJob(bed.deps, second.id, await bed.report(second.id, 1, { ...EMPTY_OUTPUTS, artifacts: [inline] }));
+      await completeJob(bed.deps, await bed.holder(second.id), second.id, await bed.report(second.id, 1, { ...EMPTY_OUTPUTS, artifacts: [inline] }));
       const row = (await getJob(bed.store, second.id))!;
       expect(row.status).toBe('succeeded');
       const rejected = JSON.parse(row.rejected_artifacts!) as { name: string; reason: string }[];
@@ -131,7 +131,7 @@ describe.each(DB_KINDS)('artifact storage quota and retention on %s', (kind) => 
       expect(refused).toBeGreaterThanOrEqual(35);
       // Recording never passes the quota either, and what was not recorded is collected.
       for (const job of jobs) {
-        await completeJob(bed.deps, job.id, await bed.report(job.id, 1, EMPTY_OUTPUTS));
+        await completeJob(bed.deps, await bed.holder(job.id), job.id, await bed.report(job.id, 1, EMPTY_OUTPUTS));
       }
       expect(await tenantArtifactBytes(bed.store, acme.tenantId)).toBeLessThanOrEqual(QUOTA_BYTES);
       expect(storeBytesOnDisk() - before).toBeLessThanOrEqual(QUOTA_BYTES);
@@ -168,7 +168,7 @@ describe.each(DB_KINDS)('artifact storage quota and retention on %s', (kind) => 
       expect((await sweepRetention(bed.deps)).orphanUploads).toBe(1);
       expect(await exists(blob.checksum)).toBe(true);
       // Recorded as the live job's artifact, it stays for good.
-      await completeJob(bed.deps, live.id, await bed.report(live.id, 1, { ...EMPTY_OUTPUTS, artifacts: [{ name: 'out/same', ...blob }] }));
+      await completeJob(bed.deps, await bed.holder(live.id), live.id, await bed.report(live.id, 1, { ...EMPTY_OUTPUTS, artifacts: [{ name: 'out/same', ...blob }] }));
       await sweepRetention(bed.deps);
       expect(await exists(blob.checksum)).toBe(true);
       expect(await tenantArtifactBytes(bed.store, other.tenantId)).toBe(3000);
