@@ -4,13 +4,15 @@ import type { Clock } from '@kiln/core';
 import { createArtifactStore, type ArtifactStoreConfig } from './artifacts/index.js';
 import type { KilnApp } from './api/app.js';
 import { registerFleetMetrics } from './api/fleet-metrics.js';
+import { registerStreamMetrics } from './api/stream-metrics.js';
 import { fleetRoutes } from './api/fleet-routes.js';
 import { jobRoutes } from './api/job-routes.js';
 import { acceptRawUploads, runnerRoutes } from './api/runner-routes.js';
 import type { RouteSpec } from './api/route.js';
 import { startFleetReaper } from './services/fleet.js';
-import { DEFAULT_FLEET_SETTINGS, type FleetSettings, type JobDeps } from './services/job-deps.js';
-import { LiveOutput } from './services/live-output.js';
+import { DEFAULT_FLEET_SETTINGS, DEFAULT_STREAM_SETTINGS, type FleetSettings, type JobDeps, type StreamSettings } from './services/job-deps.js';
+import { JobWatchHub } from './services/job-watchers.js';
+import { LiveOutput, type LossWarning } from './services/live-output.js';
 import { createNotifier } from './services/notifier.js';
 import type { Store } from './store/store.js';
 
@@ -20,7 +22,10 @@ export interface JobPlaneOptions {
   databaseUrl: string | undefined;
   artifacts: ArtifactStoreConfig;
   fleet?: Partial<FleetSettings>;
+  streams?: Partial<StreamSettings>;
   onError: (err: unknown) => void;
+  /** Where warnings about lost live output go. @default nowhere */
+  warn?: LossWarning;
 }
 
 /** Jobs on a runner fleet: their dependencies, routes and background reaper, started and stopped together. */
@@ -41,6 +46,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     options.databaseUrl ? { kind: 'postgres', url: options.databaseUrl } : { kind: 'sqlite' },
   );
   const fleet = { ...DEFAULT_FLEET_SETTINGS, ...options.fleet };
+  const streams = { ...DEFAULT_STREAM_SETTINGS, ...options.streams };
   const shutdown = new AbortController();
   // Every open long poll and event stream listens for shutdown: many at once is normal, not a leak.
   setMaxListeners(0, shutdown.signal);
@@ -50,7 +56,9 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     notifier,
     artifacts: createArtifactStore(options.artifacts),
     fleet,
-    liveOutput: new LiveOutput(),
+    liveOutput: new LiveOutput({ maxBytesPerJob: streams.liveOutputMaxBytesPerJob, ...(options.warn ? { warn: options.warn } : {}) }),
+    streams,
+    watchers: new JobWatchHub({ store: options.store, notifier }, streams),
     shutdown: shutdown.signal,
   };
   let stopReaper: (() => Promise<void>) | undefined;
@@ -60,6 +68,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     install: (app) => {
       acceptRawUploads(app);
       registerFleetMetrics((app as KilnApp).kiln.metrics.registry, deps);
+      registerStreamMetrics((app as KilnApp).kiln.metrics.registry, deps);
     },
     start: () => {
       // The reaper looks often enough to notice a missed heartbeat within about one interval.
@@ -68,6 +77,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     beginShutdown: () => shutdown.abort(),
     close: async () => {
       shutdown.abort();
+      deps.watchers.close();
       await stopReaper?.();
       await notifier.close();
       await deps.artifacts.close();

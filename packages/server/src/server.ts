@@ -42,8 +42,18 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         offlineAfterMs: config.runnerOfflineAfterMs,
         maxAttempts: config.jobMaxAttempts,
         maxWaitMs: config.jobMaxWaitMs,
+        maxRequestBytes: config.bodyLimitBytes,
+      },
+      streams: {
+        liveOutputMaxBytesPerJob: config.liveOutputMaxBytesPerJob,
+        maxPerJob: config.streamMaxWatchersPerJob,
+        maxPerKey: config.streamMaxWatchersPerKey,
+        maxPerTenant: config.streamMaxWatchersPerTenant,
+        watcherBufferBytes: config.streamWatcherBufferBytes,
+        stallTimeoutMs: config.streamStallTimeoutMs,
       },
       onError: (err) => logger.error({ err }, 'fleet reaper pass failed'),
+      warn: (fields, message) => logger.warn(fields, message),
     });
     app = await buildApp({
       store,

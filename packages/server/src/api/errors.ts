@@ -61,6 +61,8 @@ export function toKilnError(err: unknown): { error: KilnError; bug: boolean } {
 
 export function sendProblem(reply: FastifyReply, request: FastifyRequest, error: KilnError): FastifyReply {
   if (error.code === 'UNAUTHORIZED') reply.header('www-authenticate', 'Bearer');
+  const retryAfterSeconds = error.extra?.retry_after_seconds;
+  if (typeof retryAfterSeconds === 'number') reply.header('retry-after', String(Math.ceil(retryAfterSeconds)));
   return reply
     .code(error.status)
     .type('application/problem+json; charset=utf-8')

@@ -3,7 +3,8 @@ import type { LightMyRequestResponse } from 'fastify';
 import { openTestStore, type TestStore } from '../store/testing.js';
 import type { DbDialect } from '../store/store.js';
 import { createJobPlane } from '../job-plane.js';
-import type { FleetSettings } from '../services/job-deps.js';
+import type { FleetSettings, StreamSettings } from '../services/job-deps.js';
+import type { LossWarning } from '../services/live-output.js';
 import { buildApp, type AppDeps, type KilnApp } from './app.js';
 
 export const TEST_ADMIN_KEY = 'kiln_operator_test_admin_key_0123456789';
@@ -20,7 +21,7 @@ export interface TestApp {
 
 export interface TestAppOptions extends Partial<AppDeps> {
   /** Also serve the job, runner and fleet routes, with artifacts in this folder. */
-  jobs?: { artifactsDir: string; fleet?: Partial<FleetSettings> };
+  jobs?: { artifactsDir: string; fleet?: Partial<FleetSettings>; streams?: Partial<StreamSettings>; warn?: LossWarning };
 }
 
 export async function openTestApp(kind: DbDialect, options: TestAppOptions = {}): Promise<TestApp> {
@@ -33,8 +34,10 @@ export async function openTestApp(kind: DbDialect, options: TestAppOptions = {})
         clock,
         databaseUrl: undefined,
         artifacts: { dataDir: jobs.artifactsDir },
-        fleet: jobs.fleet ?? {},
+        fleet: { maxRequestBytes: appOptions.bodyLimitBytes ?? 1024 * 1024, ...jobs.fleet },
+        streams: jobs.streams ?? {},
         onError: () => {},
+        ...(jobs.warn ? { warn: jobs.warn } : {}),
       })
     : undefined;
   const app = await buildApp({

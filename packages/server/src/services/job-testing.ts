@@ -22,7 +22,8 @@ import { openTestStore } from '../store/testing.js';
 import { openStore, type DbDialect, type Store } from '../store/store.js';
 import { createAgent } from './agents.js';
 import type { Principal } from './context.js';
-import { DEFAULT_FLEET_SETTINGS, type FleetSettings, type JobDeps } from './job-deps.js';
+import { DEFAULT_FLEET_SETTINGS, DEFAULT_STREAM_SETTINGS, type FleetSettings, type JobDeps } from './job-deps.js';
+import { JobWatchHub } from './job-watchers.js';
 import { LiveOutput } from './live-output.js';
 import { createNotifier } from './notifier.js';
 import { registerRunner, uploadJobBlob } from './runner-protocol.js';
@@ -81,13 +82,16 @@ export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> 
   }
   const dataDir = await mkdtemp(join(tmpdir(), 'kiln-job-test-'));
   const clock = new ManualClock();
+  const notifier = await createNotifier(databaseUrl ? { kind: 'postgres', url: databaseUrl } : { kind: 'sqlite' });
   const deps: JobDeps = {
     store,
     clock,
-    notifier: await createNotifier(databaseUrl ? { kind: 'postgres', url: databaseUrl } : { kind: 'sqlite' }),
+    notifier,
     artifacts: createArtifactStore({ dataDir }),
     fleet: { ...TEST_FLEET, ...fleet },
     liveOutput: new LiveOutput(),
+    streams: DEFAULT_STREAM_SETTINGS,
+    watchers: new JobWatchHub({ store, notifier }),
     shutdown: new AbortController().signal,
   };
   const operator: Principal = { kind: 'operator' };
@@ -145,6 +149,7 @@ export async function openJobBed(kind: DbDialect, fleet: Partial<FleetSettings> 
       await store.db.deleteFrom('runner_nodes').execute();
     },
     async close() {
+      deps.watchers.close();
       await deps.notifier.close();
       await deps.artifacts.close();
       await dropStore();

@@ -73,6 +73,7 @@ export async function registerRunner(deps: JobDeps, req: RegisterRunnerRequest):
     runner_id: recovered.runner.id,
     heartbeat_interval_ms: deps.fleet.heartbeatIntervalMs,
     lease_ttl_ms: deps.fleet.leaseTtlMs,
+    max_request_bytes: deps.fleet.maxRequestBytes,
   };
 }
 
@@ -175,7 +176,10 @@ async function claimOnce(deps: JobDeps, req: LeaseRequest): Promise<LeaseRespons
   return undefined;
 }
 
-/** Output and start events of a running attempt: the sandbox is running; chunks go to live watchers. */
+/**
+ * Output and start events of a running attempt: the sandbox is running; chunks go to live watchers, and
+ * output the runner could not deliver is counted and announced to them.
+ */
 export async function reportJobEvents(deps: JobDeps, jobId: string, report: JobEventsReport): Promise<void> {
   const job = await getJob(deps.store, jobId);
   if (!job) throw new KilnError('NOT_FOUND', `job ${jobId} does not exist`);
@@ -187,7 +191,12 @@ export async function reportJobEvents(deps: JobDeps, jobId: string, report: JobE
       if (job.sandbox_id) await deps.store.transaction((tx) => markSandboxRunning(tx, job.sandbox_id!));
       continue;
     }
-    const data = Buffer.from(event.data_base64, 'base64').toString('utf8');
+    if (event.type === 'output_lost') {
+      const loss = deps.liveOutput.appendLoss(jobId, event.stream, event.reason, event.bytes);
+      deps.notifier.publish(topics.job(jobId), { type: 'lost', ...loss });
+      continue;
+    }
+    const data = deps.liveOutput.decode(jobId, event.stream, Buffer.from(event.data_base64, 'base64'));
     // NOTIFY carries at most 8000 bytes, so long chunks travel in pieces.
     for (let i = 0; i < data.length; i += 2048) {
       const chunk = deps.liveOutput.append(jobId, event.stream, data.slice(i, i + 2048));
