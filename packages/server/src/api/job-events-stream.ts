@@ -1,5 +1,6 @@
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { OutputLossReason, OutputTruncatedNotice } from '@kiln/core';
+import type { Job, OutputLossReason, OutputTruncatedNotice } from '@kiln/core';
 import type { Principal } from '../services/context.js';
 import type { JobDeps } from '../services/job-deps.js';
 import { jobFromRow } from '../services/job-views.js';
@@ -10,6 +11,8 @@ import type { JobRow } from '../store/jobs.js';
 import { SseWriter } from './sse-writer.js';
 
 const KEEP_ALIVE_MS = 15_000;
+/** Replayed chunks written per turn of the event loop (~32 KiB). */
+const REPLAY_ITEMS_PER_TURN = 16;
 
 function notice(reason: OutputLossReason, fields: Partial<OutputTruncatedNotice> = {}): OutputTruncatedNotice {
   const continues = reason !== 'slow_watcher';
@@ -79,12 +82,11 @@ export async function streamJobEvents(
   });
 
   let lastSeq = 0;
+  // Numbers were skipped: this replica does not hold what came before (or its buffer was full).
+  const gap = () => writer.output('truncated', notice(deps.liveOutput.droppedAny(jobId) ? 'live_buffer_full' : 'not_buffered'), 0);
   const deliverItem = (item: OutputItem) => {
     if (item.seq <= lastSeq) return;
-    if (item.seq > lastSeq + 1) {
-      // Numbers were skipped: this replica does not hold what came before (or its buffer was full).
-      writer.output('truncated', notice(deps.liveOutput.droppedAny(jobId) ? 'live_buffer_full' : 'not_buffered'), 0);
-    }
+    if (item.seq > lastSeq + 1) gap();
     lastSeq = item.seq;
     if (isOutputLoss(item)) {
       writer.output('truncated', notice(item.reason, { stream: item.stream, dropped_bytes: item.lost_bytes }), 0);
@@ -92,37 +94,56 @@ export async function streamJobEvents(
       writer.output('output', { stream: item.stream, data: item.data }, item.data.length);
     }
   };
+  // Replayed in turns, so a late watcher's replay does not land in its buffer all at once; live output
+  // meanwhile is in the live buffer (or counted as not kept), and the end waits for the replay.
+  let replaying = true;
+  let deferredEnd: Job | undefined;
   const deliver = (m: JobMessage) => {
     if (ended) return;
     if (m.type === 'output' || m.type === 'lost') {
+      if (replaying) return;
       const { type: _type, ...item } = m;
       deliverItem(item);
     } else if (m.type === 'status') {
       writer.control('status', m.job);
+    } else if (replaying) {
+      deferredEnd = m.job;
     } else {
       writer.control('end', m.job);
       finish();
     }
   };
-  const replay = (settled: JobRow | undefined) => {
-    const items = deps.liveOutput.since(jobId);
-    for (const item of items) deliverItem(item);
+  const replay = async (settled: JobRow | undefined) => {
+    let replayed = 0;
+    for (;;) {
+      const items = deps.liveOutput.since(jobId, lastSeq).slice(0, REPLAY_ITEMS_PER_TURN);
+      if (items.length === 0 || ended || writer.isCut) break;
+      for (const item of items) deliverItem(item);
+      replayed += items.length;
+      await nextTurn();
+    }
+    replaying = false;
+    // Output produced during the replay that the buffer could not keep is missing for this watcher.
+    if (!ended && !writer.isCut && deps.liveOutput.lastSeq(jobId) > lastSeq) {
+      gap();
+      lastSeq = deps.liveOutput.lastSeq(jobId);
+    }
     // An ended job whose output this replica no longer holds: say where it is unless the end carries it.
-    if (settled && items.length === 0 && settled.output_refs !== null && (settled.stdout_inline === null || settled.stderr_inline === null)) {
+    if (settled && replayed === 0 && settled.output_refs !== null && (settled.stdout_inline === null || settled.stderr_inline === null)) {
       writer.output('truncated', notice('not_buffered'), 0);
     }
+    if (deferredEnd) deliver({ type: 'end', job: deferredEnd });
   };
 
   writer.control('status', jobFromRow(row));
   if (isSettled(row)) {
-    replay(row);
-    writer.control('end', jobFromRow(row));
-    finish();
+    deferredEnd = jobFromRow(row);
+    void replay(row);
     return reply;
   }
-  // From here to the replay nothing awaits, so no message falls between the two.
+  // From here to the first read of the live buffer nothing awaits, so no message falls between the two.
   leave = deps.watchers.watch(jobId, { deliver, close: finish, bufferedBytes: () => writer.bufferedBytes });
-  replay(undefined);
+  void replay(undefined);
   if (deps.shutdown.aborted) finish();
   else deps.shutdown.addEventListener('abort', finish, { once: true });
   return reply;

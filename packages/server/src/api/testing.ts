@@ -3,7 +3,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { openTestStore, type TestStore } from '../store/testing.js';
 import type { DbDialect } from '../store/store.js';
 import { createJobPlane } from '../job-plane.js';
-import type { FleetSettings, StreamSettings } from '../services/job-deps.js';
+import type { FleetSettings, JobDeps, StreamSettings } from '../services/job-deps.js';
 import type { LossWarning } from '../services/live-output.js';
 import { buildApp, type AppDeps, type KilnApp } from './app.js';
 
@@ -15,6 +15,8 @@ export interface TestApp {
   app: KilnApp;
   db: TestStore;
   clock: ManualClock;
+  /** The job plane's dependencies, when the app serves jobs. */
+  jobDeps: JobDeps | undefined;
   call(method: string, url: string, key?: string, body?: unknown): Promise<LightMyRequestResponse & { json(): any }>;
   close(): Promise<void>;
 }
@@ -53,6 +55,7 @@ export async function openTestApp(kind: DbDialect, options: TestAppOptions = {})
     app,
     db,
     clock,
+    jobDeps: plane?.deps,
     call: (method, url, key, body) =>
       app.inject({
         method: method as 'GET',

@@ -103,6 +103,11 @@ export class LiveOutput {
     return (this.jobs.get(jobId)?.items ?? []).filter((c) => c.seq > afterSeq);
   }
 
+  /** The number of the last item of the job produced here (kept or not); 0 when none. */
+  lastSeq(jobId: string): number {
+    return (this.jobs.get(jobId)?.nextSeq ?? 1) - 1;
+  }
+
   /** True when output of this job was produced here and not all of it was kept. */
   droppedAny(jobId: string): boolean {
     return (this.jobs.get(jobId)?.droppedBytes ?? 0) > 0;

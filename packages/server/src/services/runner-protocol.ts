@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import {
   KilnError,
   toRfc3339,
@@ -176,6 +177,10 @@ async function claimOnce(deps: JobDeps, req: LeaseRequest): Promise<LeaseRespons
   return undefined;
 }
 
+const OUTPUT_PIECE_CHARS = 2048;
+/** ~32 KiB of output per turn of the event loop (at most ~200 KiB of frames, were every byte escaped). */
+const PIECES_PER_TURN = 16;
+
 /**
  * Output and start events of a running attempt: the sandbox is running; chunks go to live watchers, and
  * output the runner could not deliver is counted and announced to them.
@@ -198,9 +203,12 @@ export async function reportJobEvents(deps: JobDeps, jobId: string, report: JobE
     }
     const data = deps.liveOutput.decode(jobId, event.stream, Buffer.from(event.data_base64, 'base64'));
     // NOTIFY carries at most 8000 bytes, so long chunks travel in pieces.
-    for (let i = 0; i < data.length; i += 2048) {
-      const chunk = deps.liveOutput.append(jobId, event.stream, data.slice(i, i + 2048));
+    for (let i = 0; i < data.length; i += OUTPUT_PIECE_CHARS) {
+      const chunk = deps.liveOutput.append(jobId, event.stream, data.slice(i, i + OUTPUT_PIECE_CHARS));
       deps.notifier.publish(topics.job(jobId), { type: 'output', ...chunk });
+      // Let sockets take what was written before writing more: written in one go, a whole batch would
+      // sit in every watcher's buffer at once, and count against even a fast reader's bound.
+      if ((i / OUTPUT_PIECE_CHARS) % PIECES_PER_TURN === PIECES_PER_TURN - 1) await nextTurn();
     }
   }
 }
