@@ -82,7 +82,7 @@ export class SseWriter {
   /** A keep-alive comment, only when the connection is keeping up (a blocked one needs none). */
   keepAlive(): void {
     if (this.closed || this.ending || this.blocked) return;
-    this.res.write(': keep-alive\n\n');
+    if (!this.res.write(': keep-alive\n\n')) this.block();
   }
 
   /** Ends the response once what is queued went out. */
