@@ -20,6 +20,33 @@ export type OutputItem = OutputChunk | OutputLoss;
 
 export const isOutputLoss = (item: OutputItem): item is OutputLoss => 'lost_bytes' in item;
 
+/** The most characters in one live chunk. */
+const PIECE_MAX_CHARS = 2048;
+/**
+ * The most bytes a chunk's text takes as JSON: well inside one PostgreSQL NOTIFY (8000 bytes with its
+ * envelope), so every chunk reaches every replica and none is held back in-process.
+ */
+const PIECE_MAX_JSON_BYTES = 6000;
+
+/**
+ * Cuts output into live chunks: at most 2048 characters, fewer when escaping or UTF-8 would make one
+ * too big for a NOTIFY, and never between the two halves of a surrogate pair.
+ */
+export function* outputPieces(data: string): Generator<string> {
+  for (let at = 0; at < data.length; ) {
+    let length = Math.min(PIECE_MAX_CHARS, data.length - at);
+    for (;;) {
+      if (length > 1 && at + length < data.length && isHighSurrogate(data.charCodeAt(at + length - 1))) length--;
+      if (length <= 1 || Buffer.byteLength(JSON.stringify(data.slice(at, at + length))) <= PIECE_MAX_JSON_BYTES) break;
+      length = Math.ceil(length / 2);
+    }
+    yield data.slice(at, at + length);
+    at += length;
+  }
+}
+
+const isHighSurrogate = (code: number) => code >= 0xd800 && code <= 0xdbff;
+
 interface JobOutput {
   items: OutputItem[];
   bytes: number;

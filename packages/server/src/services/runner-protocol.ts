@@ -18,6 +18,7 @@ import { claimJobs, extendLeases, getJob, leasesToStop, releaseCanceledReports, 
 import type { TxHandle } from '../store/store.js';
 import type { JobDeps } from './job-deps.js';
 import { jobFromRow } from './job-views.js';
+import { outputPieces } from './live-output.js';
 import { pendingWake, topics } from './notifier.js';
 
 /** Runner protocol use cases (ARCHITECTURE.md §7). The caller has checked the runner token. */
@@ -177,9 +178,8 @@ async function claimOnce(deps: JobDeps, req: LeaseRequest): Promise<LeaseRespons
   return undefined;
 }
 
-const OUTPUT_PIECE_CHARS = 2048;
-/** ~32 KiB of output per turn of the event loop (at most ~200 KiB of frames, were every byte escaped). */
-const PIECES_PER_TURN = 16;
+/** Output published per turn of the event loop. */
+const OUTPUT_BYTES_PER_TURN = 32 * 1024;
 
 /**
  * Output and start events of a running attempt: the sandbox is running; chunks go to live watchers, and
@@ -203,12 +203,17 @@ export async function reportJobEvents(deps: JobDeps, jobId: string, report: JobE
     }
     const data = deps.liveOutput.decode(jobId, event.stream, Buffer.from(event.data_base64, 'base64'));
     // NOTIFY carries at most 8000 bytes, so long chunks travel in pieces.
-    for (let i = 0; i < data.length; i += OUTPUT_PIECE_CHARS) {
-      const chunk = deps.liveOutput.append(jobId, event.stream, data.slice(i, i + OUTPUT_PIECE_CHARS));
+    let sinceTurn = 0;
+    for (const piece of outputPieces(data)) {
+      const chunk = deps.liveOutput.append(jobId, event.stream, piece);
       deps.notifier.publish(topics.job(jobId), { type: 'output', ...chunk });
       // Let sockets take what was written before writing more: written in one go, a whole batch would
       // sit in every watcher's buffer at once, and count against even a fast reader's bound.
-      if ((i / OUTPUT_PIECE_CHARS) % PIECES_PER_TURN === PIECES_PER_TURN - 1) await nextTurn();
+      sinceTurn += piece.length;
+      if (sinceTurn >= OUTPUT_BYTES_PER_TURN) {
+        sinceTurn = 0;
+        await nextTurn();
+      }
     }
   }
 }
