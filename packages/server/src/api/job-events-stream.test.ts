@@ -247,3 +247,34 @@ describe.each(DB_KINDS)('job event streams on %s', (kind) => {
     w.destroy();
   });
 });
+
+describe('a watcher that takes nothing', () => {
+  // A bound above what the kernel's socket buffers absorb, so the stream stalls rather than being cut
+  // (a cut stream sends nothing more, holds nothing, and waits for the end).
+  it('is closed after the stall timeout and its place freed', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kiln-stall-'));
+    const t = await openTestApp('sqlite', { jobs: { artifactsDir: dir, streams: { watcherBufferBytes: 32 * 1024 * 1024, stallTimeoutMs: 300 } } });
+    try {
+      const deps = t.jobDeps!;
+      await t.app.listen({ port: 0, host: '127.0.0.1' });
+      const port = (t.app.server.address() as AddressInfo).port;
+      const { agentKey } = await seedTenant(t);
+      const runner = await t.call('POST', '/v1/runner/register', TEST_RUNNER_TOKEN, {
+        name: 'stall-node', zone: 'z', capacity: 1, address: null, languages: [{ name: 'python', version: '3.11.2' }],
+      });
+      const job = (await t.call('POST', '/v1/jobs', agentKey, { language: 'python', code: 'print(1)' })).json();
+      await t.call('POST', '/v1/runner/lease', TEST_RUNNER_TOKEN, { runner_id: runner.json().runner_id, free_slots: 1, wait_ms: 0 });
+      const stuck = new RawWatcher(port, `/v1/jobs/${job.id}/events`, agentKey, false);
+      await until('the watcher', () => deps.watchers.watcherCount === 1);
+      const data = Buffer.from('z'.repeat(256 * 1024)).toString('base64');
+      for (let i = 0; i < 40 && !stuck.closed; i++) {
+        await t.call('POST', `/v1/runner/leases/${job.id}/events`, TEST_RUNNER_TOKEN, { attempt: 1, events: [{ type: 'output', stream: 'stdout', data_base64: data }] });
+      }
+      await until('the stalled connection to be closed', () => deps.watchers.watcherCount === 0 && deps.watchers.sourceCount === 0);
+      stuck.destroy();
+    } finally {
+      await t.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
