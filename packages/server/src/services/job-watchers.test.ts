@@ -17,6 +17,7 @@ function countingNotifier(inner: Notifier): Notifier & { subscriptions: Map<stri
       return inner.subscribe(topic, listener);
     },
     next: (topic, timeoutMs, signal) => inner.next(topic, timeoutMs, signal),
+    sent: () => inner.sent(),
     close: () => inner.close(),
   };
 }

@@ -216,6 +216,9 @@ export async function reportJobEvents(deps: JobDeps, jobId: string, report: JobE
       }
     }
   }
+  // The report is answered once its output is on its way to every replica: a runner that writes faster
+  // than NOTIFY carries is slowed down (its own backlog is bounded and says what it drops).
+  await deps.notifier.sent();
 }
 
 /**
