@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobDeps } from '../services/job-deps.js';
+import { topics } from '../services/notifier.js';
 import { DB_KINDS } from '../store/testing.js';
 import { openTestApp, seedTenant, TEST_RUNNER_TOKEN, type TestApp } from './testing.js';
 
@@ -228,6 +229,31 @@ describe.each(DB_KINDS)('job event streams on %s', (kind) => {
     expect(await droppedMetric('live_buffer_full')).toBe(before + 2 * 64 * 1024 + 'after\n'.length);
     expect(warnings.some((w) => w.reason === 'live_buffer_full')).toBe(true);
     late.destroy();
+  });
+
+  it('follows output numbered by two replicas (a runner behind a load balancer) without dropping either', async () => {
+    const jobId = await runningJob();
+    const w = new RawWatcher(port, `/v1/jobs/${jobId}/events`, agentKey, true);
+    await until('the watcher', () => w.text().includes('event: status'));
+    const fromReplicaB = (seq: number, data: string) =>
+      deps.notifier.publish(topics.job(jobId), { type: 'output', origin: 'replica-b', seq, stream: 'stdout', data });
+    await report(jobId, [output('a1\n')]);
+    fromReplicaB(1, 'b1\n');
+    await report(jobId, [output('a2\n')]);
+    fromReplicaB(2, 'b2\n');
+    fromReplicaB(5, 'b5\n'); // 3 and 4 never reached this replica
+    await complete(jobId);
+    await until('the end', () => w.text().includes('event: end'));
+    expect(w.events().filter((e) => e.event !== 'status').map((e) => [e.event, e.data.data ?? e.data.reason])).toEqual([
+      ['output', 'a1\n'],
+      ['output', 'b1\n'],
+      ['output', 'a2\n'],
+      ['output', 'b2\n'],
+      ['truncated', 'not_buffered'],
+      ['output', 'b5\n'],
+      ['end', undefined],
+    ]);
+    w.destroy();
   });
 
   it('passes on output the runner could not deliver as `truncated`, counted by reason', async () => {

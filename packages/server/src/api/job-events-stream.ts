@@ -81,13 +81,18 @@ export async function streamJobEvents(
     ticket.release();
   });
 
-  let lastSeq = 0;
+  // The last number seen from each replica that numbers this job's output (see LiveOutput.origin).
+  const local = deps.liveOutput.origin;
+  const lastSeqs = new Map<string, number>();
+  const lastSeqOf = (origin: string) => lastSeqs.get(origin) ?? 0;
   // Numbers were skipped: this replica does not hold what came before (or its buffer was full).
-  const gap = () => writer.output('truncated', notice(deps.liveOutput.droppedAny(jobId) ? 'live_buffer_full' : 'not_buffered'), 0);
-  const deliverItem = (item: OutputItem) => {
-    if (item.seq <= lastSeq) return;
-    if (item.seq > lastSeq + 1) gap();
-    lastSeq = item.seq;
+  const gap = (origin: string) =>
+    writer.output('truncated', notice(origin === local && deps.liveOutput.droppedAny(jobId) ? 'live_buffer_full' : 'not_buffered'), 0);
+  const deliverItem = (item: OutputItem, origin = local) => {
+    const last = lastSeqOf(origin);
+    if (item.seq <= last) return;
+    if (item.seq > last + 1) gap(origin);
+    lastSeqs.set(origin, item.seq);
     if (isOutputLoss(item)) {
       writer.output('truncated', notice(item.reason, { stream: item.stream, dropped_bytes: item.lost_bytes }), 0);
     } else {
@@ -102,8 +107,8 @@ export async function streamJobEvents(
     if (ended) return;
     if (m.type === 'output' || m.type === 'lost') {
       if (replaying) return;
-      const { type: _type, ...item } = m;
-      deliverItem(item);
+      const { type: _type, origin, ...item } = m;
+      deliverItem(item, origin);
     } else if (m.type === 'status') {
       writer.control('status', m.job);
     } else if (replaying) {
@@ -116,7 +121,7 @@ export async function streamJobEvents(
   const replay = async (settled: JobRow | undefined) => {
     let replayed = 0;
     for (;;) {
-      const items = deps.liveOutput.since(jobId, lastSeq).slice(0, REPLAY_ITEMS_PER_TURN);
+      const items = deps.liveOutput.since(jobId, lastSeqOf(local)).slice(0, REPLAY_ITEMS_PER_TURN);
       if (items.length === 0 || ended || writer.isCut) break;
       for (const item of items) deliverItem(item);
       replayed += items.length;
@@ -124,9 +129,9 @@ export async function streamJobEvents(
     }
     replaying = false;
     // Output produced during the replay that the buffer could not keep is missing for this watcher.
-    if (!ended && !writer.isCut && deps.liveOutput.lastSeq(jobId) > lastSeq) {
-      gap();
-      lastSeq = deps.liveOutput.lastSeq(jobId);
+    if (!ended && !writer.isCut && deps.liveOutput.lastSeq(jobId) > lastSeqOf(local)) {
+      gap(local);
+      lastSeqs.set(local, deps.liveOutput.lastSeq(jobId));
     }
     // An ended job whose output this replica no longer holds: say where it is unless the end carries it.
     if (settled && replayed === 0 && settled.output_refs !== null && (settled.stdout_inline === null || settled.stderr_inline === null)) {

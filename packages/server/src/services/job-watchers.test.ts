@@ -65,7 +65,7 @@ describe.each(DB_KINDS)('job watch hub on %s', (kind) => {
     await reportJobEvents(bed.deps, job.id, { attempt: 1, events: [{ type: 'output', stream: 'stdout', data_base64: Buffer.from('shared\n').toString('base64') }] });
     const deadline = Date.now() + 10_000;
     while (watchers.some((w) => !w.messages.some((m) => m.type === 'output')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    for (const w of watchers) expect(w.messages.filter((m) => m.type === 'output')).toEqual([{ type: 'output', seq: 1, stream: 'stdout', data: 'shared\n' }]);
+    for (const w of watchers) expect(w.messages.filter((m) => m.type === 'output')).toEqual([{ type: 'output', origin: bed.deps.liveOutput.origin, seq: 1, stream: 'stdout', data: 'shared\n' }]);
 
     for (const leave of leaves) leave();
     for (const t of tickets) t.release();

@@ -6,12 +6,15 @@ import { isTerminalStatus, jobFromRow } from './job-views.js';
 import type { OutputChunk, OutputLoss } from './live-output.js';
 import { topics, type Notifier } from './notifier.js';
 
-/** What travels on a job's topic (services publish these; the hub fans them out). */
+/**
+ * What travels on a job's topic (services publish these; the hub fans them out). Output and losses
+ * carry the `origin` (LiveOutput.origin) of the replica that numbered them.
+ */
 export type JobMessage =
   | { type: 'status'; job: Job }
   | { type: 'end'; job: Job }
-  | ({ type: 'output' } & OutputChunk)
-  | ({ type: 'lost' } & OutputLoss);
+  | ({ type: 'output'; origin: string } & OutputChunk)
+  | ({ type: 'lost'; origin: string } & OutputLoss);
 
 /** Bounds on event-stream watchers, per replica. */
 export interface WatcherLimits {

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { StringDecoder } from 'node:string_decoder';
 import type { OutputLossReason } from '@kiln/core';
 
@@ -79,6 +80,11 @@ export interface LiveOutputOptions {
  * logs a warning for each cause.
  */
 export class LiveOutput {
+  /**
+   * This replica's name for the numbers it gives: a runner's reports may reach different replicas,
+   * each numbering its own, so a watcher follows the numbers of each origin apart.
+   */
+  readonly origin: string = randomUUID();
   private readonly jobs = new Map<string, JobOutput>();
   private readonly lost = new Map<OutputLossReason, number>();
   private readonly maxBytesPerJob: number;

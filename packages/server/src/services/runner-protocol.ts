@@ -198,7 +198,7 @@ export async function reportJobEvents(deps: JobDeps, jobId: string, report: JobE
     }
     if (event.type === 'output_lost') {
       const loss = deps.liveOutput.appendLoss(jobId, event.stream, event.reason, event.bytes);
-      deps.notifier.publish(topics.job(jobId), { type: 'lost', ...loss });
+      deps.notifier.publish(topics.job(jobId), { type: 'lost', origin: deps.liveOutput.origin, ...loss });
       continue;
     }
     const data = deps.liveOutput.decode(jobId, event.stream, Buffer.from(event.data_base64, 'base64'));
@@ -206,7 +206,7 @@ export async function reportJobEvents(deps: JobDeps, jobId: string, report: JobE
     let sinceTurn = 0;
     for (const piece of outputPieces(data)) {
       const chunk = deps.liveOutput.append(jobId, event.stream, piece);
-      deps.notifier.publish(topics.job(jobId), { type: 'output', ...chunk });
+      deps.notifier.publish(topics.job(jobId), { type: 'output', origin: deps.liveOutput.origin, ...chunk });
       // Let sockets take what was written before writing more: written in one go, a whole batch would
       // sit in every watcher's buffer at once, and count against even a fast reader's bound.
       sinceTurn += piece.length;
