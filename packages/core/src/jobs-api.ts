@@ -152,3 +152,38 @@ export type Job = z.infer<typeof jobSchema>;
 
 /** Output up to this size is also returned inline in the job. */
 export const INLINE_OUTPUT_MAX_BYTES = 64 * KiB;
+
+/**
+ * Why a job's live stream is missing output. Counted in `/metrics` as
+ * `kiln_live_output_dropped_bytes_total{reason}` (except `not_buffered`: nothing was dropped, the
+ * output reached this replica before the watcher or never reached it).
+ */
+export const outputLossReasonSchema = z.enum([
+  /** the control plane refused a batch of the runner's output */
+  'runner_refused',
+  /** the runner held more undelivered output than it may and let the excess go */
+  'runner_backlog',
+  /** the control plane's per-job live buffer was full: a watcher joining later misses the rest */
+  'live_buffer_full',
+  /** this watcher did not read fast enough: its backlog passed its bound and its output was cut */
+  'slow_watcher',
+  /** output produced before this watcher joined is not held here (another replica, or forgotten) */
+  'not_buffered',
+]);
+export type OutputLossReason = z.infer<typeof outputLossReasonSchema>;
+
+/**
+ * The `truncated` event of a job's event stream: live output is incomplete, and where the whole of it
+ * is (the job's stdout and stderr artifacts, named by `output_refs` of the `end` event).
+ */
+export const outputTruncatedNoticeSchema = z.object({
+  reason: outputLossReasonSchema,
+  /** the stream that lost output, when one did */
+  stream: z.enum(['stdout', 'stderr']).nullable(),
+  /** bytes known to be missing, when known */
+  dropped_bytes: z.number().int().nonnegative().nullable(),
+  /** false: this stream sends no more output, only status changes and `end` */
+  live_output_continues: z.boolean(),
+  detail: z.string(),
+});
+export type OutputTruncatedNotice = z.infer<typeof outputTruncatedNoticeSchema>;

@@ -39,6 +39,11 @@ export const registerRunnerResponseSchema = z.object({
   credential: z.string().nullable(),
   heartbeat_interval_ms: z.number().int(),
   lease_ttl_ms: z.number().int(),
+  /**
+   * The largest request body the control plane accepts (its body limit): the runner keeps every
+   * request, output batches included, well under it. Absent from older servers: assume 1 MiB.
+   */
+  max_request_bytes: z.number().int().positive().optional(),
 });
 export type RegisterRunnerResponse = z.infer<typeof registerRunnerResponseSchema>;
 
@@ -111,6 +116,17 @@ export const jobEventSchema = z.discriminatedUnion('type', [
     stream: z.enum(['stdout', 'stderr']),
     /** base64, since output need not be UTF-8. */
     data_base64: z.string().max(1024 * 1024),
+  }),
+  /**
+   * Output the runner could not deliver live (a batch the control plane refused, or more output than
+   * the runner may hold while the control plane is slow): watchers are told in-band, and it is counted.
+   * The job's stdout/stderr artifacts still hold everything.
+   */
+  z.strictObject({
+    type: z.literal('output_lost'),
+    stream: z.enum(['stdout', 'stderr']),
+    bytes: z.number().int().nonnegative().max(2 ** 48),
+    reason: z.enum(['runner_refused', 'runner_backlog']),
   }),
 ]);
 export type JobEvent = z.infer<typeof jobEventSchema>;

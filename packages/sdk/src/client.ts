@@ -7,6 +7,7 @@ import type {
   CreateJobRequest,
   Job,
   LanguageOffer,
+  OutputTruncatedNotice,
   Policy,
   PolicyVersion,
   Ruleset,
@@ -47,6 +48,12 @@ export interface OutputChunk {
 export interface RunOptions {
   onStdout?: (data: string) => void;
   onStderr?: (data: string) => void;
+  /**
+   * Live output is incomplete (a slow reader was cut, a buffer was full, the runner lost a batch):
+   * `job` is the finished job, whose `output_refs.stdout`/`stderr` artifacts hold the whole output.
+   * Called once, after the end, with every notice the stream carried.
+   */
+  onTruncated?: (notices: OutputTruncatedNotice[], job: Job) => void;
   /** Give up waiting (the job keeps running) after this long. @default none */
   timeoutMs?: number;
 }
@@ -181,21 +188,26 @@ export class KilnClient {
       for await (const event of this.jobs.events(id, o)) if (event.type === 'end') return event.job;
       return this.jobs.get(id);
     },
-    /** The job's server-sent events: status changes and output chunks, ending with `end`. */
+    /** The job's server-sent events: status changes, output chunks and `truncated` notices, ending with `end`. */
     events: (id: string, o: { timeoutMs?: number } = {}) => this.jobEvents(id, o.timeoutMs),
     /** Submits a job, streams its output to the callbacks, and returns the finished job. */
     run: async (body: CreateJobRequest, o: RunOptions = {}): Promise<Job> => {
       const job = await this.jobs.create(body);
       let streamed = false;
+      const notices: OutputTruncatedNotice[] = [];
       for await (const event of this.jobEvents(job.id, o.timeoutMs)) {
         if (event.type === 'output') {
           streamed = true;
           (event.chunk.stream === 'stdout' ? o.onStdout : o.onStderr)?.(event.chunk.data);
+        } else if (event.type === 'truncated') {
+          notices.push(event.notice);
         } else if (event.type === 'end') {
           // The server forgets live output a while after a job ends; the job carries small outputs inline.
-          if (!streamed) {
+          if (!streamed && notices.length === 0) {
             if (event.job.stdout) o.onStdout?.(event.job.stdout);
             if (event.job.stderr) o.onStderr?.(event.job.stderr);
+          } else if (notices.length > 0) {
+            o.onTruncated?.(notices, event.job);
           }
           return event.job;
         }
@@ -247,6 +259,7 @@ export class KilnClient {
     for await (const sse of parseEventStream(response.body)) {
       if (sse.event === 'output') yield { type: 'output', chunk: JSON.parse(sse.data) as OutputChunk };
       else if (sse.event === 'status') yield { type: 'status', job: JSON.parse(sse.data) as Job };
+      else if (sse.event === 'truncated') yield { type: 'truncated', notice: JSON.parse(sse.data) as OutputTruncatedNotice };
       else if (sse.event === 'end') {
         yield { type: 'end', job: JSON.parse(sse.data) as Job };
         return;
@@ -258,6 +271,8 @@ export class KilnClient {
 export type JobStreamEvent =
   | { type: 'status'; job: Job }
   | { type: 'output'; chunk: OutputChunk }
+  /** Live output is incomplete from here (or was before this watcher joined): see the notice. */
+  | { type: 'truncated'; notice: OutputTruncatedNotice }
   | { type: 'end'; job: Job };
 
 export function isTerminal(job: Pick<Job, 'status'>): boolean {

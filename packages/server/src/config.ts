@@ -136,6 +136,18 @@ export const serverEnvSchema = z.object({
   KILN_ARTIFACT_RETENTION_SECONDS: z.coerce.number().int().min(0).max(100 * 365 * 86_400).default(7 * 86_400),
   /** Ended jobs older than this are deleted with their artifacts; 0 keeps them forever. @default 2592000 (30 days) */
   KILN_JOB_RETENTION_SECONDS: z.coerce.number().int().min(0).max(100 * 365 * 86_400).default(30 * 86_400),
+  /** Output of a running job kept in memory for watchers that join late (per replica). @default 1048576 */
+  KILN_LIVE_OUTPUT_MAX_BYTES_PER_JOB: z.coerce.number().int().min(0).max(64 * 1024 ** 2).default(1024 * 1024),
+  /** Event streams open at once on one job (per replica); more is 429 RATE_LIMITED. @default 32 */
+  KILN_STREAM_MAX_WATCHERS_PER_JOB: z.coerce.number().int().min(1).max(100_000).default(32),
+  /** Event streams one key holds open at once (per replica); more is 429 RATE_LIMITED. @default 16 */
+  KILN_STREAM_MAX_WATCHERS_PER_KEY: z.coerce.number().int().min(1).max(100_000).default(16),
+  /** Event streams one tenant holds open at once, over all its keys (per replica). @default 64 */
+  KILN_STREAM_MAX_WATCHERS_PER_TENANT: z.coerce.number().int().min(1).max(100_000).default(64),
+  /** Bytes one event stream may hold that its reader has not taken; past it, its output is cut. @default 262144 */
+  KILN_STREAM_WATCHER_BUFFER_BYTES: z.coerce.number().int().min(4096).max(64 * 1024 ** 2).default(256 * 1024),
+  /** An event stream whose reader takes nothing for this long is closed. @default 30000 */
+  KILN_STREAM_STALL_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
 });
 
 /** The compiled configuration: every value resolved, every unit in its name. */
@@ -166,6 +178,12 @@ export interface ServerConfig {
   authRefusals: AuthRefusalLimits;
   artifactRetentionSeconds: number;
   jobRetentionSeconds: number;
+  liveOutputMaxBytesPerJob: number;
+  streamMaxWatchersPerJob: number;
+  streamMaxWatchersPerKey: number;
+  streamMaxWatchersPerTenant: number;
+  streamWatcherBufferBytes: number;
+  streamStallTimeoutMs: number;
 }
 
 /** What the HTTP server allows a connection (slow or half-sent requests are cut, connections capped). */
@@ -251,6 +269,12 @@ export function loadServerConfig(
     authRefusals: { windowMs: parsed.KILN_AUTH_REFUSAL_WINDOW_MS, maxSources: parsed.KILN_AUTH_REFUSAL_MAX_SOURCES },
     artifactRetentionSeconds: parsed.KILN_ARTIFACT_RETENTION_SECONDS,
     jobRetentionSeconds: parsed.KILN_JOB_RETENTION_SECONDS,
+    liveOutputMaxBytesPerJob: parsed.KILN_LIVE_OUTPUT_MAX_BYTES_PER_JOB,
+    streamMaxWatchersPerJob: parsed.KILN_STREAM_MAX_WATCHERS_PER_JOB,
+    streamMaxWatchersPerKey: parsed.KILN_STREAM_MAX_WATCHERS_PER_KEY,
+    streamMaxWatchersPerTenant: parsed.KILN_STREAM_MAX_WATCHERS_PER_TENANT,
+    streamWatcherBufferBytes: parsed.KILN_STREAM_WATCHER_BUFFER_BYTES,
+    streamStallTimeoutMs: parsed.KILN_STREAM_STALL_TIMEOUT_MS,
   };
   for (const [key, value] of Object.entries(overrides)) {
     if (value !== undefined) (config as unknown as Record<string, unknown>)[key] = value;

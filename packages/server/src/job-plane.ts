@@ -4,6 +4,7 @@ import type { Clock, TenantQuota } from '@kiln/core';
 import { createArtifactStore, type ArtifactStoreConfig } from './artifacts/index.js';
 import type { KilnApp } from './api/app.js';
 import { registerFleetMetrics } from './api/fleet-metrics.js';
+import { registerStreamMetrics } from './api/stream-metrics.js';
 import { fleetRoutes } from './api/fleet-routes.js';
 import { jobRoutes } from './api/job-routes.js';
 import { acceptRawUploads, runnerRoutes } from './api/runner-routes.js';
@@ -11,8 +12,9 @@ import type { RouteSpec } from './api/route.js';
 import { DEFAULT_STORAGE_SETTINGS, type StorageSettings } from './services/artifact-storage.js';
 import { startFleetReaper } from './services/fleet.js';
 import { startRetentionReaper } from './services/retention.js';
-import { DEFAULT_FLEET_SETTINGS, type FleetSettings, type JobDeps } from './services/job-deps.js';
-import { LiveOutput } from './services/live-output.js';
+import { DEFAULT_FLEET_SETTINGS, DEFAULT_STREAM_SETTINGS, type FleetSettings, type JobDeps, type StreamSettings } from './services/job-deps.js';
+import { JobWatchHub } from './services/job-watchers.js';
+import { LiveOutput, type LossWarning } from './services/live-output.js';
 import { createNotifier } from './services/notifier.js';
 import type { Store } from './store/store.js';
 
@@ -27,7 +29,10 @@ export interface JobPlaneOptions {
   /** Seals jobs' `secret_env` at rest (KILN_SECRETS_KEY or `<data dir>/secrets.key`). */
   secretsKey?: Buffer | undefined;
   storage?: Partial<StorageSettings>;
+  streams?: Partial<StreamSettings>;
   onError: (err: unknown) => void;
+  /** Where warnings about lost live output go. @default nowhere */
+  warn?: LossWarning;
 }
 
 /** Jobs on a runner fleet: their dependencies, routes and background reaper, started and stopped together. */
@@ -48,6 +53,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     options.databaseUrl ? { kind: 'postgres', url: options.databaseUrl } : { kind: 'sqlite' },
   );
   const fleet = { ...DEFAULT_FLEET_SETTINGS, ...options.fleet };
+  const streams = { ...DEFAULT_STREAM_SETTINGS, ...options.streams };
   const shutdown = new AbortController();
   // Every open long poll and event stream listens for shutdown: many at once is normal, not a leak.
   setMaxListeners(0, shutdown.signal);
@@ -59,7 +65,9 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     artifacts: createArtifactStore(options.artifacts),
     fleet,
     storage: { ...DEFAULT_STORAGE_SETTINGS, ...options.storage },
-    liveOutput: new LiveOutput(),
+    liveOutput: new LiveOutput({ maxBytesPerJob: streams.liveOutputMaxBytesPerJob, ...(options.warn ? { warn: options.warn } : {}) }),
+    streams,
+    watchers: new JobWatchHub({ store: options.store, notifier }, streams),
     shutdown: shutdown.signal,
     secretsKey: options.secretsKey,
   };
@@ -71,6 +79,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     install: (app) => {
       acceptRawUploads(app);
       registerFleetMetrics((app as KilnApp).kiln.metrics.registry, deps);
+      registerStreamMetrics((app as KilnApp).kiln.metrics.registry, deps);
     },
     start: () => {
       // The reaper looks often enough to notice a missed heartbeat within about one interval.
@@ -80,6 +89,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     beginShutdown: () => shutdown.abort(),
     close: async () => {
       shutdown.abort();
+      deps.watchers.close();
       await stopReaper?.();
       await stopRetention?.();
       await notifier.close();

@@ -57,6 +57,15 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         offlineAfterMs: config.runnerOfflineAfterMs,
         maxAttempts: config.jobMaxAttempts,
         maxWaitMs: config.jobMaxWaitMs,
+        maxRequestBytes: config.bodyLimitBytes,
+      },
+      streams: {
+        liveOutputMaxBytesPerJob: config.liveOutputMaxBytesPerJob,
+        maxPerJob: config.streamMaxWatchersPerJob,
+        maxPerKey: config.streamMaxWatchersPerKey,
+        maxPerTenant: config.streamMaxWatchersPerTenant,
+        watcherBufferBytes: config.streamWatcherBufferBytes,
+        stallTimeoutMs: config.streamStallTimeoutMs,
       },
       quotaDefaults: config.quotaDefaults,
       storage: {
@@ -64,6 +73,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         jobRetentionSeconds: config.jobRetentionSeconds,
       },
       onError: (err) => logger.error({ err }, 'reaper pass failed'),
+      warn: (fields, message) => logger.warn(fields, message),
     });
     app = await buildApp({
       store,

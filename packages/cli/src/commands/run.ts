@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { basename, extname } from 'node:path';
 import type { Command } from 'commander';
 import { LANGUAGES } from '@kiln/runner';
-import type { Job } from '@kiln/core';
+import type { Job, OutputTruncatedNotice } from '@kiln/core';
 import { KilnClient } from '@kiln/sdk';
 
 /** The language a file's extension names, from the catalog. */
@@ -18,6 +18,16 @@ export function exitCodeOf(job: Job): number {
   if (job.exit_status?.code !== null && job.exit_status?.code !== undefined) return job.exit_status.code;
   if (job.exit_status?.signal) return 128 + (SIGNALS[job.exit_status.signal] ?? 0);
   return job.verdict === 'ok' ? 0 : 1;
+}
+
+/** What `kiln run` says on stderr when the live output it printed is incomplete. */
+export function truncationNote(notices: OutputTruncatedNotice[], job: Job): string {
+  const reasons = [...new Set(notices.map((n) => n.reason))].join(', ');
+  const refs = job.output_refs;
+  const where = refs?.stdout || refs?.stderr
+    ? [refs.stdout ? `stdout in artifact ${refs.stdout}` : '', refs.stderr ? `stderr in artifact ${refs.stderr}` : ''].filter(Boolean).join(', ')
+    : `the artifacts of job ${job.id}`;
+  return `\nkiln: live output truncated (${reasons}); the full output is in ${where} (GET /v1/artifacts/{id}/content)\n`;
 }
 
 export function registerRun(program: Command): void {
@@ -41,7 +51,11 @@ export function registerRun(program: Command): void {
       if (!process.env.KILN_API_KEY && !opts.apiKey) throw new Error('no API key: set KILN_API_KEY or pass --api-key');
       const job = await client.jobs.run(
         { language, code, entrypoint: basename(file), args, ...(stdin !== undefined ? { stdin } : {}) },
-        { onStdout: (d) => process.stdout.write(d), onStderr: (d) => process.stderr.write(d) },
+        {
+          onStdout: (d) => process.stdout.write(d),
+          onStderr: (d) => process.stderr.write(d),
+          onTruncated: (notices, finished) => process.stderr.write(truncationNote(notices, finished)),
+        },
       );
       if (job.verdict !== 'ok' && job.verdict !== 'runtime_error') {
         process.stderr.write(`kiln: job ${job.id} ended: ${job.verdict}${job.error ? ` (${job.error})` : ''}\n`);

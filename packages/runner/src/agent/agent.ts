@@ -90,6 +90,8 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 export class RunnerAgent {
   private runnerId: string | undefined;
   private heartbeatIntervalMs = 2000;
+  /** The control plane's body limit, from its register answer (older servers do not say). */
+  private maxRequestBytes: number | undefined;
   private readonly running = new Map<string, RunningJob>();
   private readonly stopController = new AbortController();
   private slotFreed: (() => void) | undefined;
@@ -164,6 +166,7 @@ export class RunnerAgent {
         });
         this.runnerId = answer.runner_id;
         this.heartbeatIntervalMs = answer.heartbeat_interval_ms;
+        this.maxRequestBytes = answer.max_request_bytes;
         options.logger.info({ runner_id: answer.runner_id }, 'registered with the control plane');
         return;
       } catch (err) {
@@ -266,12 +269,16 @@ export class RunnerAgent {
   private async runJob(entry: RunningJob): Promise<void> {
     const { lease } = entry;
     const { client, driver, logger } = this.options;
-    const batcher = new OutputBatcher((events) => client.sendEvents(lease.job_id, lease.attempt, events));
+    const batcher = new OutputBatcher({
+      send: (events) => client.sendEvents(lease.job_id, lease.attempt, events),
+      logger,
+      jobId: lease.job_id,
+      ...(this.maxRequestBytes ? { maxRequestBytes: this.maxRequestBytes } : {}),
+    });
     // `started` goes out with the first batch of output, or after one batch interval of silence. A job
     // that ends sooner says so in its completion report instead: one request fewer for short jobs.
     batcher.push({ type: 'started' });
-    const stream = (name: 'stdout' | 'stderr') => (chunk: Buffer) =>
-      batcher.push({ type: 'output', stream: name, data_base64: chunk.toString('base64') });
+    const stream = (name: 'stdout' | 'stderr') => (chunk: Buffer) => batcher.pushOutput(name, chunk);
 
     let result: RunResult;
     let error: string | null = null;

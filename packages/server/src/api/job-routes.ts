@@ -104,7 +104,9 @@ export function jobRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'GET',
       url: '/v1/jobs/:id/events',
-      summary: 'Server-sent events of a job: `status`, `output` chunks as produced, then `end`',
+      summary:
+        'Server-sent events of a job: `status`, `output` chunks as produced, `truncated` when live output is incomplete ' +
+        '(the stdout/stderr artifacts hold it all), then `end`; 429 RATE_LIMITED past the watcher caps',
       tag: 'jobs',
       auth: 'key',
       params: idParams,

@@ -6,6 +6,8 @@ import type { DbDialect } from '../store/store.js';
 import { createJobPlane } from '../job-plane.js';
 import type { StorageSettings } from '../services/artifact-storage.js';
 import type { FleetSettings } from '../services/job-deps.js';
+import type { FleetSettings, JobDeps, StreamSettings } from '../services/job-deps.js';
+import type { LossWarning } from '../services/live-output.js';
 import { buildApp, type AppDeps, type KilnApp } from './app.js';
 
 export const TEST_ADMIN_KEY = 'kiln_operator_test_admin_key_0123456789';
@@ -16,13 +18,21 @@ export interface TestApp {
   app: KilnApp;
   db: TestStore;
   clock: ManualClock;
+  /** The job plane's dependencies, when the app serves jobs. */
+  jobDeps: JobDeps | undefined;
   call(method: string, url: string, key?: string, body?: unknown): Promise<LightMyRequestResponse & { json(): any }>;
   close(): Promise<void>;
 }
 
 export interface TestAppOptions extends Partial<AppDeps> {
   /** Also serve the job, runner and fleet routes, with artifacts in this folder. */
-  jobs?: { artifactsDir: string; fleet?: Partial<FleetSettings>; storage?: Partial<StorageSettings> };
+  jobs?: {
+    artifactsDir: string;
+    fleet?: Partial<FleetSettings>;
+    storage?: Partial<StorageSettings>;
+    streams?: Partial<StreamSettings>;
+    warn?: LossWarning;
+  };
 }
 
 export async function openTestApp(kind: DbDialect, options: TestAppOptions = {}): Promise<TestApp> {
@@ -35,10 +45,12 @@ export async function openTestApp(kind: DbDialect, options: TestAppOptions = {})
         clock,
         databaseUrl: undefined,
         artifacts: { dataDir: jobs.artifactsDir },
-        fleet: jobs.fleet ?? {},
+        fleet: { maxRequestBytes: appOptions.bodyLimitBytes ?? 1024 * 1024, ...jobs.fleet },
         secretsKey: randomBytes(32),
         storage: jobs.storage ?? {},
+        streams: jobs.streams ?? {},
         onError: () => {},
+        ...(jobs.warn ? { warn: jobs.warn } : {}),
       })
     : undefined;
   const app = await buildApp({
@@ -54,6 +66,7 @@ export async function openTestApp(kind: DbDialect, options: TestAppOptions = {})
     app,
     db,
     clock,
+    jobDeps: plane?.deps,
     call: (method, url, key, body) =>
       app.inject({
         method: method as 'GET',

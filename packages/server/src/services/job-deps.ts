@@ -1,6 +1,7 @@
 import type { ArtifactStore } from '../artifacts/artifact-store.js';
 import type { ServiceDeps } from './context.js';
 import type { StorageSettings } from './artifact-storage.js';
+import { DEFAULT_WATCHER_LIMITS, type JobWatchHub, type WatcherLimits } from './job-watchers.js';
 import type { LiveOutput } from './live-output.js';
 import type { Notifier } from './notifier.js';
 
@@ -18,6 +19,8 @@ export interface FleetSettings {
   maxAttempts: number;
   /** Upper bound of `POST /v1/jobs?wait=true`. @default 60000 */
   maxWaitMs: number;
+  /** The largest request body the control plane accepts; runners keep their batches under it. @default 1048576 */
+  maxRequestBytes: number;
 }
 
 export const DEFAULT_FLEET_SETTINGS: FleetSettings = {
@@ -27,6 +30,24 @@ export const DEFAULT_FLEET_SETTINGS: FleetSettings = {
   offlineAfterMs: 10_000,
   maxAttempts: 3,
   maxWaitMs: 60_000,
+  maxRequestBytes: 1024 * 1024,
+};
+
+/** Bounds of job event streams (per replica), with units in every name. */
+export interface StreamSettings extends WatcherLimits {
+  /** Output kept per job for watchers that join late. @default 1048576 */
+  liveOutputMaxBytesPerJob: number;
+  /** Bytes one watcher may hold that its connection has not taken; past it, its output is cut. @default 262144 */
+  watcherBufferBytes: number;
+  /** A watcher whose connection takes nothing for this long is closed. @default 30000 */
+  stallTimeoutMs: number;
+}
+
+export const DEFAULT_STREAM_SETTINGS: StreamSettings = {
+  ...DEFAULT_WATCHER_LIMITS,
+  liveOutputMaxBytesPerJob: 1024 * 1024,
+  watcherBufferBytes: 256 * 1024,
+  stallTimeoutMs: 30_000,
 };
 
 /** What the job and fleet use cases need beyond the store and clock. */
@@ -37,6 +58,9 @@ export interface JobDeps extends ServiceDeps {
   /** Artifact storage quota and retention. */
   storage: StorageSettings;
   liveOutput: LiveOutput;
+  streams: StreamSettings;
+  /** The event-stream watchers of this replica, one shared source per job. */
+  watchers: JobWatchHub;
   /** Aborted when the control plane shuts down: every long poll and stream answers and ends. */
   shutdown: AbortSignal;
   /** Seals jobs' `secret_env` at rest (AES-256-GCM); without it, secret_env is refused. */

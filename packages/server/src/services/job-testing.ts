@@ -26,7 +26,8 @@ import { openStore, type DbDialect, type Store } from '../store/store.js';
 import { createAgent } from './agents.js';
 import { DEFAULT_STORAGE_SETTINGS, type StorageSettings } from './artifact-storage.js';
 import type { Principal } from './context.js';
-import { DEFAULT_FLEET_SETTINGS, type FleetSettings, type JobDeps } from './job-deps.js';
+import { DEFAULT_FLEET_SETTINGS, DEFAULT_STREAM_SETTINGS, type FleetSettings, type JobDeps } from './job-deps.js';
+import { JobWatchHub } from './job-watchers.js';
 import { LiveOutput } from './live-output.js';
 import { createNotifier } from './notifier.js';
 import { registerRunner, uploadJobBlob } from './runner-protocol.js';
@@ -92,15 +93,18 @@ export async function openJobBed(
   }
   const dataDir = await mkdtemp(join(tmpdir(), 'kiln-job-test-'));
   const clock = new ManualClock();
+  const notifier = await createNotifier(databaseUrl ? { kind: 'postgres', url: databaseUrl } : { kind: 'sqlite' });
   const deps: JobDeps = {
     store,
     clock,
-    notifier: await createNotifier(databaseUrl ? { kind: 'postgres', url: databaseUrl } : { kind: 'sqlite' }),
+    notifier,
     artifacts: createArtifactStore({ dataDir }),
     fleet: { ...TEST_FLEET, ...fleet },
     storage: { ...DEFAULT_STORAGE_SETTINGS, ...storage },
     quotaDefaults: { ...DEFAULT_TENANT_QUOTA, ...quota },
     liveOutput: new LiveOutput(),
+    streams: DEFAULT_STREAM_SETTINGS,
+    watchers: new JobWatchHub({ store, notifier }),
     shutdown: new AbortController().signal,
     secretsKey: randomBytes(32),
   };
@@ -167,6 +171,7 @@ export async function openJobBed(
       await store.db.deleteFrom('job_secrets').execute();
     },
     async close() {
+      deps.watchers.close();
       await deps.notifier.close();
       await deps.artifacts.close();
       await dropStore();

@@ -104,6 +104,15 @@ describe.each(DB_KINDS)('notifier on %s', (kind) => {
     expect(await woken.wake).toBe('go');
   });
 
+  it('sent() resolves once everything published so far went out, so a producer can keep pace', async () => {
+    const topic = topics.job('job_paced');
+    const arrived = collect(notifier, topic, 200);
+    for (let i = 0; i < 200; i++) notifier.publish(topic, { i });
+    await notifier.sent();
+    expect(await arrived).toEqual(Array.from({ length: 200 }, (_, i) => ({ i })));
+    await notifier.sent(); // nothing pending: at once
+  });
+
   it('delivers one publisher\'s messages in the order it published them', async () => {
     // Watchers depend on it: output chunks are dropped when their seq is not above the last one seen,
     // and `end` (often too big for NOTIFY, so delivered in-process) must come after the last chunk.

@@ -14,6 +14,11 @@ export interface Notifier {
   subscribe(topic: string, listener: (payload: unknown) => void): () => void;
   /** Resolves on the next message on `topic`, or with undefined after `timeoutMs` or on abort. */
   next(topic: string, timeoutMs: number, signal?: AbortSignal): Promise<unknown>;
+  /**
+   * Resolves once every message published so far has gone out. A producer that awaits it (a runner's
+   * output report) is held to the pace of the notifier, instead of queueing messages without bound.
+   */
+  sent(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -51,6 +56,8 @@ class LocalNotifier implements Notifier {
       signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
+
+  async sent(): Promise<void> {}
 
   async close(): Promise<void> {
     this.emitter.removeAllListeners();
@@ -117,6 +124,10 @@ class PostgresNotifier extends LocalNotifier {
         if (held !== undefined) this.held.delete(held);
         super.publish(topic, payload);
       });
+  }
+
+  override async sent(): Promise<void> {
+    await this.sending;
   }
 
   override async close(): Promise<void> {

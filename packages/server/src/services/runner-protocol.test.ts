@@ -337,7 +337,7 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       unsubscribe();
       expect((await sandbox(leased!.sandbox_id)).status).toBe('running');
       expect(bed.deps.liveOutput.since(job.id)).toEqual([{ seq: 1, stream: 'stdout', data: 'hi\n' }]);
-      expect(seen).toEqual([{ type: 'output', seq: 1, stream: 'stdout', data: 'hi\n' }]);
+      expect(seen).toEqual([{ type: 'output', origin: bed.deps.liveOutput.origin, seq: 1, stream: 'stdout', data: 'hi\n' }]);
     });
 
     it('refuses a blob for an attempt that is not leased', async () => {

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import {
   KilnError,
   toRfc3339,
@@ -27,6 +28,7 @@ import type { TxHandle } from '../store/store.js';
 import type { JobDeps } from './job-deps.js';
 import { receiveUpload } from './artifact-storage.js';
 import { jobFromRow } from './job-views.js';
+import { outputPieces } from './live-output.js';
 import { pendingWake, topics } from './notifier.js';
 import { withSecretEnv } from './secret-env.js';
 
@@ -146,6 +148,7 @@ export async function registerRunner(
     credential: recovered.credential,
     heartbeat_interval_ms: deps.fleet.heartbeatIntervalMs,
     lease_ttl_ms: deps.fleet.leaseTtlMs,
+    max_request_bytes: deps.fleet.maxRequestBytes,
   };
 }
 
@@ -259,7 +262,13 @@ async function claimOnce(deps: JobDeps, req: BoundToRunner<LeaseRequest>): Promi
   return undefined;
 }
 
-/** Output and start events of a running attempt: the sandbox is running; chunks go to live watchers. */
+/** Output published per turn of the event loop. */
+const OUTPUT_BYTES_PER_TURN = 32 * 1024;
+
+/**
+ * Output and start events of a running attempt: the sandbox is running; chunks go to live watchers, and
+ * output the runner could not deliver is counted and announced to them.
+ */
 export async function reportJobEvents(deps: JobDeps, runnerId: string, jobId: string, report: JobEventsReport): Promise<void> {
   const job = await getJob(deps.store, jobId);
   if (!job) throw new KilnError('NOT_FOUND', `job ${jobId} does not exist`);
@@ -272,13 +281,29 @@ export async function reportJobEvents(deps: JobDeps, runnerId: string, jobId: st
       if (job.sandbox_id) await deps.store.transaction((tx) => markSandboxRunning(tx, job.sandbox_id!));
       continue;
     }
-    const data = Buffer.from(event.data_base64, 'base64').toString('utf8');
+    if (event.type === 'output_lost') {
+      const loss = deps.liveOutput.appendLoss(jobId, event.stream, event.reason, event.bytes);
+      deps.notifier.publish(topics.job(jobId), { type: 'lost', origin: deps.liveOutput.origin, ...loss });
+      continue;
+    }
+    const data = deps.liveOutput.decode(jobId, event.stream, Buffer.from(event.data_base64, 'base64'));
     // NOTIFY carries at most 8000 bytes, so long chunks travel in pieces.
-    for (let i = 0; i < data.length; i += 2048) {
-      const chunk = deps.liveOutput.append(jobId, event.stream, data.slice(i, i + 2048));
-      deps.notifier.publish(topics.job(jobId), { type: 'output', ...chunk });
+    let sinceTurn = 0;
+    for (const piece of outputPieces(data)) {
+      const chunk = deps.liveOutput.append(jobId, event.stream, piece);
+      deps.notifier.publish(topics.job(jobId), { type: 'output', origin: deps.liveOutput.origin, ...chunk });
+      // Let sockets take what was written before writing more: written in one go, a whole batch would
+      // sit in every watcher's buffer at once, and count against even a fast reader's bound.
+      sinceTurn += piece.length;
+      if (sinceTurn >= OUTPUT_BYTES_PER_TURN) {
+        sinceTurn = 0;
+        await nextTurn();
+      }
     }
   }
+  // The report is answered once its output is on its way to every replica: a runner that writes faster
+  // than NOTIFY carries is slowed down (its own backlog is bounded and says what it drops).
+  await deps.notifier.sent();
 }
 
 /**
