@@ -68,6 +68,7 @@ describe.each(DB_KINDS)('job event streams on %s', (kind) => {
   let agentKey: string;
   let tenantKey: string;
   let runnerId: string;
+  let runnerKey: string;
   const warnings: { reason: string }[] = [];
 
   beforeAll(async () => {
@@ -94,6 +95,7 @@ describe.each(DB_KINDS)('job event streams on %s', (kind) => {
       name: 'stream-node', zone: 'z', capacity: 64, address: null, languages: [{ name: 'python', version: '3.11.2' }],
     });
     runnerId = runner.json().runner_id;
+    runnerKey = runner.json().credential;
   });
   afterAll(async () => {
     await t.close();
@@ -103,13 +105,13 @@ describe.each(DB_KINDS)('job event streams on %s', (kind) => {
   /** A job submitted and leased by the test runner: the stream's source is live. */
   async function runningJob(): Promise<string> {
     const job = (await t.call('POST', '/v1/jobs', agentKey, { language: 'python', code: 'print(1)' })).json();
-    const lease = await t.call('POST', '/v1/runner/lease', TEST_RUNNER_TOKEN, { runner_id: runnerId, free_slots: 1, wait_ms: 0 });
+    const lease = await t.call('POST', '/v1/runner/lease', runnerKey, { runner_id: runnerId, free_slots: 1, wait_ms: 0 });
     expect(lease.json().leases.map((l: { job_id: string }) => l.job_id)).toEqual([job.id]);
     return job.id;
   }
 
   const report = (jobId: string, events: unknown[]) =>
-    t.call('POST', `/v1/runner/leases/${jobId}/events`, TEST_RUNNER_TOKEN, { attempt: 1, events });
+    t.call('POST', `/v1/runner/leases/${jobId}/events`, runnerKey, { attempt: 1, events });
   const output = (text: string) => ({ type: 'output', stream: 'stdout', data_base64: Buffer.from(text).toString('base64') });
 
   async function complete(jobId: string): Promise<void> {
@@ -118,7 +120,7 @@ describe.each(DB_KINDS)('job event streams on %s', (kind) => {
       size_bytes: Buffer.byteLength(text),
       content_base64: Buffer.from(text).toString('base64'),
     });
-    const done = await t.call('POST', `/v1/runner/leases/${jobId}/complete`, TEST_RUNNER_TOKEN, {
+    const done = await t.call('POST', `/v1/runner/leases/${jobId}/complete`, runnerKey, {
       attempt: 1,
       verdict: 'ok',
       exit_status: { code: 0, signal: null },
@@ -289,12 +291,12 @@ describe('a watcher that takes nothing', () => {
         name: 'stall-node', zone: 'z', capacity: 1, address: null, languages: [{ name: 'python', version: '3.11.2' }],
       });
       const job = (await t.call('POST', '/v1/jobs', agentKey, { language: 'python', code: 'print(1)' })).json();
-      await t.call('POST', '/v1/runner/lease', TEST_RUNNER_TOKEN, { runner_id: runner.json().runner_id, free_slots: 1, wait_ms: 0 });
+      await t.call('POST', '/v1/runner/lease', runner.json().credential, { runner_id: runner.json().runner_id, free_slots: 1, wait_ms: 0 });
       const stuck = new RawWatcher(port, `/v1/jobs/${job.id}/events`, agentKey, false);
       await until('the watcher', () => deps.watchers.watcherCount === 1);
       const data = Buffer.from('z'.repeat(256 * 1024)).toString('base64');
       for (let i = 0; i < 40 && !stuck.closed; i++) {
-        await t.call('POST', `/v1/runner/leases/${job.id}/events`, TEST_RUNNER_TOKEN, { attempt: 1, events: [{ type: 'output', stream: 'stdout', data_base64: data }] });
+        await t.call('POST', `/v1/runner/leases/${job.id}/events`, runner.json().credential, { attempt: 1, events: [{ type: 'output', stream: 'stdout', data_base64: data }] });
       }
       await until('the stalled connection to be closed', () => deps.watchers.watcherCount === 0 && deps.watchers.sourceCount === 0);
       stuck.destroy();

@@ -5,7 +5,6 @@ import { openTestStore, type TestStore } from '../store/testing.js';
 import type { DbDialect } from '../store/store.js';
 import { createJobPlane } from '../job-plane.js';
 import type { StorageSettings } from '../services/artifact-storage.js';
-import type { FleetSettings } from '../services/job-deps.js';
 import type { FleetSettings, JobDeps, StreamSettings } from '../services/job-deps.js';
 import type { LossWarning } from '../services/live-output.js';
 import { buildApp, type AppDeps, type KilnApp } from './app.js';

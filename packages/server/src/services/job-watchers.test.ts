@@ -62,7 +62,7 @@ describe.each(DB_KINDS)('job watch hub on %s', (kind) => {
     expect(notifier.subscriptions.get(topics.job(job.id))).toBe(1);
     expect(hub.sourceCount).toBe(1);
 
-    await reportJobEvents(bed.deps, job.id, { attempt: 1, events: [{ type: 'output', stream: 'stdout', data_base64: Buffer.from('shared\n').toString('base64') }] });
+    await reportJobEvents(bed.deps, await bed.holder(job.id), job.id, { attempt: 1, events: [{ type: 'output', stream: 'stdout', data_base64: Buffer.from('shared\n').toString('base64') }] });
     const deadline = Date.now() + 10_000;
     while (watchers.some((w) => !w.messages.some((m) => m.type === 'output')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     for (const w of watchers) expect(w.messages.filter((m) => m.type === 'output')).toEqual([{ type: 'output', origin: bed.deps.liveOutput.origin, seq: 1, stream: 'stdout', data: 'shared\n' }]);
