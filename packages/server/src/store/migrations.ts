@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { Database } from './schema.js';
 import { jobFleetMigration } from './migration-002-job-fleet.js';
+import { fairClaimsMigration } from './migration-0004-fair-claims.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
 
@@ -296,7 +297,7 @@ const initial: Migration = {
  * Every migration, in order. Later issues append here; a database records which ran in
  * `kiln_migrations`, so running them at every start is idempotent.
  */
-export const MIGRATIONS: readonly Migration[] = [initial, jobFleetMigration];
+export const MIGRATIONS: readonly Migration[] = [initial, jobFleetMigration, fairClaimsMigration];
 
 /**
  * Runs the migrations that have not run yet, each in its own transaction. On PostgreSQL a transaction-

@@ -1,0 +1,129 @@
+import { sql } from 'kysely';
+import type { DbHandle, TxHandle } from './store.js';
+
+/**
+ * What the fair claim (`claimJobs` in jobs.ts) reads of the queue. Every read is a few index seeks
+ * (index `jobs_queue_by_tenant`: status, tenant_id, language, zone, requested_at, id), so its cost does
+ * not grow with the number of jobs a tenant has queued.
+ */
+
+/** The oldest queued job of a tenant that a runner can take, as much of it as the cap check needs. */
+export interface QueueHead {
+  id: string;
+  requested_at: string;
+  max_running_jobs: number;
+}
+
+/** Where a runner can run work: the languages it offers and its zone (a zoned job runs only in its zone). */
+export interface RunnerReach {
+  languages: string[];
+  zone: string | null;
+}
+
+// SQLite allows 500 terms in one compound SELECT; each query stays well under it.
+const MAX_BRANCHES_PER_QUERY = 200;
+
+/**
+ * The active tenants that have queued work, in round-robin order: least recently served first (the
+ * lowest `last_served_turn`; never served is 0), then by id. The tenants are found by a skip scan over
+ * the index (one seek per tenant with queued work, never a read of its queue), so a tenant with 20,000
+ * queued jobs costs what a tenant with one does.
+ */
+export async function tenantsInTurnOrder(h: DbHandle): Promise<string[]> {
+  const { rows } = await sql<{ id: string }>`
+    with recursive queued (tenant_id) as (
+      select (select tenant_id from jobs where status = 'queued' order by tenant_id limit 1)
+      union all
+      select (select j.tenant_id from jobs j where j.status = 'queued' and j.tenant_id > q.tenant_id order by j.tenant_id limit 1)
+      from queued q where q.tenant_id is not null
+    )
+    select t.id from queued q join tenants t on t.id = q.tenant_id
+    where t.status = 'active'
+    order by t.last_served_turn, t.id`.execute(h.db);
+  return rows.map((r) => r.id);
+}
+
+/**
+ * A tenant's oldest queued job that this runner can take (its language, no zone or the runner's), of an
+ * agent that is not disabled, leaving out `exclude`. One seek per (language, zone) in the index: the
+ * jobs a runner cannot take (another language, another zone) are never read.
+ */
+export async function queueHead(h: DbHandle, tenantId: string, reach: RunnerReach, exclude: readonly string[] = []): Promise<QueueHead | undefined> {
+  const branches = reach.languages.flatMap((language) =>
+    reach.zone === null ? [{ language, zone: null }] : [{ language, zone: null }, { language, zone: reach.zone }],
+  );
+  let best: QueueHead | undefined;
+  for (let i = 0; i < branches.length; i += MAX_BRANCHES_PER_QUERY) {
+    const head = await headAmong(h, tenantId, branches.slice(i, i + MAX_BRANCHES_PER_QUERY), exclude);
+    if (head && (!best || head.requested_at < best.requested_at || (head.requested_at === best.requested_at && head.id < best.id))) best = head;
+  }
+  return best;
+}
+
+async function headAmong(
+  h: DbHandle,
+  tenantId: string,
+  branches: { language: string; zone: string | null }[],
+  exclude: readonly string[],
+): Promise<QueueHead | undefined> {
+  const seeks = branches.map(({ language, zone }, i) => {
+    let seek = h.db
+      .selectFrom('jobs')
+      .select(['jobs.id', 'jobs.requested_at', 'jobs.max_running_jobs'])
+      .where('jobs.status', '=', 'queued')
+      .where('jobs.tenant_id', '=', tenantId)
+      .where('jobs.language', '=', language)
+      .where((eb) => (zone === null ? eb('jobs.zone', 'is', null) : eb('jobs.zone', '=', zone)))
+      // Belt and braces: disabling an agent cancels its queued jobs, but a submission racing the
+      // disable may still have queued one. It is never handed out.
+      .where((eb) =>
+        eb.or([
+          eb('jobs.agent_id', 'is', null),
+          eb.exists(eb.selectFrom('agents').select('agents.id').whereRef('agents.id', '=', 'jobs.agent_id').where('agents.status', '=', 'active')),
+        ]),
+      )
+      .orderBy('jobs.requested_at')
+      .orderBy('jobs.id')
+      .limit(1);
+    if (exclude.length > 0) seek = seek.where('jobs.id', 'not in', [...exclude]);
+    return h.db.selectFrom(seek.as(`seek${i}`)).selectAll();
+  });
+  const [first, ...rest] = seeks;
+  if (!first) return undefined;
+  const union = rest.reduce((all, seek) => all.unionAll(seek), first);
+  return h.db.selectFrom(union.as('heads')).selectAll().orderBy('requested_at').orderBy('id').limit(1).executeTakeFirst();
+}
+
+/** How many of the tenant's jobs run now (index jobs_by_tenant_status: at most its cap is read). */
+export async function runningJobCount(h: DbHandle, tenantId: string): Promise<number> {
+  const row = await h.db
+    .selectFrom('jobs')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('tenant_id', '=', tenantId)
+    .where('status', '=', 'running')
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/**
+ * Locks an active tenant's row for the rest of the transaction (PostgreSQL), re-reading its status:
+ * a tenant suspended meanwhile is refused. `wait: false` skips a row another transaction holds.
+ */
+export async function lockActiveTenant(tx: TxHandle, tenantId: string, wait: boolean): Promise<boolean> {
+  const query = tx.db.selectFrom('tenants').select(['id', 'status']).where('id', '=', tenantId).forUpdate();
+  const row = await (wait ? query : query.skipLocked()).executeTakeFirst();
+  return row?.status === 'active';
+}
+
+/** The highest round-robin turn handed out so far (index tenants_by_served_turn). */
+export async function lastServedTurn(h: DbHandle): Promise<number> {
+  const row = await h.db
+    .selectFrom('tenants')
+    .select((eb) => eb.fn.max('last_served_turn').as('turn'))
+    .executeTakeFirst();
+  return Number(row?.turn ?? 0);
+}
+
+export async function recordServedTurn(tx: TxHandle, tenantId: string, turn: number): Promise<void> {
+  await tx.db.updateTable('tenants').set({ last_served_turn: turn }).where('id', '=', tenantId).execute();
+}
