@@ -4,6 +4,7 @@ import { KilnError, systemClock, type Clock } from '@kiln/core';
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { AuthSecrets } from '../services/auth.js';
 import type { ServiceDeps } from '../services/context.js';
+import type { Notifier } from '../services/notifier.js';
 import type { Store } from '../store/store.js';
 import { installErrorHandling, sendProblem } from './errors.js';
 import { createHttpMetrics, instrument, type HttpMetrics } from './metrics.js';
@@ -28,6 +29,8 @@ export interface AppDeps {
   logger?: FastifyServerOptions['logger'];
   /** Routes of later issues (jobs, runner protocol…), registered like the built-in ones. */
   extraRoutes?: RouteSpec[];
+  /** The job plane's wake-ups, so suspending a tenant or disabling an agent reaches its runners at once. */
+  notifier?: Notifier;
 }
 
 export interface KilnApp extends FastifyInstance {
@@ -39,7 +42,7 @@ export interface KilnApp extends FastifyInstance {
  * Audiences are separate route modules: operator, tenant, operations (runner and proxy come later).
  */
 export async function buildApp(deps: AppDeps): Promise<KilnApp> {
-  const serviceDeps: ServiceDeps = { store: deps.store, clock: deps.clock ?? systemClock };
+  const serviceDeps: ServiceDeps = { store: deps.store, clock: deps.clock ?? systemClock, notifier: deps.notifier };
   const secrets: AuthSecrets = { adminKey: deps.adminKey, runnerToken: deps.runnerToken };
   const app = Fastify({
     logger: deps.logger ?? false,

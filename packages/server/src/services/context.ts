@@ -1,5 +1,6 @@
 import type { Clock } from '@kiln/core';
 import type { Store } from '../store/store.js';
+import type { Notifier } from './notifier.js';
 
 /**
  * The one bag of dependencies every service takes (as trigger.dev's engine systems do): no hidden
@@ -8,6 +9,11 @@ import type { Store } from '../store/store.js';
 export interface ServiceDeps {
   store: Store;
   clock: Clock;
+  /**
+   * Wake-ups for the job plane (runners' heartbeats and lease polls). Absent where no fleet runs (tests
+   * of the tenant face alone): the runners then learn of a change at their next heartbeat.
+   */
+  notifier?: Notifier;
 }
 
 /** Who is calling, established from the bearer key by `authenticate`. */

@@ -170,5 +170,8 @@ export async function completeJob(deps: JobDeps, jobId: string, report: Completi
   if (finished) {
     deps.liveOutput.end(jobId);
     deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished) });
+    // Its runner slot and its tenant's running-job cap are free: waiting lease polls claim again now,
+    // instead of at their next recheck (a capped tenant's next job would wait up to that long).
+    deps.notifier.publish(topics.work);
   }
 }

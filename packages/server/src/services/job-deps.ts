@@ -17,6 +17,12 @@ export interface FleetSettings {
   maxAttempts: number;
   /** Upper bound of `POST /v1/jobs?wait=true`. @default 60000 */
   maxWaitMs: number;
+  /**
+   * A waiting lease poll looks at the queue again this often even without a wake-up, so a lost wake-up
+   * costs at most this much. Wake-ups (new work, a finished, canceled or requeued job) answer at once.
+   * @default 5000
+   */
+  leaseRecheckIntervalMs: number;
 }
 
 export const DEFAULT_FLEET_SETTINGS: FleetSettings = {
@@ -26,6 +32,7 @@ export const DEFAULT_FLEET_SETTINGS: FleetSettings = {
   offlineAfterMs: 10_000,
   maxAttempts: 3,
   maxWaitMs: 60_000,
+  leaseRecheckIntervalMs: 5000,
 };
 
 /** What the job and fleet use cases need beyond the store and clock. */

@@ -3,8 +3,10 @@ import type { DbHandle, TxHandle } from './store.js';
 
 /**
  * What the fair claim (`claimJobs` in jobs.ts) reads of the queue. Every read is a few index seeks
- * (index `jobs_queue_by_tenant`: status, tenant_id, language, zone, requested_at, id), so its cost does
- * not grow with the number of jobs a tenant has queued.
+ * (index `jobs_queued_by_tenant`: tenant_id, language, coalesce(zone, ''), requested_at, id of the
+ * queued jobs, migration 0004), so its cost does not grow with the number of jobs a tenant has queued.
+ * The queries spell `status = 'queued'` and `coalesce(zone, '')` literally, as the index does: that is
+ * how both planners know the partial index applies.
  */
 
 /** The oldest queued job of a tenant that a runner can take, as much of it as the cap check needs. */
@@ -46,7 +48,8 @@ export async function tenantsInTurnOrder(h: DbHandle): Promise<string[]> {
 /**
  * A tenant's oldest queued job that this runner can take (its language, no zone or the runner's), of an
  * agent that is not disabled, leaving out `exclude`. One seek per (language, zone) in the index: the
- * jobs a runner cannot take (another language, another zone) are never read.
+ * jobs a runner cannot take (another language, another zone) are never read. Disabling an agent cancels
+ * its queued jobs; one a submission racing the disable still queued is passed over here, never run.
  */
 export async function queueHead(h: DbHandle, tenantId: string, reach: RunnerReach, exclude: readonly string[] = []): Promise<QueueHead | undefined> {
   const branches = reach.languages.flatMap((language) =>
@@ -55,7 +58,7 @@ export async function queueHead(h: DbHandle, tenantId: string, reach: RunnerReac
   let best: QueueHead | undefined;
   for (let i = 0; i < branches.length; i += MAX_BRANCHES_PER_QUERY) {
     const head = await headAmong(h, tenantId, branches.slice(i, i + MAX_BRANCHES_PER_QUERY), exclude);
-    if (head && (!best || head.requested_at < best.requested_at || (head.requested_at === best.requested_at && head.id < best.id))) best = head;
+    if (head && (!best || isOlder(head, best))) best = head;
   }
   return best;
 }
@@ -66,32 +69,29 @@ async function headAmong(
   branches: { language: string; zone: string | null }[],
   exclude: readonly string[],
 ): Promise<QueueHead | undefined> {
-  const seeks = branches.map(({ language, zone }, i) => {
-    let seek = h.db
-      .selectFrom('jobs')
-      .select(['jobs.id', 'jobs.requested_at', 'jobs.max_running_jobs'])
-      .where('jobs.status', '=', 'queued')
-      .where('jobs.tenant_id', '=', tenantId)
-      .where('jobs.language', '=', language)
-      .where((eb) => (zone === null ? eb('jobs.zone', 'is', null) : eb('jobs.zone', '=', zone)))
-      // Belt and braces: disabling an agent cancels its queued jobs, but a submission racing the
-      // disable may still have queued one. It is never handed out.
-      .where((eb) =>
-        eb.or([
-          eb('jobs.agent_id', 'is', null),
-          eb.exists(eb.selectFrom('agents').select('agents.id').whereRef('agents.id', '=', 'jobs.agent_id').where('agents.status', '=', 'active')),
-        ]),
-      )
-      .orderBy('jobs.requested_at')
-      .orderBy('jobs.id')
-      .limit(1);
-    if (exclude.length > 0) seek = seek.where('jobs.id', 'not in', [...exclude]);
-    return h.db.selectFrom(seek.as(`seek${i}`)).selectAll();
-  });
-  const [first, ...rest] = seeks;
-  if (!first) return undefined;
-  const union = rest.reduce((all, seek) => all.unionAll(seek), first);
-  return h.db.selectFrom(union.as('heads')).selectAll().orderBy('requested_at').orderBy('id').limit(1).executeTakeFirst();
+  // One correlated seek per (language, zone) row: both planners plan it once whatever the number of
+  // rows. Written with the sql tag, since the query builder takes milliseconds for this shape.
+  const skip = exclude.length > 0 ? sql`and j.id not in (${sql.join([...exclude])})` : sql``;
+  const reach = sql.join(branches.map(({ language, zone }) => sql`(${language}, ${zone ?? ''})`));
+  const { rows } = await sql<QueueHead>`
+    with reach (language, zone) as (values ${reach}),
+    heads (id) as (
+      select (
+        select j.id from jobs j
+        where j.status = 'queued' and j.tenant_id = ${tenantId} and j.language = reach.language
+          and coalesce(j.zone, '') = reach.zone
+          and (j.agent_id is null or exists (select 1 from agents a where a.id = j.agent_id and a.status = 'active'))
+          ${skip}
+        order by j.requested_at, j.id limit 1)
+      from reach
+    )
+    select jobs.id, jobs.requested_at, jobs.max_running_jobs from heads join jobs on jobs.id = heads.id
+    order by jobs.requested_at, jobs.id limit 1`.execute(h.db);
+  return rows[0];
+}
+
+function isOlder(a: QueueHead, b: QueueHead): boolean {
+  return a.requested_at < b.requested_at || (a.requested_at === b.requested_at && a.id < b.id);
 }
 
 /** How many of the tenant's jobs run now (index jobs_by_tenant_status: at most its cap is read). */
