@@ -133,8 +133,8 @@ export async function completeJob(deps: JobDeps, jobId: string, report: Completi
       Object.assign(values, { verdict: report.verdict, completed_at: nowIso });
       if (!(await moveJob(tx, job, status, values, nowMs))) throw new KilnError('STALE_ATTEMPT', `job ${jobId} changed under the report`);
     } else {
-      // Canceled while it ran: keep `canceled`, record what the sandbox produced.
-      await tx.db.updateTable('jobs').set({ ...values, updated_at: nowIso }).where('id', '=', jobId).execute();
+      // Canceled while it ran: keep `canceled` and why (tenant_suspended…), record what the sandbox produced.
+      await tx.db.updateTable('jobs').set({ ...values, error: report.error ?? job.error, updated_at: nowIso }).where('id', '=', jobId).execute();
     }
     if (job.sandbox_id) {
       // A short job's runner reports its start with its end: the sandbox ran, so it passes through running.

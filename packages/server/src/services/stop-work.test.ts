@@ -85,7 +85,7 @@ describe.each(DB_KINDS)('suspension and disabling stop the work on %s', (kind) =
       // The runner's report of the killed sandboxes is taken; the jobs stay canceled.
       for (const job of running) {
         await completeJob(bed.deps, job.id, await bed.report(job.id, 1, { verdict: 'canceled', exit_status: { code: null, signal: 'SIGKILL' } }));
-        expect(await statusOf(job)).toMatchObject({ status: 'canceled', verdict: 'canceled' });
+        expect(await statusOf(job)).toMatchObject({ status: 'canceled', verdict: 'canceled', error: 'tenant_suspended' });
       }
       // Its freed slots go to the other tenant, never back to the suspended one.
       expect((await lease(r1, 2)).map((l) => l.job_id)).toEqual([theirs.id]);
