@@ -117,6 +117,25 @@ describe.each(DB_KINDS)('suspension and disabling stop the work on %s', (kind) =
     expect((await statusOf(agentQueued)).attempt).toBe(0);
   }, 20_000);
 
+  it("leaves none of a tenant's jobs running or queued when its suspension races concurrent claims", async () => {
+    const tenant = await bed.newTenant(`raced-${n++}`);
+    const runners: string[] = [];
+    for (let i = 0; i < 4; i++) runners.push(await bed.runner(`node-${i}`, { capacity: 5 }));
+    for (let i = 0; i < 30; i++) await submitJob(bed.deps, tenant.admin, jobRequest());
+    const [leases] = await Promise.all([
+      Promise.all(runners.map((r) => lease(r, 5))),
+      changeTenantStatus(bed.deps, operator, tenant.tenantId, 'suspended'),
+    ]);
+    const rows = await bed.store.db.selectFrom('jobs').select(['id', 'status']).where('tenant_id', '=', tenant.tenantId).execute();
+    expect(rows.filter((r) => r.status !== 'canceled')).toEqual([]);
+    // Whatever was leased before the suspension is among the canceled, and its runner is told to stop.
+    for (const [i, leased] of leases.entries()) {
+      if (leased.length === 0) continue;
+      const answer = await runnerHeartbeat(bed.deps, { runner_id: runners[i]!, leases: leased.map((l) => ({ job_id: l.job_id, attempt: l.attempt })), sandboxes: [] });
+      expect(answer.stop.map((s) => s.reason)).toEqual(leased.map(() => 'canceled'));
+    }
+  });
+
   it('lets a suspended tenant cancel its own jobs, and refuses its other writes', async () => {
     const tenant = await bed.newTenant(`canceler-${n++}`);
     await bed.runner('node-a');

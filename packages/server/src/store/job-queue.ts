@@ -107,10 +107,12 @@ export async function runningJobCount(h: DbHandle, tenantId: string): Promise<nu
 
 /**
  * Locks an active tenant's row for the rest of the transaction (PostgreSQL), re-reading its status:
- * a tenant suspended meanwhile is refused. `wait: false` skips a row another transaction holds.
+ * a tenant suspended meanwhile is refused. `wait: false` skips a row another transaction holds. The lock
+ * is FOR NO KEY UPDATE: it excludes other claims and a status change, not the foreign-key checks of the
+ * tenant's submissions, which go on while its jobs are claimed.
  */
 export async function lockActiveTenant(tx: TxHandle, tenantId: string, wait: boolean): Promise<boolean> {
-  const query = tx.db.selectFrom('tenants').select(['id', 'status']).where('id', '=', tenantId).forUpdate();
+  const query = tx.db.selectFrom('tenants').select(['id', 'status']).where('id', '=', tenantId).forNoKeyUpdate();
   const row = await (wait ? query : query.skipLocked()).executeTakeFirst();
   return row?.status === 'active';
 }
