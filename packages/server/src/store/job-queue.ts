@@ -22,9 +22,6 @@ export interface RunnerReach {
   zone: string | null;
 }
 
-// SQLite allows 500 terms in one compound SELECT; each query stays well under it.
-const MAX_BRANCHES_PER_QUERY = 200;
-
 /**
  * The active tenants that have queued work, in round-robin order: least recently served first (the
  * lowest `last_served_turn`; never served is 0), then by id. The tenants are found by a skip scan over
@@ -52,29 +49,16 @@ export async function tenantsInTurnOrder(h: DbHandle): Promise<string[]> {
  * its queued jobs; one a submission racing the disable still queued is passed over here, never run.
  */
 export async function queueHead(h: DbHandle, tenantId: string, reach: RunnerReach, exclude: readonly string[] = []): Promise<QueueHead | undefined> {
-  const branches = reach.languages.flatMap((language) =>
-    reach.zone === null ? [{ language, zone: null }] : [{ language, zone: null }, { language, zone: reach.zone }],
-  );
-  let best: QueueHead | undefined;
-  for (let i = 0; i < branches.length; i += MAX_BRANCHES_PER_QUERY) {
-    const head = await headAmong(h, tenantId, branches.slice(i, i + MAX_BRANCHES_PER_QUERY), exclude);
-    if (head && (!best || isOlder(head, best))) best = head;
-  }
-  return best;
-}
-
-async function headAmong(
-  h: DbHandle,
-  tenantId: string,
-  branches: { language: string; zone: string | null }[],
-  exclude: readonly string[],
-): Promise<QueueHead | undefined> {
-  // One correlated seek per (language, zone) row: both planners plan it once whatever the number of
-  // rows. Written with the sql tag, since the query builder takes milliseconds for this shape.
+  // One row per (language, zone): the runner's zone and "no zone" ('' in the index's coalesce). A
+  // language offered in several versions appears once.
+  const zones = reach.zone === null ? [''] : ['', reach.zone];
+  const rows = [...new Set(reach.languages)].flatMap((language) => zones.map((zone) => sql`(${language}, ${zone})`));
+  if (rows.length === 0) return undefined;
   const skip = exclude.length > 0 ? sql`and j.id not in (${sql.join([...exclude])})` : sql``;
-  const reach = sql.join(branches.map(({ language, zone }) => sql`(${language}, ${zone ?? ''})`));
-  const { rows } = await sql<QueueHead>`
-    with reach (language, zone) as (values ${reach}),
+  // One correlated seek per row: both planners plan it once whatever the number of rows. Written with
+  // the sql tag, since the query builder takes milliseconds to assemble this shape.
+  const result = await sql<QueueHead>`
+    with reach (language, zone) as (values ${sql.join(rows)}),
     heads (id) as (
       select (
         select j.id from jobs j
@@ -87,11 +71,7 @@ async function headAmong(
     )
     select jobs.id, jobs.requested_at, jobs.max_running_jobs from heads join jobs on jobs.id = heads.id
     order by jobs.requested_at, jobs.id limit 1`.execute(h.db);
-  return rows[0];
-}
-
-function isOlder(a: QueueHead, b: QueueHead): boolean {
-  return a.requested_at < b.requested_at || (a.requested_at === b.requested_at && a.id < b.id);
+  return result.rows[0];
 }
 
 /** How many of the tenant's jobs run now (index jobs_by_tenant_status: at most its cap is read). */

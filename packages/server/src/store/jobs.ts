@@ -133,7 +133,13 @@ export async function claimJobs(tx: TxHandle, req: ClaimRequest): Promise<Claime
     round = next;
   }
   for (const [tenantId, lastTurn] of served) await recordServedTurn(tx, tenantId, lastTurn);
-  return claimed.sort((a, b) => (a.job.requested_at === b.job.requested_at ? (a.job.id < b.job.id ? -1 : 1) : a.job.requested_at < b.job.requested_at ? -1 : 1));
+  return claimed.sort((a, b) => compareRequestOrder(a.job, b.job));
+}
+
+/** Oldest first, ties by id: the order of the columns as text, as the database sorts them. */
+function compareRequestOrder(a: JobRow, b: JobRow): number {
+  const [x, y] = [`${a.requested_at} ${a.id}`, `${b.requested_at} ${b.id}`];
+  return x < y ? -1 : x > y ? 1 : 0;
 }
 
 interface ClaimState {
@@ -153,7 +159,7 @@ interface TenantTurn {
   skipped: string[];
 }
 
-// A head held by another transaction is looked past this many times before the tenant waits for the next claim.
+// Queued jobs held by another transaction looked past per tenant, before it waits for the next claim.
 const MAX_HELD_HEADS = 3;
 
 /** The tenant's next job for this claim, claimed; undefined when the tenant is passed over. */
@@ -169,7 +175,7 @@ async function claimNextOf(claim: ClaimState, tenant: TenantTurn): Promise<Claim
     if (wait) claim.highestLock = tenant.id;
   }
   tenant.running ??= await runningJobCount(tx, tenant.id);
-  while (tenant.skipped.length <= MAX_HELD_HEADS) {
+  while (tenant.skipped.length < MAX_HELD_HEADS) {
     const head = await queueHead(tx, tenant.id, req, tenant.skipped);
     if (!head || tenant.running >= head.max_running_jobs) return undefined;
     let pick = tx.db.selectFrom('jobs').selectAll().where('id', '=', head.id).where('status', '=', 'queued');
