@@ -29,11 +29,15 @@ export interface RunnerReach {
  * queued jobs costs what a tenant with one does.
  */
 export async function tenantsInTurnOrder(h: DbHandle): Promise<string[]> {
+  // `order by tenant_id, language` is the partial index's own order: no other index gives it, so the
+  // planner cannot walk jobs_by_tenant_status (tenant_id, status) through other tenants' finished jobs.
   const { rows } = await sql<{ id: string }>`
     with recursive queued (tenant_id) as (
-      select (select tenant_id from jobs where status = 'queued' order by tenant_id limit 1)
+      select (select tenant_id from jobs where status = 'queued' order by tenant_id, language limit 1)
       union all
-      select (select j.tenant_id from jobs j where j.status = 'queued' and j.tenant_id > q.tenant_id order by j.tenant_id limit 1)
+      select (
+        select j.tenant_id from jobs j where j.status = 'queued' and j.tenant_id > q.tenant_id
+        order by j.tenant_id, j.language limit 1)
       from queued q where q.tenant_id is not null
     )
     select t.id from queued q join tenants t on t.id = q.tenant_id
