@@ -225,10 +225,10 @@ export async function listTenantJobs(
 
 /**
  * Cancels a job: a queued one at once; a running one is marked canceled and its runner told to kill the
- * sandbox (it learns on its next heartbeat, woken at once). A finished job cannot be canceled.
+ * sandbox (it learns on its next heartbeat, woken at once). A finished job cannot be canceled. A
+ * suspended tenant may still cancel its jobs: stopping work is never refused.
  */
 export async function cancelJob(deps: JobDeps, principal: Principal, id: string): Promise<Job> {
-  requireTenantActive(principal);
   const nowMs = deps.clock.nowMs();
   const job = await deps.store.transaction(async (tx) => {
     const row = await loadTenantJob(tx, principal, id);
@@ -250,6 +250,8 @@ export async function cancelJob(deps: JobDeps, principal: Principal, id: string)
     // Its runner kills the sandbox and reports; the job's watchers get `end` with that report.
     deps.notifier.publish(topics.runner(job.runner_id));
     deps.notifier.publish(topics.job(id), { type: 'status', job: view });
+    // It no longer counts against its tenant's cap: waiting lease polls claim again now.
+    deps.notifier.publish(topics.work);
   } else {
     deps.notifier.publish(topics.job(id), { type: 'end', job: view });
   }
