@@ -65,7 +65,7 @@ describe.each(DB_KINDS)('lease polls woken by freed capacity on %s', (kind) => {
     const poll = await waitingPoll(r2);
     try {
       expect(poll.answered()).toBe(false);
-      await completeJob(bed.deps, first.id, await bed.report(first.id, 1));
+      await completeJob(bed.deps, await bed.holder(first.id), first.id, await bed.report(first.id, 1));
       expect((await poll.answer).leases.map((l) => l.job_id)).toEqual([second.id]);
     } finally {
       poll.restore();

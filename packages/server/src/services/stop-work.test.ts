@@ -84,7 +84,7 @@ describe.each(DB_KINDS)('suspension and disabling stop the work on %s', (kind) =
 
       // The runner's report of the killed sandboxes is taken; the jobs stay canceled.
       for (const job of running) {
-        await completeJob(bed.deps, job.id, await bed.report(job.id, 1, { verdict: 'canceled', exit_status: { code: null, signal: 'SIGKILL' } }));
+        await completeJob(bed.deps, await bed.holder(job.id), job.id, await bed.report(job.id, 1, { verdict: 'canceled', exit_status: { code: null, signal: 'SIGKILL' } }));
         expect(await statusOf(job)).toMatchObject({ status: 'canceled', verdict: 'canceled', error: 'tenant_suspended' });
       }
       // Its freed slots go to the other tenant, never back to the suspended one.
@@ -112,7 +112,7 @@ describe.each(DB_KINDS)('suspension and disabling stop the work on %s', (kind) =
     const [disable] = await auditOf(bed.store, 'agent.disable', tenant.agentId);
     expect(JSON.parse(disable!.details)).toMatchObject({ canceled_jobs: 1, stopped_jobs: 1 });
     // The agent's job is never handed out; the tenant's other job is.
-    await completeJob(bed.deps, agentRunning.id, await bed.report(agentRunning.id, 1, { verdict: 'canceled' }));
+    await completeJob(bed.deps, await bed.holder(agentRunning.id), agentRunning.id, await bed.report(agentRunning.id, 1, { verdict: 'canceled' }));
     expect((await lease(r1, 1)).map((l) => l.job_id)).toEqual([adminQueued.id]);
     expect((await statusOf(agentQueued)).attempt).toBe(0);
   }, 20_000);
@@ -147,5 +147,26 @@ describe.each(DB_KINDS)('suspension and disabling stop the work on %s', (kind) =
     expect(await auditOf(bed.store, 'job.cancel', job.id)).toHaveLength(1);
     await expectKilnError(submitJob(bed.deps, suspended, jobRequest()), 'TENANT_SUSPENDED');
     await expectKilnError(changeAgentStatus(bed.deps, suspended, agent.id, 'disabled'), 'TENANT_SUSPENDED');
+  });
+
+  it('never leaves a queued job behind when submissions race a suspension or a disable', async () => {
+    const queuedOf = async (tenantId: string) =>
+      (await bed.store.db.selectFrom('jobs').select('id').where('tenant_id', '=', tenantId).where('status', '=', 'queued').execute()).length;
+    // The keys authenticated while their owner was active: only the submission's own check can refuse them.
+    const agentTenant = await bed.newTenant(`submit-race-agent-${n++}`);
+    const suspendedTenant = await bed.newTenant(`submit-race-tenant-${n++}`);
+    await bed.runner('node-a');
+    const burst = (who: Principal) => Array.from({ length: 20 }, () => submitJob(bed.deps, who, jobRequest()).catch((err: unknown) => err));
+    const [agentResults, tenantResults] = await Promise.all([
+      Promise.all(burst(agentTenant.agent)),
+      Promise.all(burst(suspendedTenant.admin)),
+      changeAgentStatus(bed.deps, agentTenant.admin, agentTenant.agentId, 'disabled'),
+      changeTenantStatus(bed.deps, operator, suspendedTenant.tenantId, 'suspended'),
+    ]);
+    expect(await queuedOf(agentTenant.tenantId)).toBe(0);
+    expect(await queuedOf(suspendedTenant.tenantId)).toBe(0);
+    // Each submission either went in (and was canceled) or was refused with the owner's state.
+    for (const result of agentResults) if (result instanceof Error) expect(result).toMatchObject({ code: 'AGENT_DISABLED' });
+    for (const result of tenantResults) if (result instanceof Error) expect(result).toMatchObject({ code: 'TENANT_SUSPENDED' });
   });
 });
