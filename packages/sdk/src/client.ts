@@ -175,6 +175,8 @@ export class KilnClient {
   }
 
   readonly keys = {
+    /** Keys the caller may see, never their secrets (tenant: its own and its agents'; operator: all). */
+    list: (o: ListOptions & { tenant_id?: string; agent_id?: string } = {}) => this.request<Page<ApiKey>>('GET', '/v1/keys', { query: { ...o } }),
     revoke: (id: string) => this.request<ApiKey>('DELETE', `/v1/keys/${enc(id)}`),
   };
 
