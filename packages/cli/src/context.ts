@@ -121,7 +121,9 @@ export function describeFailure(err: unknown): { message: string; exitCode: numb
   if (err instanceof TimeoutError) return { message: err.message, exitCode: EXIT.timeout };
   if (err instanceof AbortError) return { message: err.message, exitCode: 130 };
   if (err instanceof KilnApiError) {
-    const at = err.field ? ` (${err.field}${typeof err.problem.ceiling === 'number' ? `, ceiling ${err.problem.ceiling}` : ''})` : '';
+    const ceiling = typeof err.problem.ceiling === 'number' ? `ceiling ${err.problem.ceiling}` : '';
+    const field = err.field && !err.message.includes(err.field) ? err.field : '';
+    const at = field || ceiling ? ` (${[field, ceiling].filter(Boolean).join(', ')})` : '';
     const base = `${err.message}${at}`;
     if (err instanceof AuthenticationError) return { message: `${base}: the key was refused; set KILN_API_KEY to a key kiln issued (not revoked)`, exitCode: EXIT.auth };
     if (err instanceof ForbiddenError) return { message: `${base}: this key may not do that; use a tenant admin or the operator key`, exitCode: EXIT.auth };
