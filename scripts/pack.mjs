@@ -15,6 +15,8 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const outIndex = process.argv.indexOf('--out');
 const out = resolve(outIndex > 0 ? process.argv[outIndex + 1] : join(root, 'build/pack'));
 const version = JSON.parse(readFileSync(join(root, 'packages/sdk/package.json'), 'utf8')).version;
+const cliVersion = /VERSION = '([^']+)'/.exec(readFileSync(join(root, 'packages/cli/src/version.ts'), 'utf8'))?.[1];
+if (cliVersion !== version) throw new Error(`packages/cli/src/version.ts says ${cliVersion}, packages/sdk/package.json ${version}: make them agree`);
 const zodVersion = JSON.parse(readFileSync(join(root, 'packages/core/package.json'), 'utf8')).dependencies.zod;
 
 const common = { version, license: 'MIT', type: 'module', engines: { node: '>=20.19' } };
