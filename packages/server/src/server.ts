@@ -86,6 +86,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       logger: { level: config.logLevel, redact: ['req.headers.authorization'] },
       ...(options.clock ? { clock: options.clock } : {}),
       extraRoutes: [...jobPlane.routes, ...(options.extraRoutes ?? [])],
+      notifier: jobPlane.deps.notifier,
     });
     jobPlane.install(app);
     await app.listen({ port: config.port, host: config.host });

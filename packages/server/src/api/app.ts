@@ -7,6 +7,7 @@ import type { AuthSecrets } from '../services/auth.js';
 import { AuthRefusalTally, type AuthRefusalLimits } from '../services/auth-refusals.js';
 import type { ServiceDeps } from '../services/context.js';
 import { KeyRateLimiter } from '../services/key-rate-limit.js';
+import type { Notifier } from '../services/notifier.js';
 import type { Store } from '../store/store.js';
 import { limitConnections, timeoutOptions } from './connection-limits.js';
 import { installErrorHandling, sendProblem } from './errors.js';
@@ -38,6 +39,8 @@ export interface AppDeps {
   http?: HttpLimits;
   /** How refusals without a valid key are audited. @default one event per source per minute, 10,000 sources */
   authRefusals?: AuthRefusalLimits;
+  /** The job plane's wake-ups, so suspending a tenant or disabling an agent reaches its runners at once. */
+  notifier?: Notifier;
 }
 
 export interface KilnApp extends FastifyInstance {
@@ -52,6 +55,7 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
   const serviceDeps: ServiceDeps = {
     store: deps.store,
     clock: deps.clock ?? systemClock,
+    notifier: deps.notifier,
     ...(deps.quotaDefaults ? { quotaDefaults: deps.quotaDefaults } : {}),
   };
   const secrets: AuthSecrets = { adminKey: deps.adminKey, runnerToken: deps.runnerToken };

@@ -52,7 +52,7 @@ export const operatorRoutes: RouteSpec[] = [
   defineRoute({
     method: 'PATCH',
     url: '/v1/tenants/:id',
-    summary: 'Suspend or resume a tenant (suspending cancels queued jobs, ends sessions and services)',
+    summary: 'Suspend or resume a tenant (suspending cancels its queued jobs, stops its running ones, ends sessions and services)',
     tag: 'tenants',
     auth: 'key',
     audit: { action: 'tenant.update', resourceType: 'tenant' },

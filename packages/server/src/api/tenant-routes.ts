@@ -63,7 +63,7 @@ export const tenantRoutes: RouteSpec[] = [
   defineRoute({
     method: 'PATCH',
     url: '/v1/agents/:id',
-    summary: 'Disable or enable an agent',
+    summary: 'Disable or enable an agent (disabling cancels its queued jobs, stops its running ones, ends its sessions and services)',
     tag: 'agents',
     auth: 'key',
     audit: { action: 'agent.update', resourceType: 'agent' },

@@ -59,6 +59,7 @@ export async function openTestApp(kind: DbDialect, options: TestAppOptions = {})
     clock,
     ...appOptions,
     extraRoutes: [...(plane?.routes ?? []), ...(appOptions.extraRoutes ?? [])],
+    notifier: plane?.deps.notifier,
   });
   plane?.install(app);
   return {

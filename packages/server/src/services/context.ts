@@ -1,5 +1,6 @@
 import type { Clock, TenantQuota } from '@kiln/core';
 import type { Store } from '../store/store.js';
+import type { Notifier } from './notifier.js';
 
 /**
  * The one bag of dependencies every service takes (as trigger.dev's engine systems do): no hidden
@@ -10,6 +11,11 @@ export interface ServiceDeps {
   clock: Clock;
   /** What a tenant's quota is where the operator set nothing (KILN_QUOTA_*). @default DEFAULT_TENANT_QUOTA */
   quotaDefaults?: TenantQuota;
+  /**
+   * Wake-ups for the job plane (runners' heartbeats and lease polls). Absent where no fleet runs (tests
+   * of the tenant face alone): the runners then learn of a change at their next heartbeat.
+   */
+  notifier?: Notifier;
 }
 
 /** Who is calling, established from the bearer key by `authenticate`. */

@@ -172,8 +172,8 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
       Object.assign(values, { verdict: report.verdict, completed_at: nowIso });
       if (!(await moveJob(tx, job, status, values, nowMs))) throw new KilnError('STALE_ATTEMPT', `job ${jobId} changed under the report`);
     } else {
-      // Canceled while it ran: keep `canceled`, record what the sandbox produced.
-      await tx.db.updateTable('jobs').set({ ...values, updated_at: nowIso }).where('id', '=', jobId).execute();
+      // Canceled while it ran: keep `canceled` and why (tenant_suspended…), record what the sandbox produced.
+      await tx.db.updateTable('jobs').set({ ...values, error: report.error ?? job.error, updated_at: nowIso }).where('id', '=', jobId).execute();
     }
     if (job.sandbox_id) {
       // A short job's runner reports its start with its end: the sandbox ran, so it passes through running.
@@ -212,6 +212,9 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
   if (finished) {
     deps.liveOutput.end(jobId);
     deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished) });
+    // Its runner slot and its tenant's running-job cap are free: waiting lease polls claim again now,
+    // instead of at their next recheck (a capped tenant's next job would wait up to that long).
+    deps.notifier.publish(topics.work);
   }
   // What this job uploaded and the completion did not record (refused, lost attempts) goes now, after
   // the watchers heard the end; what fails here the retention sweeper collects later.

@@ -21,6 +21,12 @@ export interface FleetSettings {
   maxWaitMs: number;
   /** The largest request body the control plane accepts; runners keep their batches under it. @default 1048576 */
   maxRequestBytes: number;
+  /**
+   * A waiting lease poll looks at the queue again this often even without a wake-up, so a lost wake-up
+   * costs at most this much. Wake-ups (new work, a finished, canceled or requeued job) answer at once.
+   * @default 5000
+   */
+  leaseRecheckIntervalMs: number;
 }
 
 export const DEFAULT_FLEET_SETTINGS: FleetSettings = {
@@ -31,6 +37,7 @@ export const DEFAULT_FLEET_SETTINGS: FleetSettings = {
   maxAttempts: 3,
   maxWaitMs: 60_000,
   maxRequestBytes: 1024 * 1024,
+  leaseRecheckIntervalMs: 5000,
 };
 
 /** Bounds of job event streams (per replica), with units in every name. */

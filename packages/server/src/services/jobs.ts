@@ -14,9 +14,9 @@ import { findAgent } from '../store/agents.js';
 import { getJob, moveJob, queuedJobRow, type JobRow } from '../store/jobs.js';
 import { decodeCursor, page } from '../store/pagination.js';
 import { findPolicy, findPolicyByName } from '../store/policies.js';
-import { countQueuedJobs, lockTenantForSubmission } from '../store/quotas.js';
+import { countQueuedJobs, lockTenantForSubmission, ownerStatusForSubmission } from '../store/quotas.js';
 import { listFleetLanguages } from '../store/runners.js';
-import type { DbHandle } from '../store/store.js';
+import type { DbHandle, TxHandle } from '../store/store.js';
 import { notFound, requireTenantActive, requireTenantMember } from './access.js';
 import { auditSuccess } from './audit.js';
 import type { Principal } from './context.js';
@@ -25,9 +25,10 @@ import { isTerminalStatus, jobFromRow } from './job-views.js';
 import { pendingWake, topics } from './notifier.js';
 import { effectiveQuota } from './quotas.js';
 
+import { storeSecretEnv } from './secret-env.js';
+
 /** What a client is told to wait when the tenant's queue is full: about the time a few jobs take to start. */
 const QUEUE_FULL_RETRY_AFTER_SECONDS = 5;
-import { storeSecretEnv } from './secret-env.js';
 
 /** The agent a job is submitted for: an agent key's own, or one its tenant admin names. */
 async function resolveAgent(deps: JobDeps, principal: Principal, tenantId: string, requested?: string): Promise<string | null> {
@@ -166,6 +167,7 @@ export async function submitJob(deps: JobDeps, principal: Principal, input: Crea
   await deps.store.transaction(async (tx) => {
     // Counted and inserted under the tenant's lock: concurrent submitters cannot both take the last place.
     await lockTenantForSubmission(tx, tenantId);
+    await assertStillActive(tx, tenantId, agentId);
     const cap = quota.concurrency.max_queued_jobs;
     if ((await countQueuedJobs(tx, tenantId, cap)) >= cap) throw queueFull(tenantId, cap);
     await tx.db.insertInto('jobs').values(row).execute();
@@ -180,6 +182,20 @@ export async function submitJob(deps: JobDeps, principal: Principal, input: Crea
   });
   deps.notifier.publish(topics.work);
   return jobFromRow(row);
+}
+
+/**
+ * The tenant and agent checked again under the submission's locks: a suspension or a disable that commits
+ * while this request runs either sees the new job (and cancels it) or makes this check refuse it, never
+ * leaves a job queued for a stopped owner. On PostgreSQL the agent row is share-locked so a concurrent
+ * disable waits for this insert; SQLite has a single writer.
+ */
+async function assertStillActive(tx: TxHandle, tenantId: string, agentId: string | null): Promise<void> {
+  const owner = await ownerStatusForSubmission(tx, tenantId, agentId);
+  if (owner.tenant !== 'active') throw new KilnError('TENANT_SUSPENDED', `tenant ${tenantId} is suspended; new work is refused`);
+  if (agentId !== null && owner.agent !== 'active') {
+    throw new KilnError('AGENT_DISABLED', `agent ${agentId} is disabled; enable it or submit without it`, { field: 'body.agent_id' });
+  }
 }
 
 /**
@@ -225,10 +241,10 @@ export async function listTenantJobs(
 
 /**
  * Cancels a job: a queued one at once; a running one is marked canceled and its runner told to kill the
- * sandbox (it learns on its next heartbeat, woken at once). A finished job cannot be canceled.
+ * sandbox (it learns on its next heartbeat, woken at once). A finished job cannot be canceled. A
+ * suspended tenant may still cancel its jobs: stopping work is never refused.
  */
 export async function cancelJob(deps: JobDeps, principal: Principal, id: string): Promise<Job> {
-  requireTenantActive(principal);
   const nowMs = deps.clock.nowMs();
   const job = await deps.store.transaction(async (tx) => {
     const row = await loadTenantJob(tx, principal, id);
@@ -250,6 +266,8 @@ export async function cancelJob(deps: JobDeps, principal: Principal, id: string)
     // Its runner kills the sandbox and reports; the job's watchers get `end` with that report.
     deps.notifier.publish(topics.runner(job.runner_id));
     deps.notifier.publish(topics.job(id), { type: 'status', job: view });
+    // It no longer counts against its tenant's cap: waiting lease polls claim again now.
+    deps.notifier.publish(topics.work);
   } else {
     deps.notifier.publish(topics.job(id), { type: 'end', job: view });
   }

@@ -205,10 +205,16 @@ async function heartbeatAnswer(deps: JobDeps, req: BoundToRunner<HeartbeatReques
 export async function leaseWork(deps: JobDeps, req: BoundToRunner<LeaseRequest>, signal?: AbortSignal): Promise<LeaseResponse> {
   const deadline = Date.now() + req.wait_ms;
   for (;;) {
-    const { wake, cancel } = pendingWake(deps.notifier, topics.work, Math.max(0, Math.min(deadline - Date.now(), 5000)), signal);
+    const recheckMs = Math.max(0, Math.min(deadline - Date.now(), deps.fleet.leaseRecheckIntervalMs));
+    const { wake, cancel } = pendingWake(deps.notifier, topics.work, recheckMs, signal);
     try {
       const answer = await claimOnce(deps, req);
-      if (answer) return answer;
+      if (answer) {
+        // A full answer may have left claimable work: on PostgreSQL another claim may have passed over
+        // a tenant this one held. Polls waiting elsewhere look again.
+        if (answer.leases.length >= req.free_slots) deps.notifier.publish(topics.work);
+        return answer;
+      }
       if (Date.now() >= deadline || signal?.aborted) return { leases: [] };
       await wake;
     } finally {

@@ -2,7 +2,7 @@ import { DEFAULT_POLICY_NAME, DEFAULT_RULESET, newId, toRfc3339, type Tenant, ty
 import { tenantMachine } from '../domain/machines.js';
 import { assertTransition } from '../domain/state-machine.js';
 import { insertPolicy } from '../store/policies.js';
-import { stopTenantWork } from '../store/tenant-work.js';
+import { stopOwnerWork, type StoppedWorkResult } from '../store/owner-work.js';
 import { findTenant, insertTenant, listTenants, setTenantStatus } from '../store/tenants.js';
 import { KilnError } from '@kiln/core';
 import { clampRulesetToQuota } from '../domain/quota.js';
@@ -10,6 +10,7 @@ import { requireOperator, notFound } from './access.js';
 import { auditSuccess } from './audit.js';
 import { actorIdOf, type Principal, type ServiceDeps } from './context.js';
 import { quotaDefaultsOf } from './quotas.js';
+import { announceStoppedWork } from './stop-work.js';
 
 /**
  * Creates a tenant and its `default` policy (DEFAULT_RULESET lowered to the configured quota, which a
@@ -59,8 +60,10 @@ export async function listAllTenants(deps: ServiceDeps, principal: Principal, qu
 }
 
 /**
- * Suspends or resumes a tenant. Suspending cancels its queued jobs and terminates its sessions and
- * services in the same transaction. Asking for the state it is already in is INVALID_TRANSITION.
+ * Suspends or resumes a tenant. Suspending cancels its queued jobs, stops its running ones (their
+ * runners are woken and kill the sandboxes within a second) and terminates its sessions and services,
+ * in the same transaction as the change and its one audit event (with the counts). While suspended, the
+ * claim never hands out its work. Asking for the state it is already in is INVALID_TRANSITION.
  */
 export async function changeTenantStatus(
   deps: ServiceDeps,
@@ -69,7 +72,8 @@ export async function changeTenantStatus(
   status: TenantStatus,
 ): Promise<Tenant> {
   requireOperator(principal);
-  return deps.store.transaction(async (tx) => {
+  let stopped: StoppedWorkResult | undefined;
+  const changed = await deps.store.transaction(async (tx) => {
     const tenant = await findTenant(tx, id);
     if (!tenant) throw notFound('tenant', id);
     assertTransition(tenantMachine, tenant.status, status, id);
@@ -77,14 +81,16 @@ export async function changeTenantStatus(
       throw new KilnError('CONFLICT', `tenant ${id} changed while this request ran; read it again`);
     }
     const nowIso = toRfc3339(deps.clock.nowMs());
-    const effects = status === 'suspended' ? await stopTenantWork(tx, id, nowIso) : undefined;
+    stopped = status === 'suspended' ? await stopOwnerWork(tx, { tenantId: id }, 'tenant_suspended', nowIso) : undefined;
     await auditSuccess(deps, tx, principal, {
       action: status === 'suspended' ? 'tenant.suspend' : 'tenant.resume',
       resource_type: 'tenant',
       resource_id: id,
       tenant_id: id,
-      details: { from: tenant.status, to: status, ...effects },
+      details: { from: tenant.status, to: status, ...stopped?.effects },
     });
     return { ...tenant, status };
   });
+  if (stopped) announceStoppedWork(deps, stopped);
+  return changed;
 }

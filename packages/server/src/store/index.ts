@@ -9,5 +9,5 @@ export * from './api-keys.js';
 export * from './policies.js';
 export * from './audit.js';
 export * from './steps.js';
-export * from './tenant-work.js';
+export * from './owner-work.js';
 export * from './runners.js';

@@ -2,6 +2,7 @@ import { KilnError, newId, toRfc3339, type JobSpec } from '@kiln/core';
 import type { Selectable } from 'kysely';
 import { jobMachine, sandboxInstanceMachine } from '../domain/machines.js';
 import { assertTransition, sourcesOf, type StateMachine } from '../domain/state-machine.js';
+import { lastServedTurn, lockActiveTenant, queueHead, recordServedTurn, runningJobCount, tenantsInTurnOrder } from './job-queue.js';
 import type { JobsTable } from './schema.js';
 import type { DbHandle, TxHandle } from './store.js';
 
@@ -95,85 +96,140 @@ export async function endSandbox(
 }
 
 /**
- * Claims queued jobs for a runner in the caller's transaction: oldest first, only languages the runner
- * offers, only its zone (or no zone asked), each tenant under its running-job cap. On PostgreSQL the
- * candidates are locked with FOR UPDATE SKIP LOCKED, so replicas claiming at once never hand out the same
- * job, and the tenant row is locked while its cap is counted; SQLite has a single writer.
+ * Claims queued jobs for a runner in the caller's transaction, sharing the free slots between tenants by
+ * **round robin, least recently served first** (unweighted): one job per tenant per round, tenants in
+ * the order of the turn at which each last got a job (never served first), as many rounds as slots
+ * remain; within a tenant, oldest first. A tenant at its running-job cap (`max_running_jobs`), with
+ * nothing this runner can take (language, zone), suspended, or whose next job belongs to a disabled agent
+ * is passed over, so one tenant's backlog delays only that tenant. The cost is a few index seeks per
+ * tenant with queued work plus a few statements per job claimed, whatever the length of any queue.
+ *
+ * PostgreSQL: a tenant's row is locked while its cap is counted and its jobs claimed, and each job row
+ * with FOR UPDATE SKIP LOCKED, so replicas claiming at once never hand out the same job nor pass a cap.
+ * A claim waits for a tenant's lock only when that tenant's id is above every tenant lock it holds (and
+ * skips the tenant otherwise): waits always go up the id order, so concurrent claims cannot deadlock.
+ * SQLite has a single writer.
+ *
  * Each claimed job becomes `running` with attempt+1, a lease expiry and a new `provisioning` sandbox.
+ * The answer is oldest first.
  */
 export async function claimJobs(tx: TxHandle, req: ClaimRequest): Promise<ClaimedJob[]> {
   if (req.freeSlots <= 0 || req.languages.length === 0) return [];
-  let query = tx.db
-    .selectFrom('jobs')
-    .selectAll()
-    .where('status', '=', 'queued')
-    .where('language', 'in', req.languages)
-    .orderBy('requested_at')
-    .orderBy('id')
-    .limit(req.freeSlots * 4);
-  query = req.zone === null ? query.where('zone', 'is', null) : query.where((eb) => eb.or([eb('zone', 'is', null), eb('zone', '=', req.zone)]));
-  const candidates = await (tx.dialect === 'postgres' ? query.forUpdate().skipLocked() : query).execute();
-
+  const claim: ClaimState = { tx, req, highestLock: undefined };
+  let round: TenantTurn[] = (await tenantsInTurnOrder(tx)).map((id) => ({ id, locked: false, running: undefined, skipped: [] }));
+  let turn = round.length > 0 ? await lastServedTurn(tx) : 0;
   const claimed: ClaimedJob[] = [];
-  const runningByTenant = new Map<string, number>();
-  const nowIso = toRfc3339(req.nowMs);
-  for (const job of candidates) {
-    if (claimed.length >= req.freeSlots) break;
-    let running = runningByTenant.get(job.tenant_id);
-    if (running === undefined) {
-      if (tx.dialect === 'postgres') {
-        await tx.db.selectFrom('tenants').select('id').where('id', '=', job.tenant_id).forUpdate().execute();
-      }
-      const row = await tx.db
-        .selectFrom('jobs')
-        .select((eb) => eb.fn.countAll<number>().as('n'))
-        .where('tenant_id', '=', job.tenant_id)
-        .where('status', '=', 'running')
-        .executeTakeFirstOrThrow();
-      running = Number(row.n);
+  const served = new Map<string, number>();
+  while (round.length > 0 && claimed.length < req.freeSlots) {
+    const next: TenantTurn[] = [];
+    for (const tenant of round) {
+      if (claimed.length >= req.freeSlots) break;
+      const job = await claimNextOf(claim, tenant);
+      if (!job) continue; // passed over for the rest of this claim
+      claimed.push(job);
+      served.set(tenant.id, ++turn);
+      next.push(tenant);
     }
-    if (running >= job.max_running_jobs) {
-      runningByTenant.set(job.tenant_id, running);
+    round = next;
+  }
+  for (const [tenantId, lastTurn] of served) await recordServedTurn(tx, tenantId, lastTurn);
+  return claimed.sort((a, b) => compareRequestOrder(a.job, b.job));
+}
+
+/** Oldest first, ties by id: the order of the columns as text, as the database sorts them. */
+function compareRequestOrder(a: JobRow, b: JobRow): number {
+  const [x, y] = [`${a.requested_at} ${a.id}`, `${b.requested_at} ${b.id}`];
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+interface ClaimState {
+  tx: TxHandle;
+  req: ClaimRequest;
+  /** the highest tenant id this claim holds a lock on (PostgreSQL) */
+  highestLock: string | undefined;
+}
+
+/** A tenant's part in one claim. */
+interface TenantTurn {
+  id: string;
+  locked: boolean;
+  /** its running jobs, counted under its lock */
+  running: number | undefined;
+  /** queued jobs another transaction holds (a cancel in flight): looked past in this claim */
+  skipped: string[];
+}
+
+// Queued jobs held by another transaction looked past per tenant, before it waits for the next claim.
+const MAX_HELD_HEADS = 3;
+
+/** The tenant's next job for this claim, claimed; undefined when the tenant is passed over. */
+async function claimNextOf(claim: ClaimState, tenant: TenantTurn): Promise<ClaimedJob | undefined> {
+  const { tx, req } = claim;
+  if (tx.dialect === 'postgres' && !tenant.locked) {
+    // Unlocked look first: a tenant at its cap or with nothing for this runner is passed over without a lock.
+    const head = await queueHead(tx, tenant.id, req, tenant.skipped);
+    if (!head || (await runningJobCount(tx, tenant.id)) >= head.max_running_jobs) return undefined;
+    const wait = claim.highestLock === undefined || tenant.id > claim.highestLock;
+    if (!(await lockActiveTenant(tx, tenant.id, wait))) return undefined;
+    tenant.locked = true;
+    if (wait) claim.highestLock = tenant.id;
+  }
+  tenant.running ??= await runningJobCount(tx, tenant.id);
+  while (tenant.skipped.length < MAX_HELD_HEADS) {
+    const head = await queueHead(tx, tenant.id, req, tenant.skipped);
+    if (!head || tenant.running >= head.max_running_jobs) return undefined;
+    let pick = tx.db.selectFrom('jobs').selectAll().where('id', '=', head.id).where('status', '=', 'queued');
+    if (tx.dialect === 'postgres') pick = pick.forUpdate().skipLocked();
+    const job = await pick.executeTakeFirst();
+    const claimed = job && (await leaseJob(tx, req, job));
+    if (!claimed) {
+      tenant.skipped.push(head.id);
       continue;
     }
-    const sandboxId = newId('sandbox', req.nowMs);
-    const attempt = job.attempt + 1;
-    const moved = await moveJob(
-      tx,
-      job,
-      'running',
-      {
-        attempt,
-        runner_id: req.runnerId,
-        lease_expires_at: toRfc3339(req.nowMs + req.leaseTtlMs),
-        sandbox_id: sandboxId,
-        started_at: job.started_at ?? nowIso,
-      },
-      req.nowMs,
-    );
-    if (!moved) continue;
-    await tx.db
-      .insertInto('sandbox_instances')
-      .values({
-        id: sandboxId,
-        kind: 'job',
-        job_id: job.id,
-        session_id: null,
-        service_id: null,
-        runner_id: req.runnerId,
-        status: sandboxInstanceMachine.initial,
-        created_at: nowIso,
-        terminated_at: null,
-      })
-      .execute();
-    runningByTenant.set(job.tenant_id, running + 1);
-    claimed.push({
-      job: { ...job, status: 'running', attempt, runner_id: req.runnerId, sandbox_id: sandboxId },
-      sandboxId,
-      spec: JSON.parse(job.request) as JobSpec,
-    });
+    tenant.running += 1;
+    return claimed;
   }
-  return claimed;
+  return undefined;
+}
+
+/** Makes a queued job running on the claiming runner, with a new sandbox instance for this attempt. */
+async function leaseJob(tx: TxHandle, req: ClaimRequest, job: JobRow): Promise<ClaimedJob | undefined> {
+  const nowIso = toRfc3339(req.nowMs);
+  const sandboxId = newId('sandbox', req.nowMs);
+  const attempt = job.attempt + 1;
+  const moved = await moveJob(
+    tx,
+    job,
+    'running',
+    {
+      attempt,
+      runner_id: req.runnerId,
+      lease_expires_at: toRfc3339(req.nowMs + req.leaseTtlMs),
+      sandbox_id: sandboxId,
+      started_at: job.started_at ?? nowIso,
+    },
+    req.nowMs,
+  );
+  if (!moved) return undefined;
+  await tx.db
+    .insertInto('sandbox_instances')
+    .values({
+      id: sandboxId,
+      kind: 'job',
+      job_id: job.id,
+      session_id: null,
+      service_id: null,
+      runner_id: req.runnerId,
+      status: sandboxInstanceMachine.initial,
+      created_at: nowIso,
+      terminated_at: null,
+    })
+    .execute();
+  return {
+    job: { ...job, status: 'running', attempt, runner_id: req.runnerId, sandbox_id: sandboxId },
+    sandboxId,
+    spec: JSON.parse(job.request) as JobSpec,
+  };
 }
 
 /** The job as a runner must hold it for a report to count: this attempt, still held or already reported by it. */

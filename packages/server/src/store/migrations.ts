@@ -5,6 +5,7 @@ import { quotasMigration } from './migration-0005-quotas.js';
 import { auditAnchoringMigration } from './migration-0007-audit-anchoring.js';
 import { runnerCredentialsMigration } from './migration-0008-runner-credentials.js';
 import { retentionMigration } from './migration-0006-retention.js';
+import { fairClaimsMigration } from './migration-0004-fair-claims.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
 
@@ -303,6 +304,7 @@ const initial: Migration = {
 export const MIGRATIONS: readonly Migration[] = [
   initial,
   jobFleetMigration,
+  fairClaimsMigration,
   quotasMigration,
   retentionMigration,
   auditAnchoringMigration,

@@ -38,6 +38,23 @@ export async function lockTenantForSubmission(tx: TxHandle, tenantId: string): P
   await tx.db.selectFrom('tenants').select('id').where('id', '=', tenantId).forNoKeyUpdate().execute();
 }
 
+/**
+ * The tenant's and agent's status as a submission sees them under its locks (the agent row share-locked
+ * on PostgreSQL, so a concurrent disable waits for the insert and then cancels it).
+ */
+export async function ownerStatusForSubmission(
+  tx: TxHandle,
+  tenantId: string,
+  agentId: string | null,
+): Promise<{ tenant: string | undefined; agent: string | undefined }> {
+  const tenant = await tx.db.selectFrom('tenants').select('status').where('id', '=', tenantId).executeTakeFirst();
+  if (agentId === null) return { tenant: tenant?.status, agent: undefined };
+  let query = tx.db.selectFrom('agents').select('status').where('id', '=', agentId);
+  if (tx.dialect === 'postgres') query = query.forShare();
+  const agent = await query.executeTakeFirst();
+  return { tenant: tenant?.status, agent: agent?.status };
+}
+
 /** The tenant's queued jobs, counted up to `upTo` (the cap): the cost stays flat however long the queue. */
 export async function countQueuedJobs(h: DbHandle, tenantId: string, upTo: number): Promise<number> {
   const row = await h.db

@@ -1,3 +1,5 @@
+import type { Generated } from 'kysely';
+
 /**
  * The database's tables as Kysely sees them. Times are RFC 3339 text (UTC, milliseconds) and JSON is
  * text, on SQLite and PostgreSQL alike: one encoding, so every query and test means the same on both.
@@ -8,6 +10,8 @@ export interface TenantsTable {
   name: string;
   status: string;
   created_at: string;
+  /** the claim's round-robin position: the scheduler turn at which the tenant last got a job (0: never) */
+  last_served_turn: Generated<number>;
 }
 
 export interface AgentsTable {

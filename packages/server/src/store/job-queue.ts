@@ -1,0 +1,115 @@
+import { sql } from 'kysely';
+import type { DbHandle, TxHandle } from './store.js';
+
+/**
+ * What the fair claim (`claimJobs` in jobs.ts) reads of the queue. Every read is a few index seeks
+ * (index `jobs_queued_by_tenant`: tenant_id, language, coalesce(zone, ''), requested_at, id of the
+ * queued jobs, migration 0004), so its cost does not grow with the number of jobs a tenant has queued.
+ * The queries spell `status = 'queued'` and `coalesce(zone, '')` literally, as the index does: that is
+ * how both planners know the partial index applies.
+ */
+
+/** The oldest queued job of a tenant that a runner can take, as much of it as the cap check needs. */
+export interface QueueHead {
+  id: string;
+  requested_at: string;
+  max_running_jobs: number;
+}
+
+/** Where a runner can run work: the languages it offers and its zone (a zoned job runs only in its zone). */
+export interface RunnerReach {
+  languages: string[];
+  zone: string | null;
+}
+
+/**
+ * The active tenants that have queued work, in round-robin order: least recently served first (the
+ * lowest `last_served_turn`; never served is 0), then by id. The tenants are found by a skip scan over
+ * the index (one seek per tenant with queued work, never a read of its queue), so a tenant with 20,000
+ * queued jobs costs what a tenant with one does.
+ */
+export async function tenantsInTurnOrder(h: DbHandle): Promise<string[]> {
+  // `order by tenant_id, language` is the partial index's own order: no other index gives it, so the
+  // planner cannot walk jobs_by_tenant_status (tenant_id, status) through other tenants' finished jobs.
+  const { rows } = await sql<{ id: string }>`
+    with recursive queued (tenant_id) as (
+      select (select tenant_id from jobs where status = 'queued' order by tenant_id, language limit 1)
+      union all
+      select (
+        select j.tenant_id from jobs j where j.status = 'queued' and j.tenant_id > q.tenant_id
+        order by j.tenant_id, j.language limit 1)
+      from queued q where q.tenant_id is not null
+    )
+    select t.id from queued q join tenants t on t.id = q.tenant_id
+    where t.status = 'active'
+    order by t.last_served_turn, t.id`.execute(h.db);
+  return rows.map((r) => r.id);
+}
+
+/**
+ * A tenant's oldest queued job that this runner can take (its language, no zone or the runner's), of an
+ * agent that is not disabled, leaving out `exclude`. One seek per (language, zone) in the index: the
+ * jobs a runner cannot take (another language, another zone) are never read. Disabling an agent cancels
+ * its queued jobs; one a submission racing the disable still queued is passed over here, never run.
+ */
+export async function queueHead(h: DbHandle, tenantId: string, reach: RunnerReach, exclude: readonly string[] = []): Promise<QueueHead | undefined> {
+  // One row per (language, zone): the runner's zone and "no zone" ('' in the index's coalesce). A
+  // language offered in several versions appears once.
+  const zones = reach.zone === null ? [''] : ['', reach.zone];
+  const rows = [...new Set(reach.languages)].flatMap((language) => zones.map((zone) => sql`(${language}, ${zone})`));
+  if (rows.length === 0) return undefined;
+  const skip = exclude.length > 0 ? sql`and j.id not in (${sql.join([...exclude])})` : sql``;
+  // One correlated seek per row: both planners plan it once whatever the number of rows. Written with
+  // the sql tag, since the query builder takes milliseconds to assemble this shape.
+  const result = await sql<QueueHead>`
+    with reach (language, zone) as (values ${sql.join(rows)}),
+    heads (id) as (
+      select (
+        select j.id from jobs j
+        where j.status = 'queued' and j.tenant_id = ${tenantId} and j.language = reach.language
+          and coalesce(j.zone, '') = reach.zone
+          and (j.agent_id is null or exists (select 1 from agents a where a.id = j.agent_id and a.status = 'active'))
+          ${skip}
+        order by j.requested_at, j.id limit 1)
+      from reach
+    )
+    select jobs.id, jobs.requested_at, jobs.max_running_jobs from heads join jobs on jobs.id = heads.id
+    order by jobs.requested_at, jobs.id limit 1`.execute(h.db);
+  return result.rows[0];
+}
+
+/** How many of the tenant's jobs run now (index jobs_by_tenant_status: at most its cap is read). */
+export async function runningJobCount(h: DbHandle, tenantId: string): Promise<number> {
+  const row = await h.db
+    .selectFrom('jobs')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('tenant_id', '=', tenantId)
+    .where('status', '=', 'running')
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/**
+ * Locks an active tenant's row for the rest of the transaction (PostgreSQL), re-reading its status:
+ * a tenant suspended meanwhile is refused. `wait: false` skips a row another transaction holds. The lock
+ * is FOR NO KEY UPDATE: it excludes other claims and a status change, not the foreign-key checks of the
+ * tenant's submissions, which go on while its jobs are claimed.
+ */
+export async function lockActiveTenant(tx: TxHandle, tenantId: string, wait: boolean): Promise<boolean> {
+  const query = tx.db.selectFrom('tenants').select(['id', 'status']).where('id', '=', tenantId).forNoKeyUpdate();
+  const row = await (wait ? query : query.skipLocked()).executeTakeFirst();
+  return row?.status === 'active';
+}
+
+/** The highest round-robin turn handed out so far (index tenants_by_served_turn). */
+export async function lastServedTurn(h: DbHandle): Promise<number> {
+  const row = await h.db
+    .selectFrom('tenants')
+    .select((eb) => eb.fn.max('last_served_turn').as('turn'))
+    .executeTakeFirst();
+  return Number(row?.turn ?? 0);
+}
+
+export async function recordServedTurn(tx: TxHandle, tenantId: string, turn: number): Promise<void> {
+  await tx.db.updateTable('tenants').set({ last_served_turn: turn }).where('id', '=', tenantId).execute();
+}
