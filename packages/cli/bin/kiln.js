@@ -1,8 +1,5 @@
 #!/usr/bin/env node
-// The compiled CLI lives in dist/; `scripts/setup.sh` builds it.
+// The compiled CLI lives in dist/; `scripts/setup.sh` builds it. (The packed CLI has its own bin: scripts/pack.mjs.)
 import { main } from '../dist/index.js';
 
-main(process.argv).catch((err) => {
-  process.stderr.write(`kiln: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+await main(process.argv);

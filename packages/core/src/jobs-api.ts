@@ -103,6 +103,8 @@ export const createJobSchema = z
     }
   });
 export type CreateJobRequest = z.infer<typeof createJobSchema>;
+/** What a client may send: defaults (a file's `encoding`, `args`, …) are optional. */
+export type CreateJobInput = z.input<typeof createJobSchema>;
 
 export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
 export const jobStatusSchema = z.enum(JOB_STATUSES);

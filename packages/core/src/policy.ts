@@ -53,6 +53,8 @@ export const rulesetSchema = z.strictObject({
 });
 
 export type Ruleset = z.infer<typeof rulesetSchema>;
+/** What a client may send as a ruleset (fields with defaults are optional). */
+export type RulesetInput = z.input<typeof rulesetSchema>;
 
 /** What a tenant without policies gets: safe limits, no network. */
 export const DEFAULT_RULESET: Ruleset = {

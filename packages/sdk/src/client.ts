@@ -4,20 +4,20 @@ import type {
   Artifact,
   AuditEvent,
   AuditVerifyResult,
-  CreateJobRequest,
+  CreateJobInput,
   Job,
   LanguageOffer,
   OutputTruncatedNotice,
   Policy,
   PolicyVersion,
-  Ruleset,
+  RulesetInput,
   RunnerNode,
   SandboxInstance,
   Tenant,
   TenantQuotaOverrides,
   TenantQuotaView,
 } from '@kiln/core';
-import { errorFromProblem, KilnApiError, TimeoutError } from './errors.js';
+import { AbortError, ConnectionError, errorFromProblem, KilnApiError, networkReason, TimeoutError } from './errors.js';
 import { parseEventStream } from './sse.js';
 
 export interface KilnClientOptions {
@@ -46,6 +46,8 @@ export interface OutputChunk {
 }
 
 export interface RunOptions {
+  /** Called once the job is submitted, before any output: the place to note its id. */
+  onJob?: (job: Job) => void;
   onStdout?: (data: string) => void;
   onStderr?: (data: string) => void;
   /**
@@ -54,23 +56,45 @@ export interface RunOptions {
    * Called once, after the end, with every notice the stream carried.
    */
   onTruncated?: (notices: OutputTruncatedNotice[], job: Job) => void;
-  /** Give up waiting (the job keeps running) after this long. @default none */
+  /**
+   * Stop waiting after this long and throw a `TimeoutError` (whose `jobCanceled` says what became of
+   * the job, per `onTimeout`). @default none
+   */
   timeoutMs?: number;
+  /** On `timeoutMs`: `'detach'` leaves the job running, `'cancel'` cancels it. @default 'detach' */
+  onTimeout?: 'cancel' | 'detach';
+  /** Aborting cancels the job and rejects with an `AbortError`. */
+  signal?: AbortSignal;
+}
+
+/** A submitted job: follow it with `wait()`, stop it with `cancel()`. */
+export interface JobHandle {
+  readonly id: string;
+  /** The job as the submission answered it (usually `queued`). */
+  readonly job: Job;
+  /** Streams the output to the callbacks given to `start` and resolves with the ended job (once; later calls share it). */
+  wait(): Promise<Job>;
+  /** Asks kiln to cancel the job; `wait()` then resolves with it `canceled`. */
+  cancel(): Promise<Job>;
 }
 
 export interface ArtifactContent {
-  bytes: Buffer;
+  /** The content: a Buffer in Node, a Uint8Array where there is no Buffer (browsers, edge runtimes). */
+  bytes: Uint8Array;
   checksum: string;
 }
 
 type Query = Record<string, string | number | boolean | undefined>;
 
 /**
- * A typed client for kiln's HTTP API. Options fall back to KILN_URL and KILN_API_KEY, then defaults.
+ * A typed client for kiln's HTTP API, for Node 20+ and any runtime with `fetch` (browsers, edge
+ * workers). Options fall back to KILN_URL and KILN_API_KEY where there is a `process.env`, then defaults.
  *
  * ```ts
- * const kiln = new KilnClient({ apiKey });
- * const job = await kiln.jobs.run({ language: 'python', code: 'print(1)' }, { onStdout: process.stdout.write });
+ * import { KilnClient } from 'kiln-sandbox-sdk';
+ * const kiln = new KilnClient({ apiKey: process.env.KILN_API_KEY });
+ * const job = await kiln.jobs.run({ language: 'python', code: 'print(1)' }, { onStdout: (d) => process.stdout.write(d) });
+ * console.log(job.verdict); // → ok
  * ```
  */
 export class KilnClient {
@@ -79,13 +103,15 @@ export class KilnClient {
   private readonly timeoutMs: number;
 
   constructor(options: KilnClientOptions = {}) {
-    this.url = (options.url ?? process.env.KILN_URL ?? 'http://127.0.0.1:8080').replace(/\/+$/, '');
-    this.apiKey = options.apiKey ?? process.env.KILN_API_KEY;
+    // No Node-only global on the client path: `process` may not exist (browsers, edge runtimes).
+    const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env ?? {};
+    this.url = (options.url ?? env.KILN_URL ?? 'http://127.0.0.1:8080').replace(/\/+$/, '');
+    this.apiKey = options.apiKey ?? env.KILN_API_KEY;
     this.timeoutMs = options.timeoutMs ?? 30_000;
   }
 
   /** Sends one request and returns the parsed JSON answer; problem+json answers throw a KilnApiError. */
-  async request<T>(method: string, path: string, options: { body?: unknown; query?: Query; timeoutMs?: number } = {}): Promise<T> {
+  async request<T>(method: string, path: string, options: { body?: unknown; query?: Query; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<T> {
     const response = await this.fetch(method, path, options);
     if (response.status === 204) return undefined as T;
     return (await response.json()) as T;
@@ -94,7 +120,7 @@ export class KilnClient {
   private async fetch(
     method: string,
     path: string,
-    options: { body?: unknown; query?: Query; timeoutMs?: number | null; accept?: string },
+    options: { body?: unknown; query?: Query; timeoutMs?: number | null; accept?: string; signal?: AbortSignal },
   ): Promise<Response> {
     const url = new URL(this.url + path);
     for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
@@ -102,17 +128,19 @@ export class KilnClient {
     if (this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
     if (options.body !== undefined) headers['content-type'] = 'application/json';
     const timeoutMs = options.timeoutMs === undefined ? this.timeoutMs : options.timeoutMs;
+    const signals = [...(timeoutMs !== null ? [AbortSignal.timeout(timeoutMs)] : []), ...(options.signal ? [options.signal] : [])];
     let response: Response;
     try {
       response = await fetch(url, {
         method,
         headers,
         ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
-        ...(timeoutMs !== null ? { signal: AbortSignal.timeout(timeoutMs) } : {}),
+        ...(signals.length > 0 ? { signal: signals.length === 1 ? signals[0] : AbortSignal.any(signals) } : {}),
       });
     } catch (err) {
-      if ((err as Error).name === 'TimeoutError') throw new TimeoutError(`${method} ${path}: no answer within ${timeoutMs} ms`);
-      throw err;
+      if (options.signal?.aborted) throw err;
+      if ((err as Error).name === 'TimeoutError') throw new TimeoutError(`${method} ${path}: no answer from ${this.url} within ${timeoutMs} ms`);
+      throw new ConnectionError(this.url, networkReason(err), err);
     }
     if (!response.ok) {
       const text = await response.text();
@@ -147,6 +175,8 @@ export class KilnClient {
   }
 
   readonly keys = {
+    /** Keys the caller may see, never their secrets (tenant: its own and its agents'; operator: all). */
+    list: (o: ListOptions & { tenant_id?: string; agent_id?: string } = {}) => this.request<Page<ApiKey>>('GET', '/v1/keys', { query: { ...o } }),
     revoke: (id: string) => this.request<ApiKey>('DELETE', `/v1/keys/${enc(id)}`),
   };
 
@@ -160,20 +190,20 @@ export class KilnClient {
   };
 
   readonly policies = {
-    create: (body: { name: string; ruleset?: Ruleset }) => this.request<Policy>('POST', '/v1/policies', { body }),
+    create: (body: { name: string; ruleset?: RulesetInput }) => this.request<Policy>('POST', '/v1/policies', { body }),
     list: (o: ListOptions = {}) => this.request<Page<Policy>>('GET', '/v1/policies', { query: { ...o } }),
     get: (id: string) => this.request<Policy>('GET', `/v1/policies/${enc(id)}`),
     /** Publishes version expected_version+1; ConflictError when someone published first. */
-    publish: (id: string, body: { ruleset: Ruleset; expected_version: number }) =>
+    publish: (id: string, body: { ruleset: RulesetInput; expected_version: number }) =>
       this.request<Policy>('PUT', `/v1/policies/${enc(id)}`, { body }),
     versions: (id: string, o: ListOptions = {}) =>
       this.request<Page<PolicyVersion>>('GET', `/v1/policies/${enc(id)}/versions`, { query: { ...o } }),
   };
 
   readonly jobs = {
-    create: (body: CreateJobRequest) => this.request<Job>('POST', '/v1/jobs', { body }),
+    create: (body: CreateJobInput) => this.request<Job>('POST', '/v1/jobs', { body }),
     /** Submits and blocks until the job ends (bounded by the server; re-polls until terminal). */
-    createAndWait: async (body: CreateJobRequest, o: { timeoutMs?: number } = {}) => {
+    createAndWait: async (body: CreateJobInput, o: { timeoutMs?: number } = {}) => {
       const job = await this.request<Job>('POST', '/v1/jobs', { body, query: { wait: true }, timeoutMs: o.timeoutMs ?? 120_000 });
       return isTerminal(job) ? job : this.jobs.wait(job.id, o);
     },
@@ -183,38 +213,117 @@ export class KilnClient {
     cancel: (id: string) => this.request<Job>('POST', `/v1/jobs/${enc(id)}/cancel`, { body: {} }),
     /** Deletes an ended job with its artifacts (a queued or running one is a ConflictError: cancel first). */
     delete: (id: string) => this.request<void>('DELETE', `/v1/jobs/${enc(id)}`),
-    /** Waits until the job is terminal, following its event stream. */
-    wait: async (id: string, o: { timeoutMs?: number } = {}): Promise<Job> => {
-      for await (const event of this.jobs.events(id, o)) if (event.type === 'end') return event.job;
-      return this.jobs.get(id);
-    },
+    /**
+     * Waits until the job is terminal, following its event stream; `timeoutMs`, `onTimeout` and
+     * `signal` as for `run`.
+     */
+    wait: async (id: string, o: Pick<RunOptions, 'timeoutMs' | 'onTimeout' | 'signal'> = {}): Promise<Job> =>
+      this.follow(id, o),
     /** The job's server-sent events: status changes, output chunks and `truncated` notices, ending with `end`. */
-    events: (id: string, o: { timeoutMs?: number } = {}) => this.jobEvents(id, o.timeoutMs),
-    /** Submits a job, streams its output to the callbacks, and returns the finished job. */
-    run: async (body: CreateJobRequest, o: RunOptions = {}): Promise<Job> => {
+    events: (id: string, o: { timeoutMs?: number; signal?: AbortSignal } = {}) => this.jobEvents(id, o),
+    /**
+     * Submits a job and returns its handle at once; `handle.wait()` streams the output to the callbacks.
+     *
+     * ```ts
+     * import { KilnClient } from 'kiln-sandbox-sdk';
+     * const kiln = new KilnClient();
+     * const handle = await kiln.jobs.start({ language: 'python', code: 'import time; time.sleep(30)' });
+     * await handle.cancel();
+     * const job = await handle.wait();
+     * console.log(job.status); // → canceled
+     * ```
+     */
+    start: async (body: CreateJobInput, o: RunOptions = {}): Promise<JobHandle> => {
+      if (o.signal?.aborted) throw new AbortError('aborted before the job was submitted', undefined, false);
       const job = await this.jobs.create(body);
-      let streamed = false;
-      const notices: OutputTruncatedNotice[] = [];
-      for await (const event of this.jobEvents(job.id, o.timeoutMs)) {
-        if (event.type === 'output') {
-          streamed = true;
-          (event.chunk.stream === 'stdout' ? o.onStdout : o.onStderr)?.(event.chunk.data);
-        } else if (event.type === 'truncated') {
-          notices.push(event.notice);
-        } else if (event.type === 'end') {
-          // The server forgets live output a while after a job ends; the job carries small outputs inline.
-          if (!streamed && notices.length === 0) {
-            if (event.job.stdout) o.onStdout?.(event.job.stdout);
-            if (event.job.stderr) o.onStderr?.(event.job.stderr);
-          } else if (notices.length > 0) {
-            o.onTruncated?.(notices, event.job);
-          }
-          return event.job;
-        }
-      }
-      return this.jobs.get(job.id);
+      o.onJob?.(job);
+      let waiting: Promise<Job> | undefined;
+      return {
+        id: job.id,
+        job,
+        wait: () => (waiting ??= this.follow(job.id, o)),
+        cancel: () => this.jobs.cancel(job.id),
+      };
     },
+    /**
+     * Submits a job, streams its output to the callbacks, and returns the ended job. `timeoutMs` throws
+     * a `TimeoutError` (the job goes on, or is canceled with `onTimeout: 'cancel'`); aborting `signal`
+     * cancels the job and throws an `AbortError`.
+     *
+     * ```ts
+     * import { KilnClient, TimeoutError } from 'kiln-sandbox-sdk';
+     * const kiln = new KilnClient();
+     * const job = await kiln.jobs.run(
+     *   { language: 'python', files: [{ path: 'main.py', content: 'import lib; lib.hello()' }, { path: 'lib.py', content: 'def hello():\n    print("hello")' }], entrypoint: 'main.py' },
+     *   { onJob: (j) => console.log('submitted', j.id), onStdout: (d) => process.stdout.write(d) },
+     * );
+     * console.log(job.verdict); // → ok
+     * try {
+     *   await kiln.jobs.run({ language: 'python', code: 'while True: pass' }, { timeoutMs: 1000, onTimeout: 'cancel' });
+     * } catch (err) {
+     *   if (!(err instanceof TimeoutError)) throw err;
+     *   console.log(err.jobCanceled); // → true
+     * }
+     * ```
+     */
+    run: async (body: CreateJobInput, o: RunOptions = {}): Promise<Job> => (await this.jobs.start(body, o)).wait(),
   };
+
+  /** Follows a job's events to its end, with the run options' timeout, abort and output callbacks. */
+  private async follow(id: string, o: RunOptions): Promise<Job> {
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = o.timeoutMs !== undefined ? setTimeout(() => ((timedOut = true), controller.abort()), o.timeoutMs) : undefined;
+    const onAbort = () => controller.abort();
+    o.signal?.addEventListener('abort', onAbort, { once: true });
+    if (o.signal?.aborted) controller.abort();
+    try {
+      return await this.streamToEnd(id, o, controller.signal);
+    } catch (err) {
+      if (timedOut) {
+        if (o.onTimeout === 'cancel') {
+          await this.jobs.cancel(id).catch(() => undefined);
+          throw new TimeoutError(`job ${id} did not end within ${o.timeoutMs} ms; it was canceled`, id, true);
+        }
+        throw new TimeoutError(
+          `job ${id} did not end within ${o.timeoutMs} ms; it goes on running (follow it with jobs.wait('${id}'); onTimeout: 'cancel' cancels instead)`,
+          id,
+          false,
+        );
+      }
+      if (o.signal?.aborted) {
+        await this.jobs.cancel(id).catch(() => undefined);
+        throw new AbortError(`job ${id}: aborted; kiln was asked to cancel it`, id, true);
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      o.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private async streamToEnd(id: string, o: RunOptions, signal: AbortSignal): Promise<Job> {
+    let streamed = false;
+    const notices: OutputTruncatedNotice[] = [];
+    for await (const event of this.jobEvents(id, { signal })) {
+      if (event.type === 'output') {
+        streamed = true;
+        (event.chunk.stream === 'stdout' ? o.onStdout : o.onStderr)?.(event.chunk.data);
+      } else if (event.type === 'truncated') {
+        notices.push(event.notice);
+      } else if (event.type === 'end') {
+        // The server forgets live output a while after a job ends; the job carries small outputs inline.
+        if (!streamed && notices.length === 0) {
+          if (event.job.stdout) o.onStdout?.(event.job.stdout);
+          if (event.job.stderr) o.onStderr?.(event.job.stderr);
+        } else if (notices.length > 0) {
+          o.onTruncated?.(notices, event.job);
+        }
+        return event.job;
+      }
+    }
+    return this.request<Job>('GET', `/v1/jobs/${enc(id)}`, { signal });
+  }
 
   readonly artifacts = {
     list: (o: ListOptions & { owner_type?: string; owner_id?: string } = {}) =>
@@ -225,7 +334,9 @@ export class KilnClient {
     /** Downloads the content; the checksum comes from the server's header. */
     download: async (id: string): Promise<ArtifactContent> => {
       const response = await this.fetch('GET', `/v1/artifacts/${enc(id)}/content`, { accept: '*/*', timeoutMs: null });
-      return { bytes: Buffer.from(await response.arrayBuffer()), checksum: response.headers.get('x-kiln-checksum') ?? '' };
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      const NodeBuffer = (globalThis as { Buffer?: { from(b: ArrayBufferLike): Uint8Array } }).Buffer;
+      return { bytes: NodeBuffer ? NodeBuffer.from(bytes.buffer) : bytes, checksum: response.headers.get('x-kiln-checksum') ?? '' };
     },
   };
 
@@ -250,10 +361,11 @@ export class KilnClient {
     return this.request('GET', '/v1/languages');
   }
 
-  private async *jobEvents(id: string, timeoutMs?: number): AsyncGenerator<JobStreamEvent> {
+  private async *jobEvents(id: string, o: { timeoutMs?: number; signal?: AbortSignal } = {}): AsyncGenerator<JobStreamEvent> {
     const response = await this.fetch('GET', `/v1/jobs/${enc(id)}/events`, {
       accept: 'text/event-stream',
-      timeoutMs: timeoutMs ?? null,
+      timeoutMs: o.timeoutMs ?? null,
+      ...(o.signal ? { signal: o.signal } : {}),
     });
     if (!response.body) throw new KilnApiError(response.status, 'NO_BODY', 'the event stream has no body');
     for await (const sse of parseEventStream(response.body)) {

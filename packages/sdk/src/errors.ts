@@ -58,9 +58,78 @@ function retryAfterSeconds(header: string | null | undefined, problem: Partial<P
   }
   return typeof problem.retry_after === 'number' ? problem.retry_after : undefined;
 }
-/** The call did not finish within its timeout (no answer from the server in time). */
+/**
+ * A call did not finish within its timeout. For a request, the server gave no answer in time. For
+ * `jobs.run(…, { timeoutMs })` (or a handle's `wait`), `jobId` names the job and `jobCanceled` says
+ * what became of it: `true` with `onTimeout: 'cancel'` (kiln was asked to cancel it), `false` with
+ * `onTimeout: 'detach'` (the default: it goes on; follow it with `jobs.wait(jobId)`).
+ */
 export class TimeoutError extends Error {
   override name = 'TimeoutError';
+  constructor(
+    message: string,
+    readonly jobId?: string,
+    readonly jobCanceled?: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The server could not be reached (connection refused, host not found, reset, TLS…): no answer came,
+ * so nothing is known to have happened. `url` is the server's, `reason` a short human cause
+ * (`connection refused`) and `cause` the underlying error.
+ */
+export class ConnectionError extends Error {
+  override name = 'ConnectionError';
+  constructor(
+    readonly url: string,
+    readonly reason: string,
+    cause: unknown,
+  ) {
+    super(`cannot reach ${url} (${reason})`, { cause });
+  }
+}
+
+/** `jobs.run` was stopped by its `signal`: kiln was asked to cancel job `jobId` (`jobCanceled`). */
+export class AbortError extends Error {
+  override name = 'AbortError';
+  constructor(
+    message: string,
+    readonly jobId: string | undefined,
+    readonly jobCanceled: boolean,
+  ) {
+    super(message);
+  }
+}
+
+const NETWORK_REASONS: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ENOTFOUND: 'host not found',
+  EAI_AGAIN: 'host name lookup failed',
+  ECONNRESET: 'connection reset',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ETIMEDOUT: 'connection timed out',
+  UND_ERR_SOCKET: 'connection closed',
+  UND_ERR_CONNECT_TIMEOUT: 'connection timed out',
+};
+
+/** A short cause for a failed fetch: Node's undici hides it in `cause` (`TypeError: fetch failed`). */
+export function networkReason(err: unknown): string {
+  let e: unknown = err;
+  for (let depth = 0; depth < 4 && e && typeof e === 'object'; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && NETWORK_REASONS[code]) return NETWORK_REASONS[code];
+    // AggregateError (IPv4 and IPv6 both refused) keeps its causes in `errors`.
+    const next = (e as { cause?: unknown; errors?: unknown[] }).cause ?? (e as { errors?: unknown[] }).errors?.[0];
+    if (!next) {
+      if (typeof code === 'string') return code;
+      break;
+    }
+    e = next;
+  }
+  return e instanceof Error && e.message && e.message !== 'fetch failed' ? e.message : 'network error';
 }
 
 /** Maps a problem+json answer onto the error class users can catch. */

@@ -1,54 +1,15 @@
 import { readFile } from 'node:fs/promises';
 import { basename, extname } from 'node:path';
 import { constants } from 'node:os';
-import { InvalidArgumentError, type Command } from 'commander';
-import { DEFAULT_LIMITS, KilnError, limitsSchema, type Limits } from '@kiln/core';
+import type { Command } from 'commander';
+import { addLimitFlags, localLimits, type LimitFlags } from '../limit-flags.js';
 import { BubblewrapDriver, buildOneShotSpec, LANGUAGES, type RunResult } from '@kiln/runner';
 
-/** Flag name → limit name; every flag takes a whole number. */
-const LIMIT_FLAGS = [
-  ['--memory-bytes', 'memory_bytes'],
-  ['--cpu-time-ms', 'cpu_time_ms'],
-  ['--wall-time-ms', 'wall_time_ms'],
-  ['--pids', 'pids'],
-  ['--output-bytes', 'output_bytes'],
-  ['--file-size-bytes', 'file_size_bytes'],
-  ['--disk-bytes', 'disk_bytes'],
-] as const;
-
-type LimitOption = 'memoryBytes' | 'cpuTimeMs' | 'wallTimeMs' | 'pids' | 'outputBytes' | 'fileSizeBytes' | 'diskBytes';
-
-interface ExecOptions extends Partial<Record<LimitOption, number>> {
+type ExecOptions = LimitFlags & {
   language?: string;
   json?: boolean;
   stdin?: string;
-}
-
-function wholeNumber(value: string): number {
-  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be a whole number');
-  const n = Number(value);
-  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError('is too large');
-  return n;
-}
-
-const camel = (flag: string) => flag.slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) as LimitOption;
-
-/** The limits for this run: the default policy's, overridden by flags, checked against the bounds. */
-function limitsFrom(opts: ExecOptions): Limits {
-  const limits: Record<string, number> = { ...DEFAULT_LIMITS };
-  for (const [flag, name] of LIMIT_FLAGS) {
-    const value = opts[camel(flag)];
-    if (value !== undefined) limits[name] = value;
-  }
-  const parsed = limitsSchema.safeParse(limits);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const name = String(issue?.path[0] ?? '');
-    const flag = LIMIT_FLAGS.find(([, n]) => n === name)?.[0] ?? name;
-    throw new KilnError('VALIDATION_FAILED', `${flag}: ${issue?.message ?? 'invalid'}`, { field: name });
-  }
-  return parsed.data;
-}
+};
 
 /** The exit code `kiln exec` ends with: the program's own, 128+signal when killed, 1 when it never ran. */
 export function execExitCode(result: RunResult): number {
@@ -72,7 +33,7 @@ function languageOf(file: string, given?: string): string {
 
 async function execFile(file: string, args: string[], opts: ExecOptions): Promise<void> {
   const language = languageOf(file, opts.language);
-  const limits = limitsFrom(opts);
+  const limits = localLimits(opts);
   if (process.getuid?.() !== 0) {
     throw new Error('kiln exec needs root: it creates cgroups and runs each sandbox under its own uid');
   }
@@ -140,9 +101,7 @@ export function registerExec(program: Command): void {
     .option('--json', 'print the whole result as JSON: verdict, exit_status, resource_usage, stdout, stderr')
     .option('--stdin <file>', 'a file to send as standard input (`-` for this process\'s standard input)')
     .showHelpAfterError(false);
-  for (const [flag, name] of LIMIT_FLAGS) {
-    cmd.option(`${flag} <n>`, `limit ${name} (default ${DEFAULT_LIMITS[name]})`, wholeNumber);
-  }
+  addLimitFlags(cmd, 'default-policy');
   cmd.action(async (file: string, args: string[], opts: ExecOptions) => {
     await execFile(file, args, opts);
   });
