@@ -4,6 +4,7 @@ import { registerRun } from './commands/run.js';
 import { registerRunner } from './commands/runner.js';
 import { registerServer } from './commands/server.js';
 import { registerUp } from './commands/up.js';
+import { registerWorkflow } from './commands/workflow.js';
 
 /** Builds the `kiln` command; each subcommand lives in its own module under commands/. */
 export function buildProgram(): Command {
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
   registerRunner(program);
   registerExec(program);
   registerRun(program);
+  registerWorkflow(program);
   return program;
 }
 

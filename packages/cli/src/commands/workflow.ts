@@ -1,0 +1,117 @@
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import type { Command } from 'commander';
+import type { CreateWorkflowRequest, Workflow, WorkflowStep } from '@kiln/core';
+import { KilnClient } from '@kiln/sdk';
+import { parse as parseYaml } from 'yaml';
+
+/**
+ * `kiln workflow run FILE.yaml` and friends. The file has the shape of `POST /v1/workflows` (YAML or
+ * JSON); a step may name its program with `code_file: clean.py`, and a file with `{ path, file }`
+ * instead of `content`: both are read from beside the workflow file, so a pipeline lives in one folder.
+ */
+
+interface FileRef {
+  path: string;
+  file?: string;
+  content?: string;
+  encoding?: 'utf8' | 'base64';
+}
+
+/** Reads a file beside the workflow file: UTF-8 text as is, anything else as base64. */
+async function readBeside(base: string, name: string): Promise<{ content: string; encoding: 'utf8' | 'base64' }> {
+  const bytes = await readFile(resolve(base, name)).catch(() => {
+    throw new Error(`cannot read ${name} (named in the workflow, looked for beside it in ${base})`);
+  });
+  const text = bytes.toString('utf8');
+  return Buffer.from(text, 'utf8').equals(bytes) ? { content: text, encoding: 'utf8' } : { content: bytes.toString('base64'), encoding: 'base64' };
+}
+
+/** The request a workflow file describes, with every referenced file read in. */
+export async function loadWorkflowFile(file: string): Promise<CreateWorkflowRequest> {
+  const text = await readFile(file, 'utf8').catch(() => {
+    throw new Error(`cannot read ${file}`);
+  });
+  const parsed = (file.endsWith('.json') ? JSON.parse(text) : parseYaml(text, { maxAliasCount: 100 })) as unknown;
+  if (typeof parsed !== 'object' || parsed === null || !Array.isArray((parsed as { steps?: unknown }).steps)) {
+    throw new Error(`${file}: a workflow needs "steps", a list of steps`);
+  }
+  const base = dirname(resolve(file));
+  const request = parsed as { steps: Record<string, unknown>[] };
+  for (const step of request.steps) {
+    if (typeof step.code_file === 'string') {
+      step.code = (await readBeside(base, step.code_file)).content;
+      delete step.code_file;
+    }
+    if (Array.isArray(step.files)) {
+      step.files = await Promise.all(
+        (step.files as FileRef[]).map(async (f) => {
+          if (typeof f.file !== 'string') return f;
+          const { content, encoding } = await readBeside(base, f.file);
+          return { path: f.path, content, encoding };
+        }),
+      );
+    }
+  }
+  return parsed as CreateWorkflowRequest;
+}
+
+function clientOf(opts: { url?: string; apiKey?: string }): KilnClient {
+  if (!process.env.KILN_API_KEY && !opts.apiKey) throw new Error('no API key: set KILN_API_KEY or pass --api-key');
+  return new KilnClient({ ...(opts.url ? { url: opts.url } : {}), ...(opts.apiKey ? { apiKey: opts.apiKey } : {}) });
+}
+
+function stepLine(step: WorkflowStep): string {
+  return `[${step.sequence} ${step.name}] ${step.status}${step.job_id ? ` (job ${step.job_id})` : ''}${step.reason ? `: ${step.reason}` : ''}\n`;
+}
+
+function summary(w: Workflow): string {
+  const lines = [`workflow ${w.id}${w.name ? ` (${w.name})` : ''}: ${w.status}${w.reason ? ` — ${w.reason}` : ''}`];
+  for (const s of w.steps ?? []) lines.push(`  ${s.sequence}. ${s.name}: ${s.status}${s.job_id ? ` job ${s.job_id}` : ''}${s.reason ? ` — ${s.reason}` : ''}`);
+  return `${lines.join('\n')}\n`;
+}
+
+export function registerWorkflow(program: Command): void {
+  const workflow = program.command('workflow').description('multi-step workflows through the API (KILN_URL, KILN_API_KEY)');
+  const common = (c: Command) =>
+    c.option('--url <url>', 'the control plane URL (KILN_URL)').option('--api-key <key>', 'a tenant or agent key (KILN_API_KEY)');
+
+  common(
+    workflow
+      .command('run')
+      .description('submit FILE (YAML or JSON), stream each step and its output, exit non-zero unless it succeeds')
+      .argument('<file>', 'the workflow file'),
+  ).action(async (file: string, opts: { url?: string; apiKey?: string }) => {
+    const client = clientOf(opts);
+    const request = await loadWorkflowFile(file);
+    const done = await client.workflows.run(request, {
+      onCreated: (w) => process.stderr.write(`kiln: workflow ${w.id} submitted (${w.steps?.length ?? 0} steps)\n`),
+      onStep: (s) => process.stderr.write(stepLine(s)),
+      onOutput: (name, job) => {
+        if (job.stdout) process.stdout.write(job.stdout.split('\n').map((l, i, all) => (i === all.length - 1 && l === '' ? '' : `[${name}] ${l}\n`)).join(''));
+        if (job.stderr) process.stderr.write(job.stderr.split('\n').map((l, i, all) => (i === all.length - 1 && l === '' ? '' : `[${name}] ${l}\n`)).join(''));
+      },
+    });
+    process.stderr.write(summary(done));
+    process.exitCode = done.status === 'succeeded' ? 0 : 1;
+  });
+
+  common(workflow.command('list').description('list workflows, newest first').option('--status <status>', 'only this status')).action(
+    async (opts: { url?: string; apiKey?: string; status?: string }) => {
+      const page = await clientOf(opts).workflows.list({ limit: 50, ...(opts.status ? { status: opts.status } : {}) });
+      for (const w of page.items) process.stdout.write(`${w.id}\t${w.status}\t${w.created_at}\t${w.name ?? ''}\n`);
+    },
+  );
+
+  common(workflow.command('get').description('show a workflow and its steps').argument('<id>')).action(
+    async (id: string, opts: { url?: string; apiKey?: string }) => {
+      process.stdout.write(summary(await clientOf(opts).workflows.get(id)));
+    },
+  );
+
+  common(workflow.command('cancel').description('cancel a workflow (running steps are killed)').argument('<id>')).action(
+    async (id: string, opts: { url?: string; apiKey?: string }) => {
+      process.stdout.write(summary(await clientOf(opts).workflows.cancel(id)));
+    },
+  );
+}
