@@ -236,13 +236,15 @@ describe.each<DbKind>(['sqlite', 'postgres'])('workflows end to end (%s)', (db) 
   }, 180_000);
 
   it('audits every step start and end and the workflow, and the chain verifies', async () => {
-    const w = await agentClient.workflows.create({ steps: [{ name: 'one', ...py('print(1)') }, { name: 'two', ...py('print(2)') }] });
-    await ended(agentClient, w.id);
-    const events = (await admin.audit.list({ limit: 200 })).items.filter((e) => e.details.workflow_id === w.id || e.resource_id === w.id);
+    const t = await kiln.newTenant();
+    const w = await t.agentClient.workflows.create({ steps: [{ name: 'one', ...py('print(1)') }, { name: 'two', ...py('print(2)') }] });
+    await ended(t.agentClient, w.id);
+    const events = (await t.admin.audit.list({ limit: 200 })).items.filter((e) => e.details.workflow_id === w.id || e.resource_id === w.id);
     const actions = events.map((e) => e.action);
     expect(actions).toEqual(expect.arrayContaining(['workflow.create', 'workflow.start', 'workflow_step.start', 'workflow_step.end', 'workflow.end']));
     expect(actions.filter((a) => a === 'workflow_step.start')).toHaveLength(2);
-    expect(events.every((e) => e.actor_id === agentA)).toBe(true);
+    expect(events.every((e) => e.actor_id === t.agent.id)).toBe(true);
+    expect((await t.admin.audit.verify()).ok).toBe(true);
     expect((await admin.audit.verify()).ok).toBe(true);
   }, 60_000);
 });
