@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { CreateWorkflowRequest, Workflow } from '@kiln/core';
+import { DEFAULT_RULESET, type CreateWorkflowRequest, type Workflow } from '@kiln/core';
 import { NotFoundError, type KilnClient } from '@kiln/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, KilnSystem, type DbKind } from './support/kiln-system.js';
@@ -130,6 +130,24 @@ describe.each<DbKind>(['sqlite', 'postgres'])('workflows end to end (%s)', (db) 
     expect(done.status).toBe('failed');
     expect(stepOf(done, 'use')).toMatchObject({ status: 'failed', job_id: null });
     expect(stepOf(done, 'use').reason).toContain('out/missing.csv');
+  }, 120_000);
+
+  it("counts inputs against the receiving step's policy: an input over its artifact size fails the step", async () => {
+    const tight = await admin.policies.create({
+      name: `tight-inputs-${Date.now()}`,
+      ruleset: { ...DEFAULT_RULESET, artifacts: { max_count: 4, max_bytes: 1024, max_total_bytes: 4096 } },
+    });
+    const w = await admin.workflows.create({
+      steps: [
+        { name: 'big', ...py('import os\nos.makedirs("out",exist_ok=True)\nopen("out/big.bin","wb").write(b"x"*4000)') },
+        { name: 'small', policy_id: tight.id, ...py('print(len(open("big.bin","rb").read()))'), inputs: [{ step: 'big', artifact: 'out/big.bin', path: 'big.bin' }] },
+      ],
+    });
+    const done = await ended(admin, w.id);
+    expect(done.status).toBe('failed');
+    expect(stepOf(done, 'small')).toMatchObject({ status: 'failed', job_id: null });
+    expect(stepOf(done, 'small').reason).toContain('out/big.bin');
+    expect(stepOf(done, 'small').reason).toContain('input limits');
   }, 120_000);
 
   it('fails a step whose agent was disabled before its turn, with the reason', async () => {
