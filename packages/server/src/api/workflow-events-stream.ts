@@ -1,11 +1,11 @@
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply } from 'fastify';
 import type { WorkflowStep } from '@kiln/core';
 import type { Principal } from '../services/context.js';
 import type { JobDeps } from '../services/job-deps.js';
 import { jobFromRow } from '../services/job-views.js';
 import { pendingWake, topics } from '../services/notifier.js';
 import { findTenantWorkflow, stepsWithJobs, stepView, workflowView } from '../services/workflows/queries.js';
-import { SseWriter } from './sse-writer.js';
+import { openEventStream, SseWriter } from './sse-writer.js';
 
 const KEEP_ALIVE_MS = 15_000;
 /** A step's job changes status (a lease) without waking the workflow: looked at again this often. */
@@ -23,19 +23,11 @@ export async function streamWorkflowEvents(
   deps: JobDeps,
   principal: Principal,
   workflowId: string,
-  request: FastifyRequest,
   reply: FastifyReply,
 ): Promise<FastifyReply> {
   const row = await findTenantWorkflow(deps.store, principal, workflowId);
   const ticket = deps.watchers.admit(workflowId, principal);
-  reply.hijack();
-  const res = reply.raw;
-  res.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-  });
+  const res = openEventStream(reply);
   const writer = new SseWriter(res, {
     maxBufferedBytes: deps.streams.watcherBufferBytes,
     stallTimeoutMs: deps.streams.stallTimeoutMs,
@@ -51,7 +43,6 @@ export async function streamWorkflowEvents(
     closed.abort();
     ticket.release();
   });
-  void request;
 
   writer.control('workflow', workflowView(row));
   const sent = new Map<string, string>();

@@ -64,7 +64,7 @@ export function workflowRoutes(deps: JobDeps): RouteSpec[] {
       auth: 'key',
       params: idParams,
       raw: true,
-      handler: ({ principal, params, request, reply }) => streamWorkflowEvents(deps, principal, params.id, request, reply),
+      handler: ({ principal, params, reply }) => streamWorkflowEvents(deps, principal, params.id, reply),
     }),
   ];
 }

@@ -95,7 +95,7 @@ function artifactCeilings(policy: Policy, quota: TenantQuota): Policy['ruleset']
 }
 
 /** The tenant's queue is full: 429 with when to try again; nothing was inserted. */
-function queueFull(tenantId: string, cap: number): KilnError {
+export function queueFull(tenantId: string, cap: number): KilnError {
   return new KilnError(
     'RATE_LIMITED',
     `tenant ${tenantId} has ${cap} jobs queued, its quota's cap; retry when some have started, or cancel queued ones`,

@@ -14,7 +14,8 @@ import { requireTenantActive, requireTenantMember } from '../access.js';
 import { auditSuccess } from '../audit.js';
 import { actorIdOf, type Principal } from '../context.js';
 import type { JobDeps } from '../job-deps.js';
-import { prepareJob, type PreparedJob } from '../jobs.js';
+import { prepareJob, queueFull, type PreparedJob } from '../jobs.js';
+import { countQueuedJobs, lockTenantForSubmission } from '../../store/quotas.js';
 import { advanceWorkflow, WorkflowWakes, type StepSpec, type WorkflowSpec } from './engine.js';
 import { getTenantWorkflow } from './queries.js';
 
@@ -89,6 +90,11 @@ export async function submitWorkflow(deps: JobDeps, principal: Principal, input:
   const spec: WorkflowSpec = { actor_id: actorIdOf(principal), actor_kind: principal.kind };
   const wakes = new WorkflowWakes();
   await deps.store.transaction(async (tx) => {
+    // A full queue refuses workflows as it refuses jobs (429), so workflows are no way around the cap;
+    // the steps a running workflow starts later are not refused (its submission was accepted).
+    await lockTenantForSubmission(tx, tenantId);
+    const cap = prepared[0]!.quota.concurrency.max_queued_jobs;
+    if ((await countQueuedJobs(tx, tenantId, cap)) >= cap) throw queueFull(tenantId, cap);
     await tx.db
       .insertInto('workflows')
       .values({
