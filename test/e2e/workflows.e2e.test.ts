@@ -180,17 +180,22 @@ describe.each<DbKind>(['sqlite', 'postgres'])('workflows end to end (%s)', (db) 
   }, 60_000);
 
   it("answers another tenant's workflow with 404, and the events stream ends with the workflow", async () => {
-    const w = await agentClient.workflows.create({ steps: [{ name: 'one', ...py('print("hi")') }] });
+    const w = await agentClient.workflows.create({
+      steps: [{ name: 'one', ...py('print("hi")') }, { name: 'two', ...py('import sys, time\nprint("live", flush=True)\ntime.sleep(1)\nprint("there")') }],
+    });
     const events: string[] = [];
-    let output = '';
+    const output: Record<string, string> = {};
+    const statuses: string[] = [];
     for await (const e of agentClient.workflows.events(w.id)) {
       events.push(e.type);
-      if (e.type === 'output') output += e.job.stdout ?? '';
+      if (e.type === 'output') output[e.chunk.step] = (output[e.chunk.step] ?? '') + e.chunk.data;
+      if (e.type === 'step' && e.step.name === 'two') statuses.push(e.step.status);
     }
     expect(events[0]).toBe('workflow');
     expect(events.at(-1)).toBe('end');
-    expect(events).toContain('step');
-    expect(output).toBe('hi\n');
+    expect(output).toEqual({ one: 'hi\n', two: 'live\nthere\n' });
+    expect(statuses.at(-1)).toBe('succeeded');
+    expect(statuses).toContain('running');
     const other = await kiln.newTenant();
     await expect(other.admin.workflows.get(w.id)).rejects.toBeInstanceOf(NotFoundError);
     await expect(other.admin.workflows.cancel(w.id)).rejects.toBeInstanceOf(NotFoundError);

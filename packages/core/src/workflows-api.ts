@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { createJobSchema, jobSchema, workspacePathSchema } from './jobs-api.js';
+import { createJobSchema, workspacePathSchema } from './jobs-api.js';
 
 /** Bounds of one workflow request: everything in it is tenant input. */
 export const WORKFLOW_LIMITS = {
@@ -88,9 +88,11 @@ export const workflowSchema = z.object({
 });
 export type Workflow = z.infer<typeof workflowSchema>;
 
-/** `output` events of a workflow's stream: a step's final stdout/stderr (inline when small). */
-export const workflowStepOutputSchema = z.object({
+/** `output` events of a workflow's stream: a chunk of a step's job output, as produced. */
+export const workflowOutputChunkSchema = z.object({
   step: z.string(),
   job_id: z.string(),
-  job: jobSchema,
+  stream: z.enum(['stdout', 'stderr']),
+  data: z.string(),
 });
+export type WorkflowOutputChunk = z.infer<typeof workflowOutputChunkSchema>;

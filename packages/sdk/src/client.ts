@@ -18,6 +18,7 @@ import type {
   TenantQuotaOverrides,
   TenantQuotaView,
   Workflow,
+  WorkflowOutputChunk,
   WorkflowStep,
 } from '@kiln/core';
 import { errorFromProblem, KilnApiError, TimeoutError } from './errors.js';
@@ -224,7 +225,7 @@ export class KilnClient {
     get: (id: string) => this.request<Workflow>('GET', `/v1/workflows/${enc(id)}`),
     list: (o: ListOptions & { status?: string } = {}) => this.request<Page<Workflow>>('GET', '/v1/workflows', { query: { ...o } }),
     cancel: (id: string) => this.request<Workflow>('POST', `/v1/workflows/${enc(id)}/cancel`, { body: {} }),
-    /** The workflow's server-sent events: `step` changes, each ended step's `output` (its job), then `end`. */
+    /** The workflow's server-sent events: `step` changes, each step's `output` chunks, then `end`. */
     events: (id: string, o: { timeoutMs?: number } = {}) => this.workflowEvents(id, o.timeoutMs),
     /** Submits a workflow, reports each step change and output to the callbacks, returns the ended workflow. */
     run: async (body: CreateWorkflowRequest, o: WorkflowRunOptions = {}): Promise<Workflow> => {
@@ -232,7 +233,7 @@ export class KilnClient {
       o.onCreated?.(created);
       for await (const event of this.workflowEvents(created.id, o.timeoutMs)) {
         if (event.type === 'step') o.onStep?.(event.step);
-        else if (event.type === 'output') o.onOutput?.(event.step, event.job);
+        else if (event.type === 'output') o.onOutput?.(event.chunk);
         else if (event.type === 'end') return event.workflow;
       }
       return this.workflows.get(created.id);
@@ -296,10 +297,9 @@ export class KilnClient {
     for await (const sse of parseEventStream(response.body)) {
       if (sse.event === 'workflow') yield { type: 'workflow', workflow: JSON.parse(sse.data) as Workflow };
       else if (sse.event === 'step') yield { type: 'step', step: JSON.parse(sse.data) as WorkflowStep };
-      else if (sse.event === 'output') {
-        const out = JSON.parse(sse.data) as { step: string; job: Job };
-        yield { type: 'output', step: out.step, job: out.job };
-      } else if (sse.event === 'end') {
+      else if (sse.event === 'output') yield { type: 'output', chunk: JSON.parse(sse.data) as WorkflowOutputChunk };
+      else if (sse.event === 'truncated') yield { type: 'truncated', notice: JSON.parse(sse.data) as Record<string, unknown> };
+      else if (sse.event === 'end') {
         yield { type: 'end', workflow: JSON.parse(sse.data) as Workflow };
         return;
       }
@@ -311,8 +311,8 @@ export interface WorkflowRunOptions {
   onCreated?: (workflow: Workflow) => void;
   /** A step changed status (pending, queued, running, then its end). */
   onStep?: (step: WorkflowStep) => void;
-  /** A step ended: its job, with stdout/stderr inline when small. */
-  onOutput?: (step: string, job: Job) => void;
+  /** A chunk of a step's output, as its sandbox produces it. */
+  onOutput?: (chunk: WorkflowOutputChunk) => void;
   /** Give up following (the workflow keeps running) after this long. @default none */
   timeoutMs?: number;
 }
@@ -320,7 +320,9 @@ export interface WorkflowRunOptions {
 export type WorkflowStreamEvent =
   | { type: 'workflow'; workflow: Workflow }
   | { type: 'step'; step: WorkflowStep }
-  | { type: 'output'; step: string; job: Job }
+  | { type: 'output'; chunk: WorkflowOutputChunk }
+  /** A step's live output is incomplete (its job's stdout/stderr artifacts hold all of it). */
+  | { type: 'truncated'; notice: Record<string, unknown> }
   | { type: 'end'; workflow: Workflow };
 
 export type JobStreamEvent =

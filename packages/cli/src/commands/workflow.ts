@@ -71,6 +71,24 @@ function summary(w: Workflow): string {
   return `${lines.join('\n')}\n`;
 }
 
+/** Prefixes every line of a step's output with the step's name, across chunks that split lines. */
+export class LinePrefixer {
+  private readonly atLineStart = new Map<string, boolean>();
+
+  add(chunk: { step: string; stream: string; data: string }): string {
+    const key = `${chunk.step}/${chunk.stream}`;
+    let out = '';
+    let start = this.atLineStart.get(key) ?? true;
+    for (const piece of chunk.data.split(/(?<=\n)/)) {
+      if (piece === '') continue;
+      out += start ? `[${chunk.step}] ${piece}` : piece;
+      start = piece.endsWith('\n');
+    }
+    this.atLineStart.set(key, start);
+    return out;
+  }
+}
+
 export function registerWorkflow(program: Command): void {
   const workflow = program.command('workflow').description('multi-step workflows through the API (KILN_URL, KILN_API_KEY)');
   const common = (c: Command) =>
@@ -84,13 +102,11 @@ export function registerWorkflow(program: Command): void {
   ).action(async (file: string, opts: { url?: string; apiKey?: string }) => {
     const client = clientOf(opts);
     const request = await loadWorkflowFile(file);
+    const prefix = new LinePrefixer();
     const done = await client.workflows.run(request, {
       onCreated: (w) => process.stderr.write(`kiln: workflow ${w.id} submitted (${w.steps?.length ?? 0} steps)\n`),
       onStep: (s) => process.stderr.write(stepLine(s)),
-      onOutput: (name, job) => {
-        if (job.stdout) process.stdout.write(job.stdout.split('\n').map((l, i, all) => (i === all.length - 1 && l === '' ? '' : `[${name}] ${l}\n`)).join(''));
-        if (job.stderr) process.stderr.write(job.stderr.split('\n').map((l, i, all) => (i === all.length - 1 && l === '' ? '' : `[${name}] ${l}\n`)).join(''));
-      },
+      onOutput: (chunk) => (chunk.stream === 'stdout' ? process.stdout : process.stderr).write(prefix.add(chunk)),
     });
     process.stderr.write(summary(done));
     process.exitCode = done.status === 'succeeded' ? 0 : 1;
