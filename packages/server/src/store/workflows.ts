@@ -81,15 +81,37 @@ export async function moveWorkflow(
   return Number(result.numUpdatedRows) === 1;
 }
 
-/** Unfinished workflows after `afterId`, oldest first: what the sweeper looks at, a page at a time. */
-export async function unfinishedWorkflows(h: DbHandle, afterId: string, limit: number): Promise<string[]> {
-  const rows = await h.db
-    .selectFrom('workflows')
-    .select('id')
-    .where('status', 'in', ['queued', 'running'])
-    .where('id', '>', afterId)
-    .orderBy('id')
+/**
+ * Workflows whose advance is due, after `afterId`: a step still open whose job has ended (a job end no
+ * hook saw, or a crash), or an unfinished workflow with no step open at all (nothing running will ever
+ * wake it). Both are indexed lookups, so a sweep costs what the stragglers cost, not every open workflow.
+ */
+export async function workflowsDueForAdvance(h: DbHandle, afterId: string, limit: number): Promise<string[]> {
+  const stale = await h.db
+    .selectFrom('workflow_steps as s')
+    .innerJoin('jobs as j', 'j.id', 's.job_id')
+    .select('s.workflow_id')
+    .distinct()
+    .where('s.status', 'in', ['queued', 'running'])
+    .where('j.status', 'in', ['succeeded', 'failed', 'canceled'])
+    .where('s.workflow_id', '>', afterId)
+    .orderBy('s.workflow_id')
     .limit(limit)
     .execute();
-  return rows.map((r) => r.id);
+  const idle = await h.db
+    .selectFrom('workflows as w')
+    .select('w.id')
+    .where('w.status', 'in', ['queued', 'running'])
+    .where('w.id', '>', afterId)
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb.selectFrom('workflow_steps as s').select('s.id').whereRef('s.workflow_id', '=', 'w.id').where('s.status', 'in', ['queued', 'running']),
+        ),
+      ),
+    )
+    .orderBy('w.id')
+    .limit(limit)
+    .execute();
+  return [...new Set([...stale.map((r) => r.workflow_id), ...idle.map((r) => r.id)])].sort().slice(0, limit);
 }

@@ -216,6 +216,7 @@ function stepState(step: WorkflowStepRow): StepState {
 export async function advanceWorkflow(deps: JobDeps, tx: TxHandle, workflowId: string, nowMs: number, wakes: WorkflowWakes): Promise<void> {
   let workflow = await lockWorkflow(tx, workflowId);
   if (!workflow || (workflow.status !== 'queued' && workflow.status !== 'running')) return;
+  let changed = false;
   // Each pass moves at least one step or stops, so this ends within one pass per step (plus one).
   for (let pass = 0; pass <= WORKFLOW_LIMITS.maxSteps + 1; pass++) {
     const steps = await stepsOf(tx, workflowId);
@@ -231,6 +232,7 @@ export async function advanceWorkflow(deps: JobDeps, tx: TxHandle, workflowId: s
         moved = (await moveStep(tx, step, job.status as WorkflowStepState, {})) || moved;
       }
     }
+    changed ||= moved;
     if (moved) continue;
     const moves = nextMoves(steps.map(stepState));
     for (const c of moves.cancel) {
@@ -241,6 +243,7 @@ export async function advanceWorkflow(deps: JobDeps, tx: TxHandle, workflowId: s
       const step = steps.find((s) => s.name === name)!;
       moved = (await startStep(deps, tx, workflow, step, steps, nowMs, wakes)) || moved;
     }
+    changed ||= moved;
     if (workflow.status === 'queued' && moves.start.length > 0) {
       await moveWorkflow(tx, workflow, 'running', { started_at: toRfc3339(nowMs) }, nowMs);
       workflow = { ...workflow, status: 'running', started_at: toRfc3339(nowMs) };
@@ -261,6 +264,7 @@ export async function advanceWorkflow(deps: JobDeps, tx: TxHandle, workflowId: s
         workflow = { ...workflow, status: 'running' };
       }
       if (await moveWorkflow(tx, workflow, end.status, { reason: end.reason }, nowMs)) {
+        changed = true;
         await auditWorkflowAction(tx, workflow, nowMs, {
           action: 'workflow.end',
           resource_type: 'workflow',
@@ -272,7 +276,8 @@ export async function advanceWorkflow(deps: JobDeps, tx: TxHandle, workflowId: s
     }
     break;
   }
-  wakes.workflows.add(workflowId);
+  // Watchers are woken only when something moved: a sweep that finds nothing to do stays silent.
+  if (changed) wakes.workflows.add(workflowId);
 }
 
 /**
