@@ -124,6 +124,8 @@ async function stepJobSpec(
   steps: WorkflowStepRow[],
 ): Promise<{ reason: string } | { spec: JobSpec }> {
   const spec = stepSpecOf(step);
+  const tenant = await tx.db.selectFrom('tenants').select('status').where('id', '=', workflow.tenant_id).executeTakeFirst();
+  if (tenant?.status !== 'active') return { reason: `tenant ${workflow.tenant_id} is ${tenant?.status ?? 'gone'}; the step was not started` };
   if (step.agent_id) {
     const agent = await findAgent(tx, workflow.tenant_id, step.agent_id);
     if (!agent || agent.status !== 'active') return { reason: `agent ${step.agent_id} is ${agent ? agent.status : 'gone'}; the step was not started` };
