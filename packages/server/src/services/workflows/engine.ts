@@ -96,7 +96,8 @@ function jobReason(job: JobRow): string | null {
   return `job ${job.id} ${job.status}`;
 }
 
-async function endStep(
+/** Ends a step (if it is still as read) and audits its end. */
+export async function endStep(
   tx: TxHandle,
   workflow: WorkflowRow,
   step: WorkflowStepRow,

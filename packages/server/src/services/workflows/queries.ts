@@ -2,7 +2,7 @@ import { KilnError, toRfc3339, type Workflow, type WorkflowStep, type WorkflowSt
 import { moveJob, type JobRow } from '../../store/jobs.js';
 import { decodeCursor, page } from '../../store/pagination.js';
 import type { DbHandle } from '../../store/store.js';
-import { getWorkflow, jobsOfSteps, lockWorkflow, moveStep, moveWorkflow, stepsOf, type WorkflowRow, type WorkflowStepRow } from '../../store/workflows.js';
+import { getWorkflow, jobsOfSteps, lockWorkflow, moveWorkflow, stepsOf, type WorkflowRow, type WorkflowStepRow } from '../../store/workflows.js';
 import { notFound, requireTenantActive, requireTenantMember } from '../access.js';
 import { auditSuccess } from '../audit.js';
 import { actorIdOf, type Principal } from '../context.js';
@@ -10,7 +10,7 @@ import type { JobDeps } from '../job-deps.js';
 import { jobFromRow } from '../job-views.js';
 import { visibleToAgent } from '../jobs.js';
 import { topics } from '../notifier.js';
-import { auditWorkflowAction, stepSpecOf, WorkflowWakes } from './engine.js';
+import { endStep, stepSpecOf, WorkflowWakes } from './engine.js';
 
 /** A step as the API answers it: while it has a job that has not ended, its status is its job's. */
 export function stepView(step: WorkflowStepRow, job: JobRow | undefined): WorkflowStep {
@@ -110,15 +110,7 @@ export async function cancelWorkflow(deps: JobDeps, principal: Principal, id: st
         const values = { verdict: 'canceled', completed_at: nowIso, lease_expires_at: null };
         if (await moveJob(tx, job, 'canceled', values, nowMs)) canceledJobs.push({ ...job, ...values, status: 'canceled' });
       }
-      if (await moveStep(tx, step, 'canceled', { completed_at: nowIso, reason })) {
-        await auditWorkflowAction(tx, workflow, nowMs, {
-          action: 'workflow_step.end',
-          resource_type: 'workflow_step',
-          resource_id: step.id,
-          subject_agent_id: step.agent_id,
-          details: { step: step.name, status: 'canceled', job_id: step.job_id, reason },
-        });
-      }
+      await endStep(tx, workflow, step, 'canceled', reason, nowMs);
     }
     await auditSuccess(deps, tx, principal, {
       action: 'workflow.cancel',
