@@ -30,8 +30,12 @@ const freePort = () =>
     });
   });
 
-async function jobsOneAfterAnother(url, key) {
+/** Per step: from one job's end to the next job's start (its lease), from the jobs' own timestamps. */
+const handoffs = (jobs) => jobs.slice(1).map((job, i) => Date.parse(job.started_at) - Date.parse(jobs[i].completed_at));
+
+async function jobsOneAfterAnother(url, key, gaps) {
   const t = performance.now();
+  const jobs = [];
   for (let i = 0; i < steps; i++) {
     const res = await fetch(`${url}/v1/jobs?wait=true`, {
       method: 'POST',
@@ -40,17 +44,25 @@ async function jobsOneAfterAnother(url, key) {
     });
     const job = await res.json();
     if (job.status !== 'succeeded') throw new Error(`job failed: ${JSON.stringify(job)}`);
+    jobs.push(job);
   }
-  return performance.now() - t;
+  const ms = performance.now() - t;
+  gaps?.push(...handoffs(jobs));
+  return ms;
 }
 
-async function workflow(client) {
+async function workflow(client, gaps) {
   const t = performance.now();
   const done = await client.workflows.run({
     steps: Array.from({ length: steps }, (_, i) => ({ name: `s${i + 1}`, language: 'python', code: CODE })),
   });
   if (done.status !== 'succeeded') throw new Error(`workflow failed: ${JSON.stringify(done)}`);
-  return performance.now() - t;
+  const ms = performance.now() - t;
+  if (gaps) {
+    const jobs = await Promise.all(done.steps.map((s) => client.jobs.get(s.job_id)));
+    gaps.push(...handoffs(jobs));
+  }
+  return ms;
 }
 
 async function main() {
@@ -74,11 +86,13 @@ async function main() {
     await workflow(client);
     const perStep = [];
     const rows = [];
+    const clientGaps = [];
+    const engineGaps = [];
     for (let r = 0; r < rounds; r++) {
       // Alternate which goes first, so drift in machine load hits both alike.
       const [jobsMs, workflowMs] = r % 2 === 0
-        ? [await jobsOneAfterAnother(url, key), await workflow(client)]
-        : [...[await workflow(client), await jobsOneAfterAnother(url, key)].reverse()];
+        ? [await jobsOneAfterAnother(url, key, clientGaps), await workflow(client, engineGaps)]
+        : [...[await workflow(client, engineGaps), await jobsOneAfterAnother(url, key, clientGaps)].reverse()];
       perStep.push((workflowMs - jobsMs) / steps);
       rows.push({ jobsMs, workflowMs });
     }
@@ -93,12 +107,13 @@ async function main() {
         `  ${steps} jobs one after another (client, wait=true): p50 ${median(rows.map((r) => r.jobsMs)).toFixed(1)} ms`,
         `  one ${steps}-step workflow (submit to end event):    p50 ${median(rows.map((r) => r.workflowMs)).toFixed(1)} ms`,
         `  engine's added time per step: p50 ${p50.toFixed(2)} ms (negative: faster than the client loop)`,
+        `  hand-off, one job's end to the next one's start: workflow p50 ${median(engineGaps)} ms, client p50 ${median(clientGaps)} ms`,
         `  ${p50 <= 5 ? 'MET ' : 'MISS'} added time per step <= 5 ms p50`,
       ].join('\n'),
     );
     const out = resolve(import.meta.dirname, '../results');
     mkdirSync(out, { recursive: true });
-    writeFileSync(join(out, `workflows-${when.replace(/[:.]/g, '-')}.json`), JSON.stringify({ when, steps, rounds, load, rows, perStep }, null, 2));
+    writeFileSync(join(out, `workflows-${when.replace(/[:.]/g, '-')}.json`), JSON.stringify({ when, steps, rounds, load, rows, perStep, engineGaps, clientGaps }, null, 2));
   } finally {
     up.kill('SIGTERM');
     await new Promise((r) => up.once('exit', r));
