@@ -96,7 +96,7 @@ export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; reco
     });
     let recovered = 0;
     for (const runner of offline) {
-      recovered += await recoverRunnerWork(tx, runner, 'runner went offline', nowMs);
+      recovered += await recoverRunnerWork(tx, runner, 'runner went offline', nowMs, (job) => advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes));
       await appendAuditEvent(
         tx,
         {

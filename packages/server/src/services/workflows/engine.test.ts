@@ -1,5 +1,7 @@
+import { toRfc3339 } from '@kiln/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DB_KINDS } from '../../store/testing.js';
+import { sweepFleet } from '../fleet.js';
 import { completeJob } from '../job-completion.js';
 import { openJobBed, type JobBed, type TestTenant } from '../job-testing.js';
 import { leaseWork } from '../runner-protocol.js';
@@ -99,5 +101,21 @@ describe.each(DB_KINDS)('workflow engine on %s', (kind) => {
       submitWorkflow(bed.deps, acme.admin, { steps: [{ name: 'a', language: 'python', code: '1', needs: ['a'] }] }),
     ).rejects.toMatchObject({ code: 'VALIDATION_FAILED', field: 'body.steps.0.needs.0' });
     expect((await jobsOf()).length).toBe(before);
+  });
+
+  // Last: it takes the file's runner offline.
+  it("advances in the fleet reaper's transaction when a lost runner's step job has no attempts left", async () => {
+    const w = await submitWorkflow(bed.deps, acme.admin, {
+      steps: [{ name: 'lost', language: 'python', code: 'print(1)' }, { name: 'after', language: 'python', code: 'print(2)' }],
+    });
+    const jobId = w.steps![0]!.job_id!;
+    await lease();
+    await bed.store.db.updateTable('jobs').set((eb) => ({ max_attempts: eb.ref('attempt') })).where('id', '=', jobId).execute();
+    await bed.store.db.updateTable('runner_nodes').set({ last_heartbeat_at: toRfc3339(bed.clock.nowMs() - 3_600_000) }).where('id', '=', runnerId).execute();
+    await sweepFleet(bed.deps);
+    const done = await getTenantWorkflow(bed.deps, acme.admin, w.id);
+    expect(done.status).toBe('failed');
+    expect(done.steps!.map((s) => s.status)).toEqual(['failed', 'canceled']);
+    expect(done.steps![0]!.reason).toContain('no attempts left');
   });
 });
