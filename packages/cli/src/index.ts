@@ -8,6 +8,7 @@ import { registerLanguages } from './commands/languages.js';
 import { registerPolicies } from './commands/policies.js';
 import { registerRun } from './commands/run.js';
 import { registerTenants } from './commands/tenants.js';
+import { registerWorkflow } from './commands/workflow.js';
 import { CliError, describeFailure, EXIT } from './context.js';
 import { VERSION } from './version.js';
 
@@ -65,6 +66,7 @@ export async function buildProgram(programArgs: string[] = []): Promise<Command>
   registerPolicies(program);
   registerAudit(program);
   registerLanguages(program);
+  registerWorkflow(program);
   return program;
 }
 

@@ -11,3 +11,4 @@ export * from './runner-protocol.js';
 export * from './fleet-api.js';
 export * from './quota.js';
 export * from './glob.js';
+export * from './workflows-api.js';

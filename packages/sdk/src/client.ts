@@ -5,6 +5,7 @@ import type {
   AuditEvent,
   AuditVerifyResult,
   CreateJobInput,
+  CreateWorkflowRequest,
   Job,
   LanguageOffer,
   OutputTruncatedNotice,
@@ -16,6 +17,9 @@ import type {
   Tenant,
   TenantQuotaOverrides,
   TenantQuotaView,
+  Workflow,
+  WorkflowOutputChunk,
+  WorkflowStep,
 } from '@kiln/core';
 import { AbortError, ConnectionError, errorFromProblem, KilnApiError, networkReason, TimeoutError } from './errors.js';
 import { parseEventStream } from './sse.js';
@@ -324,6 +328,25 @@ export class KilnClient {
     }
     return this.request<Job>('GET', `/v1/jobs/${enc(id)}`, { signal });
   }
+  readonly workflows = {
+    create: (body: CreateWorkflowRequest) => this.request<Workflow>('POST', '/v1/workflows', { body }),
+    get: (id: string) => this.request<Workflow>('GET', `/v1/workflows/${enc(id)}`),
+    list: (o: ListOptions & { status?: string } = {}) => this.request<Page<Workflow>>('GET', '/v1/workflows', { query: { ...o } }),
+    cancel: (id: string) => this.request<Workflow>('POST', `/v1/workflows/${enc(id)}/cancel`, { body: {} }),
+    /** The workflow's server-sent events: `step` changes, each step's `output` chunks, then `end`. */
+    events: (id: string, o: { timeoutMs?: number } = {}) => this.workflowEvents(id, o.timeoutMs),
+    /** Submits a workflow, reports each step change and output to the callbacks, returns the ended workflow. */
+    run: async (body: CreateWorkflowRequest, o: WorkflowRunOptions = {}): Promise<Workflow> => {
+      const created = await this.workflows.create(body);
+      o.onCreated?.(created);
+      for await (const event of this.workflowEvents(created.id, o.timeoutMs)) {
+        if (event.type === 'step') o.onStep?.(event.step);
+        else if (event.type === 'output') o.onOutput?.(event.chunk);
+        else if (event.type === 'end') return event.workflow;
+      }
+      return this.workflows.get(created.id);
+    },
+  };
 
   readonly artifacts = {
     list: (o: ListOptions & { owner_type?: string; owner_id?: string } = {}) =>
@@ -378,7 +401,40 @@ export class KilnClient {
       }
     }
   }
+
+  private async *workflowEvents(id: string, timeoutMs?: number): AsyncGenerator<WorkflowStreamEvent> {
+    const response = await this.fetch('GET', `/v1/workflows/${enc(id)}/events`, { accept: 'text/event-stream', timeoutMs: timeoutMs ?? null });
+    if (!response.body) throw new KilnApiError(response.status, 'NO_BODY', 'the event stream has no body');
+    for await (const sse of parseEventStream(response.body)) {
+      if (sse.event === 'workflow') yield { type: 'workflow', workflow: JSON.parse(sse.data) as Workflow };
+      else if (sse.event === 'step') yield { type: 'step', step: JSON.parse(sse.data) as WorkflowStep };
+      else if (sse.event === 'output') yield { type: 'output', chunk: JSON.parse(sse.data) as WorkflowOutputChunk };
+      else if (sse.event === 'truncated') yield { type: 'truncated', notice: JSON.parse(sse.data) as Record<string, unknown> };
+      else if (sse.event === 'end') {
+        yield { type: 'end', workflow: JSON.parse(sse.data) as Workflow };
+        return;
+      }
+    }
+  }
 }
+
+export interface WorkflowRunOptions {
+  onCreated?: (workflow: Workflow) => void;
+  /** A step changed status (pending, queued, running, then its end). */
+  onStep?: (step: WorkflowStep) => void;
+  /** A chunk of a step's output, as its sandbox produces it. */
+  onOutput?: (chunk: WorkflowOutputChunk) => void;
+  /** Give up following (the workflow keeps running) after this long. @default none */
+  timeoutMs?: number;
+}
+
+export type WorkflowStreamEvent =
+  | { type: 'workflow'; workflow: Workflow }
+  | { type: 'step'; step: WorkflowStep }
+  | { type: 'output'; chunk: WorkflowOutputChunk }
+  /** A step's live output is incomplete (its job's stdout/stderr artifacts hold all of it). */
+  | { type: 'truncated'; notice: Record<string, unknown> }
+  | { type: 'end'; workflow: Workflow };
 
 export type JobStreamEvent =
   | { type: 'status'; job: Job }

@@ -7,11 +7,13 @@ import { registerFleetMetrics } from './api/fleet-metrics.js';
 import { registerStreamMetrics } from './api/stream-metrics.js';
 import { fleetRoutes } from './api/fleet-routes.js';
 import { jobRoutes } from './api/job-routes.js';
+import { workflowRoutes } from './api/workflow-routes.js';
 import { acceptRawUploads, runnerRoutes } from './api/runner-routes.js';
 import type { RouteSpec } from './api/route.js';
 import { DEFAULT_STORAGE_SETTINGS, type StorageSettings } from './services/artifact-storage.js';
 import { startFleetReaper } from './services/fleet.js';
 import { startRetentionReaper } from './services/retention.js';
+import { startWorkflowSweeper } from './services/workflows/sweeper.js';
 import { DEFAULT_FLEET_SETTINGS, DEFAULT_STREAM_SETTINGS, type FleetSettings, type JobDeps, type StreamSettings } from './services/job-deps.js';
 import { JobWatchHub } from './services/job-watchers.js';
 import { LiveOutput, type LossWarning } from './services/live-output.js';
@@ -41,12 +43,15 @@ export interface JobPlane {
   routes: RouteSpec[];
   /** What the app needs besides the routes (raw blob uploads). Call before the app is ready. */
   install(app: FastifyInstance): void;
-  /** Starts the fleet reaper and the retention sweeper. */
+  /** Starts the fleet reaper, the retention sweeper and the workflow sweeper. */
   start(): void;
   /** Ends every long poll and event stream at once (before the HTTP server closes). */
   beginShutdown(): void;
   close(): Promise<void>;
 }
+
+/** How often the workflow sweeper looks for advances left undone. */
+const WORKFLOW_SWEEP_INTERVAL_MS = 1000;
 
 export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane> {
   const notifier = await createNotifier(
@@ -73,9 +78,10 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
   };
   let stopReaper: (() => Promise<void>) | undefined;
   let stopRetention: (() => Promise<void>) | undefined;
+  let stopWorkflows: (() => Promise<void>) | undefined;
   return {
     deps,
-    routes: [...jobRoutes(deps), ...runnerRoutes(deps), ...fleetRoutes(deps)],
+    routes: [...jobRoutes(deps), ...workflowRoutes(deps), ...runnerRoutes(deps), ...fleetRoutes(deps)],
     install: (app) => {
       acceptRawUploads(app);
       registerFleetMetrics((app as KilnApp).kiln.metrics.registry, deps);
@@ -85,6 +91,8 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
       // The reaper looks often enough to notice a missed heartbeat within about one interval.
       stopReaper = startFleetReaper(deps, Math.max(250, Math.floor(fleet.heartbeatIntervalMs / 2)), options.onError);
       stopRetention = startRetentionReaper(deps, deps.storage.retentionIntervalMs, options.onError);
+      // Workflows a crash or an unhooked job end left behind are finished within about a second.
+      stopWorkflows = startWorkflowSweeper(deps, WORKFLOW_SWEEP_INTERVAL_MS, options.onError);
     },
     beginShutdown: () => shutdown.abort(),
     close: async () => {
@@ -92,6 +100,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
       deps.watchers.close();
       await stopReaper?.();
       await stopRetention?.();
+      await stopWorkflows?.();
       await notifier.close();
       await deps.artifacts.close();
     },

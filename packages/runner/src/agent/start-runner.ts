@@ -53,7 +53,8 @@ export function jobToRunSpec(spec: JobSpec) {
   return buildOneShotSpec(
     {
       language: spec.language,
-      ...(spec.code !== null ? { code: spec.code } : { files: spec.files }),
+      ...(spec.code !== null ? { code: spec.code } : {}),
+      ...(spec.code === null || spec.files.length > 0 ? { files: spec.files } : {}),
       ...(spec.entrypoint !== null ? { entrypoint: spec.entrypoint } : {}),
       args: spec.args,
       ...(spec.stdin !== null ? { stdin: spec.stdin } : {}),

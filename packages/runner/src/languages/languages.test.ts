@@ -208,4 +208,16 @@ describe('buildOneShotSpec', () => {
     const r = await driver.run(spec);
     expect(r.stdout.toString()).toBe('from a module\n');
   });
+
+  it('runs code with files beside it (a workflow step and its inputs), the code as the entrypoint', async () => {
+    const spec = buildOneShotSpec(
+      { language: 'python', code: 'print(open("data.csv").read().strip())\n', files: [{ path: 'data.csv', content: Buffer.from('a,b').toString('base64'), encoding: 'base64' }] },
+      LIMITS,
+    );
+    expect(spec.command).toEqual(['python3', '-B', 'main.py']);
+    expect((await driver.run(spec)).stdout.toString()).toBe('a,b\n');
+    expect(() =>
+      buildOneShotSpec({ language: 'python', code: 'print(1)', files: [{ path: '../escape', content: '' }] }, LIMITS),
+    ).toThrow(/not allowed/);
+  });
 });

@@ -43,28 +43,22 @@ export function buildOneShotSpec(request: CodeRequest, limits: Limits, extras: S
       { field: 'language' },
     );
   }
-  if (request.code !== undefined && request.files !== undefined) {
-    throw invalid('code', 'give either code or files, not both');
-  }
   const files: WorkspaceFile[] = [];
-  if (request.code !== undefined) {
-    files.push({ path: request.entrypoint ?? language.sourceFile, content: request.code });
-  } else if (request.files && request.files.length > 0) {
-    request.files.forEach((f, i) => {
-      try {
-        splitRelativePath(f.path);
-      } catch (err) {
-        if (err instanceof UnsafePathError) throw invalid(`files.${i}.path`, err.message);
-        throw err;
-      }
-      files.push({
-        path: f.path,
-        content: f.encoding === 'base64' ? Buffer.from(f.content, 'base64') : f.content,
-      });
+  // Code with files: the files sit beside the code (a workflow step's inputs), the code is the entrypoint.
+  if (request.code !== undefined) files.push({ path: request.entrypoint ?? language.sourceFile, content: request.code });
+  request.files?.forEach((f, i) => {
+    try {
+      splitRelativePath(f.path);
+    } catch (err) {
+      if (err instanceof UnsafePathError) throw invalid(`files.${i}.path`, err.message);
+      throw err;
+    }
+    files.push({
+      path: f.path,
+      content: f.encoding === 'base64' ? Buffer.from(f.content, 'base64') : f.content,
     });
-  } else {
-    throw invalid('code', 'give code or at least one file');
-  }
+  });
+  if (files.length === 0) throw invalid('code', 'give code or at least one file');
   const paths = files.map((f) => f.path.replace(/^\/+/, ''));
   const ofLanguage = (p: string) => language.extensions.some((ext) => p.endsWith(ext));
   // Without an explicit entrypoint: the language's usual file name, else a top-level file of the

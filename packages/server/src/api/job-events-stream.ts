@@ -8,7 +8,7 @@ import { isSettled, type JobMessage } from '../services/job-watchers.js';
 import { findTenantJob } from '../services/jobs.js';
 import { isOutputLoss, type OutputItem } from '../services/live-output.js';
 import type { JobRow } from '../store/jobs.js';
-import { SseWriter } from './sse-writer.js';
+import { openEventStream, SseWriter } from './sse-writer.js';
 
 const KEEP_ALIVE_MS = 15_000;
 /** Replayed chunks written per turn of the event loop (~32 KiB). */
@@ -47,14 +47,7 @@ export async function streamJobEvents(
   // Refused before anything is written, so the refusal is an ordinary problem+json answer.
   const ticket = deps.watchers.admit(jobId, principal);
 
-  reply.hijack();
-  const res = reply.raw;
-  res.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-  });
+  const res = openEventStream(reply);
   const writer = new SseWriter(res, {
     maxBufferedBytes: deps.streams.watcherBufferBytes,
     stallTimeoutMs: deps.streams.stallTimeoutMs,

@@ -1,4 +1,18 @@
 import type { ServerResponse } from 'node:http';
+import type { FastifyReply } from 'fastify';
+
+/** Takes the reply over from Fastify and answers 200 text/event-stream, unbuffered by proxies. */
+export function openEventStream(reply: FastifyReply): ServerResponse {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  return res;
+}
 
 export interface SseWriterOptions {
   /** Bytes this stream may hold in memory that its connection has not taken yet. */

@@ -15,8 +15,9 @@ const LEGAL: Record<string, string[]> = {
   session_step: ['queued>running', 'queued>canceled', 'running>succeeded', 'running>failed', 'running>canceled'],
   workflow: ['queued>running', 'queued>canceled', 'running>succeeded', 'running>failed', 'running>canceled'],
   workflow_step: [
-    'pending>running', 'pending>canceled', 'pending>skipped',
-    'running>succeeded', 'running>failed', 'running>canceled',
+    'pending>queued', 'pending>failed', 'pending>canceled',
+    'queued>running', 'queued>succeeded', 'queued>failed', 'queued>canceled',
+    'running>queued', 'running>succeeded', 'running>failed', 'running>canceled',
   ],
   service: ['starting>running', 'starting>terminated', 'running>stopped', 'running>terminated'],
   runner_node: ['healthy>degraded', 'healthy>offline', 'degraded>healthy', 'degraded>offline', 'offline>healthy'],

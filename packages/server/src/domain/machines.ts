@@ -73,18 +73,22 @@ export const workflowMachine = defineMachine({
 });
 export type WorkflowState = (typeof workflowMachine.states)[number];
 
-/** A workflow step waits (pending) for the steps before it; skipped when an earlier step failed. */
+/**
+ * A workflow step waits (pending) for the steps it needs; then it mirrors its job: queued, running (and
+ * back to queued when the job is retried), ended as the job ended. A step that cannot start (missing
+ * input, disabled agent) fails from pending; one an earlier failure or a cancel makes pointless is canceled.
+ */
 export const workflowStepMachine = defineMachine({
   entity: 'workflow_step',
-  states: ['pending', 'running', 'succeeded', 'failed', 'canceled', 'skipped'] as const,
+  states: ['pending', 'queued', 'running', 'succeeded', 'failed', 'canceled'] as const,
   initial: 'pending',
   transitions: {
-    pending: ['running', 'canceled', 'skipped'],
-    running: ['succeeded', 'failed', 'canceled'],
+    pending: ['queued', 'failed', 'canceled'],
+    queued: ['running', 'succeeded', 'failed', 'canceled'],
+    running: ['queued', 'succeeded', 'failed', 'canceled'],
     succeeded: [],
     failed: [],
     canceled: [],
-    skipped: [],
   },
 });
 export type WorkflowStepState = (typeof workflowStepMachine.states)[number];

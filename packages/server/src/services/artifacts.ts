@@ -63,8 +63,17 @@ export async function listTenantArtifacts(
   let q = deps.store.db.selectFrom('artifacts').selectAll().orderBy('id').limit(query.limit + 1);
   if (tenantId !== undefined) q = q.where('tenant_id', '=', tenantId);
   if (after) q = q.where('id', '>', after);
-  if (query.owner_type) q = q.where('owner_type', '=', query.owner_type);
-  if (query.owner_id) q = q.where('owner_id', '=', query.owner_id);
+  if (query.owner_type === 'workflow_step') {
+    // A workflow step owns what its job produced: the job's rows, listed under the step.
+    const stepId = query.owner_id;
+    q = q.where('owner_type', '=', 'job').where('owner_id', 'in', (eb) => {
+      const steps = eb.selectFrom('workflow_steps').select((s) => s.fn.coalesce('job_id', s.val('')).as('job_id'));
+      return stepId ? steps.where('id', '=', stepId) : steps.where('job_id', 'is not', null);
+    });
+  } else {
+    if (query.owner_type) q = q.where('owner_type', '=', query.owner_type);
+    if (query.owner_id) q = q.where('owner_id', '=', query.owner_id);
+  }
   if (principal.kind === 'agent') {
     // An agent lists the artifacts of its own jobs only.
     const agentId = principal.agentId;

@@ -20,6 +20,7 @@ import { topics } from './notifier.js';
 import { startReaper } from './reaper.js';
 import { recoverRunnerWork } from './runner-protocol.js';
 import { dropEndedSecretEnv } from './secret-env.js';
+import { advanceWorkflowOfJob, WorkflowWakes } from './workflows/engine.js';
 
 export async function listFleet(deps: JobDeps, principal: Principal, query: { limit: number; cursor?: string | undefined }) {
   requireOperator(principal);
@@ -86,6 +87,7 @@ export async function listFleetSandboxes(
  */
 export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; recovered: number }> {
   const nowMs = deps.clock.nowMs();
+  const wakes = new WorkflowWakes();
   const result = await deps.store.transaction(async (tx) => {
     const offline = await sweepRunnerLiveness(tx, {
       nowMs,
@@ -94,7 +96,7 @@ export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; reco
     });
     let recovered = 0;
     for (const runner of offline) {
-      recovered += await recoverRunnerWork(tx, runner, 'runner went offline', nowMs);
+      recovered += await recoverRunnerWork(tx, runner, 'runner went offline', nowMs, (job) => advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes));
       await appendAuditEvent(
         tx,
         {
@@ -125,11 +127,14 @@ export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; reco
         },
         nowMs,
       );
+      // A step's job failed for good: its workflow advances in this transaction (a requeue changes nothing there).
+      if (outcome === 'failed') await advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes);
       recovered += 1;
     }
     await dropEndedSecretEnv(tx);
     return { offline: offline.length, recovered };
   });
+  wakes.publish(deps);
   if (result.recovered > 0) deps.notifier.publish(topics.work);
   return result;
 }

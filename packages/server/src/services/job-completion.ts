@@ -19,6 +19,7 @@ import type { JobDeps } from './job-deps.js';
 import { jobFromRow } from './job-views.js';
 import { topics } from './notifier.js';
 import { assertHeldBy, auditRunnerAction } from './runner-protocol.js';
+import { advanceWorkflowOfJob, WorkflowWakes } from './workflows/engine.js';
 
 /**
  * A runner's final report of an attempt (ARCHITECTURE.md §7): its blobs stored and checked, artifacts
@@ -109,6 +110,7 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
   const stderrInline = await inlineText(deps, report.stderr);
   const nowMs = deps.clock.nowMs();
   const nowIso = toRfc3339(nowMs);
+  const wakes = new WorkflowWakes();
   const finished = await deps.store.transaction(async (tx) => {
     const job = await getLeasedJob(tx, { jobId, attempt: report.attempt });
     assertHeldBy(job, runnerId);
@@ -207,8 +209,11 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
         nowMs,
       );
     }
+    // A workflow step's end advances its workflow in this same transaction (the next step's job, or its end).
+    await advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes);
     return (await getJob(tx, jobId))!;
   });
+  wakes.publish(deps);
   if (finished) {
     deps.liveOutput.end(jobId);
     deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished) });

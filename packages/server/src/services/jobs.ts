@@ -11,7 +11,7 @@ import {
 } from '@kiln/core';
 import { limitCeilings } from '../domain/quota.js';
 import { findAgent } from '../store/agents.js';
-import { getJob, moveJob, queuedJobRow, type JobRow } from '../store/jobs.js';
+import { getJob, moveJob, queuedJobRow, type JobRow, type NewJob } from '../store/jobs.js';
 import { decodeCursor, page } from '../store/pagination.js';
 import { findPolicy, findPolicyByName } from '../store/policies.js';
 import { countQueuedJobs, lockTenantForSubmission, ownerStatusForSubmission } from '../store/quotas.js';
@@ -29,6 +29,7 @@ import { storeSecretEnv } from './secret-env.js';
 
 /** What a client is told to wait when the tenant's queue is full: about the time a few jobs take to start. */
 const QUEUE_FULL_RETRY_AFTER_SECONDS = 5;
+import { advanceWorkflowOfJob, WorkflowWakes } from './workflows/engine.js';
 
 /** The agent a job is submitted for: an agent key's own, or one its tenant admin names. */
 async function resolveAgent(deps: JobDeps, principal: Principal, tenantId: string, requested?: string): Promise<string | null> {
@@ -95,7 +96,7 @@ function artifactCeilings(policy: Policy, quota: TenantQuota): Policy['ruleset']
 }
 
 /** The tenant's queue is full: 429 with when to try again; nothing was inserted. */
-function queueFull(tenantId: string, cap: number): KilnError {
+export function queueFull(tenantId: string, cap: number): KilnError {
   return new KilnError(
     'RATE_LIMITED',
     `tenant ${tenantId} has ${cap} jobs queued, its quota's cap; retry when some have started, or cancel queued ones`,
@@ -103,13 +104,19 @@ function queueFull(tenantId: string, cap: number): KilnError {
   );
 }
 
+/** A job request checked against the tenant's policy, quota and fleet, ready to insert. */
+export interface PreparedJob {
+  newJob: NewJob;
+  policy: Policy;
+  quota: TenantQuota;
+}
+
 /**
- * Submits a job: checked against the tenant's policy and quota and the fleet's languages, queued,
- * audited. A tenant with `concurrency.max_queued_jobs` jobs queued gets 429 RATE_LIMITED.
+ * Checks a job request as a submission does (agent, policy, language, limits) and freezes its spec;
+ * nothing is written. Workflows prepare every step this way before any of them runs.
  */
-export async function submitJob(deps: JobDeps, principal: Principal, input: CreateJobRequest): Promise<Job> {
+export async function prepareJob(deps: JobDeps, principal: Principal, input: CreateJobRequest): Promise<PreparedJob> {
   const tenantId = requireTenantMember(principal);
-  requireTenantActive(principal);
   const agentId = await resolveAgent(deps, principal, tenantId, input.agent_id);
   const policy = await resolvePolicy(deps, tenantId, input.policy_id);
   if (!policy.ruleset.languages.includes(input.language)) {
@@ -149,25 +156,34 @@ export async function submitJob(deps: JobDeps, principal: Principal, input: Crea
     artifacts: artifactCeilings(policy, quota),
     collect: input.collect ?? ['out/**'],
   };
-  const row = queuedJobRow(
-    {
-      tenant_id: tenantId,
-      agent_id: agentId,
-      policy_id: policy.id,
-      policy_version: policy.version,
-      language: input.language,
-      language_version: input.version ?? null,
-      request: JSON.stringify(spec),
-      zone: input.zone ?? null,
-      max_attempts: deps.fleet.maxAttempts,
-      max_running_jobs: Math.min(policy.ruleset.concurrency.max_running_jobs, quota.concurrency.max_running_jobs),
-    },
-    deps.clock.nowMs(),
-  );
+  const newJob: NewJob = {
+    tenant_id: tenantId,
+    agent_id: agentId,
+    policy_id: policy.id,
+    policy_version: policy.version,
+    language: input.language,
+    language_version: input.version ?? null,
+    request: JSON.stringify(spec),
+    zone: input.zone ?? null,
+    max_attempts: deps.fleet.maxAttempts,
+    max_running_jobs: Math.min(policy.ruleset.concurrency.max_running_jobs, quota.concurrency.max_running_jobs),
+  };
+  return { newJob, policy, quota };
+}
+
+/**
+ * Submits a job: checked against the tenant's policy and quota and the fleet's languages, queued,
+ * audited. A tenant with `concurrency.max_queued_jobs` jobs queued gets 429 RATE_LIMITED.
+ */
+export async function submitJob(deps: JobDeps, principal: Principal, input: CreateJobRequest): Promise<Job> {
+  const tenantId = requireTenantMember(principal);
+  requireTenantActive(principal);
+  const { newJob, policy, quota } = await prepareJob(deps, principal, input);
+  const row = queuedJobRow(newJob, deps.clock.nowMs());
   await deps.store.transaction(async (tx) => {
     // Counted and inserted under the tenant's lock: concurrent submitters cannot both take the last place.
     await lockTenantForSubmission(tx, tenantId);
-    await assertStillActive(tx, tenantId, agentId);
+    await assertStillActive(tx, tenantId, row.agent_id);
     const cap = quota.concurrency.max_queued_jobs;
     if ((await countQueuedJobs(tx, tenantId, cap)) >= cap) throw queueFull(tenantId, cap);
     await tx.db.insertInto('jobs').values(row).execute();
@@ -246,6 +262,7 @@ export async function listTenantJobs(
  */
 export async function cancelJob(deps: JobDeps, principal: Principal, id: string): Promise<Job> {
   const nowMs = deps.clock.nowMs();
+  const wakes = new WorkflowWakes();
   const job = await deps.store.transaction(async (tx) => {
     const row = await loadTenantJob(tx, principal, id);
     const values = { verdict: 'canceled', completed_at: toRfc3339(nowMs), lease_expires_at: null };
@@ -259,8 +276,10 @@ export async function cancelJob(deps: JobDeps, principal: Principal, id: string)
       subject_agent_id: row.agent_id,
       details: { from: row.status },
     });
+    await advanceWorkflowOfJob(deps, tx, id, nowMs, wakes);
     return { ...row, ...values, status: 'canceled' };
   });
+  wakes.publish(deps);
   const view = jobFromRow(job);
   if (job.runner_id) {
     // Its runner kills the sandbox and reports; the job's watchers get `end` with that report.

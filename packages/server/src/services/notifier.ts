@@ -154,6 +154,8 @@ export const topics = {
   runner: (runnerId: string) => `runner:${runnerId}`,
   /** a job changed status or produced output */
   job: (jobId: string) => `job:${jobId}`,
+  /** a workflow's steps or status changed */
+  workflow: (workflowId: string) => `workflow:${workflowId}`,
 };
 
 /** A wait for the next message that its caller can drop: `cancel()` ends it at once, timer and listener. */

@@ -23,7 +23,7 @@ import {
   upsertRunner,
   type RunnerRow,
 } from '../store/fleet.js';
-import { claimJobs, extendLeases, getJob, leasesToStop, releaseCanceledReports, requeueOrFail, runningJobsOf } from '../store/jobs.js';
+import { claimJobs, extendLeases, getJob, leasesToStop, releaseCanceledReports, requeueOrFail, runningJobsOf, type JobRow } from '../store/jobs.js';
 import type { TxHandle } from '../store/store.js';
 import type { JobDeps } from './job-deps.js';
 import { receiveUpload } from './artifact-storage.js';
@@ -31,6 +31,7 @@ import { jobFromRow } from './job-views.js';
 import { outputPieces } from './live-output.js';
 import { pendingWake, topics } from './notifier.js';
 import { withSecretEnv } from './secret-env.js';
+import { advanceWorkflowOfJob, WorkflowWakes } from './workflows/engine.js';
 
 /**
  * Runner protocol use cases (ARCHITECTURE.md §7). The caller has authenticated the runner: `runner_id`
@@ -58,8 +59,17 @@ export async function auditRunnerAction(
   await appendAuditEvent(tx, { ...event, outcome: 'success', details: { actor_kind: 'runner', ...event.details } }, nowMs);
 }
 
-/** Recovers the running jobs of a runner that is gone or restarted: requeued, or failed when out of attempts. */
-export async function recoverRunnerWork(tx: TxHandle, runner: RunnerRow, reason: string, nowMs: number): Promise<number> {
+/**
+ * Recovers the running jobs of a runner that is gone or restarted: requeued, or failed when out of
+ * attempts. `onFailed` runs in the same transaction for each job failed for good (its workflow advances).
+ */
+export async function recoverRunnerWork(
+  tx: TxHandle,
+  runner: RunnerRow,
+  reason: string,
+  nowMs: number,
+  onFailed: (job: JobRow) => Promise<void> = async () => {},
+): Promise<number> {
   await failRunnerSandboxes(tx, runner.id, nowMs);
   await releaseCanceledReports(tx, runner.id);
   const jobs = await runningJobsOf(tx, runner.id);
@@ -74,6 +84,7 @@ export async function recoverRunnerWork(tx: TxHandle, runner: RunnerRow, reason:
       subject_agent_id: job.agent_id,
       details: { attempt: job.attempt, reason },
     });
+    if (outcome === 'failed') await onFailed(job);
   }
   return jobs.length;
 }
@@ -115,6 +126,7 @@ export async function registerRunner(
       );
     }
   };
+  const wakes = new WorkflowWakes();
   const recovered = await deps.store.transaction(async (tx) => {
     const { runner, restarted } = await upsertRunner(tx, req, nowMs, admit);
     let credential: string | null = null;
@@ -123,7 +135,8 @@ export async function registerRunner(
       credential = formatRunnerCredential(runner.id, secret);
       await setRunnerCredential(tx, runner.id, hashSecret(secret));
     }
-    const count = restarted ? await recoverRunnerWork(tx, runner, 'runner restarted', nowMs) : 0;
+    const advance = (job: JobRow) => advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes);
+    const count = restarted ? await recoverRunnerWork(tx, runner, 'runner restarted', nowMs, advance) : 0;
     await auditRunnerAction(tx, nowMs, {
       tenant_id: null,
       actor_id: runner.id,
@@ -142,6 +155,7 @@ export async function registerRunner(
     });
     return { runner, count, credential };
   });
+  wakes.publish(deps);
   if (recovered.count > 0) deps.notifier.publish(topics.work);
   return {
     runner_id: recovered.runner.id,

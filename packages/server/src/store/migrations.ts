@@ -6,6 +6,7 @@ import { auditAnchoringMigration } from './migration-0007-audit-anchoring.js';
 import { runnerCredentialsMigration } from './migration-0008-runner-credentials.js';
 import { retentionMigration } from './migration-0006-retention.js';
 import { fairClaimsMigration } from './migration-0004-fair-claims.js';
+import { workflowsMigration } from './migration-0009-workflows.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
 
@@ -309,6 +310,7 @@ export const MIGRATIONS: readonly Migration[] = [
   retentionMigration,
   auditAnchoringMigration,
   runnerCredentialsMigration,
+  workflowsMigration,
 ];
 
 /**

@@ -142,6 +142,9 @@ export interface WorkflowsTable {
   spec: string | null;
   /** the last step sequence handed out; bumped inside the step's transaction */
   last_step_sequence: number;
+  name: string | null;
+  /** why the workflow failed or was canceled */
+  reason: string | null;
 }
 
 export interface WorkflowStepsTable {
@@ -155,6 +158,8 @@ export interface WorkflowStepsTable {
   started_at: string | null;
   completed_at: string | null;
   spec: string | null;
+  /** why the step failed or was canceled */
+  reason: string | null;
 }
 
 export interface ServicesTable {

@@ -64,6 +64,7 @@ export async function appendWorkflowStep(
     started_at: null,
     completed_at: null,
     spec: args.spec === undefined ? null : JSON.stringify(args.spec),
+    reason: null,
   };
   await tx.db.insertInto('workflow_steps').values(row).execute();
   return row;
