@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { rulesetSchema } from './policy.js';
+import { decimalIntegerQuery } from './validation.js';
 
 /**
  * Request and response schemas of the control-plane API (ARCHITECTURE.md §5), shared by the server
@@ -21,8 +22,8 @@ export function listOf<T extends z.ZodType>(item: T) {
 
 /** `?limit=&cursor=` of every list. */
 export const listQuerySchema = z.strictObject({
-  limit: z.coerce.number().int().min(1).max(200).default(50),
-  cursor: z.string().min(1).max(512).optional(),
+  limit: decimalIntegerQuery(1, 200).default(50).describe('page size, 1 to 200 (default 50)'),
+  cursor: z.string().min(1).max(512).optional().describe('opaque: the `next_cursor` of the previous page, as it was given'),
 });
 export type ListQuery = z.infer<typeof listQuerySchema>;
 
@@ -80,7 +81,14 @@ export const apiKeySchema = z.object({
   agent_id: z.string().nullable(),
   created_at: rfc3339,
   revoked_at: rfc3339.nullable(),
+  prefix: z.string().describe('the key up to its secret (`kiln_agent_key_…_`): recognises a key, cannot be used as one'),
+  last_used_at: rfc3339.nullable().describe('when the key last authenticated a request, to the minute; null if never'),
   key: z.string().optional().describe('the secret, shown once'),
+});
+
+/** `GET /v1/keys`: the operator may narrow to one tenant. */
+export const listKeysQuerySchema = listQuerySchema.extend({
+  tenant_id: filterText.optional().describe('operator only: the keys of this tenant'),
 });
 export type ApiKey = z.infer<typeof apiKeySchema>;
 

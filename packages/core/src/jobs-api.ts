@@ -23,7 +23,12 @@ export const jobFileSchema = z.strictObject({
 });
 export type JobFile = z.infer<typeof jobFileSchema>;
 
-const envNameSchema = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
+const envNameSchema = z
+  .string()
+  .regex(
+    /^[A-Za-z_][A-Za-z0-9_]{0,127}$/,
+    'must be an environment variable name: a letter or "_", then letters, digits or "_", at most 128 characters (e.g. "MY_VAR")',
+  );
 
 /**
  * A glob as a runner takes it from a lease: relative to the workspace. Looser than what a submission
@@ -66,6 +71,14 @@ const collectSchema = z
     `the globs may have at most ${COLLECT_LIMITS.maxTotalLength} characters together`,
   );
 
+/**
+ * The body limit of a job submission: the request's text (code, files, stdin: JOB_TEXT_MAX_CHARS
+ * together) fits it even when JSON escapes double it, so a schema-valid request is never a 413.
+ */
+export const JOB_BODY_LIMIT_BYTES = 20 * MiB;
+/** Characters of code, file contents and stdin of one job request, together. */
+export const JOB_TEXT_MAX_CHARS = 8 * MiB;
+
 /** A job request (ARCHITECTURE.md §5). Exactly one of `code` and `files`. */
 export const createJobSchema = z
   .strictObject({
@@ -91,6 +104,14 @@ export const createJobSchema = z
   .superRefine((job, ctx) => {
     if ((job.code === undefined) === (job.files === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['code'], message: 'give exactly one of "code" and "files"' });
+    }
+    const text = (job.code?.length ?? 0) + (job.stdin?.length ?? 0) + (job.files ?? []).reduce((n, f) => n + f.content.length, 0);
+    if (text > JOB_TEXT_MAX_CHARS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [job.files ? 'files' : 'code'],
+        message: `code, file contents and stdin may have at most ${JOB_TEXT_MAX_CHARS} characters together (8 MiB); this request has ${text}`,
+      });
     }
     const secretNames = Object.keys(job.secret_env ?? {});
     if (Object.keys(job.env ?? {}).length + secretNames.length > 128) {

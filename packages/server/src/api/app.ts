@@ -9,7 +9,8 @@ import type { ServiceDeps } from '../services/context.js';
 import { KeyRateLimiter } from '../services/key-rate-limit.js';
 import type { Store } from '../store/store.js';
 import { limitConnections, timeoutOptions } from './connection-limits.js';
-import { installErrorHandling, sendProblem } from './errors.js';
+import { answerClientError, installErrorHandling, sendProblem } from './errors.js';
+import { parseJsonBodies } from './json-body.js';
 import { createHttpMetrics, instrument, type HttpMetrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { operatorRoutes } from './operator-routes.js';
@@ -64,6 +65,8 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
     // Ids and other strings may be long; keep Fastify from answering 414 on its own terms.
     routerOptions: { maxParamLength: 256, ignoreTrailingSlash: true },
     // Errors Fastify raises before routing (bad URL encoding, over-long ids) get the same problem+json.
+    // Refusals before a request exists (oversized headers: 431, a method Node cannot parse) are problem+json too.
+    clientErrorHandler: answerClientError,
     frameworkErrors: (error, request, reply) => {
       const code = error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'NOT_FOUND' : 'VALIDATION_FAILED';
       void sendProblem(reply, request, new KilnError(code, error.message));
@@ -76,6 +79,7 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
   const stopAuthRefusals = authRefusals.start((err) => app.log.error({ err }, 'could not audit refused requests'));
   app.addHook('onClose', stopAuthRefusals);
   installErrorHandling(app, serviceDeps, authRefusals);
+  parseJsonBodies(app);
 
   const specs = [...opsRoutes(metrics), ...operatorRoutes, ...tenantRoutes, ...(deps.extraRoutes ?? [])];
   const openapi = buildOpenApiDocument(specs, '0.1.0');

@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import {
+  decimalIntegerQuery,
   completionReportSchema,
   heartbeatResponseSchema,
   heartbeatSchema,
@@ -20,7 +21,7 @@ import { completeJob } from '../services/job-completion.js';
 import { defineRoute, idParams, pollSignal, type RouteSpec } from './route.js';
 
 
-const attemptQuery = z.strictObject({ attempt: z.coerce.number().int().min(1) });
+const attemptQuery = z.strictObject({ attempt: decimalIntegerQuery(1, 1_000_000) });
 
 /**
  * Blob uploads arrive as raw bytes; they are streamed into the artifact store, never buffered, and

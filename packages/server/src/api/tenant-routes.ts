@@ -9,6 +9,7 @@ import {
   createKeyBodySchema,
   createPolicyBodySchema,
   languageOfferSchema,
+  listKeysQuerySchema,
   listOf,
   listQuerySchema,
   patchAgentBodySchema,
@@ -21,7 +22,7 @@ import { z } from 'zod';
 import { listFleetLanguages } from '../store/runners.js';
 import { changeAgentStatus, createAgent, getAgent, listTenantAgents } from '../services/agents.js';
 import { listAudit, verifyAuditChain } from '../services/audit.js';
-import { createAgentKey } from '../services/keys.js';
+import { createAgentKey, listAgentKeys, listKeys } from '../services/keys.js';
 import { createPolicy, getPolicy, listTenantPolicies, listVersions, publishPolicy } from '../services/policies.js';
 import { getOwnQuota } from '../services/quotas.js';
 import { defineRoute, idParams, type RouteSpec } from './route.js';
@@ -85,6 +86,27 @@ export const tenantRoutes: RouteSpec[] = [
     response: apiKeySchema,
     successStatus: 201,
     handler: ({ deps, principal, params }) => createAgentKey(deps, principal, params.id),
+  }),
+  defineRoute({
+    method: 'GET',
+    url: '/v1/agents/:id/keys',
+    summary: 'An agent\'s keys: id, prefix, created, last used, revoked (never the secret)',
+    tag: 'keys',
+    auth: 'key',
+    params: idParams,
+    query: listQuerySchema,
+    response: listOf(apiKeySchema),
+    handler: ({ deps, principal, params, query }) => listAgentKeys(deps, principal, params.id, query),
+  }),
+  defineRoute({
+    method: 'GET',
+    url: '/v1/keys',
+    summary: 'Keys (tenant admin: its own and its agents\'; operator: all, or one tenant\'s with tenant_id), never the secret',
+    tag: 'keys',
+    auth: 'key',
+    query: listKeysQuerySchema,
+    response: listOf(apiKeySchema),
+    handler: ({ deps, principal, query }) => listKeys(deps, principal, query),
   }),
   defineRoute({
     method: 'POST',

@@ -225,13 +225,15 @@ export async function listTenantJobs(
 
 /**
  * Cancels a job: a queued one at once; a running one is marked canceled and its runner told to kill the
- * sandbox (it learns on its next heartbeat, woken at once). A finished job cannot be canceled.
+ * sandbox (it learns on its next heartbeat, woken at once). A finished job is answered unchanged.
  */
 export async function cancelJob(deps: JobDeps, principal: Principal, id: string): Promise<Job> {
   requireTenantActive(principal);
   const nowMs = deps.clock.nowMs();
   const job = await deps.store.transaction(async (tx) => {
     const row = await loadTenantJob(tx, principal, id);
+    // Canceling is idempotent: an ended job is answered as it is (a retried cancel must not fail).
+    if (isTerminalStatus(row.status)) return { ...row, unchanged: true as const };
     const values = { verdict: 'canceled', completed_at: toRfc3339(nowMs), lease_expires_at: null };
     if (!(await moveJob(tx, row, 'canceled', values, nowMs))) {
       throw new KilnError('CONFLICT', `job ${id} changed while it was being canceled; read it and try again`);
@@ -243,9 +245,11 @@ export async function cancelJob(deps: JobDeps, principal: Principal, id: string)
       subject_agent_id: row.agent_id,
       details: { from: row.status },
     });
-    return { ...row, ...values, status: 'canceled' };
+    return { ...row, ...values, status: 'canceled', unchanged: false as const };
   });
-  const view = jobFromRow(job);
+  const { unchanged, ...row } = job;
+  const view = jobFromRow(row);
+  if (unchanged) return view;
   if (job.runner_id) {
     // Its runner kills the sandbox and reports; the job's watchers get `end` with that report.
     deps.notifier.publish(topics.runner(job.runner_id));

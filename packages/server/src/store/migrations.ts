@@ -4,6 +4,7 @@ import { jobFleetMigration } from './migration-002-job-fleet.js';
 import { quotasMigration } from './migration-0005-quotas.js';
 import { auditAnchoringMigration } from './migration-0007-audit-anchoring.js';
 import { runnerCredentialsMigration } from './migration-0008-runner-credentials.js';
+import { keyLastUsedMigration } from './migration-0012-key-last-used.js';
 import { retentionMigration } from './migration-0006-retention.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
@@ -307,6 +308,7 @@ export const MIGRATIONS: readonly Migration[] = [
   retentionMigration,
   auditAnchoringMigration,
   runnerCredentialsMigration,
+  keyLastUsedMigration,
 ];
 
 /**
