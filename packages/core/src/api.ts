@@ -38,7 +38,7 @@ export const tenantSchema = z.object({
   name: z.string(),
   status: tenantStatusSchema,
   created_at: rfc3339,
-});
+}).meta({ id: 'Tenant' });
 export type Tenant = z.infer<typeof tenantSchema>;
 
 export const createTenantBodySchema = z.strictObject({ name });
@@ -61,7 +61,7 @@ export const agentSchema = z.object({
   type: z.string(),
   status: agentStatusSchema,
   created_at: rfc3339,
-});
+}).meta({ id: 'Agent' });
 export type Agent = z.infer<typeof agentSchema>;
 
 export const createAgentBodySchema = z.strictObject({ name, type: agentTypeSchema.default('assistant') });
@@ -84,7 +84,7 @@ export const apiKeySchema = z.object({
   prefix: z.string().describe('the key up to its secret (`kiln_agent_key_…_`): recognises a key, cannot be used as one'),
   last_used_at: rfc3339.nullable().describe('when the key last authenticated a request, to the minute; null if never'),
   key: z.string().optional().describe('the secret, shown once'),
-});
+}).meta({ id: 'ApiKey' });
 
 /** `GET /v1/keys`: the operator may narrow to one tenant. */
 export const listKeysQuerySchema = listQuerySchema.extend({
@@ -108,7 +108,7 @@ export const policySchema = z.object({
   ruleset: rulesetSchema,
   created_at: rfc3339,
   updated_at: rfc3339,
-});
+}).meta({ id: 'Policy' });
 export type Policy = z.infer<typeof policySchema>;
 
 export const policyVersionSchema = z.object({
@@ -117,7 +117,7 @@ export const policyVersionSchema = z.object({
   ruleset: rulesetSchema,
   created_at: rfc3339,
   created_by: z.string(),
-});
+}).meta({ id: 'PolicyVersion' });
 export type PolicyVersion = z.infer<typeof policyVersionSchema>;
 
 /** Creating a policy makes version 1; without a ruleset it starts from the default ruleset. */
@@ -149,7 +149,7 @@ export const auditEventSchema = z.object({
   prev_hash: z.string(),
   /** HMAC-SHA256 with the audit key (SHA-256 for events written before the key existed) */
   hash: z.string(),
-});
+}).meta({ id: 'AuditEvent' });
 export type AuditEvent = z.infer<typeof auditEventSchema>;
 
 const timeQuery = z.iso.datetime({ offset: true });

@@ -33,7 +33,7 @@ const listJobsQuery = listQuerySchema.extend({
 
 const listArtifactsQuery = listQuerySchema.extend({
   owner_type: artifactOwnerTypeSchema.optional(),
-  owner_id: z.string().max(64).optional(),
+  owner_id: z.string().max(64).optional().describe('the owner\'s id; needs owner_type'),
 });
 
 /** Jobs and their artifacts: tenant admins and agents. */
@@ -57,7 +57,7 @@ export function jobRoutes(jobDeps: JobDeps): RouteSpec[] {
       otherResponses: {
         '202': {
           description: '`?wait=true` and the job had not ended within the wait: the job as it is; follow Location',
-          headers: { Location: { description: 'the job: `/v1/jobs/{id}`' } },
+          headers: { Location: { description: 'the job: `/v1/jobs/{id}`', schema: { type: 'string' } } },
         },
       },
       handler: async ({ principal, body, query, request, reply }) => {

@@ -67,7 +67,7 @@ export interface RouteSpec<
   /** A raw request body (not JSON: a blob upload), for the OpenAPI document. */
   rawBody?: { type: string; description: string };
   /** Other success answers (`202` of a wait that timed out), for the OpenAPI document. */
-  otherResponses?: Record<string, { description: string; headers?: Record<string, { description: string }> }>;
+  otherResponses?: Record<string, { description: string; headers?: Record<string, { description: string; schema: Record<string, unknown> }> }>;
   /** An example request body, for the OpenAPI document. */
   bodyExample?: unknown;
   handler: (ctx: RouteContext<Infer<P>, Infer<Q>, Infer<B>>) => Promise<unknown>;

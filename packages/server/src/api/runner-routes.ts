@@ -132,6 +132,12 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
       method: 'PUT',
       url: '/v1/runner/leases/:id/blobs',
       summary: 'Upload a blob (stdout, stderr, an artifact) for a lease; raw bytes',
+      operationId: 'uploadLeaseBlob',
+      rawBody: {
+        type: 'application/octet-stream',
+        description: 'the blob\'s bytes; Content-Length reserves the room (chunked bodies are counted as they come)',
+      },
+      errors: ['STALE_ATTEMPT', 'ARTIFACT_REJECTED'],
       tag: 'runner protocol',
       auth: 'runner',
       audit: { action: 'job.upload_blob', resourceType: 'job' },
