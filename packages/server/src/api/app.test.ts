@@ -28,7 +28,7 @@ describe.each(DB_KINDS)('control-plane API on %s', (kind) => {
       expect(metrics.body).toMatch(/kiln_http_requests_total\{method="POST",route="\/v1\/tenants",status="201"\} \d+/);
       expect(metrics.body).toContain('kiln_http_request_duration_seconds_bucket');
       const doc = (await t.call('GET', '/openapi.json')).json();
-      expect(doc.openapi).toBe('3.0.3');
+      expect(doc.openapi).toBe('3.1.0');
       expect(Object.keys(doc.paths)).toEqual(
         expect.arrayContaining(['/v1/tenants', '/v1/tenants/{id}', '/v1/policies/{id}/versions', '/v1/audit-events/verify']),
       );

@@ -1,7 +1,7 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { KilnError, systemClock, type Clock, type TenantQuota } from '@kiln/core';
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { HttpLimits } from '../config.js';
 import type { AuthSecrets } from '../services/auth.js';
 import { AuthRefusalTally, type AuthRefusalLimits } from '../services/auth-refusals.js';
@@ -18,6 +18,10 @@ import { opsRoutes } from './ops-routes.js';
 import { registerRoutes, type RouteSpec } from './route.js';
 import { tenantRoutes } from './tenant-routes.js';
 
+function isLoggerInstance(logger: AppDeps['logger']): logger is FastifyBaseLogger {
+  return typeof (logger as { child?: unknown } | undefined)?.child === 'function';
+}
+
 /** What `buildApp` needs. Everything else is derived. */
 export interface AppDeps {
   store: Store;
@@ -29,8 +33,8 @@ export interface AppDeps {
   clock?: Clock;
   /** @default 1048576 */
   bodyLimitBytes?: number;
-  /** Fastify's logger option (pino); @default false */
-  logger?: FastifyServerOptions['logger'];
+  /** Fastify's logger option, or the process's pino logger itself; @default false */
+  logger?: FastifyServerOptions['logger'] | FastifyBaseLogger;
   /** A tenant's quota where the operator set nothing (KILN_QUOTA_*). @default DEFAULT_TENANT_QUOTA */
   quotaDefaults?: TenantQuota;
   /** Routes of later issues (jobs, runner protocol…), registered like the built-in ones. */
@@ -57,7 +61,7 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
   };
   const secrets: AuthSecrets = { adminKey: deps.adminKey, runnerToken: deps.runnerToken };
   const app = Fastify({
-    logger: deps.logger ?? false,
+    ...(isLoggerInstance(deps.logger) ? { loggerInstance: deps.logger } : { logger: deps.logger ?? false }),
     // Runners heartbeat every second; a line per request would drown the log. /metrics counts requests.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.bodyLimitBytes ?? 1024 * 1024,

@@ -99,6 +99,14 @@ export function installErrorHandling(app: FastifyInstance, deps: ServiceDeps, au
     let { error, bug } = toKilnError(err);
     if (error.code === 'PAYLOAD_TOO_LARGE' && !isKilnError(err)) error = bodyTooLarge(request);
     if (bug) request.log.error({ err }, 'request failed');
+    else if (request.kilnPrincipal?.kind === 'runner') {
+      // A runner's report refused (a stale attempt, a blob over the limits…): the operator should see it.
+      const params = request.params as Record<string, unknown> | undefined;
+      request.log.warn(
+        { runner_id: request.kilnPrincipal.runnerId, route: request.routeOptions.url, job_id: params?.id, code: error.code, detail: error.message.slice(0, 300) },
+        `runner report refused: ${error.code}`,
+      );
+    }
     const audit = request.routeOptions.config?.kilnAudit;
     if (request.kilnPrincipal === undefined && KEY_REFUSALS.has(error.code)) {
       authRefusals.record({

@@ -1,3 +1,4 @@
+import { jobEnded } from './plane-events.js';
 import { text } from 'node:stream/consumers';
 import {
   INLINE_OUTPUT_MAX_BYTES,
@@ -210,6 +211,7 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
     return (await getJob(tx, jobId))!;
   });
   if (finished) {
+    deps.events.emit(jobEnded(finished));
     deps.liveOutput.end(jobId);
     deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished) });
   }

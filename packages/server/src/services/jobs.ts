@@ -24,6 +24,7 @@ import type { JobDeps } from './job-deps.js';
 import { isTerminalStatus, jobFromRow } from './job-views.js';
 import { pendingWake, topics } from './notifier.js';
 import { effectiveQuota } from './quotas.js';
+import { jobEnded } from './plane-events.js';
 
 /** What a client is told to wait when the tenant's queue is full: about the time a few jobs take to start. */
 const QUEUE_FULL_RETRY_AFTER_SECONDS = 5;
@@ -255,6 +256,8 @@ export async function cancelJob(deps: JobDeps, principal: Principal, id: string)
     deps.notifier.publish(topics.runner(job.runner_id));
     deps.notifier.publish(topics.job(id), { type: 'status', job: view });
   } else {
+    // Never leased: it ends here (a running one ends when its runner reports).
+    deps.events.emit(jobEnded(row as JobRow));
     deps.notifier.publish(topics.job(id), { type: 'end', job: view });
   }
   return view;

@@ -1,3 +1,4 @@
+import { jobEnded, type PlaneEvent } from './plane-events.js';
 import type { Readable } from 'node:stream';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import {
@@ -23,7 +24,7 @@ import {
   upsertRunner,
   type RunnerRow,
 } from '../store/fleet.js';
-import { claimJobs, extendLeases, getJob, leasesToStop, releaseCanceledReports, requeueOrFail, runningJobsOf } from '../store/jobs.js';
+import { claimJobs, extendLeases, getJob, leasesToStop, releaseCanceledReports, requeueOrFail, runningJobsOf, type JobRow } from '../store/jobs.js';
 import type { TxHandle } from '../store/store.js';
 import type { JobDeps } from './job-deps.js';
 import { receiveUpload } from './artifact-storage.js';
@@ -58,13 +59,26 @@ export async function auditRunnerAction(
   await appendAuditEvent(tx, { ...event, outcome: 'success', details: { actor_kind: 'runner', ...event.details } }, nowMs);
 }
 
+/** What recovering a job tells: a requeue, or its end when no attempt was left. */
+export function recoveryEvent(job: JobRow, outcome: 'requeued' | 'failed', reason: string, nowMs: number): PlaneEvent {
+  if (outcome === 'requeued') return { type: 'job_requeued', jobId: job.id, reason };
+  return jobEnded({ ...job, status: 'failed', verdict: 'system_error', completed_at: toRfc3339(nowMs) });
+}
+
 /** Recovers the running jobs of a runner that is gone or restarted: requeued, or failed when out of attempts. */
-export async function recoverRunnerWork(tx: TxHandle, runner: RunnerRow, reason: string, nowMs: number): Promise<number> {
+export async function recoverRunnerWork(
+  tx: TxHandle,
+  runner: RunnerRow,
+  reason: string,
+  nowMs: number,
+  told: PlaneEvent[] = [],
+): Promise<number> {
   await failRunnerSandboxes(tx, runner.id, nowMs);
   await releaseCanceledReports(tx, runner.id);
   const jobs = await runningJobsOf(tx, runner.id);
   for (const job of jobs) {
     const outcome = await requeueOrFail(tx, job, reason, nowMs);
+    told.push(recoveryEvent(job, outcome, reason, nowMs));
     await auditRunnerAction(tx, nowMs, {
       tenant_id: job.tenant_id,
       actor_id: runner.id,
@@ -115,15 +129,18 @@ export async function registerRunner(
       );
     }
   };
+  const told: PlaneEvent[] = [];
   const recovered = await deps.store.transaction(async (tx) => {
+    told.length = 0;
     const { runner, restarted } = await upsertRunner(tx, req, nowMs, admit);
+    told.push({ type: 'runner_state', runnerId: runner.id, name: req.name, from: null, to: 'healthy', reason: restarted ? 'registered again' : 'registered' });
     let credential: string | null = null;
     if (provenRunnerId === undefined) {
       const secret = newSecret();
       credential = formatRunnerCredential(runner.id, secret);
       await setRunnerCredential(tx, runner.id, hashSecret(secret));
     }
-    const count = restarted ? await recoverRunnerWork(tx, runner, 'runner restarted', nowMs) : 0;
+    const count = restarted ? await recoverRunnerWork(tx, runner, 'runner restarted', nowMs, told) : 0;
     await auditRunnerAction(tx, nowMs, {
       tenant_id: null,
       actor_id: runner.id,
@@ -142,6 +159,7 @@ export async function registerRunner(
     });
     return { runner, count, credential };
   });
+  for (const event of told) deps.events.emit(event);
   if (recovered.count > 0) deps.notifier.publish(topics.work);
   return {
     runner_id: recovered.runner.id,
@@ -188,8 +206,11 @@ async function heartbeatAnswer(deps: JobDeps, req: BoundToRunner<HeartbeatReques
     if (!found) throw new KilnError('NOT_FOUND', `runner ${req.runner_id} is not registered; register again`);
     const touched = await touchRunner(tx, found, deps.clock.nowMs());
     await extendLeases(tx, { runnerId: found.id, leases: req.leases, nowMs: deps.clock.nowMs(), leaseTtlMs: deps.fleet.leaseTtlMs });
-    return touched;
+    return { ...touched, was: found.status };
   });
+  if (runner.was !== 'healthy') {
+    deps.events.emit({ type: 'runner_state', runnerId: runner.id, name: runner.name, from: runner.was, to: 'healthy', reason: 'heartbeat' });
+  }
   let stop = await leasesToStop(deps.store, { runnerId: runner.id, leases: req.leases });
   if (stop.length === 0 && req.leases.length > 0) {
     await wake;
@@ -246,7 +267,10 @@ async function claimOnce(deps: JobDeps, req: BoundToRunner<LeaseRequest>): Promi
       return withSecretEnv(deps, tx, jobs);
     });
     if (claimed.length > 0) {
-      for (const c of claimed) deps.notifier.publish(topics.job(c.job.id), { type: 'status', job: jobFromRow(c.job) });
+      for (const c of claimed) {
+        deps.events.emit({ type: 'lease_granted', jobId: c.job.id, runnerId: runner.id, language: c.job.language, attempt: c.job.attempt });
+        deps.notifier.publish(topics.job(c.job.id), { type: 'status', job: jobFromRow(c.job) });
+      }
       return {
         leases: claimed.map((c) => ({
           job_id: c.job.id,
