@@ -33,7 +33,8 @@ describe.each(DB_KINDS)('control-plane API on %s', (kind) => {
         expect.arrayContaining(['/v1/tenants', '/v1/tenants/{id}', '/v1/policies/{id}/versions', '/v1/audit-events/verify']),
       );
       const publish = doc.paths['/v1/policies/{id}'].put;
-      expect(publish.requestBody.content['application/json'].schema.required).toEqual(['ruleset', 'expected_version']);
+      const ref = publish.requestBody.content['application/json'].schema.$ref as string;
+      expect(doc.components.schemas[ref.split('/').pop()!].required).toEqual(['ruleset', 'expected_version']);
       const docs = await t.call('GET', '/docs/');
       expect(docs.statusCode).toBe(200);
       expect(docs.body).toContain('swagger');
