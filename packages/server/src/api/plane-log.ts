@@ -23,6 +23,12 @@ export function logPlaneEvents(log: FastifyBaseLogger, events: PlaneEvents): voi
           },
           `job ended: ${event.verdict}`,
         );
+        if (event.rejectedArtifacts > 0) {
+          log.warn(
+            { job_id: event.jobId, tenant_id: event.tenantId, rejected_artifacts: event.rejectedArtifacts },
+            `dropped ${event.rejectedArtifacts} file(s) the job made: over the artifact limits (the job's rejected_artifacts names them)`,
+          );
+        }
         break;
       case 'runner_state': {
         const fields = { runner_id: event.runnerId, runner: event.name, from: event.from, to: event.to, reason: event.reason };

@@ -17,6 +17,8 @@ export type PlaneEvent =
       queueMs: number | null;
       /** from the first lease to the end; null when it never ran */
       runMs: number | null;
+      /** files the sandbox made that were not kept (over the policy's or the quota's limits) */
+      rejectedArtifacts: number;
     }
   | { type: 'lease_granted'; jobId: string; runnerId: string; language: string; attempt: number }
   | { type: 'lease_expired'; jobId: string; runnerId: string | null; requeued: boolean }
@@ -47,7 +49,11 @@ const msBetween = (from: string | null, to: string | null) =>
   from === null || to === null ? null : Math.max(0, Date.parse(to) - Date.parse(from));
 
 /** The `job_ended` event of a job row that reached its end. */
-export function jobEnded(row: Pick<JobRow, 'id' | 'tenant_id' | 'agent_id' | 'language' | 'status' | 'verdict' | 'requested_at' | 'started_at' | 'completed_at'>): PlaneEvent {
+export function jobEnded(
+  row: Pick<JobRow, 'id' | 'tenant_id' | 'agent_id' | 'language' | 'status' | 'verdict' | 'requested_at' | 'started_at' | 'completed_at'> & {
+    rejected_artifacts?: string | null;
+  },
+): PlaneEvent {
   return {
     type: 'job_ended',
     jobId: row.id,
@@ -58,5 +64,16 @@ export function jobEnded(row: Pick<JobRow, 'id' | 'tenant_id' | 'agent_id' | 'la
     verdict: row.verdict ?? 'none',
     queueMs: msBetween(row.requested_at, row.started_at),
     runMs: msBetween(row.started_at, row.completed_at),
+    rejectedArtifacts: countOf(row.rejected_artifacts),
   };
+}
+
+function countOf(json: string | null | undefined): number {
+  if (!json) return 0;
+  try {
+    const parsed: unknown = JSON.parse(json);
+    return Array.isArray(parsed) ? parsed.length : 0;
+  } catch {
+    return 0;
+  }
 }
