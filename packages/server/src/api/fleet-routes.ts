@@ -36,6 +36,7 @@ export function fleetRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runners/:id/drain',
+      errors: ['INVALID_TRANSITION'],
       summary: 'Drain a runner: no new work; running jobs finish',
       tag: 'fleet',
       auth: 'key',

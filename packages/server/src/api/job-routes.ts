@@ -107,6 +107,7 @@ export function jobRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'DELETE',
       url: '/v1/jobs/:id',
+      errors: ['CONFLICT'],
       summary: 'Delete an ended job with its artifacts (a queued or running one is 409: cancel it first)',
       tag: 'jobs',
       auth: 'key',

@@ -33,6 +33,7 @@ export function opsRoutes(metrics: HttpMetrics): RouteSpec[] {
     defineRoute({
       method: 'GET',
       url: '/readyz',
+      errors: ['UNAVAILABLE'],
       summary: 'The database answers',
       tag: 'operations',
       auth: 'public',

@@ -82,6 +82,7 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runner/register',
+      errors: ['CONFLICT'],
       summary: 'Register a runner node (again after a restart)',
       tag: 'runner protocol',
       auth: 'runner_join',
@@ -116,6 +117,7 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runner/leases/:id/events',
+      errors: ['STALE_ATTEMPT'],
       summary: 'Report a lease\'s start and output chunks',
       tag: 'runner protocol',
       auth: 'runner',
@@ -153,6 +155,7 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runner/leases/:id/complete',
+      errors: ['STALE_ATTEMPT', 'ARTIFACT_REJECTED'],
       summary: 'Report a lease\'s result, fenced by its attempt; idempotent',
       tag: 'runner protocol',
       auth: 'runner',

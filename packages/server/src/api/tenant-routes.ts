@@ -32,6 +32,7 @@ export const tenantRoutes: RouteSpec[] = [
   defineRoute({
     method: 'POST',
     url: '/v1/agents',
+    errors: ['CONFLICT'],
     summary: 'Create an agent',
     tag: 'agents',
     auth: 'key',
@@ -64,6 +65,7 @@ export const tenantRoutes: RouteSpec[] = [
   defineRoute({
     method: 'PATCH',
     url: '/v1/agents/:id',
+    errors: ['INVALID_TRANSITION'],
     summary: 'Disable or enable an agent',
     tag: 'agents',
     auth: 'key',
@@ -111,6 +113,7 @@ export const tenantRoutes: RouteSpec[] = [
   defineRoute({
     method: 'POST',
     url: '/v1/policies',
+    errors: ['CONFLICT', 'POLICY_VIOLATION'],
     summary: 'Create a policy (version 1)',
     tag: 'policies',
     auth: 'key',
@@ -143,6 +146,7 @@ export const tenantRoutes: RouteSpec[] = [
   defineRoute({
     method: 'PUT',
     url: '/v1/policies/:id',
+    errors: ['CONFLICT', 'POLICY_VIOLATION'],
     summary: 'Publish a new version (expected_version must be the current one, else 409)',
     tag: 'policies',
     auth: 'key',
