@@ -15,6 +15,7 @@ export const ERROR_CATALOGUE = {
   CONFLICT: { status: 409, title: 'Conflict' },
   STALE_ATTEMPT: { status: 409, title: 'The lease attempt is stale' },
   INVALID_TRANSITION: { status: 409, title: 'The resource is not in a state that allows this' },
+  REQUEST_TIMEOUT: { status: 408, title: 'The request took too long to arrive' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'The body is too large' },
   HEADERS_TOO_LARGE: { status: 431, title: 'The request headers are too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported media type' },

@@ -145,6 +145,7 @@ export function installErrorHandling(app: FastifyInstance, deps: ServiceDeps, au
 
 const CLIENT_ERRORS: Record<string, { code: ErrorCode; detail: string }> = {
   HPE_HEADER_OVERFLOW: { code: 'HEADERS_TOO_LARGE', detail: 'the request headers are too large; send fewer or shorter headers' },
+  ERR_HTTP_REQUEST_TIMEOUT: { code: 'REQUEST_TIMEOUT', detail: 'the request did not arrive in time; send it whole, promptly' },
   HPE_INVALID_METHOD: { code: 'METHOD_NOT_ALLOWED', detail: 'this HTTP method is not served; use GET, POST, PUT, PATCH or DELETE' },
 };
 
@@ -153,7 +154,11 @@ const CLIENT_ERRORS: Record<string, { code: ErrorCode; detail: string }> = {
  * not know): answer those with problem+json on the socket, as every other refusal, then close it.
  */
 export function answerClientError(err: Error & { code?: string }, socket: Socket): void {
-  if (!socket.writable) return;
+  // A reset connection has no one to answer.
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
   const known = err.code ? CLIENT_ERRORS[err.code] : undefined;
   const error = new KilnError(known?.code ?? 'VALIDATION_FAILED', known?.detail ?? 'the request could not be parsed as HTTP/1.1');
   const body = JSON.stringify(error.toProblem());

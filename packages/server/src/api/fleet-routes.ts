@@ -50,6 +50,7 @@ export function fleetRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'DELETE',
       url: '/v1/runners/:id/credential',
+      operationId: 'revokeRunnerCredential',
       summary: 'Revoke a runner\'s credential: its calls are refused until it registers again with the join token',
       tag: 'fleet',
       auth: 'key',

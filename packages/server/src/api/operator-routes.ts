@@ -76,6 +76,7 @@ export const operatorRoutes: RouteSpec[] = [
   defineRoute({
     method: 'PUT',
     url: '/v1/tenants/:id/quota',
+    operationId: 'setTenantQuota',
     summary: 'Replace a tenant\'s quota overrides (values left out follow the configured defaults)',
     tag: 'tenants',
     auth: 'key',
@@ -104,6 +105,7 @@ export const operatorRoutes: RouteSpec[] = [
   defineRoute({
     method: 'DELETE',
     url: '/v1/keys/:id',
+    operationId: 'revokeKey',
     errors: ['INVALID_TRANSITION'],
     summary: 'Revoke a key (operator: any key; tenant admin: its own tenant\'s keys)',
     tag: 'keys',

@@ -66,6 +66,7 @@ export function opsRoutes(metrics: HttpMetrics): RouteSpec[] {
     defineRoute({
       method: 'GET',
       url: '/metrics',
+      operationId: 'getMetrics',
       summary: 'Prometheus metrics (text format)',
       tag: 'operations',
       auth: 'public',

@@ -170,7 +170,7 @@ export function registerRoutes(
 const ROUTABLE_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS'] as const;
 
 /** The methods of each path, `HEAD` with `GET` (Fastify answers HEAD for every GET route). */
-export function allowedMethods(specs: RouteSpec[]): Map<string, string[]> {
+function allowedMethods(specs: RouteSpec[]): Map<string, string[]> {
   const byUrl = new Map<string, Set<string>>();
   for (const spec of specs) {
     const methods = byUrl.get(spec.url) ?? new Set<string>();

@@ -82,6 +82,7 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runner/register',
+      operationId: 'registerRunner',
       errors: ['CONFLICT'],
       summary: 'Register a runner node (again after a restart)',
       tag: 'runner protocol',
@@ -95,6 +96,7 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runner/heartbeat',
+      operationId: 'sendRunnerHeartbeat',
       summary: 'Heartbeat: extends held leases, answers which to stop (long poll up to one interval)',
       tag: 'runner protocol',
       auth: 'runner',
@@ -106,6 +108,7 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runner/lease',
+      operationId: 'leaseJobs',
       summary: 'Long-poll for work',
       tag: 'runner protocol',
       auth: 'runner',
@@ -117,6 +120,7 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runner/leases/:id/events',
+      operationId: 'reportLeaseEvents',
       errors: ['STALE_ATTEMPT'],
       summary: 'Report a lease\'s start and output chunks',
       tag: 'runner protocol',
@@ -155,6 +159,7 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runner/leases/:id/complete',
+      operationId: 'completeLease',
       errors: ['STALE_ATTEMPT', 'ARTIFACT_REJECTED'],
       summary: 'Report a lease\'s result, fenced by its attempt; idempotent',
       tag: 'runner protocol',

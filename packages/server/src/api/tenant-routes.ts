@@ -146,6 +146,7 @@ export const tenantRoutes: RouteSpec[] = [
   defineRoute({
     method: 'PUT',
     url: '/v1/policies/:id',
+    operationId: 'publishPolicy',
     errors: ['CONFLICT', 'POLICY_VIOLATION'],
     summary: 'Publish a new version (expected_version must be the current one, else 409)',
     tag: 'policies',
@@ -189,6 +190,7 @@ export const tenantRoutes: RouteSpec[] = [
   defineRoute({
     method: 'GET',
     url: '/v1/audit-events/verify',
+    operationId: 'verifyAuditChain',
     summary: 'Check a tenant\'s audit hash chain; names the first event that breaks it',
     tag: 'audit',
     auth: 'key',
