@@ -5,8 +5,23 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { DB_KINDS } from '../store/testing.js';
+import { defineRoute } from './route.js';
 import { openTestApp, registerIdleRunner, seedTenant, type TestApp } from './testing.js';
+
+/** A route as another feature adds it (workflows, sessions…): it gets the conventions without asking. */
+const widgetRoute = defineRoute({
+  method: 'POST',
+  url: '/v1/widgets',
+  summary: 'Make a widget',
+  tag: 'widgets',
+  auth: 'key',
+  body: z.strictObject({ name: z.string().min(1).max(10) }),
+  response: z.object({ name: z.string() }),
+  successStatus: 201,
+  handler: async ({ body }) => ({ name: body.name }),
+});
 
 /** One raw HTTP/1.1 exchange on its own socket: what a client that is not Node's would send. */
 function rawExchange(port: number, head: string): Promise<string> {
@@ -47,7 +62,7 @@ describe.each(DB_KINDS)('HTTP as clients expect (%s)', (kind) => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'kiln-http-'));
-    t = await openTestApp(kind, { jobs: { artifactsDir: dir, fleet: { maxWaitMs: 300 } } });
+    t = await openTestApp(kind, { jobs: { artifactsDir: dir, fleet: { maxWaitMs: 300 } }, extraRoutes: [widgetRoute] });
     acme = await seedTenant(t);
     await registerIdleRunner(t);
     await t.app.listen({ host: '127.0.0.1', port: 0 });
@@ -68,6 +83,19 @@ describe.each(DB_KINDS)('HTTP as clients expect (%s)', (kind) => {
     const item = await t.call('POST', '/v1/agents/agt_x', acme.tenantKey, {});
     expect(item.statusCode).toBe(405);
     expect(item.headers['allow']).toBe('GET, HEAD, PATCH');
+  });
+
+  it('gives a route another feature defines the same conventions and OpenAPI description', async () => {
+    const wrong = await t.call('GET', '/v1/widgets', acme.agentKey);
+    expect(wrong.statusCode).toBe(405);
+    expect(wrong.headers['allow']).toBe('POST');
+    const text = await t.app.inject({ method: 'POST', url: '/v1/widgets', headers: { authorization: `Bearer ${acme.agentKey}`, 'content-type': 'text/plain' }, payload: 'x' });
+    expect(text.statusCode).toBe(415);
+    expect((await t.call('POST', '/v1/widgets', acme.agentKey, { name: 'w' })).statusCode).toBe(201);
+    const op = t.app.kiln.openapi.paths as Record<string, any>;
+    expect(op['/v1/widgets'].post.operationId).toBe('createWidget');
+    expect(Object.keys(op['/v1/widgets'].post.responses)).toEqual(['201', '400', '401', '403', '413', '415', '429']);
+    expect(op['/v1/widgets'].post.requestBody.content['application/json'].schema.$ref).toBe('#/components/schemas/CreateWidgetRequest');
   });
 
   it('answers an unknown method (QUERY) with a problem+json 405, not 400', async () => {
