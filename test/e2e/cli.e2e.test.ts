@@ -110,11 +110,7 @@ describe('the CLI covers the API; the SDK behaves like the ones users know', () 
 
   it('keys list shows ids and no secret; revoke refuses the key from then on', () => {
     const listed = cli(['keys', 'list', '--json'], tenantKey);
-    // GET /v1/keys comes with issue 11 point 4; until it is merged the CLI says the route is missing.
-    if (listed.status !== 0) {
-      expect(listed.stderr).toMatch(/^kiln: (NOT_FOUND|METHOD_NOT_ALLOWED|HTTP_404)/);
-      return;
-    }
+    expect(listed.status).toBe(0);
     expect(listed.stdout).not.toContain(agentKey.slice(-20));
     const agentKeyRow = JSON.parse(listed.stdout).items.find((k: { kind: string }) => k.kind === 'agent');
     expect(json(['keys', 'revoke', agentKeyRow.id], tenantKey).revoked_at).not.toBeNull();

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { rulesetSchema } from './policy.js';
+import { decimalIntegerQuery } from './validation.js';
 
 /**
  * Request and response schemas of the control-plane API (ARCHITECTURE.md §5), shared by the server
@@ -21,8 +22,8 @@ export function listOf<T extends z.ZodType>(item: T) {
 
 /** `?limit=&cursor=` of every list. */
 export const listQuerySchema = z.strictObject({
-  limit: z.coerce.number().int().min(1).max(200).default(50),
-  cursor: z.string().min(1).max(512).optional(),
+  limit: decimalIntegerQuery(1, 200).default(50).describe('page size, 1 to 200 (default 50)'),
+  cursor: z.string().min(1).max(512).optional().describe('opaque: the `next_cursor` of the previous page, as it was given'),
 });
 export type ListQuery = z.infer<typeof listQuerySchema>;
 
@@ -37,7 +38,7 @@ export const tenantSchema = z.object({
   name: z.string(),
   status: tenantStatusSchema,
   created_at: rfc3339,
-});
+}).meta({ id: 'Tenant' });
 export type Tenant = z.infer<typeof tenantSchema>;
 
 export const createTenantBodySchema = z.strictObject({ name });
@@ -60,7 +61,7 @@ export const agentSchema = z.object({
   type: z.string(),
   status: agentStatusSchema,
   created_at: rfc3339,
-});
+}).meta({ id: 'Agent' });
 export type Agent = z.infer<typeof agentSchema>;
 
 export const createAgentBodySchema = z.strictObject({ name, type: agentTypeSchema.default('assistant') });
@@ -80,7 +81,14 @@ export const apiKeySchema = z.object({
   agent_id: z.string().nullable(),
   created_at: rfc3339,
   revoked_at: rfc3339.nullable(),
+  prefix: z.string().describe('the key up to its secret (`kiln_agent_key_…_`): recognises a key, cannot be used as one'),
+  last_used_at: rfc3339.nullable().describe('when the key last authenticated a request, to the minute; null if never'),
   key: z.string().optional().describe('the secret, shown once'),
+}).meta({ id: 'ApiKey' });
+
+/** `GET /v1/keys`: the operator may narrow to one tenant. */
+export const listKeysQuerySchema = listQuerySchema.extend({
+  tenant_id: filterText.optional().describe('operator only: the keys of this tenant'),
 });
 export type ApiKey = z.infer<typeof apiKeySchema>;
 
@@ -100,7 +108,7 @@ export const policySchema = z.object({
   ruleset: rulesetSchema,
   created_at: rfc3339,
   updated_at: rfc3339,
-});
+}).meta({ id: 'Policy' });
 export type Policy = z.infer<typeof policySchema>;
 
 export const policyVersionSchema = z.object({
@@ -109,7 +117,7 @@ export const policyVersionSchema = z.object({
   ruleset: rulesetSchema,
   created_at: rfc3339,
   created_by: z.string(),
-});
+}).meta({ id: 'PolicyVersion' });
 export type PolicyVersion = z.infer<typeof policyVersionSchema>;
 
 /** Creating a policy makes version 1; without a ruleset it starts from the default ruleset. */
@@ -141,7 +149,7 @@ export const auditEventSchema = z.object({
   prev_hash: z.string(),
   /** HMAC-SHA256 with the audit key (SHA-256 for events written before the key existed) */
   hash: z.string(),
-});
+}).meta({ id: 'AuditEvent' });
 export type AuditEvent = z.infer<typeof auditEventSchema>;
 
 const timeQuery = z.iso.datetime({ offset: true });

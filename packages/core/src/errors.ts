@@ -15,7 +15,9 @@ export const ERROR_CATALOGUE = {
   CONFLICT: { status: 409, title: 'Conflict' },
   STALE_ATTEMPT: { status: 409, title: 'The lease attempt is stale' },
   INVALID_TRANSITION: { status: 409, title: 'The resource is not in a state that allows this' },
+  REQUEST_TIMEOUT: { status: 408, title: 'The request took too long to arrive' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'The body is too large' },
+  HEADERS_TOO_LARGE: { status: 431, title: 'The request headers are too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported media type' },
   POLICY_VIOLATION: { status: 422, title: 'The request exceeds the policy' },
   UNSUPPORTED_LANGUAGE: { status: 422, title: 'The language is not offered' },
@@ -73,7 +75,8 @@ export class KilnError extends Error {
 
   toProblem(instance?: string): ProblemDetails {
     const problem: ProblemDetails = {
-      type: `https://kiln.dev/errors/${this.code.toLowerCase().replaceAll('_', '-')}`,
+      // A relative reference: it resolves against the kiln that answered, which serves the page.
+      type: problemTypeOf(this.code),
       title: ERROR_CATALOGUE[this.code].title,
       status: this.status,
       detail: this.message,
@@ -85,6 +88,11 @@ export class KilnError extends Error {
     if (instance !== undefined) problem.instance = instance;
     return problem;
   }
+}
+
+/** The `type` of a problem: the path of the page kiln serves about the code (`/errors/validation-failed`). */
+export function problemTypeOf(code: ErrorCode): string {
+  return `/errors/${code.toLowerCase().replaceAll('_', '-')}`;
 }
 
 export function isKilnError(err: unknown): err is KilnError {

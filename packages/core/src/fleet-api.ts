@@ -17,7 +17,7 @@ export const artifactSchema = z.object({
   /** Where the bytes are (a host path or a bucket): shown to the operator only. */
   storage_uri: z.string().optional(),
   created_at: z.string(),
-});
+}).meta({ id: 'Artifact' });
 export type Artifact = z.infer<typeof artifactSchema>;
 
 export const RUNNER_STATUSES = ['healthy', 'degraded', 'offline'] as const;
@@ -35,7 +35,7 @@ export const runnerNodeSchema = z.object({
   draining: z.boolean(),
   last_heartbeat_at: z.string().nullable(),
   created_at: z.string(),
-});
+}).meta({ id: 'RunnerNode' });
 export type RunnerNode = z.infer<typeof runnerNodeSchema>;
 
 export const SANDBOX_STATUSES = ['provisioning', 'running', 'terminated', 'failed'] as const;
@@ -51,5 +51,5 @@ export const sandboxInstanceSchema = z.object({
   status: sandboxStatusSchema,
   created_at: z.string(),
   terminated_at: z.string().nullable(),
-});
+}).meta({ id: 'SandboxInstance' });
 export type SandboxInstance = z.infer<typeof sandboxInstanceSchema>;

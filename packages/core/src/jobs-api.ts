@@ -14,16 +14,23 @@ export const workspacePathSchema = z
   .refine(
     (p) => !p.startsWith('/') && p.split('/').every((s) => s !== '' && s !== '.' && s !== '..') && !p.includes('\0'),
     'must be a relative path inside the workspace without "..", e.g. "src/main.py"',
-  );
+  )
+  // The same rule for the OpenAPI document: segments that are neither empty, "." nor "..", no leading "/".
+  .meta({ pattern: '^(?!/)(?!.*(?:^|/)\\.{1,2}(?:/|$))(?!.*//)(?!.*/$)[^\\u0000]+$' });
 
 export const jobFileSchema = z.strictObject({
   path: workspacePathSchema,
   content: z.string().max(8 * MiB),
   encoding: z.enum(['utf8', 'base64']).default('utf8'),
-});
+}).meta({ id: 'JobFile' });
 export type JobFile = z.infer<typeof jobFileSchema>;
 
-const envNameSchema = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
+const envNameSchema = z
+  .string()
+  .regex(
+    /^[A-Za-z_][A-Za-z0-9_]{0,127}$/,
+    'must be an environment variable name: a letter or "_", then letters, digits or "_", at most 128 characters (e.g. "MY_VAR")',
+  );
 
 /**
  * A glob as a runner takes it from a lease: relative to the workspace. Looser than what a submission
@@ -56,7 +63,11 @@ export const collectGlobSchema = z
   .refine(
     (g) => (g.match(/[*?]/g)?.length ?? 0) <= COLLECT_LIMITS.maxWildcardsPerGlob,
     `at most ${COLLECT_LIMITS.maxWildcardsPerGlob} wildcards (* and ?) per glob; narrow it, e.g. "out/**"`,
-  );
+  )
+  .meta({
+    pattern: '^(?!/)(?!(?:.*/)?\\.\\.(?:/|$))[^\\u0000-\\u001f\\u007f]+$',
+    description: `relative to the workspace, no "..", at most ${COLLECT_LIMITS.maxWildcardsPerGlob} wildcards (* and ?)`,
+  });
 
 const collectSchema = z
   .array(collectGlobSchema)
@@ -65,6 +76,14 @@ const collectSchema = z
     (globs) => globs.reduce((n, g) => n + g.length, 0) <= COLLECT_LIMITS.maxTotalLength,
     `the globs may have at most ${COLLECT_LIMITS.maxTotalLength} characters together`,
   );
+
+/**
+ * The body limit of a job submission: the request's text (code, files, stdin: JOB_TEXT_MAX_CHARS
+ * together) fits it even when JSON escapes double it, so a schema-valid request is never a 413.
+ */
+export const JOB_BODY_LIMIT_BYTES = 20 * MiB;
+/** Characters of code, file contents and stdin of one job request, together. */
+export const JOB_TEXT_MAX_CHARS = 8 * MiB;
 
 /** A job request (ARCHITECTURE.md §5). Exactly one of `code` and `files`. */
 export const createJobSchema = z
@@ -76,12 +95,18 @@ export const createJobSchema = z
     entrypoint: workspacePathSchema.optional(),
     stdin: z.string().max(8 * MiB).optional(),
     args: z.array(z.string().max(4096)).max(256).optional(),
-    env: z.record(envNameSchema, z.string().max(32 * KiB)).optional(),
+    env: z
+      .record(envNameSchema, z.string().max(32 * KiB))
+      .optional()
+      .meta({ maxProperties: 128, description: 'at most 128 variables in env and secret_env together' }),
     /**
      * Variables whose values are secret: they reach the sandbox's environment but are never stored in
      * plaintext, never logged and never in an answer or the audit (see the README's "Secret env").
      */
-    secret_env: z.record(envNameSchema, z.string().max(32 * KiB)).optional(),
+    secret_env: z
+      .record(envNameSchema, z.string().max(32 * KiB))
+      .optional()
+      .meta({ maxProperties: 128, description: 'never stored in plaintext nor answered; names not also in env' }),
     limits: requestedLimitsSchema.optional(),
     policy_id: z.string().max(64).optional(),
     agent_id: z.string().max(64).optional(),
@@ -92,6 +117,14 @@ export const createJobSchema = z
     if ((job.code === undefined) === (job.files === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['code'], message: 'give exactly one of "code" and "files"' });
     }
+    const text = (job.code?.length ?? 0) + (job.stdin?.length ?? 0) + (job.files ?? []).reduce((n, f) => n + f.content.length, 0);
+    if (text > JOB_TEXT_MAX_CHARS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [job.files ? 'files' : 'code'],
+        message: `code, file contents and stdin may have at most ${JOB_TEXT_MAX_CHARS} characters together (8 MiB); this request has ${text}`,
+      });
+    }
     const secretNames = Object.keys(job.secret_env ?? {});
     if (Object.keys(job.env ?? {}).length + secretNames.length > 128) {
       ctx.addIssue({ code: 'custom', path: [secretNames.length > 0 ? 'secret_env' : 'env'], message: 'at most 128 variables in env and secret_env together' });
@@ -101,6 +134,14 @@ export const createJobSchema = z
         ctx.addIssue({ code: 'custom', path: ['secret_env', name], message: 'is in env too; give each variable once' });
       }
     }
+  })
+  .meta({
+    id: 'CreateJobRequest',
+    description:
+      'Exactly one of `code` and `files`. Code, file contents and stdin: at most 8 MiB characters together; ' +
+      'the whole body at most 20 MiB (413 beyond, naming the limit).',
+    oneOf: [{ required: ['code'], not: { required: ['files'] } }, { required: ['files'], not: { required: ['code'] } }],
+    examples: [{ language: 'python', code: 'print("hello")', limits: { wall_time_ms: 5000 } }],
   });
 export type CreateJobRequest = z.infer<typeof createJobSchema>;
 /** What a client may send: defaults (a file's `encoding`, `args`, …) are optional. */
@@ -149,7 +190,7 @@ export const jobSchema = z.object({
   stderr: z.string().nullable().optional(),
   rejected_artifacts: z.array(rejectedArtifactSchema).optional(),
   error: z.string().nullable().optional(),
-});
+}).meta({ id: 'Job' });
 export type Job = z.infer<typeof jobSchema>;
 
 /** Output up to this size is also returned inline in the job. */

@@ -47,8 +47,8 @@ export const rulesetSchema = z.strictObject({
   limits: limitsSchema,
   network: networkRulesSchema,
   artifacts: artifactRulesSchema,
-  sessions: sessionRulesSchema,
-  services: serviceRulesSchema,
+  sessions: sessionRulesSchema.describe('bounds of persistent sessions, applied where this server serves sessions'),
+  services: serviceRulesSchema.describe('planned: no route runs services yet; these rules are stored and validated, not applied'),
   concurrency: concurrencyRulesSchema,
 });
 

@@ -179,8 +179,8 @@ export class KilnClient {
   }
 
   readonly keys = {
-    /** Keys the caller may see, never their secrets (tenant: its own and its agents'; operator: all). */
-    list: (o: ListOptions & { tenant_id?: string; agent_id?: string } = {}) => this.request<Page<ApiKey>>('GET', '/v1/keys', { query: { ...o } }),
+    /** Keys without their secrets: a tenant admin's own and its agents'; the operator's all (or `tenant_id`'s). */
+    list: (o: ListOptions & { tenant_id?: string } = {}) => this.request<Page<ApiKey>>('GET', '/v1/keys', { query: { ...o } }),
     revoke: (id: string) => this.request<ApiKey>('DELETE', `/v1/keys/${enc(id)}`),
   };
 
@@ -191,6 +191,8 @@ export class KilnClient {
     disable: (id: string) => this.request<Agent>('PATCH', `/v1/agents/${enc(id)}`, { body: { status: 'disabled' } }),
     enable: (id: string) => this.request<Agent>('PATCH', `/v1/agents/${enc(id)}`, { body: { status: 'active' } }),
     createKey: (id: string) => this.request<ApiKey & { key: string }>('POST', `/v1/agents/${enc(id)}/keys`, { body: {} }),
+    /** The agent's keys: id, prefix, created, last used, revoked (never the secret). */
+    listKeys: (id: string, o: ListOptions = {}) => this.request<Page<ApiKey>>('GET', `/v1/agents/${enc(id)}/keys`, { query: { ...o } }),
   };
 
   readonly policies = {

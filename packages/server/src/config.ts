@@ -46,6 +46,8 @@ export const serverEnvSchema = z.object({
     .optional(),
   /** Largest request body accepted; bigger is 413. @default 1048576 */
   KILN_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).max(1024 ** 3).default(1024 * 1024),
+  /** `pretty` (one readable line per event) or `json` (one JSON object per line). @default pretty on a terminal, else json */
+  KILN_LOG_FORMAT: z.enum(['pretty', 'json']).optional(),
   /** @default info */
   KILN_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Where artifacts go: `s3://bucket/prefix`, or a folder. @default <data dir>/artifacts */
@@ -161,6 +163,7 @@ export interface ServerConfig {
   secretsKey: string | undefined;
   bodyLimitBytes: number;
   logLevel: z.infer<typeof serverEnvSchema>['KILN_LOG_LEVEL'];
+  logFormat: 'pretty' | 'json' | undefined;
   artifactsUrl: string | undefined;
   s3: { endpoint?: string; region?: string; accessKeyId?: string; secretAccessKey?: string };
   heartbeatIntervalMs: number;
@@ -220,6 +223,7 @@ export function loadServerConfig(
     secretsKey: parsed.KILN_SECRETS_KEY,
     bodyLimitBytes: parsed.KILN_BODY_LIMIT_BYTES,
     logLevel: parsed.KILN_LOG_LEVEL,
+    logFormat: parsed.KILN_LOG_FORMAT,
     artifactsUrl: parsed.KILN_ARTIFACTS_URL,
     s3: {
       ...(parsed.KILN_S3_ENDPOINT ? { endpoint: parsed.KILN_S3_ENDPOINT } : {}),

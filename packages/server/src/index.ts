@@ -7,6 +7,7 @@ export { defineRoute, idParams, registerRoutes, type RouteAuth, type RouteContex
 export { toKilnError, sendProblem } from './api/errors.js';
 export { buildOpenApiDocument } from './api/openapi.js';
 export { startServer, type RunningServer, type StartOptions } from './server.js';
+export { createLogger, defaultLogFormat, type LogFormat } from './log.js';
 export {
   adminKeyFile,
   loadServerConfig,

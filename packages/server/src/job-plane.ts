@@ -1,3 +1,4 @@
+import { PlaneEvents } from './services/plane-events.js';
 import { setMaxListeners } from 'node:events';
 import type { FastifyInstance } from 'fastify';
 import type { Clock, TenantQuota } from '@kiln/core';
@@ -5,6 +6,8 @@ import { createArtifactStore, type ArtifactStoreConfig } from './artifacts/index
 import type { KilnApp } from './api/app.js';
 import { registerFleetMetrics } from './api/fleet-metrics.js';
 import { registerStreamMetrics } from './api/stream-metrics.js';
+import { registerJobMetrics } from './api/job-metrics.js';
+import { logPlaneEvents } from './api/plane-log.js';
 import { fleetRoutes } from './api/fleet-routes.js';
 import { jobRoutes } from './api/job-routes.js';
 import { workflowRoutes } from './api/workflow-routes.js';
@@ -75,6 +78,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     watchers: new JobWatchHub({ store: options.store, notifier }, streams),
     shutdown: shutdown.signal,
     secretsKey: options.secretsKey,
+    events: new PlaneEvents(),
   };
   let stopReaper: (() => Promise<void>) | undefined;
   let stopRetention: (() => Promise<void>) | undefined;
@@ -86,6 +90,8 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
       acceptRawUploads(app);
       registerFleetMetrics((app as KilnApp).kiln.metrics.registry, deps);
       registerStreamMetrics((app as KilnApp).kiln.metrics.registry, deps);
+      registerJobMetrics((app as KilnApp).kiln.metrics.registry, deps.events);
+      logPlaneEvents(app.log, deps.events);
     },
     start: () => {
       // The reaper looks often enough to notice a missed heartbeat within about one interval.

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { systemClock, type Clock } from '@kiln/core';
-import pino from 'pino';
+import { createLogger, defaultLogFormat } from './log.js';
 import { buildApp, type KilnApp } from './api/app.js';
 import type { RouteSpec } from './api/route.js';
 import { auditCheckpointFile, redactConfig, resolveAdminKey, resolveAuditKey, resolveSecretsKey, type ResolvedAdminKey, type ServerConfig } from './config.js';
@@ -28,7 +28,7 @@ export interface StartOptions {
 
 /** Opens the database (migrating it), builds the app and listens. */
 export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
-  const logger = pino({ level: config.logLevel, redact: ['req.headers.authorization'] });
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat ?? defaultLogFormat(process.stdout) });
   preparePrivateDataDir(config.dataDir);
   const adminKey = resolveAdminKey(config);
   const auditKey = resolveAuditKey(config);
@@ -83,7 +83,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       quotaDefaults: config.quotaDefaults,
       http: config.http,
       authRefusals: config.authRefusals,
-      logger: { level: config.logLevel, redact: ['req.headers.authorization'] },
+      logger,
       ...(options.clock ? { clock: options.clock } : {}),
       extraRoutes: [...jobPlane.routes, ...(options.extraRoutes ?? [])],
       notifier: jobPlane.deps.notifier,

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { pino } from 'pino';
+import { createLogger, defaultLogFormat } from '@kiln/server';
 import { assertPrivate, startRunner } from '@kiln/runner';
 
 export function parsePositiveInt(value: string): number {
@@ -46,7 +46,9 @@ export function registerRunner(program: Command): void {
       const serverUrl = opts.server ?? env.KILN_SERVER_URL;
       const token = readRunnerToken(opts, env);
       if (!serverUrl) throw new Error('no control plane: pass --server URL or set KILN_SERVER_URL');
-      const logger = pino({ name: 'kiln-runner', level: env.KILN_LOG_LEVEL ?? 'info' });
+      // Logs go to stderr: stdout carries the one "ready" line a supervising `kiln up` reads.
+      const format = env.KILN_LOG_FORMAT === 'json' || env.KILN_LOG_FORMAT === 'pretty' ? env.KILN_LOG_FORMAT : defaultLogFormat(process.stderr);
+      const logger = createLogger({ name: 'kiln-runner', level: env.KILN_LOG_LEVEL ?? 'info', format, fd: 2 });
       const capacityFromEnv = env.KILN_CAPACITY ? parsePositiveInt(env.KILN_CAPACITY) : undefined;
       const zone = opts.zone ?? env.KILN_ZONE;
       const name = opts.name ?? env.KILN_RUNNER_NAME;

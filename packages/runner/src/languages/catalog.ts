@@ -19,6 +19,11 @@ export interface LanguageDefinition {
   command(entrypoint: string, args: readonly string[]): string[];
   /** argv that prints the version (stdout or stderr); the first dotted number is taken. */
   versionCommand: readonly string[];
+  /**
+   * Environment that makes output reach watchers as it is written, not only at exit (stdout is a pipe
+   * in the sandbox, so runtimes buffer it by default). A job's own `env` overrides any of these.
+   */
+  streamingEnv?: Readonly<Record<string, string>>;
 }
 
 /** Where compiled programs go: /tmp is the sandbox's own, size-capped with the workspace. */
@@ -80,11 +85,14 @@ function compiledWith(
 }
 
 export const LANGUAGES: readonly LanguageDefinition[] = [
-  interpreted('python', 'main.py', ['.py'], ['python3', '-B'], [
-    'python3',
-    '-c',
-    'import platform; print(platform.python_version())',
-  ]),
+  {
+    ...interpreted('python', 'main.py', ['.py'], ['python3', '-B'], [
+      'python3',
+      '-c',
+      'import platform; print(platform.python_version())',
+    ]),
+    streamingEnv: { PYTHONUNBUFFERED: '1' },
+  },
   interpreted('node', 'main.js', ['.js', '.mjs', '.cjs'], ['node'], ['node', '-p', 'process.versions.node']),
   interpreted('bash', 'main.sh', ['.sh', '.bash'], ['bash'], [
     'bash',

@@ -193,6 +193,13 @@ describe('buildOneShotSpec', () => {
     ).toThrow(/not among the files/);
   });
 
+  it('makes Python stream its output (PYTHONUNBUFFERED=1) unless the job says otherwise', () => {
+    expect(buildOneShotSpec({ language: 'python', code: 'print(1)' }, LIMITS).env).toEqual({ PYTHONUNBUFFERED: '1' });
+    const own = buildOneShotSpec({ language: 'python', code: 'print(1)', env: { PYTHONUNBUFFERED: '', A: 'b' } }, LIMITS);
+    expect(own.env).toEqual({ PYTHONUNBUFFERED: '', A: 'b' });
+    expect(buildOneShotSpec({ language: 'bash', code: 'echo 1' }, LIMITS).env).toBeUndefined();
+  });
+
   it('picks the entrypoint among files and decodes base64 content', async () => {
     const spec = buildOneShotSpec(
       {

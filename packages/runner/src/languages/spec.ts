@@ -76,7 +76,7 @@ export function buildOneShotSpec(request: CodeRequest, limits: Limits, extras: S
     command: language.command(entrypoint, request.args ?? []),
     files,
     ...(request.stdin !== undefined ? { stdin: request.stdin } : {}),
-    ...(request.env ? { env: request.env } : {}),
+    ...(language.streamingEnv || request.env ? { env: { ...language.streamingEnv, ...request.env } } : {}),
     limits,
     ...(language.compiled ? { reportsCompileStatus: true } : {}),
   };

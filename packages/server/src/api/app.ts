@@ -1,7 +1,7 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { KilnError, systemClock, type Clock, type TenantQuota } from '@kiln/core';
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { HttpLimits } from '../config.js';
 import type { AuthSecrets } from '../services/auth.js';
 import { AuthRefusalTally, type AuthRefusalLimits } from '../services/auth-refusals.js';
@@ -10,13 +10,18 @@ import { KeyRateLimiter } from '../services/key-rate-limit.js';
 import type { Notifier } from '../services/notifier.js';
 import type { Store } from '../store/store.js';
 import { limitConnections, timeoutOptions } from './connection-limits.js';
-import { installErrorHandling, sendProblem } from './errors.js';
+import { answerClientError, installErrorHandling, sendProblem } from './errors.js';
+import { parseJsonBodies } from './json-body.js';
 import { createHttpMetrics, instrument, type HttpMetrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { operatorRoutes } from './operator-routes.js';
 import { opsRoutes } from './ops-routes.js';
 import { registerRoutes, type RouteSpec } from './route.js';
 import { tenantRoutes } from './tenant-routes.js';
+
+function isLoggerInstance(logger: AppDeps['logger']): logger is FastifyBaseLogger {
+  return typeof (logger as { child?: unknown } | undefined)?.child === 'function';
+}
 
 /** What `buildApp` needs. Everything else is derived. */
 export interface AppDeps {
@@ -29,8 +34,8 @@ export interface AppDeps {
   clock?: Clock;
   /** @default 1048576 */
   bodyLimitBytes?: number;
-  /** Fastify's logger option (pino); @default false */
-  logger?: FastifyServerOptions['logger'];
+  /** Fastify's logger option, or the process's pino logger itself; @default false */
+  logger?: FastifyServerOptions['logger'] | FastifyBaseLogger;
   /** A tenant's quota where the operator set nothing (KILN_QUOTA_*). @default DEFAULT_TENANT_QUOTA */
   quotaDefaults?: TenantQuota;
   /** Routes of later issues (jobs, runner protocol…), registered like the built-in ones. */
@@ -60,7 +65,7 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
   };
   const secrets: AuthSecrets = { adminKey: deps.adminKey, runnerToken: deps.runnerToken };
   const app = Fastify({
-    logger: deps.logger ?? false,
+    ...(isLoggerInstance(deps.logger) ? { loggerInstance: deps.logger } : { logger: deps.logger ?? false }),
     // Runners heartbeat every second; a line per request would drown the log. /metrics counts requests.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.bodyLimitBytes ?? 1024 * 1024,
@@ -68,6 +73,8 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
     // Ids and other strings may be long; keep Fastify from answering 414 on its own terms.
     routerOptions: { maxParamLength: 256, ignoreTrailingSlash: true },
     // Errors Fastify raises before routing (bad URL encoding, over-long ids) get the same problem+json.
+    // Refusals before a request exists (oversized headers: 431, a method Node cannot parse) are problem+json too.
+    clientErrorHandler: answerClientError,
     frameworkErrors: (error, request, reply) => {
       const code = error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'NOT_FOUND' : 'VALIDATION_FAILED';
       void sendProblem(reply, request, new KilnError(code, error.message));
@@ -80,6 +87,7 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
   const stopAuthRefusals = authRefusals.start((err) => app.log.error({ err }, 'could not audit refused requests'));
   app.addHook('onClose', stopAuthRefusals);
   installErrorHandling(app, serviceDeps, authRefusals);
+  parseJsonBodies(app);
 
   const specs = [...opsRoutes(metrics), ...operatorRoutes, ...tenantRoutes, ...(deps.extraRoutes ?? [])];
   const openapi = buildOpenApiDocument(specs, '0.1.0');

@@ -1,4 +1,5 @@
-import { isKilnError, KilnError, type ErrorCode } from '@kiln/core';
+import { ERROR_CATALOGUE, isKilnError, KilnError, type ErrorCode } from '@kiln/core';
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sourcePrefixOf } from '../domain/source-prefix.js';
 import { auditRefusal } from '../services/audit.js';
@@ -27,6 +28,7 @@ const BY_STATUS: Record<number, ErrorCode> = {
   409: 'CONFLICT',
   413: 'PAYLOAD_TOO_LARGE',
   415: 'UNSUPPORTED_MEDIA_TYPE',
+  431: 'HEADERS_TOO_LARGE',
   429: 'RATE_LIMITED',
   503: 'UNAVAILABLE',
 };
@@ -72,6 +74,17 @@ export function sendProblem(reply: FastifyReply, request: FastifyRequest, error:
     .send(error.toProblem(request.url.split('?')[0]));
 }
 
+/** A 413 that names the limit of the route, so a client knows what to send. */
+function bodyTooLarge(request: FastifyRequest): KilnError {
+  const limit = request.routeOptions.bodyLimit;
+  const mib = limit / (1024 * 1024);
+  const shown = Number.isInteger(mib) ? `${mib} MiB` : `${limit} bytes`;
+  return new KilnError('PAYLOAD_TOO_LARGE', `the body is over this route's limit of ${shown} (${limit} bytes); send less`, {
+    field: 'body',
+    extra: { limit_bytes: limit },
+  });
+}
+
 /** Refusals of the key itself (missing, unknown, revoked, a disabled agent's): the caller holds no valid key. */
 const KEY_REFUSALS = new Set(['UNAUTHORIZED', 'AGENT_DISABLED']);
 
@@ -83,8 +96,17 @@ const KEY_REFUSALS = new Set(['UNAUTHORIZED', 'AGENT_DISABLED']);
  */
 export function installErrorHandling(app: FastifyInstance, deps: ServiceDeps, authRefusals: AuthRefusalTally): void {
   app.setErrorHandler(async (err, request, reply) => {
-    const { error, bug } = toKilnError(err);
+    let { error, bug } = toKilnError(err);
+    if (error.code === 'PAYLOAD_TOO_LARGE' && !isKilnError(err)) error = bodyTooLarge(request);
     if (bug) request.log.error({ err }, 'request failed');
+    else if (request.kilnPrincipal?.kind === 'runner') {
+      // A runner's report refused (a stale attempt, a blob over the limits…): the operator should see it.
+      const params = request.params as Record<string, unknown> | undefined;
+      request.log.warn(
+        { runner_id: request.kilnPrincipal.runnerId, route: request.routeOptions.url, job_id: params?.id, code: error.code, detail: error.message.slice(0, 300) },
+        `runner report refused: ${error.code}`,
+      );
+    }
     const audit = request.routeOptions.config?.kilnAudit;
     if (request.kilnPrincipal === undefined && KEY_REFUSALS.has(error.code)) {
       authRefusals.record({
@@ -118,5 +140,31 @@ export function installErrorHandling(app: FastifyInstance, deps: ServiceDeps, au
   });
   app.setNotFoundHandler((request, reply) =>
     sendProblem(reply, request, new KilnError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`)),
+  );
+}
+
+const CLIENT_ERRORS: Record<string, { code: ErrorCode; detail: string }> = {
+  HPE_HEADER_OVERFLOW: { code: 'HEADERS_TOO_LARGE', detail: 'the request headers are too large; send fewer or shorter headers' },
+  ERR_HTTP_REQUEST_TIMEOUT: { code: 'REQUEST_TIMEOUT', detail: 'the request did not arrive in time; send it whole, promptly' },
+  HPE_INVALID_METHOD: { code: 'METHOD_NOT_ALLOWED', detail: 'this HTTP method is not served; use GET, POST, PUT, PATCH or DELETE' },
+};
+
+/**
+ * Node's parser refuses some requests before Fastify sees them (oversized headers, a method it does
+ * not know): answer those with problem+json on the socket, as every other refusal, then close it.
+ */
+export function answerClientError(err: Error & { code?: string }, socket: Socket): void {
+  // A reset connection has no one to answer.
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const known = err.code ? CLIENT_ERRORS[err.code] : undefined;
+  const error = new KilnError(known?.code ?? 'VALIDATION_FAILED', known?.detail ?? 'the request could not be parsed as HTTP/1.1');
+  const body = JSON.stringify(error.toProblem());
+  const allow = error.code === 'METHOD_NOT_ALLOWED' ? 'Allow: DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT\r\n' : '';
+  socket.end(
+    `HTTP/1.1 ${error.status} ${ERROR_CATALOGUE[error.code].title}\r\nContent-Type: application/problem+json; charset=utf-8\r\n` +
+      `${allow}Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
 }

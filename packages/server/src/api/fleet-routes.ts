@@ -36,6 +36,7 @@ export function fleetRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runners/:id/drain',
+      errors: ['INVALID_TRANSITION'],
       summary: 'Drain a runner: no new work; running jobs finish',
       tag: 'fleet',
       auth: 'key',
@@ -49,6 +50,7 @@ export function fleetRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'DELETE',
       url: '/v1/runners/:id/credential',
+      operationId: 'revokeRunnerCredential',
       summary: 'Revoke a runner\'s credential: its calls are refused until it registers again with the join token',
       tag: 'fleet',
       auth: 'key',

@@ -27,8 +27,21 @@ const TIME_LIMIT_MS = 30_000;
 /** A request still open after this is a long poll or a stream: it is ended, which is not a failure. */
 const REQUEST_TIMEOUT_MS = 2000;
 
+/** The document with its `$ref`s to components replaced by the schemas (it has no cycles). */
+function dereferenced(document: Record<string, unknown>): Record<string, unknown> {
+  const schemas = ((document.components as JsonSchema | undefined)?.schemas ?? {}) as Record<string, JsonSchema>;
+  const resolve = (value: unknown): unknown => {
+    if (Array.isArray(value)) return value.map(resolve);
+    if (value === null || typeof value !== 'object') return value;
+    const ref = (value as JsonSchema).$ref;
+    if (typeof ref === 'string' && ref.startsWith('#/components/schemas/')) return resolve(schemas[ref.slice(21)]);
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, resolve(v)]));
+  };
+  return resolve(document) as Record<string, unknown>;
+}
+
 function operationsOf(document: Record<string, unknown>): Operation[] {
-  const paths = document.paths as Record<string, Record<string, JsonSchema>>;
+  const paths = dereferenced(document).paths as Record<string, Record<string, JsonSchema>>;
   const operations: Operation[] = [];
   for (const [path, methods] of Object.entries(paths)) {
     for (const [method, op] of Object.entries(methods)) {

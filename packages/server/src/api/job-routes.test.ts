@@ -24,7 +24,8 @@ describe.each(DB_KINDS)('POST /v1/jobs?wait=true on %s', (kind) => {
   it('waits no longer than the server allows, however long the client asks', async () => {
     // No runner polls, so the job stays queued: the answer can only come from the bound.
     const res = await t.call('POST', '/v1/jobs?wait=true&timeout_ms=600000', agentKey, { language: 'python', code: 'print(1)' });
-    expect(res.statusCode).toBe(201);
+    expect(res.statusCode).toBe(202);
+    expect(res.headers['location']).toBe(`/v1/jobs/${res.json().id}`);
     expect(res.json()).toMatchObject({ status: 'queued', attempt: 0 });
   }, 20_000);
 

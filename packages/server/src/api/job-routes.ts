@@ -1,4 +1,5 @@
 import {
+  decimalIntegerQuery,
   artifactSchema,
   createJobSchema,
   jobSchema,
@@ -6,11 +7,13 @@ import {
   listOf,
   listQuerySchema,
   artifactOwnerTypeSchema,
+  JOB_BODY_LIMIT_BYTES,
 } from '@kiln/core';
 import { z } from 'zod';
 import { deleteArtifact, getTenantArtifact, listTenantArtifacts, openTenantArtifact } from '../services/artifacts.js';
 import type { JobDeps } from '../services/job-deps.js';
 import { cancelJob, getTenantJob, listTenantJobs, submitJob, waitForJob } from '../services/jobs.js';
+import { isTerminalStatus } from '../services/job-views.js';
 import { deleteJob } from '../services/retention.js';
 import { streamJobEvents } from './job-events-stream.js';
 import { defineRoute, idParams, pollSignal, type RouteSpec } from './route.js';
@@ -20,7 +23,7 @@ const booleanQuery = z.enum(['true', 'false', '1', '0']).transform((v) => v === 
 const createJobQuery = z.strictObject({
   wait: booleanQuery.optional(),
   /** how long `wait` may block, bounded by the server's maximum */
-  timeout_ms: z.coerce.number().int().min(0).max(600_000).optional(),
+  timeout_ms: decimalIntegerQuery(0, 600_000).optional(),
 });
 
 const listJobsQuery = listQuerySchema.extend({
@@ -30,7 +33,7 @@ const listJobsQuery = listQuerySchema.extend({
 
 const listArtifactsQuery = listQuerySchema.extend({
   owner_type: artifactOwnerTypeSchema.optional(),
-  owner_id: z.string().max(64).optional(),
+  owner_id: z.string().max(64).optional().describe('the owner\'s id; needs owner_type'),
 });
 
 /** Jobs and their artifacts: tenant admins and agents. */
@@ -45,13 +48,26 @@ export function jobRoutes(jobDeps: JobDeps): RouteSpec[] {
       audit: { action: 'job.create', resourceType: 'job' },
       query: createJobQuery,
       body: createJobSchema,
+      bodyLimitBytes: JOB_BODY_LIMIT_BYTES,
+      bodyExample: { language: 'python', code: 'print("hello")', limits: { wall_time_ms: 5000 } },
       response: jobSchema,
       successStatus: 201,
-      handler: async ({ principal, body, query, request }) => {
-        const job = await submitJob(jobDeps, principal, body);
-        if (!query.wait) return job;
+      operationId: 'createJob',
+      errors: ['POLICY_VIOLATION', 'UNSUPPORTED_LANGUAGE', 'RATE_LIMITED', 'CONFLICT'],
+      otherResponses: {
+        '202': {
+          description: '`?wait=true` and the job had not ended within the wait: the job as it is; follow Location',
+          headers: { Location: { description: 'the job: `/v1/jobs/{id}`', schema: { type: 'string' } } },
+        },
+      },
+      handler: async ({ principal, body, query, request, reply }) => {
+        const submitted = await submitJob(jobDeps, principal, body);
+        if (!query.wait) return submitted;
         const timeoutMs = Math.min(query.timeout_ms ?? jobDeps.fleet.maxWaitMs, jobDeps.fleet.maxWaitMs);
-        return waitForJob(jobDeps, principal, job.id, timeoutMs, pollSignal(jobDeps, request));
+        const job = await waitForJob(jobDeps, principal, submitted.id, timeoutMs, pollSignal(jobDeps, request));
+        // Still running when the wait ends: 202 and where to look, not a 201 that reads as done.
+        if (!isTerminalStatus(job.status)) reply.code(202).header('location', `/v1/jobs/${job.id}`);
+        return job;
       },
     }),
     defineRoute({
@@ -77,7 +93,8 @@ export function jobRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/jobs/:id/cancel',
-      summary: 'Cancel a job (a running one is killed within a second)',
+      summary: 'Cancel a job (a running one is killed within a second); an ended job is answered unchanged (idempotent)',
+      operationId: 'cancelJob',
       tag: 'jobs',
       auth: 'key',
       audit: { action: 'job.cancel', resourceType: 'job' },
@@ -90,6 +107,7 @@ export function jobRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'DELETE',
       url: '/v1/jobs/:id',
+      errors: ['CONFLICT'],
       summary: 'Delete an ended job with its artifacts (a queued or running one is 409: cancel it first)',
       tag: 'jobs',
       auth: 'key',
@@ -104,6 +122,9 @@ export function jobRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'GET',
       url: '/v1/jobs/:id/events',
+      operationId: 'streamJobEvents',
+      errors: ['RATE_LIMITED'],
+      responseMedia: { type: 'text/event-stream', schema: { type: 'string' }, description: 'server-sent events until `end`' },
       summary:
         'Server-sent events of a job: `status`, `output` chunks as produced, `truncated` when live output is incomplete ' +
         '(the stdout/stderr artifacts hold it all), then `end`; 429 RATE_LIMITED past the watcher caps',
@@ -151,6 +172,13 @@ export function jobRoutes(jobDeps: JobDeps): RouteSpec[] {
       method: 'GET',
       url: '/v1/artifacts/:id/content',
       summary: 'Download an artifact; its checksum is in the X-Kiln-Checksum header',
+      operationId: 'downloadArtifact',
+      responseMedia: { type: 'application/octet-stream', schema: { type: 'string', format: 'binary' }, description: 'the artifact\'s bytes' },
+      responseHeaders: {
+        'X-Kiln-Checksum': { description: 'the bytes\' checksum, `sha256:<hex>`', schema: { type: 'string', pattern: '^sha256:[0-9a-f]{64}$' } },
+        Digest: { description: 'the same checksum as `sha-256=<base64>` (RFC 3230)', schema: { type: 'string' } },
+        'Content-Disposition': { description: '`attachment; filename="…"`', schema: { type: 'string' } },
+      },
       tag: 'artifacts',
       auth: 'key',
       params: idParams,

@@ -40,6 +40,8 @@ function baseValue(schema: JsonSchema, pools: Pools, depth: number): fc.Arbitrar
   if ('const' in schema) return fc.constant(schema.const);
   for (const key of ['anyOf', 'oneOf'] as const) {
     const options = schema[key];
+    // Beside a type, oneOf only constrains (`code` xor `files`): build the typed value.
+    if (schema.type !== undefined) break;
     if (Array.isArray(options) && options.length > 0) {
       return fc.oneof(...(options as JsonSchema[]).map((o) => valueFor(o, pools, depth + 1)));
     }
@@ -102,17 +104,18 @@ function stringValue(schema: JsonSchema, pools: Pools): fc.Arbitrary<string> {
   if (pools.ids.length > 0) options.push(fc.constantFrom(...pools.ids));
   if (typeof schema.pattern === 'string') {
     // Patterns name ids, checksums, host:port… : real ids and look-alikes reach past validation.
-    options.push(fc.stringMatching(safePattern(schema.pattern)).map((s) => s.slice(0, maxLength)));
+    const matching = stringsMatching(schema.pattern);
+    if (matching) options.push(matching.map((s) => s.slice(0, maxLength)));
   }
   return fc.oneof(...options);
 }
 
-/** The document's own patterns (ours, not a tenant's), anchored so stringMatching makes whole values. */
-function safePattern(pattern: string): RegExp {
+/** Strings of the document's own patterns (ours, not a tenant's); none where stringMatching cannot (lookaheads). */
+function stringsMatching(pattern: string): fc.Arbitrary<string> | undefined {
   try {
-    return new RegExp(pattern);
+    return fc.stringMatching(new RegExp(pattern));
   } catch {
-    return /^[a-z0-9_]{1,16}$/;
+    return undefined;
   }
 }
 

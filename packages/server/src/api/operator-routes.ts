@@ -20,6 +20,7 @@ export const operatorRoutes: RouteSpec[] = [
   defineRoute({
     method: 'POST',
     url: '/v1/tenants',
+    errors: ['CONFLICT'],
     summary: 'Create a tenant (with its default policy)',
     tag: 'tenants',
     auth: 'key',
@@ -52,6 +53,7 @@ export const operatorRoutes: RouteSpec[] = [
   defineRoute({
     method: 'PATCH',
     url: '/v1/tenants/:id',
+    errors: ['INVALID_TRANSITION'],
     summary: 'Suspend or resume a tenant (suspending cancels its queued jobs, stops its running ones, ends sessions and services)',
     tag: 'tenants',
     auth: 'key',
@@ -74,6 +76,7 @@ export const operatorRoutes: RouteSpec[] = [
   defineRoute({
     method: 'PUT',
     url: '/v1/tenants/:id/quota',
+    operationId: 'setTenantQuota',
     summary: 'Replace a tenant\'s quota overrides (values left out follow the configured defaults)',
     tag: 'tenants',
     auth: 'key',
@@ -102,6 +105,8 @@ export const operatorRoutes: RouteSpec[] = [
   defineRoute({
     method: 'DELETE',
     url: '/v1/keys/:id',
+    operationId: 'revokeKey',
+    errors: ['INVALID_TRANSITION'],
     summary: 'Revoke a key (operator: any key; tenant admin: its own tenant\'s keys)',
     tag: 'keys',
     auth: 'key',

@@ -1,4 +1,4 @@
-import { KilnError, parseOrThrow } from '@kiln/core';
+import { KilnError, parseOrThrow, type ErrorCode } from '@kiln/core';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { authenticate, type AuthSecrets } from '../services/auth.js';
@@ -51,6 +51,25 @@ export interface RouteSpec<
   successStatus?: number;
   /** What the handler answers itself (metrics text, HTML): skip the JSON response. */
   raw?: boolean;
+  /** The OpenAPI operationId; @default derived from method and path (`createJob`, `listAgentKeys`) */
+  operationId?: string;
+  /**
+   * Error codes this route answers beyond those every route of its kind gets (400 for bad input, 401/403
+   * for keyed routes, 404 for routes of one resource, 413/415 for JSON bodies, 429 for keyed mutations).
+   */
+  errors?: ErrorCode[];
+  /** Body limit of this route when it differs from the app's (a job's code and files). */
+  bodyLimitBytes?: number;
+  /** What a raw route answers (its media type and headers), for the OpenAPI document. */
+  responseMedia?: { type: string; schema?: Record<string, unknown>; description?: string };
+  /** Response headers of the success answer, for the OpenAPI document. */
+  responseHeaders?: Record<string, { description: string; schema?: Record<string, unknown> }>;
+  /** A raw request body (not JSON: a blob upload), for the OpenAPI document. */
+  rawBody?: { type: string; description: string };
+  /** Other success answers (`202` of a wait that timed out), for the OpenAPI document. */
+  otherResponses?: Record<string, { description: string; headers?: Record<string, { description: string; schema: Record<string, unknown> }> }>;
+  /** An example request body, for the OpenAPI document. */
+  bodyExample?: unknown;
   handler: (ctx: RouteContext<Infer<P>, Infer<Q>, Infer<B>>) => Promise<unknown>;
 }
 
@@ -99,7 +118,9 @@ export function registerRoutes(
       method: spec.method,
       url: spec.url,
       config: spec.audit ? { kilnAudit: spec.audit } : {},
+      ...(spec.bodyLimitBytes !== undefined ? { bodyLimit: spec.bodyLimitBytes } : {}),
       handler: async (request, reply) => {
+        if (spec.body) requireJsonBody(request);
         let principal: Principal = { kind: 'anonymous' };
         if (spec.auth !== 'public') {
           principal = await authenticate(deps, secrets, request.headers.authorization);
@@ -136,11 +157,62 @@ export function registerRoutes(
         }
         const result = await spec.handler({ principal, deps, params, query, body, request, reply } as never);
         if (spec.raw) return reply;
-        reply.code(spec.successStatus ?? 200);
+        // A handler that chose its own status (202 of a wait that timed out) keeps it.
+        if (reply.statusCode === 200) reply.code(spec.successStatus ?? 200);
         return result;
       },
     });
   }
+  answerWrongMethods(app, specs);
+}
+
+/** Every method Fastify routes; those a path does not serve answer 405 with `Allow`. */
+const ROUTABLE_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS'] as const;
+
+/** The methods of each path, `HEAD` with `GET` (Fastify answers HEAD for every GET route). */
+function allowedMethods(specs: RouteSpec[]): Map<string, string[]> {
+  const byUrl = new Map<string, Set<string>>();
+  for (const spec of specs) {
+    const methods = byUrl.get(spec.url) ?? new Set<string>();
+    methods.add(spec.method);
+    if (spec.method === 'GET') methods.add('HEAD');
+    byUrl.set(spec.url, methods);
+  }
+  return new Map([...byUrl].map(([url, methods]) => [url, [...methods].sort()]));
+}
+
+function answerWrongMethods(app: FastifyInstance, specs: RouteSpec[]): void {
+  // Methods no route serves (QUERY, PROPFIND…) are refused before Fastify looks for a body parser.
+  app.addHook('onRequest', async (request, reply) => {
+    if ((ROUTABLE_METHODS as readonly string[]).includes(request.method)) return;
+    reply.header('allow', ROUTABLE_METHODS.join(', '));
+    throw new KilnError('METHOD_NOT_ALLOWED', `${request.method.slice(0, 32)} is not served; use ${ROUTABLE_METHODS.join(', ')}`);
+  });
+  for (const [url, allowed] of allowedMethods(specs)) {
+    const others = ROUTABLE_METHODS.filter((m) => !allowed.includes(m));
+    app.route({
+      method: others,
+      url,
+      handler: async (request, reply) => {
+        reply.header('allow', allowed.join(', '));
+        throw new KilnError('METHOD_NOT_ALLOWED', `${request.method} is not allowed on ${url.replace(/:([A-Za-z_]+)/g, '{$1}')}; use ${allowed.join(', ')}`);
+      },
+    });
+  }
+}
+
+/**
+ * A JSON route takes `application/json` (or `+json`) only: Fastify would otherwise hand it a text/plain
+ * body as a string, refused with a confusing schema error instead of 415.
+ */
+function requireJsonBody(request: FastifyRequest): void {
+  const type = request.headers['content-type'];
+  if (type === undefined) return;
+  const media = type.split(';')[0]!.trim().toLowerCase();
+  if (media === 'application/json' || /^application\/[a-z0-9.+-]+\+json$/.test(media)) return;
+  throw new KilnError('UNSUPPORTED_MEDIA_TYPE', `the body must be application/json, not ${JSON.stringify(media.slice(0, 100))}`, {
+    field: 'headers.content-type',
+  });
 }
 
 /**

@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import {
+  decimalIntegerQuery,
   completionReportSchema,
   heartbeatResponseSchema,
   heartbeatSchema,
@@ -20,7 +21,7 @@ import { completeJob } from '../services/job-completion.js';
 import { defineRoute, idParams, pollSignal, type RouteSpec } from './route.js';
 
 
-const attemptQuery = z.strictObject({ attempt: z.coerce.number().int().min(1) });
+const attemptQuery = z.strictObject({ attempt: decimalIntegerQuery(1, 1_000_000) });
 
 /**
  * Blob uploads arrive as raw bytes; they are streamed into the artifact store, never buffered, and
@@ -81,6 +82,8 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runner/register',
+      operationId: 'registerRunner',
+      errors: ['CONFLICT'],
       summary: 'Register a runner node (again after a restart)',
       tag: 'runner protocol',
       auth: 'runner_join',
@@ -93,6 +96,7 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runner/heartbeat',
+      operationId: 'sendRunnerHeartbeat',
       summary: 'Heartbeat: extends held leases, answers which to stop (long poll up to one interval)',
       tag: 'runner protocol',
       auth: 'runner',
@@ -104,6 +108,7 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runner/lease',
+      operationId: 'leaseJobs',
       summary: 'Long-poll for work',
       tag: 'runner protocol',
       auth: 'runner',
@@ -115,6 +120,8 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runner/leases/:id/events',
+      operationId: 'reportLeaseEvents',
+      errors: ['STALE_ATTEMPT'],
       summary: 'Report a lease\'s start and output chunks',
       tag: 'runner protocol',
       auth: 'runner',
@@ -131,6 +138,12 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
       method: 'PUT',
       url: '/v1/runner/leases/:id/blobs',
       summary: 'Upload a blob (stdout, stderr, an artifact) for a lease; raw bytes',
+      operationId: 'uploadLeaseBlob',
+      rawBody: {
+        type: 'application/octet-stream',
+        description: 'the blob\'s bytes; Content-Length reserves the room (chunked bodies are counted as they come)',
+      },
+      errors: ['STALE_ATTEMPT', 'ARTIFACT_REJECTED'],
       tag: 'runner protocol',
       auth: 'runner',
       audit: { action: 'job.upload_blob', resourceType: 'job' },
@@ -146,6 +159,8 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'POST',
       url: '/v1/runner/leases/:id/complete',
+      operationId: 'completeLease',
+      errors: ['STALE_ATTEMPT', 'ARTIFACT_REJECTED'],
       summary: 'Report a lease\'s result, fenced by its attempt; idempotent',
       tag: 'runner protocol',
       auth: 'runner',

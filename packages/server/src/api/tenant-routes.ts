@@ -9,6 +9,7 @@ import {
   createKeyBodySchema,
   createPolicyBodySchema,
   languageOfferSchema,
+  listKeysQuerySchema,
   listOf,
   listQuerySchema,
   patchAgentBodySchema,
@@ -21,7 +22,7 @@ import { z } from 'zod';
 import { listFleetLanguages } from '../store/runners.js';
 import { changeAgentStatus, createAgent, getAgent, listTenantAgents } from '../services/agents.js';
 import { listAudit, verifyAuditChain } from '../services/audit.js';
-import { createAgentKey } from '../services/keys.js';
+import { createAgentKey, listAgentKeys, listKeys } from '../services/keys.js';
 import { createPolicy, getPolicy, listTenantPolicies, listVersions, publishPolicy } from '../services/policies.js';
 import { getOwnQuota } from '../services/quotas.js';
 import { defineRoute, idParams, type RouteSpec } from './route.js';
@@ -31,6 +32,7 @@ export const tenantRoutes: RouteSpec[] = [
   defineRoute({
     method: 'POST',
     url: '/v1/agents',
+    errors: ['CONFLICT'],
     summary: 'Create an agent',
     tag: 'agents',
     auth: 'key',
@@ -63,6 +65,7 @@ export const tenantRoutes: RouteSpec[] = [
   defineRoute({
     method: 'PATCH',
     url: '/v1/agents/:id',
+    errors: ['INVALID_TRANSITION'],
     summary: 'Disable or enable an agent (disabling cancels its queued jobs, stops its running ones, ends its sessions and services)',
     tag: 'agents',
     auth: 'key',
@@ -87,8 +90,30 @@ export const tenantRoutes: RouteSpec[] = [
     handler: ({ deps, principal, params }) => createAgentKey(deps, principal, params.id),
   }),
   defineRoute({
+    method: 'GET',
+    url: '/v1/agents/:id/keys',
+    summary: 'An agent\'s keys: id, prefix, created, last used, revoked (never the secret)',
+    tag: 'keys',
+    auth: 'key',
+    params: idParams,
+    query: listQuerySchema,
+    response: listOf(apiKeySchema),
+    handler: ({ deps, principal, params, query }) => listAgentKeys(deps, principal, params.id, query),
+  }),
+  defineRoute({
+    method: 'GET',
+    url: '/v1/keys',
+    summary: 'Keys (tenant admin: its own and its agents\'; operator: all, or one tenant\'s with tenant_id), never the secret',
+    tag: 'keys',
+    auth: 'key',
+    query: listKeysQuerySchema,
+    response: listOf(apiKeySchema),
+    handler: ({ deps, principal, query }) => listKeys(deps, principal, query),
+  }),
+  defineRoute({
     method: 'POST',
     url: '/v1/policies',
+    errors: ['CONFLICT', 'POLICY_VIOLATION'],
     summary: 'Create a policy (version 1)',
     tag: 'policies',
     auth: 'key',
@@ -121,6 +146,8 @@ export const tenantRoutes: RouteSpec[] = [
   defineRoute({
     method: 'PUT',
     url: '/v1/policies/:id',
+    operationId: 'publishPolicy',
+    errors: ['CONFLICT', 'POLICY_VIOLATION'],
     summary: 'Publish a new version (expected_version must be the current one, else 409)',
     tag: 'policies',
     auth: 'key',
@@ -163,6 +190,7 @@ export const tenantRoutes: RouteSpec[] = [
   defineRoute({
     method: 'GET',
     url: '/v1/audit-events/verify',
+    operationId: 'verifyAuditChain',
     summary: 'Check a tenant\'s audit hash chain; names the first event that breaks it',
     tag: 'audit',
     auth: 'key',

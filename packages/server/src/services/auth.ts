@@ -1,4 +1,5 @@
-import { KilnError } from '@kiln/core';
+import { KilnError, toRfc3339 } from '@kiln/core';
+import { touchApiKey } from '../store/api-keys.js';
 import { digestsEqual, hashSecret, parseApiKey, parseRunnerCredential, secretMatches } from '../domain/keys.js';
 import type { Principal, ServiceDeps } from './context.js';
 
@@ -50,6 +51,7 @@ export async function authenticate(
       'api_keys.kind',
       'api_keys.hash',
       'api_keys.revoked_at',
+      'api_keys.last_used_at',
       'api_keys.tenant_id',
       'api_keys.agent_id',
       'tenants.status as tenant_status',
@@ -62,6 +64,7 @@ export async function authenticate(
     throw unauthorized('the API key is not valid');
   }
   if (row.revoked_at !== null) throw unauthorized('the API key was revoked');
+  await recordKeyUse(deps, row.id, row.last_used_at);
   const tenantStatus = row.tenant_status ?? 'active';
   if (row.kind === 'agent') {
     if (row.agent_id === null) throw unauthorized('the API key is not valid');
@@ -71,6 +74,21 @@ export async function authenticate(
     return { kind: 'agent', tenantId: row.tenant_id, agentId: row.agent_id, keyId: row.id, tenantStatus };
   }
   return { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id, tenantStatus };
+}
+
+/** How often a key's `last_used_at` is written: at most once a minute per key. */
+export const KEY_LAST_USED_RESOLUTION_MS = 60_000;
+
+/** Refreshes `last_used_at` when it is older than a minute: most requests of a busy key write nothing. */
+async function recordKeyUse(deps: ServiceDeps, keyId: string, lastUsedAt: string | null): Promise<void> {
+  const nowMs = deps.clock.nowMs();
+  const cutoff = toRfc3339(nowMs - KEY_LAST_USED_RESOLUTION_MS);
+  if (lastUsedAt !== null && lastUsedAt >= cutoff) return;
+  try {
+    await touchApiKey(deps.store, keyId, toRfc3339(nowMs), cutoff);
+  } catch {
+    // A lost "last used" stamp must not refuse the request it describes.
+  }
 }
 
 /** A runner's own credential: valid while its hash is the one stored for that runner (not revoked). */

@@ -1,3 +1,4 @@
+import type { PlaneEvent } from './plane-events.js';
 import type { RunnerNode, SandboxInstance } from '@kiln/core';
 import {
   getRunner,
@@ -18,7 +19,7 @@ import type { Principal } from './context.js';
 import type { JobDeps } from './job-deps.js';
 import { topics } from './notifier.js';
 import { startReaper } from './reaper.js';
-import { recoverRunnerWork } from './runner-protocol.js';
+import { recoverRunnerWork, recoveryEvent } from './runner-protocol.js';
 import { dropEndedSecretEnv } from './secret-env.js';
 import { advanceWorkflowOfJob, WorkflowWakes } from './workflows/engine.js';
 
@@ -88,15 +89,23 @@ export async function listFleetSandboxes(
 export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; recovered: number }> {
   const nowMs = deps.clock.nowMs();
   const wakes = new WorkflowWakes();
+  const told: PlaneEvent[] = [];
   const result = await deps.store.transaction(async (tx) => {
-    const offline = await sweepRunnerLiveness(tx, {
+    told.length = 0; // a retried transaction tells only what its last try did
+    const { offline, degraded } = await sweepRunnerLiveness(tx, {
       nowMs,
       degradedAfterMs: deps.fleet.degradedAfterMs,
       offlineAfterMs: deps.fleet.offlineAfterMs,
     });
+    for (const runner of degraded) {
+      told.push({ type: 'runner_state', runnerId: runner.id, name: runner.name, from: 'healthy', to: 'degraded', reason: 'heartbeat late' });
+    }
     let recovered = 0;
     for (const runner of offline) {
-      recovered += await recoverRunnerWork(tx, runner, 'runner went offline', nowMs, (job) => advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes));
+      told.push({ type: 'runner_state', runnerId: runner.id, name: runner.name, from: runner.status, to: 'offline', reason: 'no heartbeat' });
+      recovered += await recoverRunnerWork(tx, runner, 'runner went offline', nowMs, told, (job) =>
+        advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes),
+      );
       await appendAuditEvent(
         tx,
         {
@@ -113,6 +122,8 @@ export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; reco
     }
     for (const job of await expiredLeases(tx, nowMs)) {
       const outcome = await requeueOrFail(tx, job, 'lease expired', nowMs);
+      told.push({ type: 'lease_expired', jobId: job.id, runnerId: job.runner_id, requeued: outcome === 'requeued' });
+      told.push(recoveryEvent(job, outcome, 'lease expired', nowMs));
       await appendAuditEvent(
         tx,
         {
@@ -135,6 +146,7 @@ export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; reco
     return { offline: offline.length, recovered };
   });
   wakes.publish(deps);
+  for (const event of told) deps.events.emit(event);
   if (result.recovered > 0) deps.notifier.publish(topics.work);
   return result;
 }

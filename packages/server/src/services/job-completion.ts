@@ -1,3 +1,4 @@
+import { jobEnded } from './plane-events.js';
 import { text } from 'node:stream/consumers';
 import {
   INLINE_OUTPUT_MAX_BYTES,
@@ -215,6 +216,7 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
   });
   wakes.publish(deps);
   if (finished) {
+    deps.events.emit(jobEnded(finished));
     deps.liveOutput.end(jobId);
     deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished) });
     // Its runner slot and its tenant's running-job cap are free: waiting lease polls claim again now,

@@ -1,3 +1,4 @@
+import type { PlaneEvents } from './plane-events.js';
 import type { ArtifactStore } from '../artifacts/artifact-store.js';
 import type { ServiceDeps } from './context.js';
 import type { StorageSettings } from './artifact-storage.js';
@@ -70,6 +71,8 @@ export interface JobDeps extends ServiceDeps {
   watchers: JobWatchHub;
   /** Aborted when the control plane shuts down: every long poll and stream answers and ends. */
   shutdown: AbortSignal;
+  /** What happened (jobs ended, leases, requeues, runner states): metrics and the log listen. */
+  events: PlaneEvents;
   /** Seals jobs' `secret_env` at rest (AES-256-GCM); without it, secret_env is refused. */
   secretsKey?: Buffer | undefined;
 }

@@ -1,3 +1,4 @@
+import { PlaneEvents } from './plane-events.js';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -107,6 +108,7 @@ export async function openJobBed(
     watchers: new JobWatchHub({ store, notifier }),
     shutdown: new AbortController().signal,
     secretsKey: randomBytes(32),
+    events: new PlaneEvents(),
   };
   const operator: Principal = { kind: 'operator' };
 

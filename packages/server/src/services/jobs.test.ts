@@ -161,14 +161,16 @@ describe.each(DB_KINDS)('job submission and cancel on %s', (kind) => {
       unsubscribe();
     });
 
-    it('refuses to cancel a finished job with 409, and another tenant’s job with 404', async () => {
+    it('answers a cancel of a finished job with the job unchanged (idempotent), and another tenant’s job with 404', async () => {
       const runner = await runnerId();
       const job = await submitJob(bed.deps, acme.admin, jobRequest());
       await lease(runner);
       await completeJob(bed.deps, await bed.holder(job.id), job.id, await bed.report(job.id, 1));
-      const err = await expectKilnError(cancelJob(bed.deps, acme.admin, job.id), 'INVALID_TRANSITION');
-      expect(err.status).toBe(409);
+      const before = await getTenantJob(bed.deps, acme.admin, job.id);
+      expect(await cancelJob(bed.deps, acme.admin, job.id)).toEqual(before);
+      expect(await cancelJob(bed.deps, acme.admin, job.id)).toEqual(before);
       expect((await getJob(bed.store, job.id))!.status).toBe('succeeded');
+      expect(await auditOf(bed.store, 'job.cancel', job.id)).toEqual([]);
       const queued = await submitJob(bed.deps, acme.admin, jobRequest());
       await expectKilnError(cancelJob(bed.deps, globex.admin, queued.id), 'NOT_FOUND');
       await expectKilnError(getTenantJob(bed.deps, globex.admin, queued.id), 'NOT_FOUND');

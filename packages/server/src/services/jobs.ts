@@ -24,6 +24,7 @@ import type { JobDeps } from './job-deps.js';
 import { isTerminalStatus, jobFromRow } from './job-views.js';
 import { pendingWake, topics } from './notifier.js';
 import { effectiveQuota } from './quotas.js';
+import { jobEnded } from './plane-events.js';
 
 import { storeSecretEnv } from './secret-env.js';
 
@@ -257,7 +258,7 @@ export async function listTenantJobs(
 
 /**
  * Cancels a job: a queued one at once; a running one is marked canceled and its runner told to kill the
- * sandbox (it learns on its next heartbeat, woken at once). A finished job cannot be canceled. A
+ * sandbox (it learns on its next heartbeat, woken at once). A finished job is answered unchanged. A
  * suspended tenant may still cancel its jobs: stopping work is never refused.
  */
 export async function cancelJob(deps: JobDeps, principal: Principal, id: string): Promise<Job> {
@@ -265,6 +266,8 @@ export async function cancelJob(deps: JobDeps, principal: Principal, id: string)
   const wakes = new WorkflowWakes();
   const job = await deps.store.transaction(async (tx) => {
     const row = await loadTenantJob(tx, principal, id);
+    // Canceling is idempotent: an ended job is answered as it is (a retried cancel must not fail).
+    if (isTerminalStatus(row.status)) return { ...row, unchanged: true as const };
     const values = { verdict: 'canceled', completed_at: toRfc3339(nowMs), lease_expires_at: null };
     if (!(await moveJob(tx, row, 'canceled', values, nowMs))) {
       throw new KilnError('CONFLICT', `job ${id} changed while it was being canceled; read it and try again`);
@@ -277,10 +280,12 @@ export async function cancelJob(deps: JobDeps, principal: Principal, id: string)
       details: { from: row.status },
     });
     await advanceWorkflowOfJob(deps, tx, id, nowMs, wakes);
-    return { ...row, ...values, status: 'canceled' };
+    return { ...row, ...values, status: 'canceled', unchanged: false as const };
   });
   wakes.publish(deps);
-  const view = jobFromRow(job);
+  const { unchanged, ...row } = job;
+  const view = jobFromRow(row);
+  if (unchanged) return view;
   if (job.runner_id) {
     // Its runner kills the sandbox and reports; the job's watchers get `end` with that report.
     deps.notifier.publish(topics.runner(job.runner_id));
@@ -288,6 +293,8 @@ export async function cancelJob(deps: JobDeps, principal: Principal, id: string)
     // It no longer counts against its tenant's cap: waiting lease polls claim again now.
     deps.notifier.publish(topics.work);
   } else {
+    // Never leased: it ends here (a running one ends when its runner reports).
+    deps.events.emit(jobEnded(row as JobRow));
     deps.notifier.publish(topics.job(id), { type: 'end', job: view });
   }
   return view;

@@ -1,7 +1,7 @@
-import { KilnError, newId, toRfc3339, type ApiKey } from '@kiln/core';
+import { KilnError, newId, toRfc3339, type ApiKey, type ListQuery } from '@kiln/core';
 import { formatApiKey, hashSecret, newSecret } from '../domain/keys.js';
 import { findAgent } from '../store/agents.js';
-import { findApiKey, insertApiKey, revokeApiKey } from '../store/api-keys.js';
+import { findApiKey, insertApiKey, listApiKeys, revokeApiKey } from '../store/api-keys.js';
 import { apiKeyFromRow } from '../store/rows.js';
 import { findTenant } from '../store/tenants.js';
 import type { TxHandle } from '../store/store.js';
@@ -27,6 +27,7 @@ async function issueKey(
     hash: hashSecret(secret),
     created_at: toRfc3339(nowMs),
     revoked_at: null,
+    last_used_at: null,
   });
   return { ...key, key: formatApiKey(kind, id, secret) };
 }
@@ -96,4 +97,29 @@ export async function revokeKey(deps: ServiceDeps, principal: Principal, keyId: 
     });
     return apiKeyFromRow({ ...row, revoked_at: revokedAt });
   });
+}
+
+/**
+ * Keys without their secrets: a tenant admin sees its tenant's keys and its agents'; the operator all
+ * (or one tenant's with `tenant_id`). Agents list no keys.
+ */
+export async function listKeys(deps: ServiceDeps, principal: Principal, query: ListQuery & { tenant_id?: string | undefined }) {
+  if (principal.kind === 'operator') return listApiKeys(deps.store, { ...query, tenantId: query.tenant_id });
+  const tenantId = requireTenantAdmin(principal);
+  if (query.tenant_id !== undefined && query.tenant_id !== tenantId) {
+    throw new KilnError('FORBIDDEN', 'tenant_id is for the operator; a tenant key lists its own tenant\'s keys', { field: 'query.tenant_id' });
+  }
+  return listApiKeys(deps.store, { ...query, tenantId });
+}
+
+/** One agent's keys (tenant admin of its tenant; the operator too). */
+export async function listAgentKeys(deps: ServiceDeps, principal: Principal, agentId: string, query: ListQuery) {
+  const tenantId = principal.kind === 'operator' ? undefined : requireTenantAdmin(principal);
+  const agent = tenantId === undefined ? await findAgentAnyTenant(deps, agentId) : await findAgent(deps.store, tenantId, agentId);
+  if (!agent) throw notFound('agent', agentId);
+  return listApiKeys(deps.store, { ...query, agentId });
+}
+
+async function findAgentAnyTenant(deps: ServiceDeps, agentId: string) {
+  return deps.store.db.selectFrom('agents').select(['id']).where('id', '=', agentId).executeTakeFirst();
 }

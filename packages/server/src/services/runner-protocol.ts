@@ -1,3 +1,4 @@
+import { jobEnded, type PlaneEvent } from './plane-events.js';
 import type { Readable } from 'node:stream';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import {
@@ -59,15 +60,23 @@ export async function auditRunnerAction(
   await appendAuditEvent(tx, { ...event, outcome: 'success', details: { actor_kind: 'runner', ...event.details } }, nowMs);
 }
 
+/** What recovering a job tells: a requeue, or its end when no attempt was left. */
+export function recoveryEvent(job: JobRow, outcome: 'requeued' | 'failed', reason: string, nowMs: number): PlaneEvent {
+  if (outcome === 'requeued') return { type: 'job_requeued', jobId: job.id, reason };
+  return jobEnded({ ...job, status: 'failed', verdict: 'system_error', completed_at: toRfc3339(nowMs) });
+}
+
 /**
  * Recovers the running jobs of a runner that is gone or restarted: requeued, or failed when out of
- * attempts. `onFailed` runs in the same transaction for each job failed for good (its workflow advances).
+ * attempts. What happened is pushed to `told` (emitted after commit); `onFailed` runs in the same
+ * transaction for each job failed for good (its workflow advances).
  */
 export async function recoverRunnerWork(
   tx: TxHandle,
   runner: RunnerRow,
   reason: string,
   nowMs: number,
+  told: PlaneEvent[] = [],
   onFailed: (job: JobRow) => Promise<void> = async () => {},
 ): Promise<number> {
   await failRunnerSandboxes(tx, runner.id, nowMs);
@@ -75,6 +84,7 @@ export async function recoverRunnerWork(
   const jobs = await runningJobsOf(tx, runner.id);
   for (const job of jobs) {
     const outcome = await requeueOrFail(tx, job, reason, nowMs);
+    told.push(recoveryEvent(job, outcome, reason, nowMs));
     await auditRunnerAction(tx, nowMs, {
       tenant_id: job.tenant_id,
       actor_id: runner.id,
@@ -127,8 +137,11 @@ export async function registerRunner(
     }
   };
   const wakes = new WorkflowWakes();
+  const told: PlaneEvent[] = [];
   const recovered = await deps.store.transaction(async (tx) => {
+    told.length = 0;
     const { runner, restarted } = await upsertRunner(tx, req, nowMs, admit);
+    told.push({ type: 'runner_state', runnerId: runner.id, name: req.name, from: null, to: 'healthy', reason: restarted ? 'registered again' : 'registered' });
     let credential: string | null = null;
     if (provenRunnerId === undefined) {
       const secret = newSecret();
@@ -136,7 +149,7 @@ export async function registerRunner(
       await setRunnerCredential(tx, runner.id, hashSecret(secret));
     }
     const advance = (job: JobRow) => advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes);
-    const count = restarted ? await recoverRunnerWork(tx, runner, 'runner restarted', nowMs, advance) : 0;
+    const count = restarted ? await recoverRunnerWork(tx, runner, 'runner restarted', nowMs, told, advance) : 0;
     await auditRunnerAction(tx, nowMs, {
       tenant_id: null,
       actor_id: runner.id,
@@ -156,6 +169,7 @@ export async function registerRunner(
     return { runner, count, credential };
   });
   wakes.publish(deps);
+  for (const event of told) deps.events.emit(event);
   if (recovered.count > 0) deps.notifier.publish(topics.work);
   return {
     runner_id: recovered.runner.id,
@@ -202,8 +216,11 @@ async function heartbeatAnswer(deps: JobDeps, req: BoundToRunner<HeartbeatReques
     if (!found) throw new KilnError('NOT_FOUND', `runner ${req.runner_id} is not registered; register again`);
     const touched = await touchRunner(tx, found, deps.clock.nowMs());
     await extendLeases(tx, { runnerId: found.id, leases: req.leases, nowMs: deps.clock.nowMs(), leaseTtlMs: deps.fleet.leaseTtlMs });
-    return touched;
+    return { ...touched, was: found.status };
   });
+  if (runner.was !== 'healthy') {
+    deps.events.emit({ type: 'runner_state', runnerId: runner.id, name: runner.name, from: runner.was, to: 'healthy', reason: 'heartbeat' });
+  }
   let stop = await leasesToStop(deps.store, { runnerId: runner.id, leases: req.leases });
   if (stop.length === 0 && req.leases.length > 0) {
     await wake;
@@ -266,7 +283,10 @@ async function claimOnce(deps: JobDeps, req: BoundToRunner<LeaseRequest>): Promi
       return withSecretEnv(deps, tx, jobs);
     });
     if (claimed.length > 0) {
-      for (const c of claimed) deps.notifier.publish(topics.job(c.job.id), { type: 'status', job: jobFromRow(c.job) });
+      for (const c of claimed) {
+        deps.events.emit({ type: 'lease_granted', jobId: c.job.id, runnerId: runner.id, language: c.job.language, attempt: c.job.attempt });
+        deps.notifier.publish(topics.job(c.job.id), { type: 'status', job: jobFromRow(c.job) });
+      }
       return {
         leases: claimed.map((c) => ({
           job_id: c.job.id,

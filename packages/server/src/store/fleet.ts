@@ -108,7 +108,7 @@ export async function setRunnerDraining(tx: TxHandle, id: string, draining: bool
 export async function sweepRunnerLiveness(
   tx: TxHandle,
   args: { nowMs: number; degradedAfterMs: number; offlineAfterMs: number },
-): Promise<RunnerRow[]> {
+): Promise<{ offline: RunnerRow[]; degraded: { id: string; name: string }[] }> {
   const degradedBefore = toRfc3339(args.nowMs - args.degradedAfterMs);
   const offlineBefore = toRfc3339(args.nowMs - args.offlineAfterMs);
   const going = tx.db
@@ -121,13 +121,14 @@ export async function sweepRunnerLiveness(
   if (offline.length > 0) {
     await tx.db.updateTable('runner_nodes').set({ status: 'offline' }).where('id', 'in', offline.map((r) => r.id)).execute();
   }
-  await tx.db
+  const degraded = await tx.db
     .updateTable('runner_nodes')
     .set({ status: 'degraded' })
     .where('status', '=', 'healthy')
     .where('last_heartbeat_at', '<', degradedBefore)
+    .returning(['id', 'name'])
     .execute();
-  return offline;
+  return { offline, degraded };
 }
 
 /** Every live sandbox instance of a runner becomes `failed` (the node is gone or restarted). */

@@ -1,12 +1,13 @@
 import { sql, type Kysely } from 'kysely';
 import type { Database } from './schema.js';
 import { jobFleetMigration } from './migration-002-job-fleet.js';
+import { fairClaimsMigration } from './migration-0004-fair-claims.js';
 import { quotasMigration } from './migration-0005-quotas.js';
+import { retentionMigration } from './migration-0006-retention.js';
 import { auditAnchoringMigration } from './migration-0007-audit-anchoring.js';
 import { runnerCredentialsMigration } from './migration-0008-runner-credentials.js';
-import { retentionMigration } from './migration-0006-retention.js';
-import { fairClaimsMigration } from './migration-0004-fair-claims.js';
 import { workflowsMigration } from './migration-0009-workflows.js';
+import { keyLastUsedMigration } from './migration-0012-key-last-used.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
 
@@ -311,6 +312,7 @@ export const MIGRATIONS: readonly Migration[] = [
   auditAnchoringMigration,
   runnerCredentialsMigration,
   workflowsMigration,
+  keyLastUsedMigration,
 ];
 
 /**

@@ -35,6 +35,9 @@ export function apiKeyFromRow(row: Selectable<ApiKeysTable>): ApiKey {
     agent_id: row.agent_id,
     created_at: row.created_at,
     revoked_at: row.revoked_at,
+    // The part of the key before its secret: enough to recognise a key, never enough to use it.
+    prefix: `kiln_${row.kind}_${row.id}_`,
+    last_used_at: row.last_used_at,
   };
 }
 

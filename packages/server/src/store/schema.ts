@@ -32,6 +32,8 @@ export interface ApiKeysTable {
   hash: string;
   created_at: string;
   revoked_at: string | null;
+  /** when the key last authenticated a request; refreshed at most once a minute (migration 0012) */
+  last_used_at: string | null;
 }
 
 export interface PoliciesTable {
