@@ -109,11 +109,16 @@ describe('the CLI covers the API; the SDK behaves like the ones users know', () 
   });
 
   it('keys list shows ids and no secret; revoke refuses the key from then on', () => {
+    // A key of its own to revoke: the other tests go on using agentKey.
+    const spareAgent = json(['agents', 'create', 'spare', '--type', 'assistant'], tenantKey);
+    const spare = json(['agents', 'create-key', spareAgent.id], tenantKey);
     const listed = cli(['keys', 'list', '--json'], tenantKey);
     expect(listed.status).toBe(0);
     expect(listed.stdout).not.toContain(agentKey.slice(-20));
-    const agentKeyRow = JSON.parse(listed.stdout).items.find((k: { kind: string }) => k.kind === 'agent');
-    expect(json(['keys', 'revoke', agentKeyRow.id], tenantKey).revoked_at).not.toBeNull();
+    expect(listed.stdout).not.toContain(spare.key.slice(-20));
+    expect(JSON.parse(listed.stdout).items.map((k: { id: string }) => k.id)).toContain(spare.id);
+    expect(json(['keys', 'revoke', spare.id], tenantKey).revoked_at).not.toBeNull();
+    expect(cli(['languages'], spare.key).status).toBe(122);
   });
 
   it('SDK: a handle with id, wait and cancel; timeouts that detach or cancel; abort; connection errors', async () => {
