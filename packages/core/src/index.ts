@@ -11,3 +11,5 @@ export * from './runner-protocol.js';
 export * from './fleet-api.js';
 export * from './quota.js';
 export * from './glob.js';
+export * from './plane-signing.js';
+export * from './sessions-api.js';

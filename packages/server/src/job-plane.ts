@@ -8,6 +8,9 @@ import { registerStreamMetrics } from './api/stream-metrics.js';
 import { fleetRoutes } from './api/fleet-routes.js';
 import { jobRoutes } from './api/job-routes.js';
 import { acceptRawUploads, runnerRoutes } from './api/runner-routes.js';
+import { sessionRoutes } from './api/session-routes.js';
+import { startSessionReaper } from './services/sessions/reaper.js';
+import { StepEvents } from './services/sessions/steps.js';
 import type { RouteSpec } from './api/route.js';
 import { DEFAULT_STORAGE_SETTINGS, type StorageSettings } from './services/artifact-storage.js';
 import { startFleetReaper } from './services/fleet.js';
@@ -31,6 +34,8 @@ export interface JobPlaneOptions {
   storage?: Partial<StorageSettings>;
   streams?: Partial<StreamSettings>;
   onError: (err: unknown) => void;
+  /** How often the session reaper looks for expired and idle sessions. @default 1000 */
+  sessionReaperIntervalMs?: number;
   /** Where warnings about lost live output go. @default nowhere */
   warn?: LossWarning;
 }
@@ -73,9 +78,10 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
   };
   let stopReaper: (() => Promise<void>) | undefined;
   let stopRetention: (() => Promise<void>) | undefined;
+  let stopSessionReaper: (() => Promise<void>) | undefined;
   return {
     deps,
-    routes: [...jobRoutes(deps), ...runnerRoutes(deps), ...fleetRoutes(deps)],
+    routes: [...jobRoutes(deps), ...runnerRoutes(deps), ...fleetRoutes(deps), ...sessionRoutes(deps, new StepEvents())],
     install: (app) => {
       acceptRawUploads(app);
       registerFleetMetrics((app as KilnApp).kiln.metrics.registry, deps);
@@ -85,6 +91,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
       // The reaper looks often enough to notice a missed heartbeat within about one interval.
       stopReaper = startFleetReaper(deps, Math.max(250, Math.floor(fleet.heartbeatIntervalMs / 2)), options.onError);
       stopRetention = startRetentionReaper(deps, deps.storage.retentionIntervalMs, options.onError);
+      stopSessionReaper = startSessionReaper(deps, options.sessionReaperIntervalMs ?? 1000, options.onError);
     },
     beginShutdown: () => shutdown.abort(),
     close: async () => {
@@ -92,6 +99,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
       deps.watchers.close();
       await stopReaper?.();
       await stopRetention?.();
+      await stopSessionReaper?.();
       await notifier.close();
       await deps.artifacts.close();
     },

@@ -4,7 +4,9 @@ import { assertTransition } from '../domain/state-machine.js';
 import { findAgent, insertAgent, listAgents, setAgentStatus } from '../store/agents.js';
 import { notFound, requireTenantActive, requireTenantAdmin } from './access.js';
 import { auditSuccess } from './audit.js';
-import type { Principal, ServiceDeps } from './context.js';
+import { actorIdOf, type Principal, type ServiceDeps } from './context.js';
+import { activeSessionsOfAgent } from '../store/sessions.js';
+import { endSessionsFor } from './sessions/lifecycle.js';
 
 export async function createAgent(
   deps: ServiceDeps,
@@ -66,12 +68,17 @@ export async function changeAgentStatus(
     if (!(await setAgentStatus(tx, id, agent.status, status))) {
       throw new KilnError('CONFLICT', `agent ${id} changed while this request ran; read it again`);
     }
+    // A disabled agent's sessions end with it; the session reaper destroys their sandboxes.
+    const endedSessions =
+      status === 'disabled'
+        ? await endSessionsFor(tx, await activeSessionsOfAgent(tx, id), 'agent_disabled', actorIdOf(principal), deps.clock.nowMs())
+        : 0;
     await auditSuccess(deps, tx, principal, {
       action: status === 'disabled' ? 'agent.disable' : 'agent.enable',
       resource_type: 'agent',
       resource_id: id,
       subject_agent_id: id,
-      details: { from: agent.status, to: status },
+      details: { from: agent.status, to: status, ...(status === 'disabled' ? { terminated_sessions: endedSessions } : {}) },
     });
     return { ...agent, status };
   });

@@ -84,14 +84,20 @@ export async function listFleetSandboxes(
  * runner's sandboxes fail and its jobs go back to the queue (or fail when out of attempts); a lease that
  * ran out on a live runner is recovered the same way. Safe to run on every replica at once.
  */
-export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; recovered: number }> {
+export async function sweepFleet(deps: JobDeps, livenessFromMs = 0): Promise<{ offline: number; recovered: number }> {
   const nowMs = deps.clock.nowMs();
   const result = await deps.store.transaction(async (tx) => {
-    const offline = await sweepRunnerLiveness(tx, {
-      nowMs,
-      degradedAfterMs: deps.fleet.degradedAfterMs,
-      offlineAfterMs: deps.fleet.offlineAfterMs,
-    });
+    // Heartbeats that could not arrive while this control plane was down prove nothing: a replica that
+    // just started judges liveness only once runners had a full window to reach it (sessions survive
+    // a control-plane restart).
+    const offline =
+      nowMs < livenessFromMs
+        ? []
+        : await sweepRunnerLiveness(tx, {
+            nowMs,
+            degradedAfterMs: deps.fleet.degradedAfterMs,
+            offlineAfterMs: deps.fleet.offlineAfterMs,
+          });
     let recovered = 0;
     for (const runner of offline) {
       recovered += await recoverRunnerWork(tx, runner, 'runner went offline', nowMs);
@@ -136,5 +142,6 @@ export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; reco
 
 /** Runs `sweepFleet` every `intervalMs` until stopped; errors are logged, never fatal. */
 export function startFleetReaper(deps: JobDeps, intervalMs: number, onError: (err: unknown) => void): () => Promise<void> {
-  return startReaper(() => sweepFleet(deps), intervalMs, onError);
+  const livenessFromMs = deps.clock.nowMs() + deps.fleet.offlineAfterMs;
+  return startReaper(() => sweepFleet(deps, livenessFromMs), intervalMs, onError);
 }

@@ -29,8 +29,8 @@ import { effectiveQuota } from './quotas.js';
 const QUEUE_FULL_RETRY_AFTER_SECONDS = 5;
 import { storeSecretEnv } from './secret-env.js';
 
-/** The agent a job is submitted for: an agent key's own, or one its tenant admin names. */
-async function resolveAgent(deps: JobDeps, principal: Principal, tenantId: string, requested?: string): Promise<string | null> {
+/** The agent a job or session is for: an agent key's own, or one its tenant admin names. */
+export async function resolveAgent(deps: JobDeps, principal: Principal, tenantId: string, requested?: string): Promise<string | null> {
   if (principal.kind === 'agent') {
     if (requested !== undefined && requested !== principal.agentId) {
       throw new KilnError('FORBIDDEN', 'an agent key submits jobs as its own agent; drop agent_id', { field: 'body.agent_id' });
@@ -48,7 +48,7 @@ async function resolveAgent(deps: JobDeps, principal: Principal, tenantId: strin
   return agent.id;
 }
 
-async function resolvePolicy(deps: JobDeps, tenantId: string, policyId?: string): Promise<Policy> {
+export async function resolvePolicy(deps: JobDeps, tenantId: string, policyId?: string): Promise<Policy> {
   const policy = policyId
     ? await findPolicy(deps.store, tenantId, policyId)
     : await findPolicyByName(deps.store, tenantId, DEFAULT_POLICY_NAME);

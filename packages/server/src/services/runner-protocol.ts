@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import {
   KilnError,
+  planeSigningKey,
   toRfc3339,
   type HeartbeatRequest,
   type HeartbeatResponse,
@@ -31,6 +32,8 @@ import { jobFromRow } from './job-views.js';
 import { outputPieces } from './live-output.js';
 import { pendingWake, topics } from './notifier.js';
 import { withSecretEnv } from './secret-env.js';
+import { activeSessionsOfRunner } from '../store/sessions.js';
+import { endSessionsFor } from './sessions/lifecycle.js';
 
 /**
  * Runner protocol use cases (ARCHITECTURE.md §7). The caller has authenticated the runner: `runner_id`
@@ -61,6 +64,8 @@ export async function auditRunnerAction(
 /** Recovers the running jobs of a runner that is gone or restarted: requeued, or failed when out of attempts. */
 export async function recoverRunnerWork(tx: TxHandle, runner: RunnerRow, reason: string, nowMs: number): Promise<number> {
   await failRunnerSandboxes(tx, runner.id, nowMs);
+  // Its session sandboxes died with it: those sessions end (runner_lost), each audited.
+  await endSessionsFor(tx, await activeSessionsOfRunner(tx, runner.id), 'runner_lost', runner.id, nowMs);
   await releaseCanceledReports(tx, runner.id);
   const jobs = await runningJobsOf(tx, runner.id);
   for (const job of jobs) {
@@ -121,7 +126,7 @@ export async function registerRunner(
     if (provenRunnerId === undefined) {
       const secret = newSecret();
       credential = formatRunnerCredential(runner.id, secret);
-      await setRunnerCredential(tx, runner.id, hashSecret(secret));
+      await setRunnerCredential(tx, runner.id, hashSecret(secret), planeSigningKey(credential));
     }
     const count = restarted ? await recoverRunnerWork(tx, runner, 'runner restarted', nowMs) : 0;
     await auditRunnerAction(tx, nowMs, {

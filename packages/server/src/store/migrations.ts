@@ -5,6 +5,7 @@ import { quotasMigration } from './migration-0005-quotas.js';
 import { auditAnchoringMigration } from './migration-0007-audit-anchoring.js';
 import { runnerCredentialsMigration } from './migration-0008-runner-credentials.js';
 import { retentionMigration } from './migration-0006-retention.js';
+import { sessionsMigration } from './migration-0010-sessions.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
 
@@ -307,6 +308,7 @@ export const MIGRATIONS: readonly Migration[] = [
   retentionMigration,
   auditAnchoringMigration,
   runnerCredentialsMigration,
+  sessionsMigration,
 ];
 
 /**

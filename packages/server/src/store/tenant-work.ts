@@ -10,7 +10,8 @@ export interface SuspensionEffects {
 
 /**
  * What suspending a tenant does to its work, in the caller's transaction: queued jobs become canceled,
- * sessions and services terminated. The source states come from the transition tables, so a state from
+ * sessions (reason `tenant_suspended`; the session reaper destroys their sandboxes) and services
+ * terminated. The source states come from the transition tables, so a state from
  * which the move is illegal is never written over.
  */
 export async function stopTenantWork(tx: TxHandle, tenantId: string, nowIso: string): Promise<SuspensionEffects> {
@@ -23,7 +24,7 @@ export async function stopTenantWork(tx: TxHandle, tenantId: string, nowIso: str
     .executeTakeFirst();
   const sessions = await tx.db
     .updateTable('sessions')
-    .set({ status: 'terminated', ended_at: nowIso })
+    .set({ status: 'terminated', ended_at: nowIso, reason: 'tenant_suspended' })
     .where('tenant_id', '=', tenantId)
     .where('status', 'in', sourcesOf(sessionMachine, 'terminated'))
     .executeTakeFirst();
