@@ -146,11 +146,11 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
     expect((await kiln.operator.audit.verify({ tenant_id: tenant.id })).ok).toBe(true);
   }, 240_000);
 
-  it('max_active is a ceiling; a lost runner ends its sessions (runner_lost) and fails their sandboxes', async () => {
+  it('max_active is a ceiling; ttl and idle expire; a disabled agent and a lost runner ends its sessions (runner_lost) and fails their sandboxes', async () => {
     kiln = new KilnSystem(db);
     await kiln.startServer();
     const runner = await kiln.startRunner({ name: 'doomed', capacity: 1 });
-    const { tenant, tenantKey } = await keyedTenant(kiln);
+    const { tenant, tenantKey, admin, agent } = await keyedTenant(kiln);
     const call = api(kiln.url, tenantKey);
     const policy = await call('POST', '/v1/policies', {
       name: 'two-sessions',
@@ -163,6 +163,35 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
     const c = await call('POST', '/v1/sessions', { policy_id: policy.body.id });
     expect(c.status).toBe(422);
     expect(c.body).toMatchObject({ code: 'POLICY_VIOLATION', field: 'sessions.max_active', ceiling: 2 });
+
+    // TTL and idle expiry on short settings; suspension and disable end sessions too.
+    const shortLived = await call('POST', '/v1/policies', {
+      name: 'short-lived',
+      ruleset: { ...DEFAULT_RULESET, sessions: { max_ttl_seconds: 600, idle_timeout_seconds: 2, max_active: 5 } },
+    });
+    const byTtl = await call('POST', '/v1/sessions', { policy_id: shortLived.body.id, ttl_seconds: 1 });
+    const byIdle = await call('POST', '/v1/sessions', { policy_id: shortLived.body.id, ttl_seconds: 600 });
+    const agentOwned = await call('POST', '/v1/sessions', { policy_id: shortLived.body.id, agent_id: agent.id });
+    expect([byTtl.status, byIdle.status, agentOwned.status]).toEqual([201, 201, 201]);
+    const ended = async (id: string) =>
+      eventually(`session ${id} to end`, async () => {
+        const r = await call('GET', `/v1/sessions/${id}`);
+        return r.body.status !== 'active' ? r.body : undefined;
+      }, 30_000);
+    expect(await ended(byTtl.body.id)).toMatchObject({ status: 'expired', reason: 'ttl' });
+    expect(await ended(byIdle.body.id)).toMatchObject({ status: 'expired', reason: 'idle' });
+    expect((await ended(agentOwned.body.id)).reason).toBe('idle');
+    for (const id of [byTtl.body.id, byIdle.body.id]) {
+      await eventually('the expired session\'s sandbox to be destroyed', async () => {
+        const [sbx] = (await kiln.operator.sandboxes.list({ session_id: id })).items;
+        return sbx?.status === 'terminated';
+      });
+    }
+    const roomy = await call('POST', '/v1/policies', { name: 'roomy', ruleset: DEFAULT_RULESET });
+    const toDisable = await call('POST', '/v1/sessions', { policy_id: roomy.body.id, agent_id: agent.id });
+    expect(toDisable.status).toBe(201);
+    await admin.agents.disable(agent.id);
+    expect((await call('GET', `/v1/sessions/${toDisable.body.id}`)).body).toMatchObject({ status: 'terminated', reason: 'agent_disabled' });
 
     await runner.kill();
     for (const s of [a.body, b.body]) {
