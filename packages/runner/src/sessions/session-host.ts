@@ -6,12 +6,14 @@ import {
   NonceCache,
   SIGNATURE_HEADERS,
   sha256Hex,
+  UNSIGNED_BODY,
   verifyPlaneRequest,
   type Limits,
 } from '@kiln/core';
 import { z } from 'zod';
-import type { SandboxDriver } from '../sandbox/driver.js';
+import type { SandboxDriver, StdinWriter } from '../sandbox/driver.js';
 import { PersistentSandbox } from '../sandbox/persistent/index.js';
+import { WorkspaceFiles } from './workspace-files.js';
 
 /** The largest JSON body the host reads (a session's seed files included). */
 const MAX_JSON_BODY_BYTES = 8 * 1024 * 1024;
@@ -31,12 +33,16 @@ const stepBody = z.strictObject({
   env: z.record(z.string(), z.string()).optional(),
   cwd: z.string().max(4096).optional(),
   timeout_ms: z.number().int().min(1).optional(),
+  /** keep stdin open after `stdin`, for POST …/steps/{sequence}/stdin */
+  stdin_open: z.boolean().default(false),
 });
+
+const stdinBody = z.strictObject({ data: z.string().max(1024 * 1024).default(''), eof: z.boolean().default(false) });
 
 interface HostedSession {
   sandbox: PersistentSandbox;
-  /** running steps by sequence, to kill them */
-  running: Map<number, AbortController>;
+  /** running steps by sequence, to kill them and feed their stdin */
+  running: Map<number, { abort: AbortController; stdin?: StdinWriter }>;
 }
 
 export interface SessionHostOptions {
@@ -98,12 +104,19 @@ export class SessionHost {
     if (!key) throw new KilnError('UNAVAILABLE', 'this runner is not registered yet');
     const check = verifyPlaneRequest(key, { method, pathWithQuery, headers: req.headers }, this.nonces, this.nowMs());
     if (!check.ok) throw new KilnError('UNAUTHORIZED', `refused: ${check.reason}`);
+    const url = new URL(pathWithQuery, 'http://runner');
+    const parts = url.pathname.split('/').filter(Boolean);
+    // A file upload streams through unhashed (its path, method, time and nonce are signed; its size is
+    // bounded by the workspace); every other body must be the one signed.
+    const streamedUpload = method === 'PUT' && parts.length === 4 && parts[3] === 'files';
+    if (streamedUpload) {
+      if (req.headers[SIGNATURE_HEADERS.bodySha256] !== UNSIGNED_BODY) throw new KilnError('UNAUTHORIZED', 'refused: an upload is signed as streamed');
+      return this.upload(parts[2]!, url, req, res);
+    }
     const body = method === 'GET' || method === 'DELETE' ? Buffer.alloc(0) : await readBounded(req, MAX_JSON_BODY_BYTES);
     if (sha256Hex(body) !== req.headers[SIGNATURE_HEADERS.bodySha256]) {
       throw new KilnError('UNAUTHORIZED', 'refused: the body is not the one signed');
     }
-    const url = new URL(pathWithQuery, 'http://runner');
-    const parts = url.pathname.split('/').filter(Boolean);
     // /v1/sessions[/:id[/steps[/:seq/kill]]]
     if (parts[0] !== 'v1' || parts[1] !== 'sessions') throw new KilnError('NOT_FOUND', 'no such route');
     const id = parts[2];
@@ -122,10 +135,61 @@ export class SessionHost {
     if (parts.length === 4 && id && parts[3] === 'steps' && method === 'POST') {
       return this.runStep(id, parseJson(stepBody, body), res);
     }
+    if (id && parts[3] === 'files') return this.fileCall(id, parts.slice(4), method, url, body, res);
     if (parts.length === 6 && id && parts[3] === 'steps' && parts[5] === 'kill' && method === 'POST') {
       const running = this.sessions.get(id)?.running.get(Number(parts[4]));
-      running?.abort();
+      running?.abort.abort();
       return json(res, 200, { killed: running !== undefined });
+    }
+    if (parts.length === 6 && id && parts[3] === 'steps' && parts[5] === 'stdin' && method === 'POST') {
+      const input = parseJson(stdinBody, body);
+      const running = this.sessions.get(id)?.running.get(Number(parts[4]));
+      if (!running) throw new KilnError('CONFLICT', `step ${parts[4]} is not running`);
+      if (!running.stdin) throw new KilnError('CONFLICT', `step ${parts[4]} took its stdin at submission; start it with background to write more`);
+      if (input.data) running.stdin.write(Buffer.from(input.data));
+      if (input.eof) running.stdin.end();
+      return json(res, 200, { written: Buffer.byteLength(input.data) });
+    }
+    throw new KilnError('NOT_FOUND', 'no such route');
+  }
+
+  private files(id: string): WorkspaceFiles {
+    const s = this.sessions.get(id);
+    if (!s || !s.sandbox.alive) throw new KilnError('NOT_FOUND', `no live sandbox for session ${id}`);
+    return new WorkspaceFiles(s.sandbox.workspace);
+  }
+
+  private async upload(id: string, url: URL, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    if (!idPattern.test(id)) throw new KilnError('NOT_FOUND', 'no such session');
+    const files = this.files(id);
+    const size = await files.write(queryPath(url), req);
+    json(res, 201, { path: queryPath(url), size_bytes: size });
+  }
+
+  private async fileCall(id: string, rest: string[], method: string, url: URL, body: Buffer, res: http.ServerResponse): Promise<void> {
+    const files = this.files(id);
+    const op = rest.join('/');
+    if (op === '' && method === 'GET') {
+      const { stream, size } = files.read(queryPath(url));
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(size) });
+      stream.on('error', () => res.destroy());
+      res.once('close', () => stream.destroy());
+      stream.pipe(res);
+      return;
+    }
+    if (op === '' && method === 'DELETE') {
+      files.remove(queryPath(url));
+      return json(res, 200, { removed: true });
+    }
+    if (op === 'list' && method === 'GET') return json(res, 200, { items: files.list(url.searchParams.get('path') ?? '') });
+    if (op === 'mkdir' && method === 'POST') {
+      files.mkdir(parseJson(z.strictObject({ path: z.string().min(1).max(4096) }), body).path);
+      return json(res, 201, { created: true });
+    }
+    if (op === 'rename' && method === 'POST') {
+      const r = parseJson(z.strictObject({ from: z.string().min(1).max(4096), to: z.string().min(1).max(4096) }), body);
+      files.rename(r.from, r.to);
+      return json(res, 200, { renamed: true });
     }
     throw new KilnError('NOT_FOUND', 'no such route');
   }
@@ -150,7 +214,7 @@ export class SessionHost {
   private async destroySession(id: string): Promise<void> {
     const s = this.sessions.get(id);
     if (!s) return;
-    for (const step of s.running.values()) step.abort();
+    for (const step of s.running.values()) step.abort.abort();
     this.sessions.delete(id);
     await s.sandbox.destroy();
   }
@@ -161,7 +225,8 @@ export class SessionHost {
     if (!s || !s.sandbox.alive) throw new KilnError('NOT_FOUND', `no live sandbox for session ${id}`);
     if (s.running.has(step.sequence)) throw new KilnError('CONFLICT', `step ${step.sequence} is already running`);
     const abort = new AbortController();
-    s.running.set(step.sequence, abort);
+    const entry: { abort: AbortController; stdin?: StdinWriter } = { abort };
+    s.running.set(step.sequence, entry);
     res.writeHead(200, { 'content-type': 'application/x-ndjson' });
     const line = (value: unknown) => {
       if (!res.destroyed) res.write(`${JSON.stringify(value)}\n`);
@@ -177,6 +242,7 @@ export class SessionHost {
         ...(step.cwd ? { cwd: step.cwd } : {}),
         ...(step.timeout_ms ? { timeoutMs: step.timeout_ms } : {}),
         signal: abort.signal,
+        ...(step.stdin_open ? { openStdin: (writer: StdinWriter) => (entry.stdin = writer) } : {}),
         onStdout: (chunk) => line({ type: 'stdout', data: chunk.toString('base64') }),
         onStderr: (chunk) => line({ type: 'stderr', data: chunk.toString('base64') }),
       });
@@ -194,6 +260,12 @@ export class SessionHost {
       res.end();
     }
   }
+}
+
+function queryPath(url: URL): string {
+  const p = url.searchParams.get('path');
+  if (!p) throw new KilnError('VALIDATION_FAILED', 'give the file as ?path=', { field: 'query.path' });
+  return p;
 }
 
 function splitListen(listen: string): [string, number] {

@@ -8,6 +8,8 @@ import {
   sessionStepSchema,
   stepParamsSchema,
 } from '@kiln/core';
+import { Readable } from 'node:stream';
+import { KilnError } from '@kiln/core';
 import { z } from 'zod';
 import type { JobDeps } from '../services/job-deps.js';
 import {
@@ -17,7 +19,15 @@ import {
   keepaliveSession,
   listTenantSessions,
 } from '../services/sessions/lifecycle.js';
-import { getStep, killStep, listSteps, submitStep, type StepEvent, type StepEvents } from '../services/sessions/steps.js';
+import {
+  listSessionFiles,
+  makeSessionDir,
+  readSessionFile,
+  removeSessionFile,
+  renameSessionFile,
+  writeSessionFile,
+} from '../services/sessions/files.js';
+import { getStep, killStep, listSteps, submitStep, writeStepStdin, type StepEvent, type StepEvents } from '../services/sessions/steps.js';
 import { defineRoute, idParams, type RouteSpec } from './route.js';
 import { SseWriter } from './sse-writer.js';
 
@@ -25,6 +35,22 @@ const stepListQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(200).default(100),
   /** the transcript after this sequence (the previous page's `next_cursor`) */
   cursor: z.coerce.number().int().min(0).optional(),
+});
+
+/** A path in the session's /workspace, relative (the runner refuses `..`, absolute paths and links). */
+const workspacePath = z
+  .string()
+  .min(1)
+  .max(1024)
+  .refine((p) => !p.includes('\0'), 'must not contain NUL');
+const pathQuery = z.strictObject({ path: workspacePath });
+const listPathQuery = z.strictObject({ path: z.string().max(1024).refine((p) => !p.includes('\0'), 'must not contain NUL').default('') });
+const fileEntrySchema = z.object({
+  name: z.string(),
+  type: z.enum(['file', 'dir', 'symlink', 'other']),
+  size_bytes: z.number().int(),
+  mode: z.number().int(),
+  modified_at: z.string(),
 });
 
 /** Sessions (issue 8): thin routes over services/sessions. */
@@ -134,6 +160,111 @@ export function sessionRoutes(deps: JobDeps, events: StepEvents): RouteSpec[] {
       body: z.strictObject({}),
       response: sessionStepSchema,
       handler: ({ principal, params }) => killStep(deps, principal, params.id, params.sequence),
+    }),
+    defineRoute({
+      method: 'POST',
+      url: '/v1/sessions/:id/steps/:sequence/stdin',
+      summary: 'Write to a running background step\'s stdin; eof closes it',
+      tag: 'sessions',
+      auth: 'key',
+      audit: { action: 'session.step_stdin', resourceType: 'session' },
+      params: stepParamsSchema,
+      body: z.strictObject({ data: z.string().max(1024 * 1024).default(''), eof: z.boolean().default(false) }),
+      response: z.object({ written_bytes: z.number().int() }),
+      handler: ({ principal, params, body }) => writeStepStdin(deps, principal, params.id, params.sequence, body),
+    }),
+    defineRoute({
+      method: 'PUT',
+      url: '/v1/sessions/:id/files',
+      summary: 'Write a file: the raw bytes as the body (application/octet-stream), streamed to the sandbox',
+      tag: 'sessions',
+      auth: 'key',
+      audit: { action: 'session.file_write', resourceType: 'session' },
+      params: idParams,
+      query: pathQuery,
+      successStatus: 201,
+      response: z.object({ path: z.string(), size_bytes: z.number().int() }),
+      handler: ({ principal, params, query, request }) => {
+        const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+        if (mediaType !== 'application/octet-stream' || !(request.body instanceof Readable)) {
+          throw new KilnError('UNSUPPORTED_MEDIA_TYPE', 'send the file as raw bytes with content-type application/octet-stream', {
+            field: 'headers.content-type',
+          });
+        }
+        return writeSessionFile(deps, principal, params.id, query.path, request.body);
+      },
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/sessions/:id/files',
+      summary: 'Read a file: its bytes, streamed',
+      tag: 'sessions',
+      auth: 'key',
+      params: idParams,
+      query: pathQuery,
+      raw: true,
+      handler: async ({ principal, params, query, reply }) => {
+        const file = await readSessionFile(deps, principal, params.id, query.path);
+        reply.header('content-type', 'application/octet-stream');
+        if (file.size) reply.header('content-length', file.size);
+        return reply.send(file.stream);
+      },
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/sessions/:id/files/list',
+      summary: 'List a folder: name, type, size_bytes, mode, modified_at (links reported, never followed)',
+      tag: 'sessions',
+      auth: 'key',
+      params: idParams,
+      query: listPathQuery,
+      response: z.object({ items: z.array(fileEntrySchema) }),
+      handler: ({ principal, params, query }) => listSessionFiles(deps, principal, params.id, query.path),
+    }),
+    defineRoute({
+      method: 'DELETE',
+      url: '/v1/sessions/:id/files',
+      summary: 'Remove a file, a link (not its target) or a folder',
+      tag: 'sessions',
+      auth: 'key',
+      audit: { action: 'session.file_remove', resourceType: 'session' },
+      params: idParams,
+      query: pathQuery,
+      successStatus: 204,
+      handler: async ({ principal, params, query }) => {
+        await removeSessionFile(deps, principal, params.id, query.path);
+        return null;
+      },
+    }),
+    defineRoute({
+      method: 'POST',
+      url: '/v1/sessions/:id/files/mkdir',
+      summary: 'Make a folder (and its parents)',
+      tag: 'sessions',
+      auth: 'key',
+      audit: { action: 'session.file_mkdir', resourceType: 'session' },
+      params: idParams,
+      body: z.strictObject({ path: workspacePath }),
+      successStatus: 204,
+      handler: async ({ principal, params, body }) => {
+        await makeSessionDir(deps, principal, params.id, body.path);
+        return null;
+      },
+    }),
+    defineRoute({
+      method: 'POST',
+      url: '/v1/sessions/:id/files/rename',
+      summary: 'Rename or move a file or folder within /workspace',
+      tag: 'sessions',
+      auth: 'key',
+      audit: { action: 'session.file_rename', resourceType: 'session' },
+      params: idParams,
+      body: z.strictObject({ from: workspacePath, to: workspacePath }),
+      successStatus: 204,
+      handler: async ({ principal, params, body }) => {
+        await renameSessionFile(deps, principal, params.id, body.from, body.to);
+        return null;
+      },
     }),
     defineRoute({
       method: 'GET',

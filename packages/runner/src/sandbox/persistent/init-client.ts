@@ -49,6 +49,8 @@ export interface InitCommandOptions {
   signal?: AbortSignal;
   /** Give up (reject) when the init has not reported the exit by then: a wedged init, not a slow command. */
   answerDeadlineMs?: number;
+  /** Keep stdin open after `stdin`; the writer sends more and closes it. */
+  openStdin?: (writer: { write(data: Buffer): void; end(): void }) => void;
 }
 
 export interface InitCommandResult {
@@ -144,9 +146,22 @@ export async function runInitCommand(
     options.signal?.addEventListener('abort', onAbort, { once: true });
     const frames = [encodeCommand(request)];
     if (options.stdin?.length) frames.push(...encodeChunked(ClientFrame.stdin, options.stdin));
-    frames.push(encodeFrame(ClientFrame.closeStdin));
+    if (!options.openStdin) frames.push(encodeFrame(ClientFrame.closeStdin));
     if (canceled) frames.push(encodeFrame(ClientFrame.kill));
     socket.write(Buffer.concat(frames));
+    if (options.openStdin) {
+      let closed = false;
+      options.openStdin({
+        write: (data) => {
+          if (!closed && !settled && !socket.destroyed) for (const f of encodeChunked(ClientFrame.stdin, data)) socket.write(f);
+        },
+        end: () => {
+          if (closed || settled || socket.destroyed) return;
+          closed = true;
+          socket.write(encodeFrame(ClientFrame.closeStdin));
+        },
+      });
+    }
   });
 }
 

@@ -1,3 +1,5 @@
+import { Readable } from 'node:stream';
+import type { ReadableStream } from 'node:stream/web';
 import { KilnError, signPlaneRequest } from '@kiln/core';
 
 /** How long the control plane waits for a runner to answer a session call (steps stream longer). */
@@ -17,19 +19,19 @@ export interface RunnerEndpoint {
  */
 export async function callRunner(
   runner: RunnerEndpoint,
-  method: 'GET' | 'POST' | 'DELETE',
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE',
   pathWithQuery: string,
   body: unknown,
   nowMs: number,
-  options: { signal?: AbortSignal; timeoutMs?: number } = {},
+  options: { signal?: AbortSignal; timeoutMs?: number; stream?: Readable } = {},
 ): Promise<Response> {
   if (!runner.address || !runner.signing_key) {
     throw new KilnError('UNAVAILABLE', `runner ${runner.id} has no session endpoint registered; retry later`);
   }
   const text = body === undefined ? '' : JSON.stringify(body);
   const headers: Record<string, string> = {
-    ...signPlaneRequest(runner.signing_key, { method, pathWithQuery, body: text }, nowMs),
-    ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    ...signPlaneRequest(runner.signing_key, { method, pathWithQuery, body: text, streamed: options.stream !== undefined }, nowMs),
+    ...(options.stream ? { 'content-type': 'application/octet-stream' } : body === undefined ? {} : { 'content-type': 'application/json' }),
   };
   const signals = [AbortSignal.timeout(options.timeoutMs ?? CALL_TIMEOUT_MS), ...(options.signal ? [options.signal] : [])];
   let res: Response;
@@ -37,9 +39,14 @@ export async function callRunner(
     res = await fetch(new URL(pathWithQuery, runner.address), {
       method,
       headers,
-      ...(body === undefined ? {} : { body: text }),
+      // A stream passes through chunk by chunk (duplex half): the body never sits whole in memory here.
+      ...(options.stream
+        ? { body: Readable.toWeb(options.stream) as ReadableStream, duplex: 'half' }
+        : body === undefined
+          ? {}
+          : { body: text }),
       signal: AbortSignal.any(signals),
-    });
+    } as RequestInit);
   } catch (err) {
     throw new KilnError('UNAVAILABLE', `runner ${runner.id} did not answer: ${(err as Error).message}; retry later`);
   }
@@ -55,7 +62,7 @@ export async function callRunner(
 
 export async function callRunnerJson<T>(
   runner: RunnerEndpoint,
-  method: 'GET' | 'POST' | 'DELETE',
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE',
   pathWithQuery: string,
   body: unknown,
   nowMs: number,

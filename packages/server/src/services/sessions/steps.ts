@@ -171,6 +171,8 @@ async function driveStep(
         ...(input.env ? { env: input.env } : {}),
         ...(input.cwd ? { cwd: input.cwd } : {}),
         ...(input.timeout_ms ? { timeout_ms: input.timeout_ms } : {}),
+        // A background step keeps its stdin open for POST …/steps/{sequence}/stdin.
+        stdin_open: input.background,
       },
       deps.clock.nowMs(),
       // A step may run long; its own timeout (or the policy's wall time) ends it on the runner.
@@ -264,4 +266,33 @@ export async function killStep(deps: JobDeps, principal: Principal, sessionId: s
   );
   await touchSession(deps.store, sessionId, deps.clock.nowMs());
   return stepFromRow(await loadStep(deps, sessionId, sequence));
+}
+
+/** `POST …/steps/{sequence}/stdin`: more input for a running background step; `eof` closes its stdin. */
+export async function writeStepStdin(
+  deps: JobDeps,
+  principal: Principal,
+  sessionId: string,
+  sequence: number,
+  input: { data: string; eof: boolean },
+): Promise<{ written_bytes: number }> {
+  const { row: session, runner } = await activeSessionEndpoint(deps, principal, sessionId);
+  const step = await loadStep(deps, sessionId, sequence);
+  if (step.status !== 'running') {
+    throw new KilnError('INVALID_TRANSITION', `step ${sequence} is ${step.status}; stdin goes only to a running step`, {
+      extra: { entity: 'session_step', from: step.status },
+    });
+  }
+  await callRunner(runner, 'POST', `/v1/sessions/${sessionId}/steps/${sequence}/stdin`, input, deps.clock.nowMs());
+  await deps.store.transaction(async (tx) => {
+    await touchSession(tx, sessionId, deps.clock.nowMs());
+    await auditSuccess(deps, tx, principal, {
+      action: 'session.step_stdin',
+      resource_type: 'session',
+      resource_id: sessionId,
+      subject_agent_id: session.agent_id,
+      details: { sequence, bytes: Buffer.byteLength(input.data), eof: input.eof },
+    });
+  });
+  return { written_bytes: Buffer.byteLength(input.data) };
 }
