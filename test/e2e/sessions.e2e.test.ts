@@ -1,6 +1,14 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { DEFAULT_RULESET } from '@kiln/core';
+import { CommandExitError, Sandbox } from '@kiln/sdk';
 import { eventually, KilnSystem, type DbKind } from './support/kiln-system.js';
+
+const CLI = join(import.meta.dirname, '../../packages/cli/bin/kiln.js');
 
 /** A tenant with its admin key, an agent and the agent's key (raw keys: sessions go through fetch). */
 async function keyedTenant(kiln: KilnSystem) {
@@ -61,12 +69,24 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
     const withStdin = await call('POST', `/v1/sessions/${session.id}/steps`, { command: 'tr a-z A-Z', stdin: 'shout\n' });
     expect(withStdin.body).toMatchObject({ sequence: 4, stdout: 'SHOUT\n' });
 
-    // 50 concurrent submits: 5..54, no gap, no repeat.
+    // stdin to a running (background) step: written in two parts, then closed; the step ends with it.
+    const reader = await call('POST', `/v1/sessions/${session.id}/steps`, { command: 'cat; echo done', background: true });
+    expect(reader.body).toMatchObject({ sequence: 5, status: 'running' });
+    expect((await call('POST', `/v1/sessions/${session.id}/steps/5/stdin`, { data: 'line one\n' })).body).toEqual({ written_bytes: 9 });
+    await call('POST', `/v1/sessions/${session.id}/steps/5/stdin`, { data: 'line two\n', eof: true });
+    const read = await eventually('the stdin step to end', async () => {
+      const r = await call('GET', `/v1/sessions/${session.id}/steps/5`);
+      return r.body.status !== 'running' ? r.body : undefined;
+    });
+    expect(read).toMatchObject({ status: 'succeeded', stdout: 'line one\nline two\ndone\n' });
+    expect((await call('POST', `/v1/sessions/${session.id}/steps/5/stdin`, { data: 'late' })).status).toBe(409);
+
+    // 50 concurrent submits: 6..55, no gap, no repeat.
     const many = await Promise.all(
       Array.from({ length: 50 }, (_, i) => call('POST', `/v1/sessions/${session.id}/steps`, { command: ['echo', String(i)] })),
     );
     expect(many.every((r) => r.status === 201 && r.body.status === 'succeeded')).toBe(true);
-    expect(many.map((r) => r.body.sequence).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i + 5));
+    expect(many.map((r) => r.body.sequence).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i + 6));
 
     // A background server started by a step keeps running; a later step reaches it.
     const server = await call('POST', `/v1/sessions/${session.id}/steps`, {
@@ -145,6 +165,141 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
     for (const a of ['session.create', 'session.step', 'session.keepalive', 'session.step_kill', 'session.terminate']) expect(actions).toContain(a);
     expect((await kiln.operator.audit.verify({ tenant_id: tenant.id })).ok).toBe(true);
   }, 240_000);
+
+  it('files: 100 MiB up and down with its checksum, list, mkdir, rename, remove; escapes, planted links and a full disk refused', async () => {
+    kiln = new KilnSystem(db);
+    await kiln.startServer();
+    await kiln.startRunner({ name: 'files', capacity: 1 });
+    const { tenantKey, agentKey } = await keyedTenant(kiln);
+    const call = api(kiln.url, agentKey);
+    const session = (await call('POST', '/v1/sessions', {})).body;
+    const put = (path: string, body: Buffer, key = agentKey) =>
+      fetch(`${kiln.url}/v1/sessions/${session.id}/files?path=${encodeURIComponent(path)}`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/octet-stream' },
+        body,
+      });
+    const get = (path: string) =>
+      fetch(`${kiln.url}/v1/sessions/${session.id}/files?path=${encodeURIComponent(path)}`, { headers: { authorization: `Bearer ${agentKey}` } });
+
+    const big = randomBytes(100 * 1024 * 1024);
+    const digest = createHash('sha256').update(big).digest('hex');
+    const up = await put('data/big.bin', big);
+    expect(up.status).toBe(201);
+    expect(await up.json()).toEqual({ path: 'data/big.bin', size_bytes: big.length });
+    const down = await get('data/big.bin');
+    expect(down.status).toBe(200);
+    expect(createHash('sha256').update(Buffer.from(await down.arrayBuffer())).digest('hex')).toBe(digest);
+    const inside = await call('POST', `/v1/sessions/${session.id}/steps`, { command: 'sha256sum data/big.bin | cut -d" " -f1; stat -c %u data/big.bin' });
+    expect(inside.body.stdout.split('\n')[0]).toBe(digest);
+    expect(inside.body.stdout.split('\n')[1]).toBe('1000');
+
+    expect((await call('POST', `/v1/sessions/${session.id}/files/mkdir`, { path: 'a/b/c' })).status).toBe(204);
+    expect((await call('POST', `/v1/sessions/${session.id}/files/rename`, { from: 'data/big.bin', to: 'a/b/c/moved.bin' })).status).toBe(204);
+    const listing = await call('GET', `/v1/sessions/${session.id}/files/list?path=a/b/c`);
+    expect(listing.body.items).toEqual([
+      expect.objectContaining({ name: 'moved.bin', type: 'file', size_bytes: big.length, mode: 0o644 }),
+    ]);
+    expect((await call('DELETE', `/v1/sessions/${session.id}/files?path=a`)).status).toBe(204);
+    expect((await call('GET', `/v1/sessions/${session.id}/files/list`)).body.items.map((e: { name: string }) => e.name).sort()).toEqual(['data']);
+    expect((await get('a/b/c/moved.bin')).status).toBe(404);
+
+    // Escapes: `..`, absolute paths, and links the sandbox planted, for every operation.
+    await call('POST', `/v1/sessions/${session.id}/steps`, { command: 'ln -s /etc etc-link && ln -s /etc/passwd passwd-link && ln -s / root-link' });
+    for (const path of ['../escape', '/etc/passwd', 'etc-link/passwd', 'passwd-link', 'root-link/tmp/x', 'data/../../x']) {
+      expect((await get(path)).status, `GET ${path}`).toBe(400);
+      expect((await put(path, Buffer.from('x'))).status, `PUT ${path}`).toBe(400);
+    }
+    expect((await call('POST', `/v1/sessions/${session.id}/files/mkdir`, { path: 'etc-link/new' })).status).toBe(400);
+    expect((await call('POST', `/v1/sessions/${session.id}/files/rename`, { from: 'passwd-link', to: 'root-link/x' })).status).toBe(400);
+    expect((await call('GET', `/v1/sessions/${session.id}/files/list?path=etc-link`)).status).toBe(400);
+    // Removing a link removes the link, never its target.
+    expect((await call('DELETE', `/v1/sessions/${session.id}/files?path=passwd-link`)).status).toBe(204);
+    expect((await call('POST', `/v1/sessions/${session.id}/steps`, { command: 'test -f /etc/passwd && echo kept' })).body.stdout).toBe('kept\n');
+    // Raw bytes only: a JSON body is 415.
+    const json = await fetch(`${kiln.url}/v1/sessions/${session.id}/files?path=x.json`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${agentKey}`, 'content-type': 'application/json' },
+      body: '"x"',
+    });
+    expect(json.status).toBe(415);
+
+    // A write over the policy's disk_bytes fails clearly and leaves no partial file.
+    const admin = api(kiln.url, tenantKey);
+    const small = await admin('POST', '/v1/policies', { name: 'small-disk', ruleset: { ...DEFAULT_RULESET, limits: { ...DEFAULT_RULESET.limits, disk_bytes: 8 * 1024 * 1024 } } });
+    const tiny = (await call('POST', '/v1/sessions', { policy_id: small.body.id })).body;
+    const over = await fetch(`${kiln.url}/v1/sessions/${tiny.id}/files?path=too-big.bin`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${agentKey}`, 'content-type': 'application/octet-stream' },
+      body: randomBytes(16 * 1024 * 1024),
+    });
+    expect(over.status).toBe(413);
+    expect((await over.json()).detail).toContain('disk_bytes');
+    expect((await call('GET', `/v1/sessions/${tiny.id}/files/list`)).body.items).toEqual([]);
+  }, 240_000);
+
+  it('the SDK, E2B-shaped: create, commands (streamed, background, stdin, exit errors), files, setTimeout, connect, list, kill', async () => {
+    kiln = new KilnSystem(db);
+    await kiln.startServer();
+    await kiln.startRunner({ name: 'sdk', capacity: 1 });
+    const { agentKey } = await keyedTenant(kiln);
+    const options = { url: kiln.url, apiKey: agentKey };
+    const sbx = await Sandbox.create({ ...options, timeoutMs: 300_000, envs: { WHO: 'sdk' }, metadata: { via: 'sdk' } });
+    expect((await sbx.getInfo()).metadata).toEqual({ via: 'sdk' });
+    expect(await sbx.commands.run('echo "hello $WHO"')).toMatchObject({ exitCode: 0, stdout: 'hello sdk\n' });
+    const failure = await sbx.commands.run('echo bad >&2; exit 4').catch((e: unknown) => e);
+    expect(failure).toBeInstanceOf(CommandExitError);
+    expect(failure).toMatchObject({ exitCode: 4, stderr: 'bad\n' });
+    const seen: string[] = [];
+    const streamed = await sbx.commands.run('for i in 1 2 3; do echo $i; sleep 0.1; done', { onStdout: (d) => seen.push(d) });
+    expect(seen.join('')).toBe('1\n2\n3\n');
+    expect(streamed.stdout).toBe('1\n2\n3\n');
+    const bg = await sbx.commands.run('read line; echo "got $line"', { background: true });
+    await bg.sendStdin('ping\n', { eof: true });
+    const waited = await bg.wait().catch((e: CommandExitError) => e.result);
+    expect(waited.step.error ?? null).toBeNull();
+    expect(waited.stdout).toBe('got ping\n');
+
+    await sbx.files.write('notes/a.txt', 'alpha');
+    await sbx.files.write('notes/b.bin', Readable.from([Buffer.from('be'), Buffer.from('ta')]));
+    expect(await sbx.files.read('notes/a.txt')).toBe('alpha');
+    const chunks: Buffer[] = [];
+    for await (const c of await sbx.files.read('notes/b.bin', { format: 'stream' })) chunks.push(c as Buffer);
+    expect(Buffer.concat(chunks).toString()).toBe('beta');
+    expect((await sbx.files.list('notes')).map((e) => e.path).sort()).toEqual(['notes/a.txt', 'notes/b.bin']);
+    await sbx.files.makeDir('archive');
+    await sbx.files.rename('notes/a.txt', 'archive/a.txt');
+    expect(await sbx.files.exists('archive/a.txt')).toBe(true);
+    expect(await sbx.files.exists('notes/a.txt')).toBe(false);
+    await sbx.files.remove('archive');
+    expect(await sbx.files.exists('archive')).toBe(false);
+
+    const before = (await sbx.getInfo()).expires_at;
+    await sbx.setTimeout(600_000);
+    expect(Date.parse((await sbx.getInfo()).expires_at)).toBeGreaterThan(Date.parse(before));
+    // The CLI: exec streams and exits with the command's code; cp both ways.
+    const cli = (...args: string[]) =>
+      new Promise<{ code: number | null; stdout: string }>((resolve) => {
+        const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', KILN_URL: kiln.url, KILN_API_KEY: agentKey } });
+        let stdout = '';
+        child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+        child.on('close', (code) => resolve({ code, stdout }));
+      });
+    expect(await cli('sandbox', 'exec', sbx.sandboxId, '--', 'sh', '-c', 'echo from-cli; exit 3')).toEqual({ code: 3, stdout: 'from-cli\n' });
+    const local = join(kiln.dir, 'copied.txt');
+    expect((await cli('sandbox', 'cp', `${sbx.sandboxId}:notes/b.bin`, local)).code).toBe(0);
+    expect(readFileSync(local, 'utf8')).toBe('beta');
+    expect((await cli('sandbox', 'cp', local, `${sbx.sandboxId}:back.txt`)).code).toBe(0);
+    expect(await sbx.files.read('back.txt')).toBe('beta');
+    expect((await cli('sandbox', 'list')).stdout).toContain(sbx.sandboxId);
+
+    const again = await Sandbox.connect(sbx.sandboxId, options);
+    expect((await again.commands.run(['cat', 'notes/b.bin'])).stdout).toBe('beta');
+    expect((await Sandbox.list(options)).map((s) => s.id)).toContain(sbx.sandboxId);
+    await sbx.kill();
+    expect(await again.isRunning()).toBe(false);
+    expect((await Sandbox.list(options)).map((s) => s.id)).not.toContain(sbx.sandboxId);
+  }, 180_000);
 
   it('max_active is a ceiling; ttl and idle expire; a disabled agent and a lost runner ends its sessions (runner_lost) and fails their sandboxes', async () => {
     kiln = new KilnSystem(db);

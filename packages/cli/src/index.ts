@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { registerExec } from './commands/exec.js';
 import { registerRun } from './commands/run.js';
 import { registerRunner } from './commands/runner.js';
+import { registerSandbox } from './commands/sandbox.js';
 import { registerServer } from './commands/server.js';
 import { registerUp } from './commands/up.js';
 
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
   registerRunner(program);
   registerExec(program);
   registerRun(program);
+  registerSandbox(program);
   return program;
 }
 

@@ -226,8 +226,19 @@ export class SessionHost {
     if (s.running.has(step.sequence)) throw new KilnError('CONFLICT', `step ${step.sequence} is already running`);
     const abort = new AbortController();
     const entry: { abort: AbortController; stdin?: StdinWriter } = { abort };
+    // Input that arrives before the command's stdin is connected waits here, in order.
+    const early: (Buffer | null)[] = [];
+    let connected: StdinWriter | undefined;
+    if (step.stdin_open) {
+      entry.stdin = {
+        write: (data) => (connected ? connected.write(data) : early.push(data)),
+        end: () => (connected ? connected.end() : early.push(null)),
+      };
+    }
     s.running.set(step.sequence, entry);
     res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    // The headers go out now: they tell the control plane the step runs (a background step answers then).
+    res.flushHeaders();
     const line = (value: unknown) => {
       if (!res.destroyed) res.write(`${JSON.stringify(value)}\n`);
     };
@@ -242,7 +253,17 @@ export class SessionHost {
         ...(step.cwd ? { cwd: step.cwd } : {}),
         ...(step.timeout_ms ? { timeoutMs: step.timeout_ms } : {}),
         signal: abort.signal,
-        ...(step.stdin_open ? { openStdin: (writer: StdinWriter) => (entry.stdin = writer) } : {}),
+        ...(step.stdin_open
+          ? {
+              openStdin: (writer: StdinWriter) => {
+                for (const item of early.splice(0)) {
+                  if (item === null) writer.end();
+                  else writer.write(item);
+                }
+                connected = writer;
+              },
+            }
+          : {}),
         onStdout: (chunk) => line({ type: 'stdout', data: chunk.toString('base64') }),
         onStderr: (chunk) => line({ type: 'stderr', data: chunk.toString('base64') }),
       });

@@ -297,6 +297,9 @@ export function sessionRoutes(deps: JobDeps, events: StepEvents): RouteSpec[] {
           return null;
         }
         sse.control('status', { status: 'running' });
+        // What it printed before this watcher came, then the rest live (same tick: nothing in between).
+        for (const e of live.history) if (e.type === 'output') sse.output('output', { stream: e.stream, data: e.data }, e.data.length);
+        if (live.historyCut) sse.control('truncated', { reason: 'history_limit' });
         await new Promise<void>((resolve) => {
           const onEvent = (e: StepEvent) => {
             if (e.type === 'output') sse.output('output', { stream: e.stream, data: e.data }, e.data.length);

@@ -151,14 +151,26 @@ export async function runInitCommand(
     socket.write(Buffer.concat(frames));
     if (options.openStdin) {
       let closed = false;
+      // Frames written in one turn go out in one write: input and its end of file arrive together,
+      // before the command can exit and the init close the connection between them.
+      let pending: Buffer[] = [];
+      const flush = () => {
+        const frames = pending;
+        pending = [];
+        if (frames.length && !settled && !socket.destroyed) socket.write(Buffer.concat(frames));
+      };
+      const queue = (frames: Buffer[]) => {
+        if (pending.length === 0) setImmediate(flush);
+        pending.push(...frames);
+      };
       options.openStdin({
         write: (data) => {
-          if (!closed && !settled && !socket.destroyed) for (const f of encodeChunked(ClientFrame.stdin, data)) socket.write(f);
+          if (!closed) queue(encodeChunked(ClientFrame.stdin, data));
         },
         end: () => {
-          if (closed || settled || socket.destroyed) return;
+          if (closed) return;
           closed = true;
-          socket.write(encodeFrame(ClientFrame.closeStdin));
+          queue([encodeFrame(ClientFrame.closeStdin)]);
         },
       });
     }

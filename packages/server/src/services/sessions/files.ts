@@ -34,7 +34,7 @@ async function touched(deps: JobDeps, principal: Principal, sessionId: string, a
  */
 export async function writeSessionFile(deps: JobDeps, principal: Principal, sessionId: string, path: string, body: Readable) {
   const { row, runner } = await activeSessionEndpoint(deps, principal, sessionId);
-  const res = await callRunner(runner, 'PUT', `/v1/sessions/${sessionId}/files?${q(path)}`, undefined, deps.clock.nowMs(), {
+  const res = await callRunner(runner, 'PUT', `/v1/sessions/${sessionId}/files?${q(path)}`, undefined, {
     stream: body,
     timeoutMs: TRANSFER_TIMEOUT_MS,
   });
@@ -46,7 +46,7 @@ export async function writeSessionFile(deps: JobDeps, principal: Principal, sess
 /** `GET …/files?path=`: the runner's stream, passed on as it comes. */
 export async function readSessionFile(deps: JobDeps, principal: Principal, sessionId: string, path: string) {
   const { runner } = await activeSessionEndpoint(deps, principal, sessionId);
-  const res = await callRunner(runner, 'GET', `/v1/sessions/${sessionId}/files?${q(path)}`, undefined, deps.clock.nowMs(), {
+  const res = await callRunner(runner, 'GET', `/v1/sessions/${sessionId}/files?${q(path)}`, undefined, {
     timeoutMs: TRANSFER_TIMEOUT_MS,
   });
   await touchSession(deps.store, sessionId, deps.clock.nowMs());
@@ -56,25 +56,25 @@ export async function readSessionFile(deps: JobDeps, principal: Principal, sessi
 
 export async function listSessionFiles(deps: JobDeps, principal: Principal, sessionId: string, path: string) {
   const { runner } = await activeSessionEndpoint(deps, principal, sessionId);
-  const answer = await callRunnerJson<{ items: FileEntry[] }>(runner, 'GET', `/v1/sessions/${sessionId}/files/list?${q(path)}`, undefined, deps.clock.nowMs());
+  const answer = await callRunnerJson<{ items: FileEntry[] }>(runner, 'GET', `/v1/sessions/${sessionId}/files/list?${q(path)}`, undefined);
   await touchSession(deps.store, sessionId, deps.clock.nowMs());
   return answer;
 }
 
 export async function removeSessionFile(deps: JobDeps, principal: Principal, sessionId: string, path: string) {
   const { row, runner } = await activeSessionEndpoint(deps, principal, sessionId);
-  await callRunner(runner, 'DELETE', `/v1/sessions/${sessionId}/files?${q(path)}`, undefined, deps.clock.nowMs());
+  await callRunner(runner, 'DELETE', `/v1/sessions/${sessionId}/files?${q(path)}`, undefined);
   await touched(deps, principal, sessionId, row.agent_id, 'session.file_remove', { path });
 }
 
 export async function makeSessionDir(deps: JobDeps, principal: Principal, sessionId: string, path: string) {
   const { row, runner } = await activeSessionEndpoint(deps, principal, sessionId);
-  await callRunner(runner, 'POST', `/v1/sessions/${sessionId}/files/mkdir`, { path }, deps.clock.nowMs());
+  await callRunner(runner, 'POST', `/v1/sessions/${sessionId}/files/mkdir`, { path });
   await touched(deps, principal, sessionId, row.agent_id, 'session.file_mkdir', { path });
 }
 
 export async function renameSessionFile(deps: JobDeps, principal: Principal, sessionId: string, from: string, to: string) {
   const { row, runner } = await activeSessionEndpoint(deps, principal, sessionId);
-  await callRunner(runner, 'POST', `/v1/sessions/${sessionId}/files/rename`, { from, to }, deps.clock.nowMs());
+  await callRunner(runner, 'POST', `/v1/sessions/${sessionId}/files/rename`, { from, to });
   await touched(deps, principal, sessionId, row.agent_id, 'session.file_rename', { from, to });
 }

@@ -9,7 +9,6 @@ import {
 } from '@kiln/core';
 import { limitCeilings } from '../../domain/quota.js';
 import { listRunners } from '../../store/fleet.js';
-import { decodeCursor, page } from '../../store/pagination.js';
 import { lockTenantForSubmission } from '../../store/quotas.js';
 import {
   activeSessionsByRunner,
@@ -28,10 +27,13 @@ import type { Principal } from '../context.js';
 import type { JobDeps } from '../job-deps.js';
 import { resolveAgent, resolvePolicy, visibleToAgent } from '../jobs.js';
 import { effectiveQuota } from '../quotas.js';
+import { listTenantWork, type TenantWorkListQuery } from '../tenant-lists.js';
 import { callRunner, callRunnerJson, type RunnerEndpoint } from './runner-link.js';
 
 /** Sessions a runner holds per job slot of its capacity: sessions are mostly idle between steps. */
 export const SESSIONS_PER_CAPACITY_SLOT = 16;
+/** What a caller is told to wait when no runner has room for a session. */
+const NO_ROOM_RETRY_AFTER_SECONDS = 5;
 
 export function sessionFromRow(row: SessionRow): Session {
   const seed = row.seed ? (JSON.parse(row.seed) as { env?: Record<string, string>; files?: string[] }) : {};
@@ -101,12 +103,13 @@ async function placeSession(deps: JobDeps, zone: string | undefined) {
     .sort((a, b) => a.load - b.load);
   const chosen = withRoom[0]?.runner;
   if (!chosen) {
+    // The fleet is full (or empty) for now: like a full queue, the caller is told when to retry.
     throw new KilnError(
-      'UNAVAILABLE',
+      'RATE_LIMITED',
       zone
         ? `no healthy runner with room for a session in zone ${zone}; retry later or pick another zone`
         : 'no healthy runner with room for a session; retry later',
-      { ...(zone ? { field: 'body.zone' } : {}), extra: { retry_after: 5 } },
+      { ...(zone ? { field: 'body.zone' } : {}), extra: { retry_after: NO_ROOM_RETRY_AFTER_SECONDS, reason: 'no_session_capacity' } },
     );
   }
   return chosen;
@@ -199,7 +202,7 @@ export async function createSession(deps: JobDeps, principal: Principal, input: 
         path: f.path,
         content: f.encoding === 'base64' ? f.content : Buffer.from(f.content, 'utf8').toString('base64'),
       })),
-    }, deps.clock.nowMs());
+    });
   } catch (err) {
     // No sandbox, no session: it ends at once (audited) and the caller gets the runner's refusal.
     await deps.store.transaction(async (tx) => {
@@ -224,19 +227,8 @@ export async function getTenantSession(deps: JobDeps, principal: Principal, id: 
   return sessionFromRow(await loadVisibleSession(deps.store, principal, id));
 }
 
-export async function listTenantSessions(
-  deps: JobDeps,
-  principal: Principal,
-  query: { limit: number; cursor?: string | undefined; status?: string | undefined; agent_id?: string | undefined },
-) {
-  const tenantId = requireTenantMember(principal);
-  const after = decodeCursor(query.cursor);
-  let q = deps.store.db.selectFrom('sessions').selectAll().where('tenant_id', '=', tenantId).orderBy('id', 'desc').limit(query.limit + 1);
-  if (after) q = q.where('id', '<', after);
-  if (query.status) q = q.where('status', '=', query.status);
-  if (query.agent_id) q = q.where('agent_id', '=', query.agent_id);
-  if (principal.kind === 'agent') q = q.where('agent_id', '=', principal.agentId);
-  const result = page(await q.execute(), query.limit);
+export async function listTenantSessions(deps: JobDeps, principal: Principal, query: TenantWorkListQuery) {
+  const result = await listTenantWork(deps.store, principal, 'sessions', query);
   return { items: result.items.map(sessionFromRow), next_cursor: result.next_cursor };
 }
 
@@ -247,7 +239,7 @@ export async function destroySessionSandbox(
   runner: RunnerEndpoint,
 ): Promise<boolean> {
   try {
-    await callRunner(runner, 'DELETE', `/v1/sessions/${session.id}`, undefined, deps.clock.nowMs());
+    await callRunner(runner, 'DELETE', `/v1/sessions/${session.id}`, undefined);
   } catch (err) {
     if (!(err instanceof KilnError && err.code === 'NOT_FOUND')) return false;
   }

@@ -22,7 +22,6 @@ export async function callRunner(
   method: 'GET' | 'POST' | 'PUT' | 'DELETE',
   pathWithQuery: string,
   body: unknown,
-  nowMs: number,
   options: { signal?: AbortSignal; timeoutMs?: number; stream?: Readable } = {},
 ): Promise<Response> {
   if (!runner.address || !runner.signing_key) {
@@ -30,7 +29,8 @@ export async function callRunner(
   }
   const text = body === undefined ? '' : JSON.stringify(body);
   const headers: Record<string, string> = {
-    ...signPlaneRequest(runner.signing_key, { method, pathWithQuery, body: text, streamed: options.stream !== undefined }, nowMs),
+    // Wall-clock time, not the injectable clock: the runner checks freshness against its own clock.
+    ...signPlaneRequest(runner.signing_key, { method, pathWithQuery, body: text, streamed: options.stream !== undefined }, Date.now()),
     ...(options.stream ? { 'content-type': 'application/octet-stream' } : body === undefined ? {} : { 'content-type': 'application/json' }),
   };
   const signals = [AbortSignal.timeout(options.timeoutMs ?? CALL_TIMEOUT_MS), ...(options.signal ? [options.signal] : [])];
@@ -65,8 +65,7 @@ export async function callRunnerJson<T>(
   method: 'GET' | 'POST' | 'PUT' | 'DELETE',
   pathWithQuery: string,
   body: unknown,
-  nowMs: number,
 ): Promise<T> {
-  const res = await callRunner(runner, method, pathWithQuery, body, nowMs);
+  const res = await callRunner(runner, method, pathWithQuery, body);
   return (await res.json()) as T;
 }

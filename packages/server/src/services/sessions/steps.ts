@@ -24,18 +24,42 @@ export type StepEvent =
   | { type: 'status'; status: StepState }
   | { type: 'end'; step: SessionStep };
 
-/** Live steps of this replica, for event streams: one emitter per step while it runs. */
-export class StepEvents {
-  private readonly live = new Map<string, EventEmitter>();
+/** Output a live step keeps for watchers that join after it started (per step, this replica). */
+const HISTORY_MAX_BYTES = 1024 * 1024;
 
-  open(stepId: string): EventEmitter {
-    const e = new EventEmitter();
+/**
+ * A live step's events: emitted to watchers, and kept (bounded) so a watcher that joins late gets
+ * what it missed first; past the bound, late watchers get a `truncated` mark and the rest.
+ */
+export class LiveStep extends EventEmitter {
+  readonly history: StepEvent[] = [];
+  historyBytes = 0;
+  historyCut = false;
+
+  record(event: StepEvent): void {
+    if (event.type === 'output') {
+      if (this.historyBytes + event.data.length > HISTORY_MAX_BYTES) this.historyCut = true;
+      else {
+        this.history.push(event);
+        this.historyBytes += event.data.length;
+      }
+    }
+    this.emit('event', event);
+  }
+}
+
+/** Live steps of this replica, for event streams: one per step while it runs. */
+export class StepEvents {
+  private readonly live = new Map<string, LiveStep>();
+
+  open(stepId: string): LiveStep {
+    const e = new LiveStep();
     e.setMaxListeners(0);
     this.live.set(stepId, e);
     return e;
   }
 
-  get(stepId: string): EventEmitter | undefined {
+  get(stepId: string): LiveStep | undefined {
     return this.live.get(stepId);
   }
 
@@ -140,9 +164,15 @@ export async function submitStep(
   });
   const running = await moveStep(deps, queued, 'running', { started_at: toRfc3339(deps.clock.nowMs()) });
   const emitter = events.open(running.id);
-  emitter.emit('event', { type: 'status', status: 'running' } satisfies StepEvent);
-  const finished = driveStep(deps, runner, running, input, emitter).finally(() => events.close(running.id));
-  if (input.background) return stepFromRow(running);
+  emitter.record({ type: 'status', status: 'running' });
+  let started!: () => void;
+  const onRunner = new Promise<void>((resolve) => (started = resolve));
+  const finished = driveStep(deps, runner, running, input, emitter, started).finally(() => events.close(running.id));
+  // A background step answers once the runner runs it, so stdin and kill sent next find it there.
+  if (input.background) {
+    await Promise.race([onRunner, finished]);
+    return stepFromRow(running);
+  }
   const waited = await Promise.race([finished, new Promise<undefined>((r) => setTimeout(() => r(undefined), deps.fleet.maxWaitMs).unref())]);
   return stepFromRow(waited ?? running);
 }
@@ -153,7 +183,8 @@ async function driveStep(
   runner: RunnerEndpoint,
   step: SessionStepRow,
   input: CreateStepRequest,
-  emitter: EventEmitter,
+  emitter: LiveStep,
+  started: () => void,
 ): Promise<SessionStepRow> {
   const stdout = new InlineOutput();
   const stderr = new InlineOutput();
@@ -174,10 +205,10 @@ async function driveStep(
         // A background step keeps its stdin open for POST …/steps/{sequence}/stdin.
         stdin_open: input.background,
       },
-      deps.clock.nowMs(),
       // A step may run long; its own timeout (or the policy's wall time) ends it on the runner.
       { timeoutMs: 25 * 3600 * 1000 },
     );
+    started();
     let pending = '';
     const decoder = new TextDecoder();
     for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
@@ -190,7 +221,7 @@ async function driveStep(
         if (msg.type === 'stdout' || msg.type === 'stderr') {
           const bytes = Buffer.from(msg.data ?? '', 'base64');
           (msg.type === 'stdout' ? stdout : stderr).push(bytes);
-          emitter.emit('event', { type: 'output', stream: msg.type, data: bytes.toString('utf8') } satisfies StepEvent);
+          emitter.record({ type: 'output', stream: msg.type, data: bytes.toString('utf8') });
         } else if (msg.type === 'end') {
           end = { verdict: msg.verdict!, exit_status: msg.exit_status, resource_usage: msg.resource_usage };
         } else if (msg.type === 'error') {
@@ -219,7 +250,7 @@ async function driveStep(
     done = await moveStep(deps, step, 'failed', { ...fields, verdict: 'system_error', error: failure ?? 'the runner ended the step without a result' });
   }
   await touchSession(deps.store, step.session_id, deps.clock.nowMs());
-  emitter.emit('event', { type: 'end', step: stepFromRow(done) } satisfies StepEvent);
+  emitter.record({ type: 'end', step: stepFromRow(done) });
   return done;
 }
 
@@ -253,7 +284,7 @@ export async function killStep(deps: JobDeps, principal: Principal, sessionId: s
   const { row: session, runner } = await activeSessionEndpoint(deps, principal, sessionId);
   const step = await loadStep(deps, sessionId, sequence);
   if (step.status === 'running') {
-    await callRunner(runner, 'POST', `/v1/sessions/${sessionId}/steps/${sequence}/kill`, {}, deps.clock.nowMs());
+    await callRunner(runner, 'POST', `/v1/sessions/${sessionId}/steps/${sequence}/kill`, {});
   }
   await deps.store.transaction((tx) =>
     auditSuccess(deps, tx, principal, {
@@ -283,7 +314,7 @@ export async function writeStepStdin(
       extra: { entity: 'session_step', from: step.status },
     });
   }
-  await callRunner(runner, 'POST', `/v1/sessions/${sessionId}/steps/${sequence}/stdin`, input, deps.clock.nowMs());
+  await callRunner(runner, 'POST', `/v1/sessions/${sessionId}/steps/${sequence}/stdin`, input);
   await deps.store.transaction(async (tx) => {
     await touchSession(tx, sessionId, deps.clock.nowMs());
     await auditSuccess(deps, tx, principal, {
