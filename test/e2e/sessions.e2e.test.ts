@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { DEFAULT_RULESET } from '@kiln/core';
 import { CommandExitError, Sandbox } from '@kiln/sdk';
+import WebSocket from 'ws';
 import { eventually, KilnSystem, type DbKind } from './support/kiln-system.js';
 
 const CLI = join(import.meta.dirname, '../../packages/cli/bin/kiln.js');
@@ -300,6 +301,42 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
     expect(await again.isRunning()).toBe(false);
     expect((await Sandbox.list(options)).map((s) => s.id)).not.toContain(sbx.sandboxId);
   }, 180_000);
+
+  it('terminal: a shell on a pseudo-terminal over a WebSocket, input, resize, the exit code; refused without a key', async () => {
+    kiln = new KilnSystem(db);
+    await kiln.startServer();
+    await kiln.startRunner({ name: 'pty', capacity: 1 });
+    const { agentKey } = await keyedTenant(kiln);
+    const session = (await api(kiln.url, agentKey)('POST', '/v1/sessions', {})).body;
+    const url = `${kiln.url.replace('http', 'ws')}/v1/sessions/${session.id}/pty?cols=100&rows=30`;
+    const refused = await new Promise<number>((resolve) => {
+      const ws = new WebSocket(url);
+      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      ws.on('error', () => {});
+    });
+    expect(refused).toBe(401);
+    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${agentKey}` } });
+    let output = '';
+    let exit: { code: number | null } | undefined;
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) output += String(data);
+      else exit = JSON.parse(String(data));
+    });
+    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+    ws.send(Buffer.from('tty; stty size; echo $((6 * 7))\n'), { binary: true });
+    await eventually('the shell to answer', async () => output.includes('42'));
+    expect(output).toContain('/dev/pts/0');
+    expect(output).toContain('30 100');
+    ws.send(JSON.stringify({ type: 'resize', cols: 120, rows: 40 }));
+    await eventually('the resize to apply', async () => {
+      ws.send(Buffer.from('stty size\n'), { binary: true });
+      await new Promise((r) => setTimeout(r, 200));
+      return output.includes('40 120');
+    });
+    ws.send(Buffer.from('exit 5\n'), { binary: true });
+    await eventually('the exit code', async () => exit);
+    expect(exit).toMatchObject({ type: 'exit', code: 5 });
+  }, 120_000);
 
   it('max_active is a ceiling; ttl and idle expire; a disabled agent and a lost runner ends its sessions (runner_lost) and fails their sandboxes', async () => {
     kiln = new KilnSystem(db);

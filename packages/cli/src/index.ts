@@ -3,6 +3,7 @@ import { registerExec } from './commands/exec.js';
 import { registerRun } from './commands/run.js';
 import { registerRunner } from './commands/runner.js';
 import { registerSandbox } from './commands/sandbox.js';
+import { registerShell } from './commands/shell.js';
 import { registerServer } from './commands/server.js';
 import { registerUp } from './commands/up.js';
 
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerExec(program);
   registerRun(program);
   registerSandbox(program);
+  registerShell(program);
   return program;
 }
 

@@ -9,6 +9,7 @@ import { fleetRoutes } from './api/fleet-routes.js';
 import { jobRoutes } from './api/job-routes.js';
 import { acceptRawUploads, runnerRoutes } from './api/runner-routes.js';
 import { sessionRoutes } from './api/session-routes.js';
+import { installSessionPty } from './api/session-pty.js';
 import { startSessionReaper } from './services/sessions/reaper.js';
 import { StepEvents } from './services/sessions/steps.js';
 import type { RouteSpec } from './api/route.js';
@@ -79,11 +80,13 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
   let stopReaper: (() => Promise<void>) | undefined;
   let stopRetention: (() => Promise<void>) | undefined;
   let stopSessionReaper: (() => Promise<void>) | undefined;
+  const stepEvents = new StepEvents();
   return {
     deps,
-    routes: [...jobRoutes(deps), ...runnerRoutes(deps), ...fleetRoutes(deps), ...sessionRoutes(deps, new StepEvents())],
+    routes: [...jobRoutes(deps), ...runnerRoutes(deps), ...fleetRoutes(deps), ...sessionRoutes(deps, stepEvents)],
     install: (app) => {
       acceptRawUploads(app);
+      installSessionPty(app as KilnApp, deps, stepEvents);
       registerFleetMetrics((app as KilnApp).kiln.metrics.registry, deps);
       registerStreamMetrics((app as KilnApp).kiln.metrics.registry, deps);
     },
