@@ -385,6 +385,17 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
     await admin.agents.disable(agent.id);
     expect((await call('GET', `/v1/sessions/${toDisable.body.id}`)).body).toMatchObject({ status: 'terminated', reason: 'agent_disabled' });
 
+    // Suspending another tenant ends its sessions (tenant_suspended) and destroys their sandboxes.
+    const suspended = await keyedTenant(kiln);
+    const doomed = (await api(kiln.url, suspended.agentKey)('POST', '/v1/sessions', {})).body;
+    await kiln.operator.tenants.suspend(suspended.tenant.id);
+    const afterSuspension = await api(kiln.url, suspended.agentKey)('GET', `/v1/sessions/${doomed.id}`);
+    expect(afterSuspension.body).toMatchObject({ status: 'terminated', reason: 'tenant_suspended' });
+    await eventually('the suspended tenant\'s sandbox to be destroyed', async () => {
+      const [sbx] = (await kiln.operator.sandboxes.list({ session_id: doomed.id })).items;
+      return sbx?.status === 'terminated';
+    });
+
     await runner.kill();
     for (const s of [a.body, b.body]) {
       const ended = await eventually('the session to end with its runner', async () => {
