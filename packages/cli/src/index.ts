@@ -7,6 +7,8 @@ import { registerKeys } from './commands/keys.js';
 import { registerLanguages } from './commands/languages.js';
 import { registerPolicies } from './commands/policies.js';
 import { registerRun } from './commands/run.js';
+import { registerSandbox } from './commands/sandbox.js';
+import { registerShell } from './commands/shell.js';
 import { registerTenants } from './commands/tenants.js';
 import { registerWorkflow } from './commands/workflow.js';
 import { CliError, describeFailure, EXIT } from './context.js';
@@ -67,6 +69,8 @@ export async function buildProgram(programArgs: string[] = []): Promise<Command>
   registerAudit(program);
   registerLanguages(program);
   registerWorkflow(program);
+  registerSandbox(program);
+  registerShell(program);
   return program;
 }
 

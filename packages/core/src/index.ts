@@ -12,3 +12,5 @@ export * from './fleet-api.js';
 export * from './quota.js';
 export * from './glob.js';
 export * from './workflows-api.js';
+export * from './plane-signing.js';
+export * from './sessions-api.js';

@@ -121,16 +121,29 @@ export class KilnClient {
     return (await response.json()) as T;
   }
 
+  /**
+   * A call whose answer is read as a stream (a file, server-sent events), optionally with a raw body
+   * (`application/octet-stream`). Errors are thrown like `request`'s. `timeoutMs: null` waits forever.
+   */
+  requestRaw(
+    method: string,
+    path: string,
+    options: { query?: Query; rawBody?: NonNullable<RequestInit['body']>; timeoutMs?: number | null; accept?: string } = {},
+  ): Promise<Response> {
+    return this.fetch(method, path, options);
+  }
+
   private async fetch(
     method: string,
     path: string,
-    options: { body?: unknown; query?: Query; timeoutMs?: number | null; accept?: string; signal?: AbortSignal },
+    options: { body?: unknown; rawBody?: NonNullable<RequestInit['body']>; query?: Query; timeoutMs?: number | null; accept?: string; signal?: AbortSignal },
   ): Promise<Response> {
     const url = new URL(this.url + path);
     for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
     const headers: Record<string, string> = { accept: options.accept ?? 'application/json' };
     if (this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
     if (options.body !== undefined) headers['content-type'] = 'application/json';
+    if (options.rawBody !== undefined) headers['content-type'] = 'application/octet-stream';
     const timeoutMs = options.timeoutMs === undefined ? this.timeoutMs : options.timeoutMs;
     const signals = [...(timeoutMs !== null ? [AbortSignal.timeout(timeoutMs)] : []), ...(options.signal ? [options.signal] : [])];
     let response: Response;
@@ -139,8 +152,10 @@ export class KilnClient {
         method,
         headers,
         ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
+        // A stream body goes out as it is read (duplex half), never gathered first.
+        ...(options.rawBody !== undefined ? { body: options.rawBody, duplex: 'half' } : {}),
         ...(signals.length > 0 ? { signal: signals.length === 1 ? signals[0] : AbortSignal.any(signals) } : {}),
-      });
+      } as RequestInit);
     } catch (err) {
       if (options.signal?.aborted) throw err;
       if ((err as Error).name === 'TimeoutError') throw new TimeoutError(`${method} ${path}: no answer from ${this.url} within ${timeoutMs} ms`);

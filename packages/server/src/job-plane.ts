@@ -12,6 +12,10 @@ import { fleetRoutes } from './api/fleet-routes.js';
 import { jobRoutes } from './api/job-routes.js';
 import { workflowRoutes } from './api/workflow-routes.js';
 import { acceptRawUploads, runnerRoutes } from './api/runner-routes.js';
+import { sessionRoutes } from './api/session-routes.js';
+import { installSessionPty } from './api/session-pty.js';
+import { startSessionReaper } from './services/sessions/reaper.js';
+import { StepEvents } from './services/sessions/steps.js';
 import type { RouteSpec } from './api/route.js';
 import { DEFAULT_STORAGE_SETTINGS, type StorageSettings } from './services/artifact-storage.js';
 import { startFleetReaper } from './services/fleet.js';
@@ -36,6 +40,8 @@ export interface JobPlaneOptions {
   storage?: Partial<StorageSettings>;
   streams?: Partial<StreamSettings>;
   onError: (err: unknown) => void;
+  /** How often the session reaper looks for expired and idle sessions. @default 1000 */
+  sessionReaperIntervalMs?: number;
   /** Where warnings about lost live output go. @default nowhere */
   warn?: LossWarning;
 }
@@ -83,11 +89,14 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
   let stopReaper: (() => Promise<void>) | undefined;
   let stopRetention: (() => Promise<void>) | undefined;
   let stopWorkflows: (() => Promise<void>) | undefined;
+  let stopSessionReaper: (() => Promise<void>) | undefined;
+  const stepEvents = new StepEvents();
   return {
     deps,
-    routes: [...jobRoutes(deps), ...workflowRoutes(deps), ...runnerRoutes(deps), ...fleetRoutes(deps)],
+    routes: [...jobRoutes(deps), ...workflowRoutes(deps), ...runnerRoutes(deps), ...fleetRoutes(deps), ...sessionRoutes(deps, stepEvents)],
     install: (app) => {
       acceptRawUploads(app);
+      installSessionPty(app as KilnApp, deps, stepEvents);
       registerFleetMetrics((app as KilnApp).kiln.metrics.registry, deps);
       registerStreamMetrics((app as KilnApp).kiln.metrics.registry, deps);
       registerJobMetrics((app as KilnApp).kiln.metrics.registry, deps.events);
@@ -99,6 +108,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
       stopRetention = startRetentionReaper(deps, deps.storage.retentionIntervalMs, options.onError);
       // Workflows a crash or an unhooked job end left behind are finished within about a second.
       stopWorkflows = startWorkflowSweeper(deps, WORKFLOW_SWEEP_INTERVAL_MS, options.onError);
+      stopSessionReaper = startSessionReaper(deps, options.sessionReaperIntervalMs ?? 1000, options.onError);
     },
     beginShutdown: () => shutdown.abort(),
     close: async () => {
@@ -107,6 +117,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
       await stopReaper?.();
       await stopRetention?.();
       await stopWorkflows?.();
+      await stopSessionReaper?.();
       await notifier.close();
       await deps.artifacts.close();
     },

@@ -63,6 +63,8 @@ export function registerRunner(program: Command): void {
         ...(memoryBudgetBytes !== undefined ? { memoryBudgetBytes } : {}),
         ...(slotMemoryBytes !== undefined ? { slotMemoryBytes } : {}),
         dataDir: opts.dataDir ?? env.KILN_DATA_DIR ?? './.kiln/runner',
+        ...(env.KILN_RUNNER_SESSION_LISTEN ? { sessionListen: env.KILN_RUNNER_SESSION_LISTEN } : {}),
+        ...(env.KILN_RUNNER_SESSION_ADDRESS ? { sessionAddress: env.KILN_RUNNER_SESSION_ADDRESS } : {}),
         logger,
       });
       logger.info({ runner_id: runner.agent.id, server: serverUrl }, 'runner started');

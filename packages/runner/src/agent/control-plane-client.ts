@@ -9,6 +9,7 @@ import type {
   RegisterRunnerResponse,
   UploadedBlob,
 } from '@kiln/core';
+import { planeSigningKey } from '@kiln/core';
 
 /** An answer of the control plane that was not a success; `status` 409 means a stale attempt. */
 export class ControlPlaneError extends Error {
@@ -49,6 +50,11 @@ export class ControlPlaneClient {
   ) {
     this.baseUrl = serverUrl.replace(/\/+$/, '');
     this.credential = keeper?.load();
+  }
+
+  /** The key the control plane signs its requests to this node with: derived from the credential held. */
+  signingKey(): string | undefined {
+    return this.credential ? planeSigningKey(this.credential) : undefined;
   }
 
   /**

@@ -9,6 +9,7 @@ import { RunnerAgent, type AgentLogger } from './agent.js';
 import { ControlPlaneClient } from './control-plane-client.js';
 import { detectHostCapacity, formatBytes } from './host-capacity.js';
 import { credentialFile, preparePrivateDir } from './credential-file.js';
+import { SessionHost } from '../sessions/session-host.js';
 
 export interface RunnerConfig {
   /** The control plane's URL (any replica). */
@@ -32,6 +33,16 @@ export interface RunnerConfig {
   memoryBudgetBytes?: number;
   /** The memory a not-yet-leased job is assumed to need (KILN_RUNNER_SLOT_MEMORY_BYTES). @default 268435456 */
   slotMemoryBytes?: number;
+  /**
+   * Where the endpoint for the control plane's session traffic listens (KILN_RUNNER_SESSION_LISTEN),
+   * `host:port`. @default "127.0.0.1:0" (a free port on loopback)
+   */
+  sessionListen?: string;
+  /**
+   * The URL the control plane reaches that endpoint at (KILN_RUNNER_SESSION_ADDRESS), registered as the
+   * runner's address. @default the URL of the listening socket
+   */
+  sessionAddress?: string;
   logger: AgentLogger;
 }
 
@@ -39,6 +50,7 @@ export interface RunningRunner {
   agent: RunnerAgent;
   languages: RunnerLanguage[];
   driver: BubblewrapDriver;
+  sessions: SessionHost;
   stop(): Promise<void>;
 }
 
@@ -77,8 +89,17 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
     { memory_budget_bytes: host.memoryBudgetBytes, source: host.memoryBudgetSource, pid_max: host.pidMax },
     `sandbox memory budget ${formatBytes(host.memoryBudgetBytes)}`,
   );
+  const client = new ControlPlaneClient(config.serverUrl, config.token, credentialFile(dataDir));
+  const sessions = new SessionHost({
+    driver,
+    signingKey: () => client.signingKey(),
+    ...(config.sessionListen ? { listen: config.sessionListen } : {}),
+  });
+  const listening = await sessions.start();
+  config.logger.info({ listening }, 'session endpoint listening');
   const agent = new RunnerAgent({
-    client: new ControlPlaneClient(config.serverUrl, config.token, credentialFile(dataDir)),
+    client,
+    address: config.sessionAddress ?? listening,
     driver,
     languages,
     toRunSpec: jobToRunSpec,
@@ -95,8 +116,10 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
     agent,
     languages,
     driver,
+    sessions,
     stop: async () => {
       await agent.stop();
+      await sessions.stop();
       await driver.drain().catch(() => {});
     },
   };

@@ -80,6 +80,16 @@ export interface ExecOptions {
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
   signal?: AbortSignal;
+  /**
+   * Keep stdin open after `stdin`: called once with a writer for more input (`end()` closes stdin).
+   * Persistent sandboxes only (session steps).
+   */
+  openStdin?: (writer: StdinWriter) => void;
+}
+
+export interface StdinWriter {
+  write(data: Buffer): void;
+  end(): void;
 }
 
 export interface FileEntry {

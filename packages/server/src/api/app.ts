@@ -49,7 +49,7 @@ export interface AppDeps {
 }
 
 export interface KilnApp extends FastifyInstance {
-  kiln: { deps: ServiceDeps; metrics: HttpMetrics; openapi: Record<string, unknown>; authRefusals: AuthRefusalTally };
+  kiln: { deps: ServiceDeps; metrics: HttpMetrics; openapi: Record<string, unknown>; authRefusals: AuthRefusalTally; secrets: AuthSecrets };
 }
 
 /**
@@ -97,6 +97,6 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
   registerRoutes(app, serviceDeps, secrets, specs, new KeyRateLimiter(serviceDeps));
 
   const kilnApp = app as unknown as KilnApp;
-  kilnApp.kiln = { deps: serviceDeps, metrics, openapi, authRefusals };
+  kilnApp.kiln = { deps: serviceDeps, metrics, openapi, authRefusals, secrets };
   return kilnApp;
 }

@@ -86,17 +86,23 @@ export async function listFleetSandboxes(
  * runner's sandboxes fail and its jobs go back to the queue (or fail when out of attempts); a lease that
  * ran out on a live runner is recovered the same way. Safe to run on every replica at once.
  */
-export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; recovered: number }> {
+export async function sweepFleet(deps: JobDeps, livenessFromMs = 0): Promise<{ offline: number; recovered: number }> {
   const nowMs = deps.clock.nowMs();
   const wakes = new WorkflowWakes();
   const told: PlaneEvent[] = [];
   const result = await deps.store.transaction(async (tx) => {
     told.length = 0; // a retried transaction tells only what its last try did
-    const { offline, degraded } = await sweepRunnerLiveness(tx, {
-      nowMs,
-      degradedAfterMs: deps.fleet.degradedAfterMs,
-      offlineAfterMs: deps.fleet.offlineAfterMs,
-    });
+    // Heartbeats that could not arrive while this control plane was down prove nothing: a replica that
+    // just started judges liveness only once runners had a full window to reach it (sessions survive
+    // a control-plane restart).
+    const { offline, degraded } =
+      nowMs < livenessFromMs
+        ? { offline: [], degraded: [] }
+        : await sweepRunnerLiveness(tx, {
+            nowMs,
+            degradedAfterMs: deps.fleet.degradedAfterMs,
+            offlineAfterMs: deps.fleet.offlineAfterMs,
+          });
     for (const runner of degraded) {
       told.push({ type: 'runner_state', runnerId: runner.id, name: runner.name, from: 'healthy', to: 'degraded', reason: 'heartbeat late' });
     }
@@ -153,5 +159,6 @@ export async function sweepFleet(deps: JobDeps): Promise<{ offline: number; reco
 
 /** Runs `sweepFleet` every `intervalMs` until stopped; errors are logged, never fatal. */
 export function startFleetReaper(deps: JobDeps, intervalMs: number, onError: (err: unknown) => void): () => Promise<void> {
-  return startReaper(() => sweepFleet(deps), intervalMs, onError);
+  const livenessFromMs = deps.clock.nowMs() + deps.fleet.offlineAfterMs;
+  return startReaper(() => sweepFleet(deps, livenessFromMs), intervalMs, onError);
 }

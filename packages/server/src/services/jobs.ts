@@ -31,9 +31,10 @@ import { storeSecretEnv } from './secret-env.js';
 /** What a client is told to wait when the tenant's queue is full: about the time a few jobs take to start. */
 const QUEUE_FULL_RETRY_AFTER_SECONDS = 5;
 import { advanceWorkflowOfJob, WorkflowWakes } from './workflows/engine.js';
+import { listTenantWork, type TenantWorkListQuery } from './tenant-lists.js';
 
-/** The agent a job is submitted for: an agent key's own, or one its tenant admin names. */
-async function resolveAgent(deps: JobDeps, principal: Principal, tenantId: string, requested?: string): Promise<string | null> {
+/** The agent a job or session is for: an agent key's own, or one its tenant admin names. */
+export async function resolveAgent(deps: JobDeps, principal: Principal, tenantId: string, requested?: string): Promise<string | null> {
   if (principal.kind === 'agent') {
     if (requested !== undefined && requested !== principal.agentId) {
       throw new KilnError('FORBIDDEN', 'an agent key submits jobs as its own agent; drop agent_id', { field: 'body.agent_id' });
@@ -51,7 +52,7 @@ async function resolveAgent(deps: JobDeps, principal: Principal, tenantId: strin
   return agent.id;
 }
 
-async function resolvePolicy(deps: JobDeps, tenantId: string, policyId?: string): Promise<Policy> {
+export async function resolvePolicy(deps: JobDeps, tenantId: string, policyId?: string): Promise<Policy> {
   const policy = policyId
     ? await findPolicy(deps.store, tenantId, policyId)
     : await findPolicyByName(deps.store, tenantId, DEFAULT_POLICY_NAME);
@@ -239,20 +240,8 @@ export async function getTenantJob(deps: JobDeps, principal: Principal, id: stri
   return jobFromRow(await findTenantJob(deps, principal, id));
 }
 
-export async function listTenantJobs(
-  deps: JobDeps,
-  principal: Principal,
-  query: { limit: number; cursor?: string | undefined; status?: string | undefined; agent_id?: string | undefined },
-) {
-  const tenantId = requireTenantMember(principal);
-  const after = decodeCursor(query.cursor);
-  let q = deps.store.db.selectFrom('jobs').selectAll().where('tenant_id', '=', tenantId).orderBy('id', 'desc').limit(query.limit + 1);
-  if (after) q = q.where('id', '<', after);
-  if (query.status) q = q.where('status', '=', query.status);
-  if (query.agent_id) q = q.where('agent_id', '=', query.agent_id);
-  // An agent key sees its own jobs only.
-  if (principal.kind === 'agent') q = q.where('agent_id', '=', principal.agentId);
-  const result = page(await q.execute(), query.limit);
+export async function listTenantJobs(deps: JobDeps, principal: Principal, query: TenantWorkListQuery) {
+  const result = await listTenantWork(deps.store, principal, 'jobs', query);
   return { items: result.items.map(jobFromRow), next_cursor: result.next_cursor };
 }
 

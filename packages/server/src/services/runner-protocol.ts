@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import {
   KilnError,
+  planeSigningKey,
   toRfc3339,
   type HeartbeatRequest,
   type HeartbeatResponse,
@@ -33,6 +34,8 @@ import { outputPieces } from './live-output.js';
 import { pendingWake, topics } from './notifier.js';
 import { withSecretEnv } from './secret-env.js';
 import { advanceWorkflowOfJob, WorkflowWakes } from './workflows/engine.js';
+import { activeSessionsOfRunner } from '../store/sessions.js';
+import { endSessionsFor } from './sessions/lifecycle.js';
 
 /**
  * Runner protocol use cases (ARCHITECTURE.md §7). The caller has authenticated the runner: `runner_id`
@@ -80,6 +83,8 @@ export async function recoverRunnerWork(
   onFailed: (job: JobRow) => Promise<void> = async () => {},
 ): Promise<number> {
   await failRunnerSandboxes(tx, runner.id, nowMs);
+  // Its session sandboxes died with it: those sessions end (runner_lost), each audited.
+  await endSessionsFor(tx, await activeSessionsOfRunner(tx, runner.id), 'runner_lost', runner.id, nowMs);
   await releaseCanceledReports(tx, runner.id);
   const jobs = await runningJobsOf(tx, runner.id);
   for (const job of jobs) {
@@ -146,7 +151,7 @@ export async function registerRunner(
     if (provenRunnerId === undefined) {
       const secret = newSecret();
       credential = formatRunnerCredential(runner.id, secret);
-      await setRunnerCredential(tx, runner.id, hashSecret(secret));
+      await setRunnerCredential(tx, runner.id, hashSecret(secret), planeSigningKey(credential));
     }
     const advance = (job: JobRow) => advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes);
     const count = restarted ? await recoverRunnerWork(tx, runner, 'runner restarted', nowMs, told, advance) : 0;

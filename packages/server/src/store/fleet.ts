@@ -78,6 +78,7 @@ export async function upsertRunner(
     created_at: nowIso,
     draining: 0,
     credential_hash: null,
+    signing_key: null,
     ...values,
   };
   await tx.db.insertInto('runner_nodes').values(runner).execute();
@@ -93,8 +94,18 @@ export async function touchRunner(tx: TxHandle, runner: RunnerRow, nowMs: number
 }
 
 /** Stores the hash of a runner's credential, or null to revoke it. */
-export async function setRunnerCredential(tx: TxHandle, id: string, credentialHash: string | null): Promise<void> {
-  await tx.db.updateTable('runner_nodes').set({ credential_hash: credentialHash }).where('id', '=', id).execute();
+/** Sets (or, with nulls, revokes) the runner's credential and the signing key derived from it. */
+export async function setRunnerCredential(
+  tx: TxHandle,
+  id: string,
+  credentialHash: string | null,
+  signingKey: string | null = null,
+): Promise<void> {
+  await tx.db
+    .updateTable('runner_nodes')
+    .set({ credential_hash: credentialHash, signing_key: signingKey })
+    .where('id', '=', id)
+    .execute();
 }
 
 export async function setRunnerDraining(tx: TxHandle, id: string, draining: boolean): Promise<void> {

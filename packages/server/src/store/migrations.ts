@@ -7,6 +7,7 @@ import { retentionMigration } from './migration-0006-retention.js';
 import { auditAnchoringMigration } from './migration-0007-audit-anchoring.js';
 import { runnerCredentialsMigration } from './migration-0008-runner-credentials.js';
 import { workflowsMigration } from './migration-0009-workflows.js';
+import { sessionsMigration } from './migration-0010-sessions.js';
 import { keyLastUsedMigration } from './migration-0012-key-last-used.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
@@ -312,6 +313,7 @@ export const MIGRATIONS: readonly Migration[] = [
   auditAnchoringMigration,
   runnerCredentialsMigration,
   workflowsMigration,
+  sessionsMigration,
   keyLastUsedMigration,
 ];
 

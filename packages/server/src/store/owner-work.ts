@@ -47,7 +47,7 @@ export async function stopOwnerWork(tx: TxHandle, owner: WorkOwner, reason: Stop
     .execute();
   const sessions = await tx.db
     .updateTable('sessions')
-    .set({ status: 'terminated', ended_at: nowIso })
+    .set({ status: 'terminated', ended_at: nowIso, reason })
     .where(column, '=', id)
     .where('status', 'in', sourcesOf(sessionMachine, 'terminated'))
     .executeTakeFirst();

@@ -105,6 +105,15 @@ export interface SessionsTable {
   runner_id: string | null;
   language: string | null;
   ended_at: string | null;
+  zone: string | null;
+  /** JSON object, the caller's */
+  metadata: string | null;
+  /** JSON `{ env, files }` (file paths only) the session was created with */
+  seed: string | null;
+  sandbox_id: string | null;
+  /** why it ended: deleted, tenant_suspended, agent_disabled, runner_lost, ttl, idle */
+  reason: string | null;
+  idle_timeout_seconds: number | null;
 }
 
 export interface SessionStepsTable {
@@ -119,6 +128,12 @@ export interface SessionStepsTable {
   resource_usage: string | null;
   output_refs: string | null;
   created_at: string;
+  /** JSON of the step request (command, env, cwd, timeout_ms, background; not stdin) */
+  spec: string | null;
+  verdict: string | null;
+  stdout_inline: string | null;
+  stderr_inline: string | null;
+  error: string | null;
 }
 
 export interface ArtifactsTable {
@@ -196,6 +211,8 @@ export interface RunnerNodesTable {
   draining: number;
   /** hex SHA-256 of the runner's own credential; null when none is valid (revoked) */
   credential_hash: string | null;
+  /** the key control-plane requests to this runner are signed with (migration 0010) */
+  signing_key: string | null;
 }
 
 /** A job's `secret_env`, sealed (AES-256-GCM, key outside the database) until the job ends. */

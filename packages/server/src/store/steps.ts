@@ -15,7 +15,7 @@ export type WorkflowStepRow = Selectable<WorkflowStepsTable>;
  */
 export async function appendSessionStep(
   tx: TxHandle,
-  args: { sessionId: string; command: string; nowMs: number },
+  args: { sessionId: string; command: string; nowMs: number; spec?: unknown },
 ): Promise<SessionStepRow> {
   const bumped = await tx.db
     .updateTable('sessions')
@@ -36,6 +36,11 @@ export async function appendSessionStep(
     resource_usage: null,
     output_refs: null,
     created_at: toRfc3339(args.nowMs),
+    spec: args.spec === undefined ? null : JSON.stringify(args.spec),
+    verdict: null,
+    stdout_inline: null,
+    stderr_inline: null,
+    error: null,
   };
   await tx.db.insertInto('session_steps').values(row).execute();
   return row;

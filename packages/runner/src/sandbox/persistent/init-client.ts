@@ -49,6 +49,8 @@ export interface InitCommandOptions {
   signal?: AbortSignal;
   /** Give up (reject) when the init has not reported the exit by then: a wedged init, not a slow command. */
   answerDeadlineMs?: number;
+  /** Keep stdin open after `stdin`; the writer sends more and closes it. */
+  openStdin?: (writer: { write(data: Buffer): void; end(): void }) => void;
 }
 
 export interface InitCommandResult {
@@ -144,9 +146,34 @@ export async function runInitCommand(
     options.signal?.addEventListener('abort', onAbort, { once: true });
     const frames = [encodeCommand(request)];
     if (options.stdin?.length) frames.push(...encodeChunked(ClientFrame.stdin, options.stdin));
-    frames.push(encodeFrame(ClientFrame.closeStdin));
+    if (!options.openStdin) frames.push(encodeFrame(ClientFrame.closeStdin));
     if (canceled) frames.push(encodeFrame(ClientFrame.kill));
     socket.write(Buffer.concat(frames));
+    if (options.openStdin) {
+      let closed = false;
+      // Frames written in one turn go out in one write: input and its end of file arrive together,
+      // before the command can exit and the init close the connection between them.
+      let pending: Buffer[] = [];
+      const flush = () => {
+        const frames = pending;
+        pending = [];
+        if (frames.length && !settled && !socket.destroyed) socket.write(Buffer.concat(frames));
+      };
+      const queue = (frames: Buffer[]) => {
+        if (pending.length === 0) setImmediate(flush);
+        pending.push(...frames);
+      };
+      options.openStdin({
+        write: (data) => {
+          if (!closed) queue(encodeChunked(ClientFrame.stdin, data));
+        },
+        end: () => {
+          if (closed) return;
+          closed = true;
+          queue([encodeFrame(ClientFrame.closeStdin)]);
+        },
+      });
+    }
   });
 }
 

@@ -126,6 +126,7 @@ export class PersistentSandbox implements SandboxHandle {
           ...(options.onStdout ? { onStdout: options.onStdout } : {}),
           ...(options.onStderr ? { onStderr: options.onStderr } : {}),
           signal: kill.signal,
+          ...(options.openStdin ? { openStdin: options.openStdin } : {}),
           // The init enforces timeoutMs itself; this only catches an init that stopped answering.
           answerDeadlineMs: timeoutMs + INIT_ANSWER_GRACE_MS,
         },
@@ -250,6 +251,11 @@ export class PersistentSandbox implements SandboxHandle {
 
   get uid(): number {
     return this.parts.lease.uid;
+  }
+
+  /** The sandbox's workspace on the host (what /workspace is bound to), for streamed file transfers. */
+  get workspace(): Workspace {
+    return this.parts.workspace;
   }
 
   /**

@@ -1,0 +1,335 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import {
+  KilnError,
+  limitsSchema,
+  NonceCache,
+  SIGNATURE_HEADERS,
+  sha256Hex,
+  UNSIGNED_BODY,
+  verifyPlaneRequest,
+  type Limits,
+} from '@kiln/core';
+import { z } from 'zod';
+import type { SandboxDriver, StdinWriter } from '../sandbox/driver.js';
+import { PersistentSandbox } from '../sandbox/persistent/index.js';
+import { WorkspaceFiles } from './workspace-files.js';
+
+/** The largest JSON body the host reads (a session's seed files included). */
+const MAX_JSON_BODY_BYTES = 8 * 1024 * 1024;
+const idPattern = /^[A-Za-z0-9_-]{1,128}$/;
+
+const startBody = z.strictObject({
+  session_id: z.string().regex(idPattern),
+  limits: limitsSchema,
+  env: z.record(z.string(), z.string()).default({}),
+  files: z.array(z.strictObject({ path: z.string().max(1024), content: z.string(), mode: z.number().int().optional() })).default([]),
+});
+
+const stepBody = z.strictObject({
+  sequence: z.number().int().min(1),
+  command: z.union([z.string().min(1), z.array(z.string()).min(1)]),
+  stdin: z.string().optional(),
+  env: z.record(z.string(), z.string()).optional(),
+  cwd: z.string().max(4096).optional(),
+  timeout_ms: z.number().int().min(1).optional(),
+  /** keep stdin open after `stdin`, for POST …/steps/{sequence}/stdin */
+  stdin_open: z.boolean().default(false),
+});
+
+const stdinBody = z.strictObject({ data: z.string().max(1024 * 1024).default(''), eof: z.boolean().default(false) });
+
+interface HostedSession {
+  sandbox: PersistentSandbox;
+  /** running steps by sequence, to kill them and feed their stdin */
+  running: Map<number, { abort: AbortController; stdin?: StdinWriter }>;
+}
+
+export interface SessionHostOptions {
+  driver: SandboxDriver;
+  /** The current signing key (from the runner's credential); undefined before registration. */
+  signingKey: () => string | undefined;
+  /** `host:port` to listen on. @default "127.0.0.1:0" */
+  listen?: string;
+  nowMs?: () => number;
+}
+
+/**
+ * The runner's endpoint for interactive traffic (ARCHITECTURE.md §7): the control plane starts, drives
+ * and destroys session sandboxes here. Every request must carry the control plane's signature (fresh,
+ * never seen before); anything else is refused with 401 before it is read further.
+ */
+export class SessionHost {
+  private readonly sessions = new Map<string, HostedSession>();
+  private readonly nonces = new NonceCache();
+  private server: http.Server | undefined;
+  private readonly nowMs: () => number;
+
+  constructor(private readonly options: SessionHostOptions) {
+    this.nowMs = options.nowMs ?? Date.now;
+  }
+
+  /** Listens; resolves to the URL to register as the runner's address. */
+  async start(): Promise<string> {
+    const [host, port] = splitListen(this.options.listen ?? '127.0.0.1:0');
+    const server = http.createServer((req, res) => {
+      void this.handle(req, res).catch((err: unknown) => answerError(res, err));
+    });
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    const address = server.address() as AddressInfo;
+    return `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  }
+
+  /** Stops listening. Sandboxes are left to the driver's drain (the runner is going away). */
+  async stop(): Promise<void> {
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.server?.closeAllConnections();
+    await Promise.allSettled([...this.sessions.values()].map((s) => s.sandbox.destroy()));
+    this.sessions.clear();
+  }
+
+  /** Session ids with a live sandbox here. */
+  liveSessionIds(): string[] {
+    return [...this.sessions.entries()].filter(([, s]) => s.sandbox.alive).map(([id]) => id);
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const key = this.options.signingKey();
+    const pathWithQuery = req.url ?? '/';
+    const method = req.method ?? 'GET';
+    if (!key) throw new KilnError('UNAVAILABLE', 'this runner is not registered yet');
+    const check = verifyPlaneRequest(key, { method, pathWithQuery, headers: req.headers }, this.nonces, this.nowMs());
+    if (!check.ok) throw new KilnError('UNAUTHORIZED', `refused: ${check.reason}`);
+    const url = new URL(pathWithQuery, 'http://runner');
+    const parts = url.pathname.split('/').filter(Boolean);
+    // A file upload streams through unhashed (its path, method, time and nonce are signed; its size is
+    // bounded by the workspace); every other body must be the one signed.
+    const streamedUpload = method === 'PUT' && parts.length === 4 && parts[3] === 'files';
+    if (streamedUpload) {
+      if (req.headers[SIGNATURE_HEADERS.bodySha256] !== UNSIGNED_BODY) throw new KilnError('UNAUTHORIZED', 'refused: an upload is signed as streamed');
+      return this.upload(parts[2]!, url, req, res);
+    }
+    const body = method === 'GET' || method === 'DELETE' ? Buffer.alloc(0) : await readBounded(req, MAX_JSON_BODY_BYTES);
+    if (sha256Hex(body) !== req.headers[SIGNATURE_HEADERS.bodySha256]) {
+      throw new KilnError('UNAUTHORIZED', 'refused: the body is not the one signed');
+    }
+    // /v1/sessions[/:id[/steps[/:seq/kill]]]
+    if (parts[0] !== 'v1' || parts[1] !== 'sessions') throw new KilnError('NOT_FOUND', 'no such route');
+    const id = parts[2];
+    if (id !== undefined && !idPattern.test(id)) throw new KilnError('NOT_FOUND', 'no such session');
+    if (parts.length === 2 && method === 'GET') return json(res, 200, { session_ids: this.liveSessionIds() });
+    if (parts.length === 2 && method === 'POST') return json(res, 201, await this.startSession(parseJson(startBody, body)));
+    if (parts.length === 3 && id && method === 'DELETE') {
+      await this.destroySession(id);
+      return json(res, 200, { destroyed: true });
+    }
+    if (parts.length === 3 && id && method === 'GET') {
+      const s = this.sessions.get(id);
+      if (!s || !s.sandbox.alive) throw new KilnError('NOT_FOUND', `no live sandbox for session ${id}`);
+      return json(res, 200, { session_id: id, sandbox_id: s.sandbox.id });
+    }
+    if (parts.length === 4 && id && parts[3] === 'steps' && method === 'POST') {
+      return this.runStep(id, parseJson(stepBody, body), res);
+    }
+    if (id && parts[3] === 'files') return this.fileCall(id, parts.slice(4), method, url, body, res);
+    if (parts.length === 6 && id && parts[3] === 'steps' && parts[5] === 'kill' && method === 'POST') {
+      const running = this.sessions.get(id)?.running.get(Number(parts[4]));
+      running?.abort.abort();
+      return json(res, 200, { killed: running !== undefined });
+    }
+    if (parts.length === 6 && id && parts[3] === 'steps' && parts[5] === 'stdin' && method === 'POST') {
+      const input = parseJson(stdinBody, body);
+      const running = this.sessions.get(id)?.running.get(Number(parts[4]));
+      if (!running) throw new KilnError('CONFLICT', `step ${parts[4]} is not running`);
+      if (!running.stdin) throw new KilnError('CONFLICT', `step ${parts[4]} took its stdin at submission; start it with background to write more`);
+      if (input.data) running.stdin.write(Buffer.from(input.data));
+      if (input.eof) running.stdin.end();
+      return json(res, 200, { written: Buffer.byteLength(input.data) });
+    }
+    throw new KilnError('NOT_FOUND', 'no such route');
+  }
+
+  private files(id: string): WorkspaceFiles {
+    const s = this.sessions.get(id);
+    if (!s || !s.sandbox.alive) throw new KilnError('NOT_FOUND', `no live sandbox for session ${id}`);
+    return new WorkspaceFiles(s.sandbox.workspace);
+  }
+
+  private async upload(id: string, url: URL, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    if (!idPattern.test(id)) throw new KilnError('NOT_FOUND', 'no such session');
+    const files = this.files(id);
+    const size = await files.write(queryPath(url), req);
+    json(res, 201, { path: queryPath(url), size_bytes: size });
+  }
+
+  private async fileCall(id: string, rest: string[], method: string, url: URL, body: Buffer, res: http.ServerResponse): Promise<void> {
+    const files = this.files(id);
+    const op = rest.join('/');
+    if (op === '' && method === 'GET') {
+      const { stream, size } = files.read(queryPath(url));
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(size) });
+      stream.on('error', () => res.destroy());
+      res.once('close', () => stream.destroy());
+      stream.pipe(res);
+      return;
+    }
+    if (op === '' && method === 'DELETE') {
+      files.remove(queryPath(url));
+      return json(res, 200, { removed: true });
+    }
+    if (op === 'list' && method === 'GET') return json(res, 200, { items: files.list(url.searchParams.get('path') ?? '') });
+    if (op === 'mkdir' && method === 'POST') {
+      files.mkdir(parseJson(z.strictObject({ path: z.string().min(1).max(4096) }), body).path);
+      return json(res, 201, { created: true });
+    }
+    if (op === 'rename' && method === 'POST') {
+      const r = parseJson(z.strictObject({ from: z.string().min(1).max(4096), to: z.string().min(1).max(4096) }), body);
+      files.rename(r.from, r.to);
+      return json(res, 200, { renamed: true });
+    }
+    throw new KilnError('NOT_FOUND', 'no such route');
+  }
+
+  private async startSession(input: z.infer<typeof startBody>): Promise<{ sandbox_id: string }> {
+    const existing = this.sessions.get(input.session_id);
+    // Idempotent: a retried start (the answer was lost) gets the sandbox already made.
+    if (existing?.sandbox.alive) return { sandbox_id: existing.sandbox.id };
+    const handle = await this.options.driver.start({
+      limits: input.limits as Limits,
+      env: input.env,
+      files: input.files.map((f) => ({ path: f.path, content: Buffer.from(f.content, 'base64'), ...(f.mode !== undefined ? { mode: f.mode } : {}) })),
+    });
+    if (!(handle instanceof PersistentSandbox)) {
+      await handle.destroy();
+      throw new KilnError('INTERNAL', 'the sandbox driver did not start a persistent sandbox');
+    }
+    this.sessions.set(input.session_id, { sandbox: handle, running: new Map() });
+    return { sandbox_id: handle.id };
+  }
+
+  private async destroySession(id: string): Promise<void> {
+    const s = this.sessions.get(id);
+    if (!s) return;
+    for (const step of s.running.values()) step.abort.abort();
+    this.sessions.delete(id);
+    await s.sandbox.destroy();
+  }
+
+  /** Runs a step and answers NDJSON: output chunks as they come (base64), then one `end` line. */
+  private async runStep(id: string, step: z.infer<typeof stepBody>, res: http.ServerResponse): Promise<void> {
+    const s = this.sessions.get(id);
+    if (!s || !s.sandbox.alive) throw new KilnError('NOT_FOUND', `no live sandbox for session ${id}`);
+    if (s.running.has(step.sequence)) throw new KilnError('CONFLICT', `step ${step.sequence} is already running`);
+    const abort = new AbortController();
+    const entry: { abort: AbortController; stdin?: StdinWriter } = { abort };
+    // Input that arrives before the command's stdin is connected waits here, in order.
+    const early: (Buffer | null)[] = [];
+    let connected: StdinWriter | undefined;
+    if (step.stdin_open) {
+      entry.stdin = {
+        write: (data) => (connected ? connected.write(data) : early.push(data)),
+        end: () => (connected ? connected.end() : early.push(null)),
+      };
+    }
+    s.running.set(step.sequence, entry);
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    // The headers go out now: they tell the control plane the step runs (a background step answers then).
+    res.flushHeaders();
+    const line = (value: unknown) => {
+      if (!res.destroyed) res.write(`${JSON.stringify(value)}\n`);
+    };
+    // The control plane hanging up (a kill, a crash) ends the step too: nothing else would ever read it.
+    res.once('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
+    try {
+      const result = await s.sandbox.exec(step.command, {
+        ...(step.stdin !== undefined ? { stdin: step.stdin } : {}),
+        ...(step.env ? { env: step.env } : {}),
+        ...(step.cwd ? { cwd: step.cwd } : {}),
+        ...(step.timeout_ms ? { timeoutMs: step.timeout_ms } : {}),
+        signal: abort.signal,
+        ...(step.stdin_open
+          ? {
+              openStdin: (writer: StdinWriter) => {
+                for (const item of early.splice(0)) {
+                  if (item === null) writer.end();
+                  else writer.write(item);
+                }
+                connected = writer;
+              },
+            }
+          : {}),
+        onStdout: (chunk) => line({ type: 'stdout', data: chunk.toString('base64') }),
+        onStderr: (chunk) => line({ type: 'stderr', data: chunk.toString('base64') }),
+      });
+      line({
+        type: 'end',
+        verdict: result.verdict,
+        exit_status: result.exit_status,
+        resource_usage: result.resource_usage,
+        output_truncated: result.output_truncated,
+      });
+    } catch (err) {
+      line({ type: 'error', message: (err as Error).message, code: err instanceof KilnError ? err.code : 'INTERNAL' });
+    } finally {
+      s.running.delete(step.sequence);
+      res.end();
+    }
+  }
+}
+
+function queryPath(url: URL): string {
+  const p = url.searchParams.get('path');
+  if (!p) throw new KilnError('VALIDATION_FAILED', 'give the file as ?path=', { field: 'query.path' });
+  return p;
+}
+
+function splitListen(listen: string): [string, number] {
+  const at = listen.lastIndexOf(':');
+  const host = listen.slice(0, at).replace(/^\[|\]$/g, '') || '127.0.0.1';
+  const port = Number(listen.slice(at + 1));
+  if (at < 0 || !Number.isInteger(port) || port < 0 || port > 65_535) throw new Error(`bad listen address ${listen}: use host:port`);
+  return [host, port];
+}
+
+async function readBounded(req: http.IncomingMessage, maxBytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > maxBytes) throw new KilnError('PAYLOAD_TOO_LARGE', `the body passed ${maxBytes} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+function parseJson<T extends z.ZodType>(schema: T, body: Buffer): z.infer<T> {
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new KilnError('VALIDATION_FAILED', 'the body is not JSON');
+  }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) throw new KilnError('VALIDATION_FAILED', parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+  return parsed.data;
+}
+
+function json(res: http.ServerResponse, status: number, value: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(value));
+}
+
+function answerError(res: http.ServerResponse, err: unknown): void {
+  const known = err instanceof KilnError ? err : new KilnError('INTERNAL', (err as Error).message);
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  json(res, known.status, { code: known.code, detail: known.message, ...(known.field ? { field: known.field } : {}) });
+}

@@ -1,0 +1,329 @@
+import { EventEmitter } from 'node:events';
+import {
+  INLINE_OUTPUT_MAX_BYTES,
+  KilnError,
+  toRfc3339,
+  type CreateStepRequest,
+  type SessionStep,
+} from '@kiln/core';
+import { sessionStepMachine } from '../../domain/machines.js';
+import { assertTransition } from '../../domain/state-machine.js';
+import { touchSession } from '../../store/sessions.js';
+import { appendSessionStep, type SessionStepRow } from '../../store/steps.js';
+import { auditSuccess } from '../audit.js';
+import type { Principal } from '../context.js';
+import type { JobDeps } from '../job-deps.js';
+import { activeSessionEndpoint, loadVisibleSession } from './lifecycle.js';
+import { callRunner, type RunnerEndpoint } from './runner-link.js';
+
+type StepState = (typeof sessionStepMachine.states)[number];
+
+/** What a live step's watchers receive (this replica's steps). */
+export type StepEvent =
+  | { type: 'output'; stream: 'stdout' | 'stderr'; data: string }
+  | { type: 'status'; status: StepState }
+  | { type: 'end'; step: SessionStep };
+
+/** Output a live step keeps for watchers that join after it started (per step, this replica). */
+const HISTORY_MAX_BYTES = 1024 * 1024;
+
+/**
+ * A live step's events: emitted to watchers, and kept (bounded) so a watcher that joins late gets
+ * what it missed first; past the bound, late watchers get a `truncated` mark and the rest.
+ */
+export class LiveStep extends EventEmitter {
+  readonly history: StepEvent[] = [];
+  historyBytes = 0;
+  historyCut = false;
+
+  record(event: StepEvent): void {
+    if (event.type === 'output') {
+      if (this.historyBytes + event.data.length > HISTORY_MAX_BYTES) this.historyCut = true;
+      else {
+        this.history.push(event);
+        this.historyBytes += event.data.length;
+      }
+    }
+    this.emit('event', event);
+  }
+}
+
+/** Live steps of this replica, for event streams: one per step while it runs. */
+export class StepEvents {
+  private readonly live = new Map<string, LiveStep>();
+
+  open(stepId: string): LiveStep {
+    const e = new LiveStep();
+    e.setMaxListeners(0);
+    this.live.set(stepId, e);
+    return e;
+  }
+
+  get(stepId: string): LiveStep | undefined {
+    return this.live.get(stepId);
+  }
+
+  close(stepId: string): void {
+    this.live.delete(stepId);
+  }
+}
+
+export function stepFromRow(row: SessionStepRow): SessionStep {
+  const spec = row.spec ? (JSON.parse(row.spec) as { background?: boolean }) : {};
+  return {
+    id: row.id,
+    session_id: row.session_id,
+    sequence: row.sequence,
+    command: JSON.parse(row.command) as string | string[],
+    status: row.status as StepState,
+    background: spec.background === true,
+    created_at: row.created_at,
+    started_at: row.started_at,
+    completed_at: row.completed_at,
+    exit_status: row.exit_status ? JSON.parse(row.exit_status) : null,
+    resource_usage: row.resource_usage ? JSON.parse(row.resource_usage) : null,
+    verdict: (row.verdict as SessionStep['verdict']) ?? null,
+    stdout: row.stdout_inline,
+    stderr: row.stderr_inline,
+    error: row.error,
+  };
+}
+
+async function loadStep(deps: JobDeps, sessionId: string, sequence: number): Promise<SessionStepRow> {
+  const row = await deps.store.db
+    .selectFrom('session_steps')
+    .selectAll()
+    .where('session_id', '=', sessionId)
+    .where('sequence', '=', sequence)
+    .executeTakeFirst();
+  if (!row) throw new KilnError('NOT_FOUND', `session ${sessionId} has no step ${sequence}`);
+  return row;
+}
+
+async function moveStep(deps: JobDeps, row: SessionStepRow, to: StepState, fields: Partial<SessionStepRow>): Promise<SessionStepRow> {
+  assertTransition(sessionStepMachine, row.status as StepState, to, row.id);
+  await deps.store.db
+    .updateTable('session_steps')
+    .set({ ...fields, status: to })
+    .where('id', '=', row.id)
+    .where('status', '=', row.status)
+    .execute();
+  return { ...row, ...fields, status: to };
+}
+
+/** Output kept inline: up to INLINE_OUTPUT_MAX_BYTES per stream. */
+class InlineOutput {
+  private readonly parts: Buffer[] = [];
+  private size = 0;
+  truncated = false;
+
+  push(chunk: Buffer): void {
+    const room = INLINE_OUTPUT_MAX_BYTES - this.size;
+    if (chunk.length > room) this.truncated = true;
+    if (room <= 0) return;
+    const part = chunk.subarray(0, room);
+    this.parts.push(part);
+    this.size += part.length;
+  }
+
+  text(): string {
+    return Buffer.concat(this.parts).toString('utf8');
+  }
+}
+
+/**
+ * Submits a step (issue 8, point 3): the next sequence in the session's transaction (1, 2, 3… under
+ * concurrent submits too), queued → running on the runner that holds the sandbox, and answered when it
+ * ends (bounded by the fleet's max wait) or at once with `background`.
+ */
+export async function submitStep(
+  deps: JobDeps,
+  events: StepEvents,
+  principal: Principal,
+  sessionId: string,
+  input: CreateStepRequest,
+): Promise<SessionStep> {
+  const { row: session, runner } = await activeSessionEndpoint(deps, principal, sessionId);
+  const nowMs = deps.clock.nowMs();
+  const queued = await deps.store.transaction(async (tx) => {
+    const step = await appendSessionStep(tx, {
+      sessionId,
+      command: JSON.stringify(input.command),
+      nowMs,
+      spec: { env: input.env ?? {}, cwd: input.cwd ?? null, timeout_ms: input.timeout_ms ?? null, background: input.background },
+    });
+    await touchSession(tx, sessionId, nowMs);
+    await auditSuccess(deps, tx, principal, {
+      action: 'session.step',
+      resource_type: 'session',
+      resource_id: sessionId,
+      subject_agent_id: session.agent_id,
+      details: { sequence: step.sequence, background: input.background },
+    });
+    return step;
+  });
+  const running = await moveStep(deps, queued, 'running', { started_at: toRfc3339(deps.clock.nowMs()) });
+  const emitter = events.open(running.id);
+  emitter.record({ type: 'status', status: 'running' });
+  let started!: () => void;
+  const onRunner = new Promise<void>((resolve) => (started = resolve));
+  const finished = driveStep(deps, runner, running, input, emitter, started).finally(() => events.close(running.id));
+  // A background step answers once the runner runs it, so stdin and kill sent next find it there.
+  if (input.background) {
+    await Promise.race([onRunner, finished]);
+    return stepFromRow(running);
+  }
+  const waited = await Promise.race([finished, new Promise<undefined>((r) => setTimeout(() => r(undefined), deps.fleet.maxWaitMs).unref())]);
+  return stepFromRow(waited ?? running);
+}
+
+/** Runs the step on the runner, streaming its NDJSON answer into the watchers, and records the end. */
+async function driveStep(
+  deps: JobDeps,
+  runner: RunnerEndpoint,
+  step: SessionStepRow,
+  input: CreateStepRequest,
+  emitter: LiveStep,
+  started: () => void,
+): Promise<SessionStepRow> {
+  const stdout = new InlineOutput();
+  const stderr = new InlineOutput();
+  let end: { verdict: string; exit_status: unknown; resource_usage: unknown } | undefined;
+  let failure: string | undefined;
+  try {
+    const res = await callRunner(
+      runner,
+      'POST',
+      `/v1/sessions/${step.session_id}/steps`,
+      {
+        sequence: step.sequence,
+        command: input.command,
+        ...(input.stdin !== undefined ? { stdin: input.stdin } : {}),
+        ...(input.env ? { env: input.env } : {}),
+        ...(input.cwd ? { cwd: input.cwd } : {}),
+        ...(input.timeout_ms ? { timeout_ms: input.timeout_ms } : {}),
+        // A background step keeps its stdin open for POST …/steps/{sequence}/stdin.
+        stdin_open: input.background,
+      },
+      // A step may run long; its own timeout (or the policy's wall time) ends it on the runner.
+      { timeoutMs: 25 * 3600 * 1000 },
+    );
+    started();
+    let pending = '';
+    const decoder = new TextDecoder();
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      pending += decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        const msg = JSON.parse(line) as { type: string; data?: string; message?: string; verdict?: string; exit_status?: unknown; resource_usage?: unknown };
+        if (msg.type === 'stdout' || msg.type === 'stderr') {
+          const bytes = Buffer.from(msg.data ?? '', 'base64');
+          (msg.type === 'stdout' ? stdout : stderr).push(bytes);
+          emitter.record({ type: 'output', stream: msg.type, data: bytes.toString('utf8') });
+        } else if (msg.type === 'end') {
+          end = { verdict: msg.verdict!, exit_status: msg.exit_status, resource_usage: msg.resource_usage };
+        } else if (msg.type === 'error') {
+          failure = msg.message ?? 'the runner could not run the step';
+        }
+      }
+    }
+  } catch (err) {
+    failure = (err as Error).message;
+  }
+  const fields: Partial<SessionStepRow> = {
+    completed_at: toRfc3339(deps.clock.nowMs()),
+    stdout_inline: stdout.text(),
+    stderr_inline: stderr.text(),
+  };
+  let done: SessionStepRow;
+  if (end) {
+    const status: StepState = end.verdict === 'ok' ? 'succeeded' : end.verdict === 'canceled' ? 'canceled' : 'failed';
+    done = await moveStep(deps, step, status, {
+      ...fields,
+      verdict: end.verdict,
+      exit_status: JSON.stringify(end.exit_status),
+      resource_usage: JSON.stringify(end.resource_usage),
+    });
+  } else {
+    done = await moveStep(deps, step, 'failed', { ...fields, verdict: 'system_error', error: failure ?? 'the runner ended the step without a result' });
+  }
+  await touchSession(deps.store, step.session_id, deps.clock.nowMs());
+  emitter.record({ type: 'end', step: stepFromRow(done) });
+  return done;
+}
+
+export async function getStep(deps: JobDeps, principal: Principal, sessionId: string, sequence: number): Promise<SessionStep> {
+  await loadVisibleSession(deps.store, principal, sessionId);
+  return stepFromRow(await loadStep(deps, sessionId, sequence));
+}
+
+/** The persisted transcript, by sequence. */
+export async function listSteps(
+  deps: JobDeps,
+  principal: Principal,
+  sessionId: string,
+  query: { limit: number; after_sequence?: number | undefined },
+) {
+  await loadVisibleSession(deps.store, principal, sessionId);
+  const rows = await deps.store.db
+    .selectFrom('session_steps')
+    .selectAll()
+    .where('session_id', '=', sessionId)
+    .where('sequence', '>', query.after_sequence ?? 0)
+    .orderBy('sequence')
+    .limit(query.limit + 1)
+    .execute();
+  const items = rows.slice(0, query.limit).map(stepFromRow);
+  return { items, next_cursor: rows.length > query.limit ? String(items.at(-1)!.sequence) : null };
+}
+
+/** `POST …/steps/{sequence}/kill`: the runner kills the step's process group; the step ends canceled. */
+export async function killStep(deps: JobDeps, principal: Principal, sessionId: string, sequence: number): Promise<SessionStep> {
+  const { row: session, runner } = await activeSessionEndpoint(deps, principal, sessionId);
+  const step = await loadStep(deps, sessionId, sequence);
+  if (step.status === 'running') {
+    await callRunner(runner, 'POST', `/v1/sessions/${sessionId}/steps/${sequence}/kill`, {});
+  }
+  await deps.store.transaction((tx) =>
+    auditSuccess(deps, tx, principal, {
+      action: 'session.step_kill',
+      resource_type: 'session',
+      resource_id: sessionId,
+      subject_agent_id: session.agent_id,
+      details: { sequence },
+    }),
+  );
+  await touchSession(deps.store, sessionId, deps.clock.nowMs());
+  return stepFromRow(await loadStep(deps, sessionId, sequence));
+}
+
+/** `POST …/steps/{sequence}/stdin`: more input for a running background step; `eof` closes its stdin. */
+export async function writeStepStdin(
+  deps: JobDeps,
+  principal: Principal,
+  sessionId: string,
+  sequence: number,
+  input: { data: string; eof: boolean },
+): Promise<{ written_bytes: number }> {
+  const { row: session, runner } = await activeSessionEndpoint(deps, principal, sessionId);
+  const step = await loadStep(deps, sessionId, sequence);
+  if (step.status !== 'running') {
+    throw new KilnError('INVALID_TRANSITION', `step ${sequence} is ${step.status}; stdin goes only to a running step`, {
+      extra: { entity: 'session_step', from: step.status },
+    });
+  }
+  await callRunner(runner, 'POST', `/v1/sessions/${sessionId}/steps/${sequence}/stdin`, input);
+  await deps.store.transaction(async (tx) => {
+    await touchSession(tx, sessionId, deps.clock.nowMs());
+    await auditSuccess(deps, tx, principal, {
+      action: 'session.step_stdin',
+      resource_type: 'session',
+      resource_id: sessionId,
+      subject_agent_id: session.agent_id,
+      details: { sequence, bytes: Buffer.byteLength(input.data), eof: input.eof },
+    });
+  });
+  return { written_bytes: Buffer.byteLength(input.data) };
+}
