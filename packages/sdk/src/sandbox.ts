@@ -1,5 +1,3 @@
-import { Readable } from 'node:stream';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { Session, SessionStep } from '@kiln/core';
 import { KilnClient, type KilnClientOptions } from './client.js';
 import { KilnApiError, NotFoundError } from './errors.js';
@@ -224,26 +222,51 @@ class Commands {
   }
 }
 
+/** What a file can be written from; only web APIs are used, so the SDK runs where `fetch` does. */
+export type FileData = string | Uint8Array | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
+
+function uploadBody(data: FileData): NonNullable<RequestInit['body']> {
+  if (typeof data === 'string') return new TextEncoder().encode(data);
+  if (data instanceof Uint8Array) return data;
+  if (typeof (data as ReadableStream<Uint8Array>).getReader === 'function') return data as ReadableStream<Uint8Array>;
+  const chunks = (data as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const next = await chunks.next();
+      if (next.done) controller.close();
+      else controller.enqueue(next.value);
+    },
+    async cancel() {
+      await chunks.return?.();
+    },
+  });
+}
+
 const pathQuery = (path: string) => ({ path: path.replace(/^\/workspace\/?/, '') });
 
 class Files {
   constructor(private readonly sandbox: Sandbox) {}
 
-  /** Reads a file as text, bytes, or a stream (large files: `{ format: 'stream' }`). */
+  /**
+   * Reads a file as text, bytes, or a stream of bytes (large files: `{ format: 'stream' }`, a web
+   * ReadableStream: iterate it with `for await`, or `Readable.fromWeb()` it in Node).
+   */
   read(path: string): Promise<string>;
   read(path: string, options: { format: 'bytes' }): Promise<Uint8Array>;
-  read(path: string, options: { format: 'stream' }): Promise<Readable>;
-  async read(path: string, options: { format?: 'text' | 'bytes' | 'stream' } = {}): Promise<string | Uint8Array | Readable> {
+  read(path: string, options: { format: 'stream' }): Promise<ReadableStream<Uint8Array>>;
+  async read(path: string, options: { format?: 'text' | 'bytes' | 'stream' } = {}): Promise<string | Uint8Array | ReadableStream<Uint8Array>> {
     const res = await this.sandbox.client.requestRaw('GET', `${this.sandbox.path}/files`, { query: pathQuery(path), timeoutMs: null });
-    if (options.format === 'stream') return Readable.fromWeb(res.body as unknown as WebReadableStream);
+    if (options.format === 'stream') return res.body as ReadableStream<Uint8Array>;
     const bytes = new Uint8Array(await res.arrayBuffer());
-    return options.format === 'bytes' ? bytes : Buffer.from(bytes).toString('utf8');
+    return options.format === 'bytes' ? bytes : new TextDecoder().decode(bytes);
   }
 
-  /** Writes a file from text, bytes or a stream (streamed through, never gathered whole). */
-  async write(path: string, data: string | Uint8Array | Readable): Promise<{ path: string; size_bytes: number }> {
-    const rawBody = data instanceof Readable ? (Readable.toWeb(data) as unknown as NonNullable<RequestInit['body']>) : typeof data === 'string' ? Buffer.from(data) : data;
-    const res = await this.sandbox.client.requestRaw('PUT', `${this.sandbox.path}/files`, { query: pathQuery(path), rawBody, timeoutMs: null });
+  /**
+   * Writes a file from text, bytes, a web stream or any async iterable of bytes (a Node Readable is
+   * one): streamed through, never gathered whole.
+   */
+  async write(path: string, data: FileData): Promise<{ path: string; size_bytes: number }> {
+    const res = await this.sandbox.client.requestRaw('PUT', `${this.sandbox.path}/files`, { query: pathQuery(path), rawBody: uploadBody(data), timeoutMs: null });
     return (await res.json()) as { path: string; size_bytes: number };
   }
 

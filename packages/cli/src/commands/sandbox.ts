@@ -1,5 +1,7 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { Command } from 'commander';
 import { CommandExitError, Sandbox } from '@kiln/sdk';
 
@@ -68,7 +70,7 @@ export function registerSandbox(program: Command): void {
       if ((source === undefined) === (target === undefined)) throw new Error('one side must be ID:path in a sandbox, the other a local path');
       if (source) {
         const sbx = await Sandbox.connect(source.sandboxId, clientOptions(opts));
-        await pipeline(await sbx.files.read(source.path, { format: 'stream' }), createWriteStream(to));
+        await pipeline(Readable.fromWeb((await sbx.files.read(source.path, { format: 'stream' })) as WebReadableStream<Uint8Array>), createWriteStream(to));
       } else {
         const sbx = await Sandbox.connect(target!.sandboxId, clientOptions(opts));
         await sbx.files.write(target!.path, createReadStream(from));
