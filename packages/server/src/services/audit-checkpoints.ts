@@ -24,11 +24,16 @@ export async function checkpointAuditChains(store: Store, nowMs: number): Promis
   const problems: string[] = [];
   let written = 0;
   const heads = await listChainHeads(store);
-  if (Object.keys(kept).length === 0 && heads.some((h) => h.last_seq > 0)) {
-    // Expected once, on the first start after upgrading or with a new file; otherwise the file was lost.
-    problems.push(
-      `no audit checkpoints in ${checkpoints.location} for ${heads.length} existing chains: truncation before now cannot be detected; checkpointing starts now`,
-    );
+  if (!checkpoints.exists()) {
+    if (heads.some((h) => h.last_seq > 0)) {
+      // Expected once, on the first start after upgrading or with a new file; otherwise the file was lost.
+      problems.push(
+        `no audit checkpoints in ${checkpoints.location} for ${heads.length} existing chains: truncation before now cannot be detected; checkpointing starts now`,
+      );
+    } else {
+      // A new data dir: the log starts with it, so later passes know no earlier event went unanchored.
+      checkpoints.write({});
+    }
   }
   for (const head of heads) {
     const chain = head.chain_id;

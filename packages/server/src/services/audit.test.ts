@@ -78,6 +78,21 @@ describe.each(DB_KINDS)('audit anchoring on %s', (kind) => {
     return { tenantId, admin };
   }
 
+  it('starts the checkpoint log with a new data dir, so its first events raise no warning', async () => {
+    const freshDir = mkdtempSync(join(tmpdir(), 'kiln-audit-fresh-'));
+    const fresh = await openTestStore(kind, { key: auditKeyFrom('audit-key-for-tests-0123456789'), checkpoints: fileCheckpointLog(join(freshDir, 'cp.json')) });
+    try {
+      // The server's first pass runs before anything is audited: it starts the (empty) log.
+      expect((await checkpointAuditChains(fresh.store, clock.nowMs())).problems).toEqual([]);
+      expect(JSON.parse(readFileSync(join(freshDir, 'cp.json'), 'utf8'))).toEqual({ version: 1, chains: {} });
+      await createTenant({ store: fresh.store, clock }, operator, { name: 'first' });
+      expect((await checkpointAuditChains(fresh.store, clock.nowMs())).problems).toEqual([]);
+    } finally {
+      await fresh.cleanup();
+      rmSync(freshDir, { recursive: true, force: true });
+    }
+  });
+
   it('signs every event with the audit key and says what verify checked', async () => {
     const { tenantId, admin } = await tenantWithEvents('signed');
     const rows = await chainRows(t.store, tenantId);

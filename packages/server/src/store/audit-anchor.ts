@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { auditKeyFrom, type AuditCheckpoint, type AuditKey } from '../domain/audit-chain.js';
 
@@ -13,6 +13,8 @@ export interface AuditCheckpointLog {
   /** every chain's latest checkpoint; throws when the log exists but cannot be read */
   read(): Record<string, AuditCheckpoint>;
   write(checkpoints: Record<string, AuditCheckpoint>): void;
+  /** whether the log was ever written (a new data dir starts one before its chains have events) */
+  exists(): boolean;
 }
 
 /** What anchors the audit: the key events are signed with, and the checkpoints of each chain's head. */
@@ -46,18 +48,20 @@ export function fileCheckpointLog(file: string): AuditCheckpointLog {
       chmodSync(aside, 0o600);
       renameSync(aside, file);
     },
+    exists: () => existsSync(file),
   };
 }
 
 /** Checkpoints in memory: for stores opened by tests and tools, which live no longer than the process. */
 export function memoryCheckpointLog(): AuditCheckpointLog {
-  let kept: Record<string, AuditCheckpoint> = {};
+  let kept: Record<string, AuditCheckpoint> | undefined;
   return {
     location: 'memory',
     read: () => ({ ...kept }),
     write: (checkpoints) => {
       kept = { ...checkpoints };
     },
+    exists: () => kept !== undefined,
   };
 }
 
