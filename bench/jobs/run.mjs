@@ -5,13 +5,11 @@
 // noise hits both alike.
 //   node bench/jobs/run.mjs [--jobs N] [--concurrency 1,4,8]
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { createServer } from 'node:net';
-import { KilnClient } from '@kiln/sdk';
+import { startKilnUp } from '../support/kiln-up.mjs';
 
 const { values: flags } = parseArgs({
   options: { jobs: { type: 'string', default: '200' }, concurrency: { type: 'string', default: '1,4,8' } },
@@ -21,16 +19,7 @@ const levels = flags.concurrency.split(',').map(Number);
 if (!Number.isInteger(jobsPerRound) || jobsPerRound < 1 || levels.some((c) => !Number.isInteger(c) || c < 1)) {
   throw new Error('--jobs wants a positive integer, --concurrency a list such as 1,4,8');
 }
-const CLI = resolve(import.meta.dirname, '../../packages/cli/bin/kiln.js');
 const CODE = 'print("hello")';
-
-const freePort = () =>
-  new Promise((ok) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
-  });
 
 function bare() {
   return new Promise((ok, fail) => {
@@ -74,22 +63,12 @@ async function load(fn, count, concurrency) {
 }
 
 async function main() {
-  const dir = mkdtempSync(join(tmpdir(), 'kiln-bench-'));
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const up = spawn(process.execPath, [CLI, 'up', '--port', String(port), '--data-dir', dir, '--capacity', String(Math.max(...levels))], {
+  const { url, tenantKey: key, stop } = await startKilnUp({
+    args: ['--capacity', String(Math.max(...levels))],
     // KILN_SPAWNER passes through so the fork server can be compared on and off (KILN_SPAWNER=0).
-    env: { PATH: process.env.PATH, KILN_LOG_LEVEL: 'warn', ...(process.env.KILN_SPAWNER ? { KILN_SPAWNER: process.env.KILN_SPAWNER } : {}) },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    env: process.env.KILN_SPAWNER ? { KILN_SPAWNER: process.env.KILN_SPAWNER } : {},
   });
-  let log = '';
-  up.stderr.on('data', (d) => (log += d));
   try {
-    for (let i = 0; i < 600 && !log.includes('local runner ready'); i++) await new Promise((r) => setTimeout(r, 100));
-    if (!log.includes('local runner ready')) throw new Error(`kiln up did not start:\n${log}`);
-    const operator = new KilnClient({ url, apiKey: readFileSync(join(dir, 'admin.key'), 'utf8').trim() });
-    const tenant = await operator.tenants.create({ name: 'bench' });
-    const { key } = await operator.tenants.createKey(tenant.id);
     const api = viaApi(url, key);
     for (let i = 0; i < 20; i++) await api(); // warm up the runtime caches and the JIT
     for (let i = 0; i < 20; i++) await bare();
@@ -128,9 +107,7 @@ async function main() {
     mkdirSync(out, { recursive: true });
     writeFileSync(join(out, `jobs-${when.replace(/[:.]/g, '-')}.json`), JSON.stringify({ when, jobsPerRound, results }, null, 2));
   } finally {
-    up.kill('SIGTERM');
-    await new Promise((r) => up.once('exit', r));
-    rmSync(dir, { recursive: true, force: true });
+    await stop();
   }
 }
 

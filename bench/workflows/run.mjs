@@ -4,14 +4,13 @@
 // `kiln up` (control plane + local runner + sandboxes, SQLite), in the same run, rounds alternating.
 // The engine's added time per step is (workflow's time − the 10 jobs' time) / 10, per round; p50 over rounds.
 //   node bench/workflows/run.mjs [--rounds N] [--steps N]
-import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { createServer } from 'node:net';
 import { KilnClient } from '@kiln/sdk';
+import { startKilnUp } from '../support/kiln-up.mjs';
 
 const { values: flags } = parseArgs({ options: { rounds: { type: 'string', default: '10' }, steps: { type: 'string', default: '10' } } });
 const rounds = Number(flags.rounds);
@@ -19,16 +18,7 @@ const steps = Number(flags.steps);
 if (!Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(steps) || steps < 1 || steps > 64) {
   throw new Error('--rounds wants a positive integer, --steps 1..64');
 }
-const CLI = resolve(import.meta.dirname, '../../packages/cli/bin/kiln.js');
 const CODE = 'print("hello")';
-
-const freePort = () =>
-  new Promise((ok) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
-  });
 
 /** Per step: from one job's end to the next job's start (its lease), from the jobs' own timestamps. */
 const handoffs = (jobs) => jobs.slice(1).map((job, i) => Date.parse(job.started_at) - Date.parse(jobs[i].completed_at));
@@ -66,21 +56,8 @@ async function workflow(client, gaps) {
 }
 
 async function main() {
-  const dir = mkdtempSync(join(tmpdir(), 'kiln-bench-wf-'));
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const up = spawn(process.execPath, [CLI, 'up', '--port', String(port), '--data-dir', dir], {
-    env: { PATH: process.env.PATH, KILN_LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let log = '';
-  up.stderr.on('data', (d) => (log += d));
+  const { url, tenantKey: key, stop } = await startKilnUp();
   try {
-    for (let i = 0; i < 600 && !log.includes('local runner ready'); i++) await new Promise((r) => setTimeout(r, 100));
-    if (!log.includes('local runner ready')) throw new Error(`kiln up did not start:\n${log}`);
-    const operator = new KilnClient({ url, apiKey: readFileSync(join(dir, 'admin.key'), 'utf8').trim() });
-    const tenant = await operator.tenants.create({ name: 'bench' });
-    const { key } = await operator.tenants.createKey(tenant.id);
     const client = new KilnClient({ url, apiKey: key });
     await jobsOneAfterAnother(url, key); // warm up
     await workflow(client);
@@ -115,9 +92,7 @@ async function main() {
     mkdirSync(out, { recursive: true });
     writeFileSync(join(out, `workflows-${when.replace(/[:.]/g, '-')}.json`), JSON.stringify({ when, steps, rounds, load, rows, perStep, engineGaps, clientGaps }, null, 2));
   } finally {
-    up.kill('SIGTERM');
-    await new Promise((r) => up.once('exit', r));
-    rmSync(dir, { recursive: true, force: true });
+    await stop();
   }
 }
 
