@@ -18,6 +18,8 @@ import { operatorRoutes } from './operator-routes.js';
 import { opsRoutes } from './ops-routes.js';
 import { registerRoutes, type RouteSpec } from './route.js';
 import { tenantRoutes } from './tenant-routes.js';
+import { whoamiRoutes } from './whoami-route.js';
+import { serveDashboard } from './dashboard-static.js';
 
 function isLoggerInstance(logger: AppDeps['logger']): logger is FastifyBaseLogger {
   return typeof (logger as { child?: unknown } | undefined)?.child === 'function';
@@ -46,6 +48,8 @@ export interface AppDeps {
   authRefusals?: AuthRefusalLimits;
   /** The job plane's wake-ups, so suspending a tenant or disabling an agent reaches its runners at once. */
   notifier?: Notifier;
+  /** The dashboard's built files (served at /ui); @default packages/dashboard/dist beside this package */
+  dashboardDir?: string;
 }
 
 export interface KilnApp extends FastifyInstance {
@@ -89,11 +93,12 @@ export async function buildApp(deps: AppDeps): Promise<KilnApp> {
   installErrorHandling(app, serviceDeps, authRefusals);
   parseJsonBodies(app);
 
-  const specs = [...opsRoutes(metrics), ...operatorRoutes, ...tenantRoutes, ...(deps.extraRoutes ?? [])];
+  const specs = [...opsRoutes(metrics), ...operatorRoutes, ...tenantRoutes, ...whoamiRoutes, ...(deps.extraRoutes ?? [])];
   const openapi = buildOpenApiDocument(specs, '0.1.0');
   await app.register(swagger, { mode: 'static', specification: { document: openapi as never } });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   app.get('/openapi.json', async () => openapi);
+  await serveDashboard(app, deps.dashboardDir);
   registerRoutes(app, serviceDeps, secrets, specs, new KeyRateLimiter(serviceDeps));
 
   const kilnApp = app as unknown as KilnApp;

@@ -4,6 +4,8 @@ import {
   createJobSchema,
   jobSchema,
   jobStatusSchema,
+  languageNameSchema,
+  verdictSchema,
   listOf,
   listQuerySchema,
   artifactOwnerTypeSchema,
@@ -29,6 +31,8 @@ const createJobQuery = z.strictObject({
 const listJobsQuery = listQuerySchema.extend({
   status: jobStatusSchema.optional(),
   agent_id: z.string().max(64).optional(),
+  language: languageNameSchema.optional().describe('only jobs in this language'),
+  verdict: verdictSchema.optional().describe('only ended jobs with this verdict'),
 });
 
 const listArtifactsQuery = listQuerySchema.extend({

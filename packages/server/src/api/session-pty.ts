@@ -11,6 +11,21 @@ const PTY_PATH = /^\/v1\/sessions\/([A-Za-z0-9_-]{1,128})\/pty(?:\?.*)?$/;
 /** Largest frame a terminal client may send (keystrokes and pastes, not files). */
 const MAX_FRAME_BYTES = 64 * 1024;
 
+/**
+ * Browsers cannot set headers on a WebSocket, and a key never goes in a URL (logs, history, Referer):
+ * a browser offers the subprotocols `kiln.pty` and `kiln.key.<key>` instead. The server answers with
+ * `kiln.pty` only, so the key is never echoed back.
+ */
+export const PTY_SUBPROTOCOL = 'kiln.pty';
+const KEY_SUBPROTOCOL_PREFIX = 'kiln.key.';
+
+function authorizationOf(req: IncomingMessage): string | undefined {
+  if (req.headers.authorization) return req.headers.authorization;
+  const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
+  const key = offered.find((p) => p.startsWith(KEY_SUBPROTOCOL_PREFIX))?.slice(KEY_SUBPROTOCOL_PREFIX.length);
+  return key ? `Bearer ${key}` : undefined;
+}
+
 const size = (v: string | null, fallback: number) => {
   const n = Number(v);
   return Number.isInteger(n) && n >= 1 && n <= 1000 ? n : fallback;
@@ -20,15 +35,19 @@ const size = (v: string | null, fallback: number) => {
  * `GET /v1/sessions/{id}/pty` upgrades to a WebSocket (issue 8, point 5): a shell on a pseudo-terminal
  * inside the session's sandbox (util-linux `script` allocates it in the sandbox's own devpts), input and
  * output as binary frames, `{"type":"resize","cols","rows"}` text frames, and `{"type":"exit","code"}`
- * at the end. The shell is a background step of the session, so it is in the transcript and audited.
+ * at the end. The key comes in `Authorization` or, from a browser, as a subprotocol (above). The shell is a background step of the session, so it is in the transcript and audited.
  */
 export function installSessionPty(app: KilnApp, deps: JobDeps, events: StepEvents): void {
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: MAX_FRAME_BYTES,
+    handleProtocols: (offered) => (offered.has(PTY_SUBPROTOCOL) ? PTY_SUBPROTOCOL : false),
+  });
   app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const match = PTY_PATH.exec(req.url ?? '');
     if (!match) return; // not ours
     void (async () => {
-      const principal = await authenticate(deps, app.kiln.secrets, req.headers.authorization);
+      const principal = await authenticate(deps, app.kiln.secrets, authorizationOf(req));
       const url = new URL(req.url!, 'http://kiln');
       const cols = size(url.searchParams.get('cols'), 80);
       const rows = size(url.searchParams.get('rows'), 24);

@@ -5,12 +5,15 @@ import type { DbHandle } from '../store/store.js';
 import { requireTenantMember } from './access.js';
 import type { Principal } from './context.js';
 
-/** `?status=&agent_id=&limit=&cursor=` of the lists of a tenant's work (jobs, sessions). */
+/** `?status=&agent_id=&limit=&cursor=` (and for jobs `&language=&verdict=`) of the lists of a tenant's work (jobs, sessions). */
 export interface TenantWorkListQuery {
   limit: number;
   cursor?: string | undefined;
   status?: string | undefined;
   agent_id?: string | undefined;
+  /** jobs only (their routes alone accept these) */
+  language?: string | undefined;
+  verdict?: string | undefined;
 }
 
 type WorkTable = 'jobs' | 'sessions';
@@ -32,6 +35,8 @@ export async function listTenantWork<T extends WorkTable>(
   if (after) q = q.where('id', '<', after);
   if (query.status) q = q.where('status', '=', query.status);
   if (query.agent_id) q = q.where('agent_id', '=', query.agent_id);
+  if (query.language) q = q.where('language', '=', query.language);
+  if (query.verdict) q = q.where('verdict', '=', query.verdict);
   if (principal.kind === 'agent') q = q.where('agent_id', '=', principal.agentId);
   return page(await q.execute(), query.limit) as unknown as { items: Database[T][]; next_cursor: string | null };
 }
