@@ -177,7 +177,7 @@ export function JobsPage({ me }: { me: Whoami }) {
                 <td>
                   <Badge value={j.verdict} />
                 </td>
-                <td>{`${j.language} ${j.version}`}</td>
+                <td>{j.version ? `${j.language} ${j.version}` : j.language}</td>
                 <td>{j.agent_id ?? '—'}</td>
                 <td title={time(j.requested_at)}>{ago(j.requested_at)}</td>
                 <td>{ms(j.resource_usage?.wall_time_ms)}</td>
@@ -293,7 +293,7 @@ export function JobDetail({ id }: { id: string }) {
                 ['status', <Badge value={j.status} />],
                 ['verdict', <Badge value={j.verdict} />],
                 ['exit', j.exit_status ? `code ${j.exit_status.code ?? '—'}${j.exit_status.signal ? `, signal ${j.exit_status.signal}` : ''}` : '—'],
-                ['language', `${j.language} ${j.version}`],
+                ['language', j.version ? `${j.language} ${j.version}` : j.language],
                 ['agent', j.agent_id ?? '—'],
                 ['policy', `${j.policy_id} v${j.policy_version}`],
                 ['attempts', String(j.attempt)],

@@ -54,6 +54,7 @@ export async function serveDashboard(app: FastifyInstance, dir: string = DEFAULT
     index: false,
     list: false,
     dotfiles: 'deny',
+    cacheControl: false, // set below, per file
     decorateReply: false,
     setHeaders(res, path) {
       for (const [k, v] of Object.entries(pageHeaders)) res.setHeader(k, v);

@@ -62,7 +62,7 @@ export function fleetRoutes(jobDeps: JobDeps): RouteSpec[] {
     defineRoute({
       method: 'GET',
       url: '/v1/sandboxes',
-      summary: 'List sandbox instances, by job, session or runner',
+      summary: 'List sandbox instances, by job, session or runner (a tenant: those of one of its jobs or sessions)',
       tag: 'fleet',
       auth: 'key',
       query: sandboxQuery,

@@ -14,6 +14,8 @@ import { expiredLeases, requeueOrFail } from '../store/jobs.js';
 import { appendAuditEvent } from '../store/audit.js';
 import { decodeCursor, page } from '../store/pagination.js';
 import { notFound, requireOperator } from './access.js';
+import { findTenantJob } from './jobs.js';
+import { loadVisibleSession } from './sessions/lifecycle.js';
 import { auditSuccess } from './audit.js';
 import type { Principal } from './context.js';
 import type { JobDeps } from './job-deps.js';
@@ -74,11 +76,23 @@ export async function listFleetSandboxes(
   principal: Principal,
   query: { limit: number; cursor?: string | undefined; job_id?: string | undefined; session_id?: string | undefined; runner_id?: string | undefined },
 ): Promise<{ items: SandboxInstance[]; next_cursor: string | null }> {
-  requireOperator(principal);
+  if (principal.kind !== 'operator') await requireOwnWorkFilter(deps, principal, query);
   const { cursor, ...filters } = query;
   const rows = await listSandboxes(deps.store, { ...filters, after: decodeCursor(cursor) });
   const result = page(rows, query.limit);
   return { items: result.items.map(sandboxFromRow), next_cursor: result.next_cursor };
+}
+
+/**
+ * A tenant (or agent) lists the sandbox instances of one of its own jobs or sessions (a job's attempts,
+ * a session's sandbox), never the fleet's: another tenant's or agent's job answers 404 as everywhere.
+ */
+async function requireOwnWorkFilter(deps: JobDeps, principal: Principal, query: { job_id?: string | undefined; session_id?: string | undefined; runner_id?: string | undefined }) {
+  if (query.runner_id || (!query.job_id && !query.session_id)) {
+    requireOperator(principal);
+  }
+  if (query.job_id) await findTenantJob(deps, principal, query.job_id);
+  if (query.session_id) await loadVisibleSession(deps.store, principal, query.session_id);
 }
 
 /**
