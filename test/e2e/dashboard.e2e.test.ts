@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, KilnSystem } from './support/kiln-system.js';
 
@@ -147,6 +148,81 @@ describe('the dashboard at /ui in Chromium', () => {
       await page.goto(`${kiln.url}/ui/#/jobs`);
       await page.waitForSelector('[data-testid=chart-rate]');
       await page.screenshot({ path: join(SHOTS, 'dashboard-jobs.png') });
+    });
+  });
+
+  it('a session: its terminal over the PTY WebSocket (xterm.js), the key as a subprotocol, never in the URL', async () => {
+    await step('terminal', async () => {
+      const created = await fetch(`${kiln.url}/v1/sessions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tenantKey}`, 'content-type': 'application/json' },
+        body: '{}',
+      });
+      expect(created.status).toBe(201);
+      const sessionId = ((await created.json()) as { id: string }).id;
+      // The server picks kiln.pty and never echoes the key's subprotocol; a wrong key is refused on the upgrade.
+      const wsUrl = `${kiln.url.replace('http', 'ws')}/v1/sessions/${sessionId}/pty`;
+      const refused = await new Promise<number>((done) => {
+        const ws = new WebSocket(wsUrl, ['kiln.pty', 'kiln.key.kiln_tenant_key_nope_nope']);
+        ws.on('unexpected-response', (_req, res) => done(res.statusCode ?? 0));
+        ws.on('open', () => done(101));
+        ws.on('error', () => {});
+      });
+      expect(refused).toBe(401);
+      const chosen = await new Promise<string>((done, fail) => {
+        const ws = new WebSocket(wsUrl, ['kiln.pty', `kiln.key.${tenantKey}`]);
+        ws.on('open', () => {
+          done(ws.protocol);
+          ws.close();
+        });
+        ws.on('error', fail);
+      });
+      expect(chosen).toBe('kiln.pty');
+
+      await page.evaluate((id) => (location.hash = `#/sessions/${id}`), sessionId);
+      await page.click('button:has-text("Open terminal")');
+      await page.waitForFunction(() => document.querySelector('[data-testid=terminal-state]')?.textContent?.includes('connected'));
+      await page.waitForFunction(() => document.querySelector('.xterm-rows')?.textContent?.includes('$'));
+      // Typed key by key: the characters reach the shell in order.
+      await page.keyboard.type("echo hi-$((6*7)); printf '\\033[31m<b>bold</b>\\033[0m\\n'\n");
+      await page.waitForFunction(() => document.querySelector('.xterm-rows')?.textContent?.includes('hi-42'));
+      await page.waitForFunction(() => document.querySelector('.xterm-rows')?.textContent?.includes('<b>bold</b>'));
+      expect(await page.locator('.xterm-rows b').count()).toBe(0);
+      await page.click('button:has-text("Close terminal")');
+    });
+  });
+
+  it('policies side by side with a diff, a workflow as a timeline, the audit with its verify answer', async () => {
+    await step('policies-workflows-audit', async () => {
+      const admin = kiln.client(tenantKey);
+      const policy = (await admin.policies.list()).items.find((p) => p.name === 'default')!;
+      const ruleset = { ...policy.ruleset, limits: { ...policy.ruleset.limits, pids: 16 } };
+      await admin.policies.publish(policy.id, { ruleset, expected_version: policy.version });
+      await page.evaluate((id) => (location.hash = `#/policies/${id}`), policy.id);
+      await page.waitForSelector('[data-testid=policy-diff]');
+      const diff = (await page.textContent('[data-testid=policy-diff]'))!;
+      expect(diff).toContain('- ');
+      expect(diff).toMatch(/\+ +"pids": 16/);
+      expect(await page.textContent('[data-testid=policy-left]')).not.toBe(await page.textContent('[data-testid=policy-right]'));
+
+      const wf = await admin.workflows.create({
+        name: 'two-steps',
+        steps: [
+          { name: 'make', language: 'python', code: 'import os\nos.makedirs("out", exist_ok=True)\nopen("out/n.txt", "w").write("7")' },
+          { name: 'use', language: 'python', code: 'print(open("n.txt").read())', inputs: [{ step: 'make', artifact: 'out/n.txt', path: 'n.txt' }] },
+        ],
+      } as never);
+      await eventually('the workflow to succeed', async () => (await admin.workflows.get(wf.id)).status === 'succeeded', 30_000);
+      await page.evaluate((id) => (location.hash = `#/workflows/${id}`), wf.id);
+      await page.waitForSelector('[data-testid=timeline] .tl-bar');
+      expect(await page.locator('[data-testid=timeline] .tl-row').count()).toBe(2);
+      expect(await page.locator('[data-testid=timeline] .tl-bar.s-succeeded').count()).toBe(2);
+
+      await page.click('nav a:has-text("Audit")');
+      await page.waitForFunction(() => document.querySelector('[data-testid=audit-table]')?.textContent?.includes('job.create'));
+      await page.click('[data-testid=verify]');
+      await page.waitForSelector('[data-testid=verify-answer]');
+      expect(await page.textContent('[data-testid=verify-answer]')).toMatch(/^Chain intact: \d+ events checked/);
     });
   });
 

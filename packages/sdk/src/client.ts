@@ -229,7 +229,7 @@ export class KilnClient {
       return isTerminal(job) ? job : this.jobs.wait(job.id, o);
     },
     get: (id: string) => this.request<Job>('GET', `/v1/jobs/${enc(id)}`),
-    list: (o: ListOptions & { status?: string; agent_id?: string } = {}) =>
+    list: (o: ListOptions & { status?: string; agent_id?: string; language?: string; verdict?: string } = {}) =>
       this.request<Page<Job>>('GET', '/v1/jobs', { query: { ...o } }),
     cancel: (id: string) => this.request<Job>('POST', `/v1/jobs/${enc(id)}/cancel`, { body: {} }),
     /** Deletes an ended job with its artifacts (a queued or running one is a ConflictError: cancel first). */

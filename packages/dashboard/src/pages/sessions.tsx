@@ -95,6 +95,7 @@ function SessionTerminal({ id, onExit }: { id: string; onExit: () => void }) {
     term.loadAddon(fit);
     term.open(el.current!);
     fit.fit();
+    term.focus();
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const url = `${proto}//${location.host}/v1/sessions/${encodeURIComponent(id)}/pty?cols=${term.cols}&rows=${term.rows}`;
     let ws: WebSocket;

@@ -1,4 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
@@ -45,9 +46,12 @@ export async function serveDashboard(app: FastifyInstance, dir: string = DEFAULT
     'x-content-type-options': 'nosniff',
     'referrer-policy': 'no-referrer',
   };
-  // The page itself, read once: /ui and /ui/ (the router ignores trailing slashes), always revalidated.
-  const page = readFileSync(join(dir, 'index.html'));
-  app.get('/ui', async (_request, reply) => reply.headers({ ...pageHeaders, 'cache-control': 'no-cache' }).type('text/html; charset=utf-8').send(page));
+  // The page itself at /ui and /ui/ (the router ignores trailing slashes), always revalidated; read per
+  // request (half a kilobyte) so a rebuild under a running server serves the new asset names.
+  app.get('/ui', async (_request, reply) => {
+    const page = await readFile(join(dir, 'index.html'));
+    return reply.headers({ ...pageHeaders, 'cache-control': 'no-cache' }).type('text/html; charset=utf-8').send(page);
+  });
   await app.register(fastifyStatic, {
     root: dir,
     prefix: '/ui/',

@@ -74,10 +74,16 @@ export function installSessionPty(app: KilnApp, deps: JobDeps, events: StepEvent
         }
         for (const e of stepEvents.history) onEvent(e);
         stepEvents.on('event', onEvent);
+        // Keystrokes arrive one frame each; each write is a call to the runner, so they are sent one after
+        // the other (concurrent calls could overtake each other and reorder what the user typed).
+        let writes: Promise<unknown> = Promise.resolve();
+        const writeInOrder = (data: string, eof: boolean, onError: () => void) => {
+          writes = writes.then(() => writeStepStdin(deps, principal, sessionId, sequence, { data, eof })).catch(onError);
+        };
         ws.on('message', (data, isBinary) => {
           const bytes = Buffer.isBuffer(data) ? data : Buffer.concat(data as Buffer[]);
           if (isBinary) {
-            void writeStepStdin(deps, principal, sessionId, sequence, { data: bytes.toString('utf8'), eof: false }).catch(() => ws.close(1011));
+            writeInOrder(bytes.toString('utf8'), false, () => ws.close(1011));
             return;
           }
           let msg: { type?: string; cols?: unknown; rows?: unknown };
@@ -96,7 +102,7 @@ export function installSessionPty(app: KilnApp, deps: JobDeps, events: StepEvent
         ws.on('close', () => {
           stepEvents.off('event', onEvent);
           // The terminal closed: its shell ends (the session lives on).
-          void writeStepStdin(deps, principal, sessionId, sequence, { data: '', eof: true }).catch(() => {});
+          writeInOrder('', true, () => {});
         });
       }
     })().catch((err: unknown) => {
