@@ -137,6 +137,11 @@ export function RunnersPage() {
   );
   const [error, setError] = useState<unknown>();
   const now = useNow();
+  // The fleet changes on its own: read it again every 5 s while the page is open.
+  useEffect(() => {
+    const t = setInterval(runners.reload, 5000);
+    return () => clearInterval(t);
+  }, [runners.reload]);
   const drain = async (r: Runner) => {
     setError(undefined);
     try {
