@@ -393,7 +393,7 @@ export class KilnClient {
   };
 
   readonly sandboxes = {
-    list: (o: ListOptions & { job_id?: string; session_id?: string; runner_id?: string } = {}) =>
+    list: (o: ListOptions & { job_id?: string; session_id?: string; runner_id?: string; status?: string } = {}) =>
       this.request<Page<SandboxInstance>>('GET', '/v1/sandboxes', { query: { ...o } }),
   };
 

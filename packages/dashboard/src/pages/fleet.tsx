@@ -1,7 +1,9 @@
 import { useEffect, useState } from 'preact/hooks';
-import { api, get, getPages, type Page } from '../api';
+import { api, get, type Page } from '../api';
 import { ago, bytes, time } from '../text';
 import { Badge, Empty, Facts, Link, Loading, Problem, Section, useLoad } from '../ui';
+
+const LOAD_RUNNERS = 50;
 
 interface Tenant {
   id: string;
@@ -123,15 +125,21 @@ function useNow(everyMs = 1000): number {
 
 export function RunnersPage() {
   const runners = useLoad((s) => get<Page<Runner>>('/v1/runners', { limit: 200 }, s), []);
-  // Load: the runner's live sandbox instances (jobs, sessions) against its capacity, from /v1/sandboxes.
+  // Load: the runner's live sandbox instances (provisioning or running: jobs, sessions) against its
+  // capacity, from /v1/sandboxes?runner_id=&status= (indexed). Asked for the first 50 runners only, so a
+  // large fleet's page does not send hundreds of requests every refresh.
   const load = useLoad(
-    async () => {
-      const out: Record<string, number> = {};
-      for (const r of runners.data?.items ?? []) {
-        const live = (await getPages<Sandbox>('/v1/sandboxes', { runner_id: r.id }, 2)).filter((s) => s.terminated_at === null);
-        out[r.id] = live.length;
-      }
-      return out;
+    async (signal) => {
+      const shown = (runners.data?.items ?? []).slice(0, LOAD_RUNNERS);
+      const counts = await Promise.all(
+        shown.map(async (r) => {
+          const live = await Promise.all(
+            ['provisioning', 'running'].map((status) => get<Page<Sandbox>>('/v1/sandboxes', { runner_id: r.id, status, limit: 200 }, signal)),
+          );
+          return [r.id, live.reduce((n, p) => n + p.items.length, 0)] as const;
+        }),
+      );
+      return Object.fromEntries(counts) as Record<string, number>;
     },
     [runners.data],
   );
@@ -180,7 +188,7 @@ export function RunnersPage() {
                   <Badge value={r.status} /> {r.draining ? <Badge value="draining" /> : null}
                 </td>
                 <td>
-                  <progress value={used ?? 0} max={Math.max(1, r.capacity)} /> {used ?? '…'} / {r.capacity}
+                  <progress value={used ?? 0} max={Math.max(1, r.capacity)} /> {used ?? '—'} / {r.capacity}
                 </td>
                 <td>{r.last_heartbeat_at ? `${Math.max(0, Math.round((now - Date.parse(r.last_heartbeat_at)) / 1000))} s` : '—'}</td>
                 <td class="small">{r.languages.map((l) => (typeof l === 'string' ? l : l.name)).join(', ')}</td>

@@ -71,6 +71,28 @@ describe.each(DB_KINDS)('the API the dashboard reads, on %s', (kind) => {
     }
     expect((await t.call('GET', `/v1/sandboxes?job_id=${job.id}`, TEST_ADMIN_KEY)).statusCode).toBe(200);
   });
+
+  it("lists a runner's sandboxes by state (its live load), and refuses a state that is not one", async () => {
+    const runner = (await t.call('GET', '/v1/runners', TEST_ADMIN_KEY)).json().items[0];
+    const other = await registerIdleRunner(t, 'other-runner');
+    // Instances as the runner protocol leaves them: one live on the first runner, one ended, one elsewhere.
+    const job = (await t.call('POST', '/v1/jobs', acme.agentKey, { language: 'python', code: 'print(1)' })).json();
+    const now = new Date().toISOString();
+    const row = (id: string, runnerId: string, status: string) => ({
+      id, kind: 'job', job_id: job.id, session_id: null, service_id: null, runner_id: runnerId, status, created_at: now, terminated_at: status === 'running' ? null : now,
+    });
+    await t.db.store.db
+      .insertInto('sandbox_instances')
+      .values([row('sbx_live', runner.id, 'running'), row('sbx_done', runner.id, 'terminated'), row('sbx_elsewhere', other.runner_id, 'running')] as never)
+      .execute();
+    const ids = async (q: string) => (await t.call('GET', `/v1/sandboxes?${q}`, TEST_ADMIN_KEY)).json().items.map((s: { id: string }) => s.id);
+    expect(await ids(`runner_id=${runner.id}&status=running`)).toEqual(['sbx_live']);
+    expect(await ids(`runner_id=${runner.id}&status=terminated`)).toEqual(['sbx_done']);
+    expect(await ids(`runner_id=${runner.id}&status=provisioning`)).toEqual([]);
+    const bad = await t.call('GET', '/v1/sandboxes?status=alive', TEST_ADMIN_KEY);
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json()).toMatchObject({ code: 'VALIDATION_FAILED', field: 'query.status' });
+  });
 });
 
 describe('the dashboard files at /ui (issue 13, point 3)', () => {

@@ -1,4 +1,4 @@
-import { listOf, listQuerySchema, runnerNodeSchema, sandboxInstanceSchema } from '@kiln/core';
+import { listOf, listQuerySchema, runnerNodeSchema, sandboxInstanceSchema, sandboxStatusSchema } from '@kiln/core';
 import { z } from 'zod';
 import { drainRunner, getFleetRunner, listFleet, listFleetSandboxes, revokeRunnerCredential } from '../services/fleet.js';
 import type { JobDeps } from '../services/job-deps.js';
@@ -8,6 +8,7 @@ const sandboxQuery = listQuerySchema.extend({
   job_id: z.string().max(64).optional(),
   session_id: z.string().max(64).optional(),
   runner_id: z.string().max(64).optional(),
+  status: sandboxStatusSchema.optional().describe('only instances in this state (with runner_id: its live load)'),
 });
 
 /** The operator's view of the fleet: runner nodes and sandbox instances. */

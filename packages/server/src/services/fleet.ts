@@ -74,7 +74,7 @@ export async function revokeRunnerCredential(deps: JobDeps, principal: Principal
 export async function listFleetSandboxes(
   deps: JobDeps,
   principal: Principal,
-  query: { limit: number; cursor?: string | undefined; job_id?: string | undefined; session_id?: string | undefined; runner_id?: string | undefined },
+  query: { limit: number; cursor?: string | undefined; job_id?: string | undefined; session_id?: string | undefined; runner_id?: string | undefined; status?: string | undefined },
 ): Promise<{ items: SandboxInstance[]; next_cursor: string | null }> {
   if (principal.kind !== 'operator') await requireOwnWorkFilter(deps, principal, query);
   const { cursor, ...filters } = query;

@@ -170,12 +170,13 @@ export async function listRunners(h: DbHandle, args: { after?: string; limit: nu
 
 export async function listSandboxes(
   h: DbHandle,
-  args: { after?: string; limit: number; job_id?: string; session_id?: string; runner_id?: string },
+  args: { after?: string; limit: number; job_id?: string; session_id?: string; runner_id?: string; status?: string },
 ): Promise<SandboxRow[]> {
   let query = h.db.selectFrom('sandbox_instances').selectAll().orderBy('id').limit(args.limit + 1);
   if (args.after) query = query.where('id', '>', args.after);
   if (args.job_id) query = query.where('job_id', '=', args.job_id);
   if (args.session_id) query = query.where('session_id', '=', args.session_id);
   if (args.runner_id) query = query.where('runner_id', '=', args.runner_id);
+  if (args.status) query = query.where('status', '=', args.status);
   return query.execute();
 }
