@@ -95,6 +95,19 @@ describe('the dashboard at /ui in Chromium', () => {
       await page.click('a:has-text("acme")');
       await page.waitForSelector('[data-testid=quota]');
       expect(await page.textContent('[data-testid=quota]')).toContain('max_running_jobs');
+      // The operator replaces the overrides; a value out of range is refused with its field, changing nothing.
+      const overrides = page.locator('form[aria-label="quota overrides"]');
+      await overrides.locator('textarea').fill('{"limits": {"pids": 0}}');
+      await overrides.locator('button').click();
+      await overrides.locator('[role=alert][data-code=VALIDATION_FAILED]').waitFor();
+      expect(await overrides.locator('[role=alert]').textContent()).toContain('body.limits.pids');
+      await overrides.locator('textarea').fill('{"concurrency": {"max_running_jobs": 40}}');
+      await overrides.locator('button').click();
+      await overrides.locator('text=saved').waitFor();
+      const tenants = await kiln.operator.tenants.list();
+      const quota = await kiln.operator.tenants.getQuota(tenants.items.find((x) => x.name === 'acme')!.id);
+      expect(quota.concurrency.max_running_jobs).toBe(40);
+      expect(quota.limits.pids).not.toBe(0);
       await page.click('nav a:has-text("Runners")');
       const row = page.locator('tr[data-runner="runner-1"]');
       await row.waitFor();

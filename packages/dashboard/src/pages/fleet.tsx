@@ -49,9 +49,44 @@ function Quota({ tenantId }: { tenantId: string }) {
     <div data-testid="quota">
       <h3>Quota in force</h3>
       <Facts rows={flat} />
-      <h4>Operator overrides</h4>
-      <pre class="output">{JSON.stringify(overrides ?? {}, null, 2)}</pre>
+      <QuotaOverrides tenantId={tenantId} overrides={overrides} onSaved={q.reload} />
     </div>
+  );
+}
+
+/** The operator's overrides as JSON (PUT replaces them; values left out follow the configured defaults). */
+function QuotaOverrides({ tenantId, overrides, onSaved }: { tenantId: string; overrides: unknown; onSaved: () => void }) {
+  const [error, setError] = useState<unknown>();
+  const [saved, setSaved] = useState(false);
+  const save = async (e: Event) => {
+    e.preventDefault();
+    const text = String(new FormData(e.currentTarget as HTMLFormElement).get('overrides') ?? '');
+    setError(undefined);
+    setSaved(false);
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch (err) {
+      return setError(`not JSON: ${String(err)}`);
+    }
+    try {
+      await api('PUT', `/v1/tenants/${encodeURIComponent(tenantId)}/quota`, body);
+      setSaved(true);
+      onSaved();
+    } catch (err) {
+      setError(err);
+    }
+  };
+  return (
+    <form onSubmit={save} aria-label="quota overrides">
+      <h4>Operator overrides</h4>
+      <textarea name="overrides" rows={6} class="mono" spellcheck={false} defaultValue={JSON.stringify(overrides ?? {}, null, 2)} />
+      <button type="submit" class="small">
+        Replace overrides
+      </button>
+      {saved ? <span class="muted"> saved</span> : null}
+      <Problem error={error} />
+    </form>
   );
 }
 

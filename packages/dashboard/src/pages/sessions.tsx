@@ -167,6 +167,9 @@ export function SessionDetail({ id }: { id: string }) {
           actions={
             v.status === 'active' ? (
               <>
+                <button class="secondary outline small" onClick={() => { s.reload(); steps.reload(); }}>
+                  Refresh
+                </button>{' '}
                 <button class="small" onClick={() => setTerminal(!terminal)}>
                   {terminal ? 'Close terminal' : 'Open terminal'}
                 </button>{' '}

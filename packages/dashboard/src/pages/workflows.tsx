@@ -1,4 +1,4 @@
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { api, get, type Page } from '../api';
 import { ago, ms, time } from '../text';
 import { Badge, Empty, Link, Loading, Problem, Section, useLoad } from '../ui';
@@ -110,6 +110,13 @@ function Timeline({ wf }: { wf: Workflow }) {
 export function WorkflowDetail({ id }: { id: string }) {
   const wf = useLoad((s) => get<Workflow>(`/v1/workflows/${encodeURIComponent(id)}`, undefined, s), [id]);
   const [error, setError] = useState<unknown>();
+  // While it runs, the timeline is read again every 2 s.
+  const live = wf.data?.status === 'queued' || wf.data?.status === 'running';
+  useEffect(() => {
+    if (!live) return;
+    const t = setInterval(wf.reload, 2000);
+    return () => clearInterval(t);
+  }, [live, wf.reload]);
   const cancel = async () => {
     setError(undefined);
     try {
