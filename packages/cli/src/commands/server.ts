@@ -53,6 +53,7 @@ export async function runControlPlane(flags: ControlPlaneFlags, what: string, ho
   } else {
     out('kiln: operator key is the one in KILN_ADMIN_KEY');
   }
+  out(`kiln: dashboard at ${server.url}/ui (sign in with a kiln key)`);
   out(`kiln: API docs at ${server.url}/docs`);
 
   let stopping = false;
