@@ -198,10 +198,15 @@ export function JobsPage({ me }: { me: Whoami }) {
 function LiveOutput({ id, onEnd }: { id: string; onEnd: (job: Job) => void }) {
   const [out, setOut] = useState<{ stream: string; text: string }[]>([]);
   const [notices, setNotices] = useState<string[]>([]);
-  const [state, setState] = useState<'connecting' | 'live' | 'ended' | 'failed'>('connecting');
+  const [state, setState] = useState<'connecting' | 'live' | 'ended' | 'closed' | 'failed'>('connecting');
   const [error, setError] = useState<unknown>();
+  const [attempt, setAttempt] = useState(0);
   useEffect(() => {
     const ctl = new AbortController();
+    // A reconnect replays what the server still holds: start the screen again.
+    setOut([]);
+    setError(undefined);
+    setState('connecting');
     let chunks: { stream: string; text: string }[] = [];
     let total = 0;
     streamEvents(
@@ -224,7 +229,8 @@ function LiveOutput({ id, onEnd }: { id: string; onEnd: (job: Job) => void }) {
       },
       ctl.signal,
     ).then(
-      () => setState((s) => (s === 'ended' ? s : 'ended')),
+      // Closed without an end (a replica restarting, a cut slow watcher): say so; the job is read again.
+      () => setState((s) => (s === 'ended' ? s : 'closed')),
       (err: unknown) => {
         if (!ctl.signal.aborted) {
           setError(err);
@@ -233,11 +239,19 @@ function LiveOutput({ id, onEnd }: { id: string; onEnd: (job: Job) => void }) {
       },
     );
     return () => ctl.abort();
-  }, [id]);
+  }, [id, attempt]);
   return (
     <>
       <p class="muted" data-testid="stream-state">
         live output: {state}
+        {state === 'closed' || state === 'failed' ? (
+          <>
+            {' '}
+            <button class="secondary outline small" onClick={() => setAttempt((n) => n + 1)}>
+              Reconnect
+            </button>
+          </>
+        ) : null}
       </p>
       {notices.map((n) => (
         <p class="notice">{n}</p>
