@@ -1,0 +1,101 @@
+import type { AddressInfo } from 'node:net';
+import { JOB_BODY_LIMIT_BYTES, KilnError } from '@kiln/core';
+import { createKilnMcpServer } from '@kiln/mcp';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import type { FastifyRequest } from 'fastify';
+import { authenticate } from '../../services/auth.js';
+import type { Principal } from '../../services/context.js';
+import type { KilnApp } from '../app.js';
+
+export const MCP_PATH = '/mcp';
+/** MCP calls in flight at once per key: each holds API work open, so one key cannot take the endpoint. */
+export const MCP_MAX_IN_FLIGHT_PER_KEY = 8;
+
+/**
+ * The control plane's MCP endpoint (Streamable HTTP, stateless: every POST is a whole exchange, so any
+ * replica answers any call). The kiln key is the bearer; the tools are `@kiln/mcp`'s, shared with
+ * `kiln mcp`, and call this control plane's own HTTP API with the caller's key, so every role, quota,
+ * rate limit, audit event and other-tenant 404 is exactly the API's.
+ */
+export function installMcpEndpoint(app: KilnApp, version: string): void {
+  const inFlight = new Map<string, number>();
+
+  app.route({
+    method: 'POST',
+    url: MCP_PATH,
+    // A run_code call carries a job's code and files: the job route's limit, not the app's.
+    bodyLimit: JOB_BODY_LIMIT_BYTES,
+    handler: async (request, reply) => {
+      const principal = await authenticate(app.kiln.deps, app.kiln.secrets, request.headers.authorization);
+      request.kilnPrincipal = principal;
+      if (principal.kind === 'runner' || principal.kind === 'runner_join') {
+        throw new KilnError('FORBIDDEN', 'runner tokens and credentials open only /v1/runner/*; use a tenant or agent key for MCP');
+      }
+      const holder = holderOf(principal);
+      const count = inFlight.get(holder) ?? 0;
+      if (count >= MCP_MAX_IN_FLIGHT_PER_KEY) {
+        reply.header('retry-after', '1');
+        throw new KilnError('RATE_LIMITED', `this key has ${count} MCP calls in flight, the most it may; wait for one to end`, {
+          extra: { reason: 'mcp_in_flight', retry_after: 1 },
+        });
+      }
+      inFlight.set(holder, count + 1);
+      const release = once(() => {
+        const left = (inFlight.get(holder) ?? 1) - 1;
+        if (left <= 0) inFlight.delete(holder);
+        else inFlight.set(holder, left);
+      });
+
+      const server = createKilnMcpServer({ client: { url: selfUrl(app), apiKey: bearerOf(request) }, version });
+      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+      // From here the transport writes the answer (JSON, or an event stream with progress notifications).
+      reply.hijack();
+      reply.raw.once('close', () => {
+        release();
+        void transport.close();
+        void server.close();
+      });
+      try {
+        await server.connect(transport);
+        await transport.handleRequest(request.raw, reply.raw, request.body);
+      } catch (err) {
+        request.log.error({ err }, 'MCP request failed');
+        if (!reply.raw.headersSent) reply.raw.writeHead(500, { 'content-type': 'application/json' });
+        reply.raw.end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32603, message: 'internal error' }, id: null }));
+      }
+    },
+  });
+
+  // Stateless: no server-initiated stream to open (GET) and no MCP session to end (DELETE).
+  app.route({
+    method: ['GET', 'DELETE', 'PUT', 'PATCH'],
+    url: MCP_PATH,
+    handler: async (request, reply) => {
+      reply.header('allow', 'POST');
+      throw new KilnError('METHOD_NOT_ALLOWED', `${request.method} is not served on ${MCP_PATH}: this MCP endpoint is stateless; POST each JSON-RPC message`);
+    },
+  });
+}
+
+function holderOf(principal: Principal): string {
+  return principal.kind === 'tenant' || principal.kind === 'agent' ? principal.keyId : principal.kind;
+}
+
+function bearerOf(request: FastifyRequest): string {
+  return /^Bearer +(\S+)$/i.exec(request.headers.authorization ?? '')![1]!;
+}
+
+/** This control plane's own address, as its tools reach its API (loopback when it listens on every address). */
+function selfUrl(app: KilnApp): string {
+  const address = app.server.address() as AddressInfo | null;
+  if (!address || typeof address !== 'object') throw new KilnError('INTERNAL', 'the control plane is not listening');
+  const host = address.address === '0.0.0.0' ? '127.0.0.1' : address.address === '::' ? '::1' : address.address;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`;
+}
+
+function once(fn: () => void): () => void {
+  let done = false;
+  return () => {
+    if (!done) (done = true), fn();
+  };
+}
