@@ -6,7 +6,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult, Progress } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KilnSystem } from './support/kiln-system.js';
+import { eventually, KilnSystem } from './support/kiln-system.js';
 
 const CLI = join(import.meta.dirname, '../../packages/cli/bin/kiln.js');
 
@@ -62,7 +62,7 @@ async function refused(client: Client, name: string, args: Record<string, unknow
  * sandboxes: listing, jobs with progress, text and binary artifacts, truncation, cancel, sessions, and
  * errors (another tenant's objects, bad input) as tool results.
  */
-async function exerciseEveryTool(client: Client, other: Tenant) {
+async function exerciseEveryTool(client: Client, me: Tenant, other: Tenant) {
   const tools = (await client.listTools()).tools;
   expect(tools.map((t) => t.name).sort()).toEqual([...KILN_MCP_TOOLS].sort());
   for (const tool of tools) {
@@ -122,6 +122,18 @@ async function exerciseEveryTool(client: Client, other: Tenant) {
   expect(slow.body.note).toContain('get_job');
   const canceled = await ok(client, 'cancel_job', { job_id: slow.body.job_id });
   expect(canceled.body.status).toBe('canceled');
+
+  // Cancelling the MCP request cancels its job; the progress messages named the job before any answer.
+  const abort = new AbortController();
+  const seen: Progress[] = [];
+  const abandoned = client.callTool({ name: 'run_code', arguments: { language: 'bash', code: 'echo start; sleep 30' } }, undefined, {
+    signal: abort.signal,
+    onprogress: (p) => seen.push(p),
+  });
+  const named = await eventually('a progress message naming the job', async () => seen.map((p) => /job (job_\w+)/.exec(p.message ?? '')?.[1]).find(Boolean));
+  abort.abort();
+  await expect(abandoned).rejects.toThrow();
+  await eventually('the abandoned job to be canceled', async () => (await me.agentClient.jobs.get(named!)).status === 'canceled');
 
   // Errors are results carrying kiln's code: another tenant's job is NOT_FOUND, bad input names its field.
   const theirs = await other.agentClient.jobs.createAndWait({ language: 'python', code: 'print(1)' });
@@ -195,7 +207,7 @@ describe('MCP server end to end (sqlite)', () => {
   it('Streamable HTTP at /mcp: lists and calls every tool with the caller\'s key; progress; errors as results', async () => {
     const client = await httpClient(kiln.url, a.agentKey);
     try {
-      await exerciseEveryTool(client, b);
+      await exerciseEveryTool(client, a, b);
     } finally {
       await client.close();
     }
@@ -207,7 +219,7 @@ describe('MCP server end to end (sqlite)', () => {
   it('stdio: `kiln mcp` with KILN_URL and KILN_API_KEY lists and calls every tool', async () => {
     const client = await stdioClient(kiln.url, a.agentKey);
     try {
-      await exerciseEveryTool(client, b);
+      await exerciseEveryTool(client, a, b);
     } finally {
       await client.close();
     }
@@ -262,7 +274,17 @@ describe('MCP server end to end (sqlite)', () => {
       await new Promise((r) => setTimeout(r, 800));
       await expect(call(clients[8]!, 'list_languages', {})).rejects.toThrow(/429|RATE_LIMITED|in flight/);
       expect((await ok(other, 'list_languages', {})).body.languages.length).toBeGreaterThan(0);
+      // Another key's cancellations, for every request id the eight could have, cancel none of them.
+      for (let id = 0; id < 12; id++) {
+        const res = await fetch(`${kiln.url}/mcp`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${b.agentKey}` },
+          body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id } }),
+        });
+        expect(res.status).toBe(202);
+      }
       const answers = await Promise.all(slow);
+      for (const { body } of answers) expect(['queued', 'running']).toContain(body.status);
       for (const { body } of answers) await ok(clients[0]!, 'cancel_job', { job_id: body.job_id });
       // Once they ended, the key has room again.
       expect((await ok(clients[8]!, 'list_languages', {})).body.languages.length).toBeGreaterThan(0);

@@ -35,7 +35,7 @@ export class ProgressReporter {
     this.heartbeat.unref?.();
   }
 
-  /** The work changed state (queued → running): always reported. */
+  /** The work changed state (submitted as job_…): always reported. */
   status(state: string): void {
     this.state = state;
     this.send(true);
@@ -60,7 +60,7 @@ export class ProgressReporter {
     this.lastSentAt = now;
     this.progress += 1;
     const seconds = ((now - this.startedAt) / 1000).toFixed(1);
-    const message = `${this.state} for ${seconds} s, ${this.outputBytes} bytes of output so far`;
+    const message = `${this.state}: ${seconds} s, ${this.outputBytes} bytes of output so far`;
     // A client that went away cannot be told; the call itself still ends normally.
     this.extra
       .sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: this.progress, message } })

@@ -16,7 +16,7 @@ export function capText(text: string | null | undefined, max = INLINE_TEXT_MAX_C
 
 /** A successful tool result: the structured answer, and the same as JSON text for clients that read only text. */
 export function toolResult(structured: Record<string, unknown>, extra: CallToolResult['content'] = []): CallToolResult {
-  return { content: [{ type: 'text', text: JSON.stringify(structured, null, 2) }, ...extra], structuredContent: structured };
+  return { content: [{ type: 'text', text: JSON.stringify(structured) }, ...extra], structuredContent: structured };
 }
 
 /**
@@ -38,6 +38,8 @@ interface ToolErrorBody {
   status?: number;
   field?: string;
   retry_after?: number;
+  /** a policy violation's ceiling */
+  ceiling?: unknown;
 }
 
 function describe(err: unknown): ToolErrorBody {
@@ -45,10 +47,12 @@ function describe(err: unknown): ToolErrorBody {
     const problem = err.problem as Record<string, unknown>;
     return {
       code: err.code,
-      message: err.message,
+      // The SDK's message starts with the code: the problem's own detail reads better after it.
+      message: typeof problem.detail === 'string' ? problem.detail : err.message,
       ...(err.status > 0 ? { status: err.status } : {}),
       ...(err.field ? { field: err.field } : {}),
       ...(typeof problem.retry_after === 'number' ? { retry_after: problem.retry_after } : {}),
+      ...(problem.ceiling !== undefined ? { ceiling: problem.ceiling } : {}),
     };
   }
   if (err instanceof KilnError) return { code: err.code, message: err.message, ...(err.field ? { field: err.field } : {}) };

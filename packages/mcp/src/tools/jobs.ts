@@ -20,10 +20,10 @@ const fileSchema = z.object({
 
 const runCodeInput = {
   language: z.string().min(1).max(64).describe('the language to run, one of the names list_languages answers (e.g. "python", "node", "bash", "c")'),
-  version: z.string().min(1).max(64).optional().describe('a version list_languages offers; default the newest'),
+  version: z.string().min(1).max(64).optional().describe('one of the versions list_languages offers for the language; default the fleet\'s'),
   code: z.string().max(8 * MiB).optional().describe('the program as one source text; give this or `files`, not both'),
   files: z.array(fileSchema).min(1).max(256).optional().describe('several files instead of `code`; `entrypoint` names the one to run'),
-  entrypoint: z.string().min(1).max(255).optional().describe('with `files`: the file to run; default the first file'),
+  entrypoint: z.string().min(1).max(255).optional().describe('with `files`: the path of the file to run, e.g. "main.py"'),
   stdin: z.string().max(8 * MiB).optional().describe('text given to the program on standard input'),
   args: z.array(z.string().max(4096)).max(256).optional().describe('command-line arguments for the program'),
   env: z.record(z.string().max(128), z.string().max(32 * 1024)).optional().describe('environment variables for the program'),
@@ -101,10 +101,14 @@ export function registerJobTools(server: McpServer, client: KilnClient): void {
         const { wait_seconds, ...request } = args;
         const progress = new ProgressReporter(extra);
         let submitted: Job | undefined;
-        progress.start('queued');
+        progress.start('submitting the job');
         try {
           const job = await client.jobs.run(request as CreateJobInput, {
-            onJob: (j) => (submitted = j),
+            onJob: (j) => {
+              submitted = j;
+              // The id in the progress message lets an agent follow or cancel the job before the answer.
+              progress.status(`job ${j.id} ${j.status}`);
+            },
             onStdout: (d) => progress.output(d.length),
             onStderr: (d) => progress.output(d.length),
             timeoutMs: (wait_seconds ?? RUN_WAIT_DEFAULT_SECONDS) * 1000,

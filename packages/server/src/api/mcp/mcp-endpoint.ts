@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { JOB_BODY_LIMIT_BYTES, KilnError } from '@kiln/core';
 import { createKilnMcpServer } from '@kiln/mcp';
@@ -19,6 +20,7 @@ export const MCP_MAX_IN_FLIGHT_PER_KEY = 8;
  */
 export function installMcpEndpoint(app: KilnApp, version: string): void {
   const inFlight = new Map<string, number>();
+  const calls = new CallsInFlight();
 
   app.route({
     method: 'POST',
@@ -48,10 +50,18 @@ export function installMcpEndpoint(app: KilnApp, version: string): void {
 
       const server = createKilnMcpServer({ client: { url: selfUrl(app), apiKey: bearerOf(request) }, version });
       const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+      const conversation = conversationOf(request);
+      const messages = jsonRpcMessages(request.body);
+      // A cancellation arrives as a POST of its own: it closes the server answering the call it names,
+      // which aborts the tool (run_code then cancels its job).
+      for (const m of messages) if (m.method === 'notifications/cancelled') calls.cancel(holder, conversation, m.params?.requestId);
+      const tracked = messages.filter((m) => m.id !== undefined && m.method !== undefined).map((m) => calls.track(holder, conversation, m.id, () => void server.close()));
+      if (messages.some((m) => m.method === 'initialize')) reply.raw.setHeader('mcp-session-id', newConversationId());
       // From here the transport writes the answer (JSON, or an event stream with progress notifications).
       reply.hijack();
       reply.raw.once('close', () => {
         release();
+        for (const untrack of tracked) untrack();
         void transport.close();
         void server.close();
       });
@@ -75,6 +85,54 @@ export function installMcpEndpoint(app: KilnApp, version: string): void {
       throw new KilnError('METHOD_NOT_ALLOWED', `${request.method} is not served on ${MCP_PATH}: this MCP endpoint is stateless; POST each JSON-RPC message`);
     },
   });
+}
+
+interface JsonRpcMessage {
+  id?: string | number;
+  method?: string;
+  params?: { requestId?: string | number };
+}
+
+function jsonRpcMessages(body: unknown): JsonRpcMessage[] {
+  const list = Array.isArray(body) ? body : [body];
+  return list.filter((m): m is JsonRpcMessage => typeof m === 'object' && m !== null);
+}
+
+/**
+ * The endpoint keeps no MCP session, but it gives each client that initializes an opaque id
+ * (`Mcp-Session-Id`, which clients send back) so that a cancellation names that client's call, not
+ * another's with the same request id under the same key.
+ */
+const newConversationId = () => randomBytes(16).toString('hex');
+
+function conversationOf(request: FastifyRequest): string {
+  const header = request.headers['mcp-session-id'];
+  return typeof header === 'string' && /^[0-9a-f]{32}$/.test(header) ? header : '';
+}
+
+/** The tool calls this replica is answering, by key, conversation and JSON-RPC id, so they can be cancelled. */
+class CallsInFlight {
+  private readonly calls = new Map<string, Set<() => void>>();
+
+  track(holder: string, conversation: string, id: string | number | undefined, cancel: () => void): () => void {
+    const key = this.key(holder, conversation, id);
+    const set = this.calls.get(key) ?? new Set();
+    set.add(cancel);
+    this.calls.set(key, set);
+    return () => {
+      set.delete(cancel);
+      if (set.size === 0 && this.calls.get(key) === set) this.calls.delete(key);
+    };
+  }
+
+  cancel(holder: string, conversation: string, id: string | number | undefined): void {
+    if (id === undefined) return;
+    for (const cancel of this.calls.get(this.key(holder, conversation, id)) ?? []) cancel();
+  }
+
+  private key(holder: string, conversation: string, id: string | number | undefined): string {
+    return `${holder}\u0000${conversation}\u0000${JSON.stringify(id ?? null)}`;
+  }
 }
 
 function holderOf(principal: Principal): string {
