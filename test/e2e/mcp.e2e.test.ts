@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import { KILN_MCP_TOOLS } from '@kiln/mcp';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
@@ -33,6 +34,16 @@ async function stdioClient(url: string, key: string): Promise<Client> {
     new StdioClientTransport({ command: process.execPath, args: [CLI, 'mcp'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', KILN_URL: url, KILN_API_KEY: key }, stderr: 'ignore' }),
   );
   return client;
+}
+
+/** Uses a connected client, then closes it (and the `kiln mcp` process behind a stdio one). */
+async function withClient(connecting: Promise<Client>, use: (client: Client) => Promise<void>): Promise<void> {
+  const client = await connecting;
+  try {
+    await use(client);
+  } finally {
+    await client.close();
+  }
 }
 
 /** Calls a tool; `progress` collects the progress notifications (the SDK sends a progressToken then). */
@@ -205,24 +216,14 @@ describe('MCP server end to end (sqlite)', () => {
   afterAll(() => kiln.close(), 60_000);
 
   it('Streamable HTTP at /mcp: lists and calls every tool with the caller\'s key; progress; errors as results', async () => {
-    const client = await httpClient(kiln.url, a.agentKey);
-    try {
-      await exerciseEveryTool(client, a, b);
-    } finally {
-      await client.close();
-    }
+    await withClient(httpClient(kiln.url, a.agentKey), (client) => exerciseEveryTool(client, a, b));
     // The audit names the agent as the actor of what its MCP calls did.
     const audit = await a.admin.audit.list({ action: 'job.create', limit: 5 });
     expect(audit.items[0]).toMatchObject({ actor_id: a.agent.id });
   }, 120_000);
 
   it('stdio: `kiln mcp` with KILN_URL and KILN_API_KEY lists and calls every tool', async () => {
-    const client = await stdioClient(kiln.url, a.agentKey);
-    try {
-      await exerciseEveryTool(client, a, b);
-    } finally {
-      await client.close();
-    }
+    await withClient(stdioClient(kiln.url, a.agentKey), (client) => exerciseEveryTool(client, a, b));
   }, 120_000);
 
   it('refuses without a key: /mcp answers 401 problem+json, `kiln mcp` exits with the auth code; a wrong key is a tool error', async () => {
@@ -245,6 +246,25 @@ describe('MCP server end to end (sqlite)', () => {
       body: JSON.stringify(init),
     });
     expect(runnerRefused.status).toBe(403);
+    // A body past a job's limit (20 MiB) is refused from its declared length, before any of it is read.
+    const huge = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpRequest(`${kiln.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': String(21 * 1024 * 1024), authorization: `Bearer ${a.agentKey}` },
+      });
+      req.on('response', (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => {
+          req.destroy();
+          resolve({ status: res.statusCode ?? 0, body });
+        });
+      });
+      req.on('error', reject);
+      req.write('{"jsonrpc":');
+    });
+    expect(huge.status).toBe(413);
+    expect(JSON.parse(huge.body).code).toMatch(/^[A-Z_]+$/);
     const get = await fetch(`${kiln.url}/mcp`, { headers: { authorization: `Bearer ${a.agentKey}` } });
     expect(get.status).toBe(405);
     expect(get.headers.get('allow')).toBe('POST');
@@ -257,12 +277,9 @@ describe('MCP server end to end (sqlite)', () => {
     // A revoked key over stdio: the server starts, and each call answers UNAUTHORIZED as a result.
     const spare = await a.admin.agents.createKey(a.agent.id);
     await a.admin.keys.revoke(spare.id);
-    const client = await stdioClient(kiln.url, spare.key);
-    try {
+    await withClient(stdioClient(kiln.url, spare.key), async (client) => {
       expect((await refused(client, 'list_languages', {})).code).toBe('UNAUTHORIZED');
-    } finally {
-      await client.close();
-    }
+    });
   }, 60_000);
 
   it('bounds MCP calls in flight per key (429 past the cap) without holding up another key', async () => {

@@ -14,6 +14,22 @@ export function capText(text: string | null | undefined, max = INLINE_TEXT_MAX_C
   return value.length > max ? { text: value.slice(0, max), truncated: true } : { text: value, truncated: false };
 }
 
+/** How a job or a command ended, in the same fields for both. */
+export function outcome(run: {
+  status: string;
+  verdict: string | null;
+  exit_status: { code: number | null; signal: string | null } | null;
+  resource_usage: unknown;
+}) {
+  return {
+    status: run.status,
+    verdict: run.verdict,
+    exit_code: run.exit_status?.code ?? null,
+    signal: run.exit_status?.signal ?? null,
+    resource_usage: run.resource_usage,
+  };
+}
+
 /** A successful tool result: the structured answer, and the same as JSON text for clients that read only text. */
 export function toolResult(structured: Record<string, unknown>, extra: CallToolResult['content'] = []): CallToolResult {
   return { content: [{ type: 'text', text: JSON.stringify(structured) }, ...extra], structuredContent: structured };

@@ -3,7 +3,7 @@ import { TimeoutError, type KilnClient } from '@kiln/sdk';
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { z } from 'zod';
 import { ProgressReporter } from '../progress.js';
-import { capText, guarded, toolResult } from '../results.js';
+import { capText, guarded, outcome, toolResult } from '../results.js';
 import { idSchema } from './ids.js';
 
 const MiB = 1024 * 1024;
@@ -60,15 +60,11 @@ export function jobSummary(job: Job): Record<string, unknown> {
   }
   return {
     job_id: job.id,
-    status: job.status,
-    verdict: job.verdict,
-    exit_code: job.exit_status?.code ?? null,
-    signal: job.exit_status?.signal ?? null,
+    ...outcome(job),
     stdout: stdout.text,
     stderr: stderr.text,
-    stdout_truncated: Boolean(notes.find((n) => n.startsWith('stdout'))),
-    stderr_truncated: Boolean(notes.find((n) => n.startsWith('stderr'))),
-    resource_usage: job.resource_usage,
+    stdout_truncated: notes.some((n) => n.startsWith('stdout')),
+    stderr_truncated: notes.some((n) => n.startsWith('stderr')),
     artifact_ids: refs?.artifacts ?? [],
     stdout_artifact_id: refs?.stdout ?? null,
     stderr_artifact_id: refs?.stderr ?? null,

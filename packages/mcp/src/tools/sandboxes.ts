@@ -4,7 +4,7 @@ import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { z } from 'zod';
 import { asText, readAtMost } from '../bounded-read.js';
 import { ProgressReporter } from '../progress.js';
-import { capText, guarded, toolResult } from '../results.js';
+import { capText, guarded, outcome, toolResult } from '../results.js';
 import { idSchema } from './ids.js';
 
 const KiB = 1024;
@@ -40,15 +40,11 @@ function stepSummary(step: SessionStep) {
   const cut = stdout.truncated || stderr.truncated;
   return {
     sequence: step.sequence,
-    status: step.status,
-    verdict: step.verdict,
-    exit_code: step.exit_status?.code ?? null,
-    signal: step.exit_status?.signal ?? null,
+    ...outcome(step),
     stdout: stdout.text,
     stderr: stderr.text,
     stdout_truncated: stdout.truncated,
     stderr_truncated: stderr.truncated,
-    resource_usage: step.resource_usage,
     ...(step.error ? { error: step.error } : {}),
     ...(cut ? { note: 'output is longer than shown: redirect it to a file in the command (e.g. `cmd > out.txt 2>&1`) and read it with read_file' } : {}),
   };
