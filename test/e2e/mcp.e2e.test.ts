@@ -174,6 +174,23 @@ async function exerciseEveryTool(client: Client, me: Tenant, other: Tenant) {
   expect(stepProgress.length).toBeGreaterThanOrEqual(1);
   const argv = await ok(client, 'run_command', { sandbox_id: id, command: ['sh', '-c', 'read x; echo got $x'], stdin: 'it\n' });
   expect(argv.body).toMatchObject({ exit_code: 0, stdout: 'got it\n' });
+  // Cancelling a followed command kills it.
+  const stopCommand = new AbortController();
+  const commandProgress: Progress[] = [];
+  const abandonedCommand = client.callTool({ name: 'run_command', arguments: { sandbox_id: id, command: 'sleep 30' } }, undefined, {
+    signal: stopCommand.signal,
+    onprogress: (p) => commandProgress.push(p),
+  });
+  const sequence = await eventually('a progress message naming the command', async () =>
+    commandProgress.map((p) => /command (\d+) running/.exec(p.message ?? '')?.[1]).find(Boolean),
+  );
+  stopCommand.abort();
+  await expect(abandonedCommand).rejects.toThrow();
+  const killed = await eventually('the abandoned command to end', async () => {
+    const s = await me.agentClient.request<{ status: string }>('GET', `/v1/sessions/${id}/steps/${sequence}`);
+    return s.status !== 'running' && s.status !== 'queued' && s.status;
+  });
+  expect(killed).not.toBe('succeeded');
   const bg = await ok(client, 'run_command', { sandbox_id: id, command: 'sleep 20', background: true });
   expect(bg.body).toMatchObject({ status: 'running' });
   expect(await ok(client, 'read_file', { sandbox_id: id, path: 'src/data.txt' })).toMatchObject({ body: { content: 'line one\n', encoding: 'utf8', truncated: false } });

@@ -109,16 +109,25 @@ export function registerSandboxTools(server: McpServer, client: KilnClient, opti
           return toolResult({ sequence: handle.sequence, status: 'running', note: 'the command goes on in the background; its output is not returned here' });
         }
         const progress = new ProgressReporter(extra);
+        // A command that exits non-zero is an answer, not a failure of the tool.
+        const ended = (err: unknown): CommandResult => {
+          if (err instanceof CommandExitError) return err.result;
+          throw err;
+        };
+        if (!progress.enabled) return toolResult(stepSummary((await sandbox.commands.run(command, common).catch(ended)).step));
+        // With progress: the command is followed as it runs (its output paces the notifications), gets
+        // end of file after its stdin as a foreground one would, and is killed if the call is cancelled.
         progress.start('running');
+        const onOutput = (d: string) => progress.output(d.length);
+        const handle = await sandbox.commands.run(command, { ...common, background: true, onStdout: onOutput, onStderr: onOutput });
+        progress.status(`command ${handle.sequence} running`);
+        const kill = () => void handle.kill().catch(() => undefined);
+        extra.signal.addEventListener('abort', kill, { once: true });
         try {
-          const streaming = progress.enabled ? { onStdout: (d: string) => progress.output(d.length), onStderr: (d: string) => progress.output(d.length) } : {};
-          const result: CommandResult = await sandbox.commands.run(command, { ...common, ...streaming }).catch((err: unknown) => {
-            // A command that exits non-zero is an answer, not a failure of the tool.
-            if (err instanceof CommandExitError) return err.result;
-            throw err;
-          });
-          return toolResult(stepSummary(result.step));
+          await handle.sendStdin('', { eof: true }).catch(() => undefined);
+          return toolResult(stepSummary((await handle.wait().catch(ended)).step));
         } finally {
+          extra.signal.removeEventListener('abort', kill);
           progress.stop();
         }
       }),
