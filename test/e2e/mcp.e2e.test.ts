@@ -322,6 +322,14 @@ describe('MCP server end to end (sqlite)', () => {
       for (const { body } of answers) await ok(clients[0]!, 'cancel_job', { job_id: body.job_id });
       // Once they ended, the key has room again.
       expect((await ok(clients[8]!, 'list_languages', {})).body.languages.length).toBeGreaterThan(0);
+      // A batch counts as the calls it holds: nine at once are refused whole.
+      const batch = await fetch(`${kiln.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${a.agentKey}` },
+        body: JSON.stringify(Array.from({ length: 9 }, (_, id) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'run_code', arguments: { language: 'bash', code: 'sleep 20' } } }))),
+      });
+      expect(batch.status).toBe(429);
+      expect(await batch.json()).toMatchObject({ code: 'RATE_LIMITED', reason: 'mcp_in_flight' });
     } finally {
       await Promise.all([...clients, other].map((c) => c.close()));
     }

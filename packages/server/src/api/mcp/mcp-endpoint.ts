@@ -34,16 +34,21 @@ export function installMcpEndpoint(app: KilnApp, version: string): void {
         throw new KilnError('FORBIDDEN', 'runner tokens and credentials open only /v1/runner/*; use a tenant or agent key for MCP');
       }
       const holder = holderOf(principal);
+      const messages = jsonRpcMessages(request.body);
+      // A batch is as many calls as it holds requests: it cannot carry more than the cap allows.
+      const weight = Math.max(1, messages.filter(isRequest).length);
       const count = inFlight.get(holder) ?? 0;
-      if (count >= MCP_MAX_IN_FLIGHT_PER_KEY) {
+      if (count + weight > MCP_MAX_IN_FLIGHT_PER_KEY) {
         reply.header('retry-after', '1');
-        throw new KilnError('RATE_LIMITED', `this key has ${count} MCP calls in flight, the most it may; wait for one to end`, {
-          extra: { reason: 'mcp_in_flight', retry_after: 1 },
-        });
+        throw new KilnError(
+          'RATE_LIMITED',
+          `this key has ${count} MCP calls in flight and may have ${MCP_MAX_IN_FLIGHT_PER_KEY}; this request adds ${weight}: wait for one to end`,
+          { extra: { reason: 'mcp_in_flight', retry_after: 1 } },
+        );
       }
-      inFlight.set(holder, count + 1);
+      inFlight.set(holder, count + weight);
       const release = once(() => {
-        const left = (inFlight.get(holder) ?? 1) - 1;
+        const left = (inFlight.get(holder) ?? weight) - weight;
         if (left <= 0) inFlight.delete(holder);
         else inFlight.set(holder, left);
       });
@@ -51,11 +56,10 @@ export function installMcpEndpoint(app: KilnApp, version: string): void {
       const server = createKilnMcpServer({ client: { url: selfUrl(app), apiKey: bearerOf(request) }, version });
       const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
       const conversation = conversationOf(request);
-      const messages = jsonRpcMessages(request.body);
       // A cancellation arrives as a POST of its own: it closes the server answering the call it names,
       // which aborts the tool (run_code then cancels its job).
       for (const m of messages) if (m.method === 'notifications/cancelled') calls.cancel(holder, conversation, m.params?.requestId);
-      const tracked = messages.filter((m) => m.id !== undefined && m.method !== undefined).map((m) => calls.track(holder, conversation, m.id, () => void server.close()));
+      const tracked = messages.filter(isRequest).map((m) => calls.track(holder, conversation, m.id, () => void server.close()));
       if (messages.some((m) => m.method === 'initialize')) reply.raw.setHeader('mcp-session-id', newConversationId());
       // From here the transport writes the answer (JSON, or an event stream with progress notifications).
       reply.hijack();
@@ -92,6 +96,8 @@ interface JsonRpcMessage {
   method?: string;
   params?: { requestId?: string | number };
 }
+
+const isRequest = (m: JsonRpcMessage) => m.id !== undefined && m.method !== undefined;
 
 function jsonRpcMessages(body: unknown): JsonRpcMessage[] {
   const list = Array.isArray(body) ? body : [body];
@@ -154,6 +160,8 @@ function selfUrl(app: KilnApp): string {
 function once(fn: () => void): () => void {
   let done = false;
   return () => {
-    if (!done) (done = true), fn();
+    if (done) return;
+    done = true;
+    fn();
   };
 }
