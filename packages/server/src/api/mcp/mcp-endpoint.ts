@@ -82,7 +82,7 @@ export function installMcpEndpoint(app: KilnApp, version: string): void {
 
   // Stateless: no server-initiated stream to open (GET) and no MCP session to end (DELETE).
   app.route({
-    method: ['GET', 'DELETE', 'PUT', 'PATCH'],
+    method: ['GET', 'DELETE', 'PUT', 'PATCH', 'OPTIONS'],
     url: MCP_PATH,
     handler: async (request, reply) => {
       reply.header('allow', 'POST');
