@@ -12,6 +12,13 @@ export const artifactUri = (id: string) => `kiln://artifacts/${encodeURIComponen
 /** The most a resources/read of an artifact answers (base64 in one JSON-RPC message). */
 export const RESOURCE_MAX_BYTES = 8 * 1024 * 1024;
 
+const getArtifactInput = z.object({
+  artifact_id: idSchema('art', 'the artifact id (from run_code\'s artifact_ids, stdout_artifact_id or stderr_artifact_id)'),
+  max_chars: z.number().int().min(1).max(INLINE_TEXT_MAX_CHARS).optional().describe(`how much text to return at most; default ${INLINE_TEXT_MAX_CHARS}`),
+});
+
+const resourceId = z.string().min(1).max(128).regex(/^[A-Za-z0-9_-]+$/);
+
 async function content(client: KilnClient, id: string, maxBytes: number) {
   const response = await client.requestRaw('GET', `/v1/artifacts/${encodeURIComponent(id)}/content`, { accept: '*/*', timeoutMs: 60_000 });
   return readAtMost(response.body, maxBytes);
@@ -27,10 +34,7 @@ export function registerArtifactTools(server: McpServer, client: KilnClient): vo
         `(default and most ${INLINE_TEXT_MAX_CHARS}), saying when it was cut; binary content comes back as a resource link ` +
         `(kiln://artifacts/{id}) to read with resources/read (up to ${RESOURCE_MAX_BYTES} bytes) or to download from kiln's ` +
         'HTTP API at /v1/artifacts/{id}/content.',
-      inputSchema: {
-        artifact_id: idSchema('art', 'the artifact id (from run_code\'s artifact_ids, stdout_artifact_id or stderr_artifact_id)'),
-        max_chars: z.number().int().min(1).max(INLINE_TEXT_MAX_CHARS).optional().describe(`how much text to return at most; default ${INLINE_TEXT_MAX_CHARS}`),
-      },
+      inputSchema: getArtifactInput,
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
     ({ artifact_id, max_chars }) =>
@@ -68,7 +72,7 @@ export function registerArtifactTools(server: McpServer, client: KilnClient): vo
     new ResourceTemplate('kiln://artifacts/{id}', { list: undefined }),
     { title: 'kiln artifact', description: `An artifact's bytes (up to ${RESOURCE_MAX_BYTES}), as base64.`, mimeType: 'application/octet-stream' },
     async (uri, variables) => {
-      const id = z.string().min(1).max(128).parse(String(variables.id));
+      const id = resourceId.parse(String(variables.id));
       const artifact = await client.artifacts.get(id);
       if (artifact.size_bytes > RESOURCE_MAX_BYTES) {
         throw new Error(`artifact ${id} has ${artifact.size_bytes} bytes, more than ${RESOURCE_MAX_BYTES} a resource answers: download /v1/artifacts/${id}/content instead`);

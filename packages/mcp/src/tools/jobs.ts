@@ -18,7 +18,9 @@ const fileSchema = z.object({
   encoding: z.enum(['utf8', 'base64']).optional().describe('how `content` is encoded; default "utf8"'),
 });
 
-const runCodeInput = {
+// Schemas are built once per process: zod compiles a schema on its first use, and `/mcp` builds a
+// server per request.
+const runCodeInput = z.object({
   language: z.string().min(1).max(64).describe('the language to run, one of the names list_languages answers (e.g. "python", "node", "bash", "c")'),
   version: z.string().min(1).max(64).optional().describe('one of the versions list_languages offers for the language; default the fleet\'s'),
   code: z.string().max(8 * MiB).optional().describe('the program as one source text; give this or `files`, not both'),
@@ -40,7 +42,10 @@ const runCodeInput = {
     .max(RUN_WAIT_MAX_SECONDS)
     .optional()
     .describe(`how long to wait for the job to end; default ${RUN_WAIT_DEFAULT_SECONDS}. If it has not ended by then the answer has status "running": follow it with get_job`),
-};
+});
+
+const getJobInput = z.object({ job_id: idSchema('job', 'the job id run_code answered') });
+const cancelJobInput = z.object({ job_id: idSchema('job', 'the job to cancel') });
 
 /**
  * What an agent needs of a job, bounded: the inline output is cut at INLINE_TEXT_MAX_CHARS and then
@@ -141,7 +146,7 @@ export function registerJobTools(server: McpServer, client: KilnClient): void {
       title: 'Get a job',
       description:
         'A job by id: status ("queued", "running", "succeeded", "failed", "canceled"), verdict, exit code, output (capped; the full output is in the stdout/stderr artifacts) and artifact ids.',
-      inputSchema: { job_id: idSchema('job', 'the job id run_code answered') },
+      inputSchema: getJobInput,
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
     ({ job_id }) => guarded(async () => toolResult(jobSummary(await client.jobs.get(job_id)))),
@@ -152,7 +157,7 @@ export function registerJobTools(server: McpServer, client: KilnClient): void {
     {
       title: 'Cancel a job',
       description: 'Cancels a queued or running job (its sandbox is killed); a job that already ended answers as it is.',
-      inputSchema: { job_id: idSchema('job', 'the job to cancel') },
+      inputSchema: cancelJobInput,
       annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
     },
     ({ job_id }) => guarded(async () => toolResult(jobSummary(await client.jobs.cancel(job_id)))),

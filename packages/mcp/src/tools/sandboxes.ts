@@ -20,6 +20,40 @@ const sandboxId = idSchema('ses', 'the sandbox id create_sandbox answered');
 const pathSchema = (what: string) => z.string().min(1).max(1024).describe(`${what}, relative to /workspace (or absolute under /workspace)`);
 const envSchema = z.record(z.string().max(128), z.string().max(32 * KiB));
 
+// Built once per process (zod compiles a schema on its first use; `/mcp` builds a server per request).
+const createSandboxInput = z.object({
+  ttl_seconds: z.number().int().min(1).max(30 * 24 * 3600).optional().describe('how long it lives; default and most: the policy\'s sessions.max_ttl_seconds'),
+  env: envSchema.optional().describe('environment variables every command sees'),
+  metadata: z.record(z.string().min(1).max(64), z.string().max(1024)).optional().describe('labels of your own (at most 32)'),
+  policy_id: z.string().max(64).optional().describe('the policy to run under; default the tenant\'s "default" policy'),
+  agent_id: z.string().max(64).optional().describe('with a tenant admin key: the agent the sandbox is for'),
+  zone: z.string().min(1).max(64).optional().describe('the runner zone to place it in'),
+});
+const runCommandInput = z.object({
+  sandbox_id: sandboxId,
+  command: z
+    .union([z.string().min(1).max(64 * KiB), z.array(z.string().max(64 * KiB)).min(1).max(1024)])
+    .describe('e.g. "pip list | head" or ["python3", "main.py"]'),
+  stdin: z.string().max(1 * MiB).optional().describe('text given on standard input (then end of file)'),
+  cwd: z.string().min(1).max(1024).optional().describe('working directory; default /workspace'),
+  env: envSchema.optional().describe('extra environment variables for this command'),
+  timeout_ms: z.number().int().min(1).max(24 * 3600 * 1000).optional().describe('kill it after this long; default the policy\'s limits.wall_time_ms'),
+  background: z.boolean().optional().describe('answer at once and leave the command running'),
+});
+const writeFileInput = z.object({
+  sandbox_id: sandboxId,
+  path: pathSchema('the file'),
+  content: z.string().max(8 * MiB).describe('the content: text, or base64 with encoding "base64"'),
+  encoding: z.enum(['utf8', 'base64']).optional().describe('how `content` is encoded; default "utf8"'),
+});
+const readFileInput = z.object({
+  sandbox_id: sandboxId,
+  path: pathSchema('the file'),
+  max_bytes: z.number().int().min(1).max(READ_MAX_BYTES).optional().describe(`how many bytes to return at most; default ${READ_DEFAULT_BYTES}`),
+});
+const listFilesInput = z.object({ sandbox_id: sandboxId, path: pathSchema('the folder').optional() });
+const killSandboxInput = z.object({ sandbox_id: sandboxId });
+
 function sandboxSummary(s: Session) {
   return {
     sandbox_id: s.id,
@@ -65,14 +99,7 @@ export function registerSandboxTools(server: McpServer, client: KilnClient, opti
         'Starts a persistent sandbox (a kiln session): a Linux workspace at /workspace that keeps its files and processes ' +
         'across run_command, write_file, read_file and list_files calls until kill_sandbox, its TTL, or its idle timeout. ' +
         'Answers its sandbox_id and expires_at.',
-      inputSchema: {
-        ttl_seconds: z.number().int().min(1).max(30 * 24 * 3600).optional().describe('how long it lives; default and most: the policy\'s sessions.max_ttl_seconds'),
-        env: envSchema.optional().describe('environment variables every command sees'),
-        metadata: z.record(z.string().min(1).max(64), z.string().max(1024)).optional().describe('labels of your own (at most 32)'),
-        policy_id: z.string().max(64).optional().describe('the policy to run under; default the tenant\'s "default" policy'),
-        agent_id: z.string().max(64).optional().describe('with a tenant admin key: the agent the sandbox is for'),
-        zone: z.string().min(1).max(64).optional().describe('the runner zone to place it in'),
-      },
+      inputSchema: createSandboxInput,
       annotations: { readOnlyHint: false, destructiveHint: false, openWorldHint: false },
     },
     (args) => guarded(async () => toolResult(sandboxSummary(await client.request<Session>('POST', '/v1/sessions', { body: args, timeoutMs: 60_000 })))),
@@ -87,17 +114,7 @@ export function registerSandboxTools(server: McpServer, client: KilnClient, opti
         'and returns its exit code, verdict, stdout and stderr (capped inline; redirect long output to a file and read_file it). ' +
         'A non-zero exit is a normal result, not an error. `background: true` answers at once with the command\'s sequence ' +
         'and leaves it running (a server, a watcher). Sends progress notifications while it runs when the request has a progressToken.',
-      inputSchema: {
-        sandbox_id: sandboxId,
-        command: z
-          .union([z.string().min(1).max(64 * KiB), z.array(z.string().max(64 * KiB)).min(1).max(1024)])
-          .describe('e.g. "pip list | head" or ["python3", "main.py"]'),
-        stdin: z.string().max(1 * MiB).optional().describe('text given on standard input (then end of file)'),
-        cwd: z.string().min(1).max(1024).optional().describe('working directory; default /workspace'),
-        env: envSchema.optional().describe('extra environment variables for this command'),
-        timeout_ms: z.number().int().min(1).max(24 * 3600 * 1000).optional().describe('kill it after this long; default the policy\'s limits.wall_time_ms'),
-        background: z.boolean().optional().describe('answer at once and leave the command running'),
-      },
+      inputSchema: runCommandInput,
       annotations: { readOnlyHint: false, destructiveHint: false, openWorldHint: false },
     },
     ({ sandbox_id, command, stdin, cwd, env, timeout_ms, background }, extra) =>
@@ -138,12 +155,7 @@ export function registerSandboxTools(server: McpServer, client: KilnClient, opti
     {
       title: 'Write a file in a sandbox',
       description: 'Writes (creates or replaces) a file in a sandbox\'s /workspace, making parent folders as needed. Answers the path and size.',
-      inputSchema: {
-        sandbox_id: sandboxId,
-        path: pathSchema('the file'),
-        content: z.string().max(8 * MiB).describe('the content: text, or base64 with encoding "base64"'),
-        encoding: z.enum(['utf8', 'base64']).optional().describe('how `content` is encoded; default "utf8"'),
-      },
+      inputSchema: writeFileInput,
       annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
     },
     ({ sandbox_id, path, content, encoding }) =>
@@ -161,11 +173,7 @@ export function registerSandboxTools(server: McpServer, client: KilnClient, opti
       description:
         `Reads a file from a sandbox's /workspace: text inline, other content as base64. At most \`max_bytes\` (default ${READ_DEFAULT_BYTES}, ` +
         `most ${READ_MAX_BYTES}) are returned; \`truncated\` says when the file is longer.`,
-      inputSchema: {
-        sandbox_id: sandboxId,
-        path: pathSchema('the file'),
-        max_bytes: z.number().int().min(1).max(READ_MAX_BYTES).optional().describe(`how many bytes to return at most; default ${READ_DEFAULT_BYTES}`),
-      },
+      inputSchema: readFileInput,
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
     ({ sandbox_id, path, max_bytes }) =>
@@ -190,7 +198,7 @@ export function registerSandboxTools(server: McpServer, client: KilnClient, opti
     {
       title: 'List files in a sandbox',
       description: `Lists a folder of a sandbox's /workspace (default the workspace itself): name, path, type, size_bytes, modified_at; at most ${LIST_MAX_ENTRIES} entries.`,
-      inputSchema: { sandbox_id: sandboxId, path: pathSchema('the folder').optional() },
+      inputSchema: listFilesInput,
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
     ({ sandbox_id, path }) =>
@@ -211,7 +219,7 @@ export function registerSandboxTools(server: McpServer, client: KilnClient, opti
     {
       title: 'Kill a sandbox',
       description: 'Ends a sandbox: its processes are killed and its files deleted. Killing one already ended answers it as it is.',
-      inputSchema: { sandbox_id: sandboxId },
+      inputSchema: killSandboxInput,
       annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
     },
     ({ sandbox_id }) =>
