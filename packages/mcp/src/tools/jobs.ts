@@ -32,7 +32,7 @@ const runCodeInput = z.object({
   limits: requestedLimitsSchema
     .optional()
     .describe('resource limits, each at most the policy allows: cpu_time_ms, wall_time_ms, memory_bytes, pids, output_bytes, file_size_bytes, disk_bytes'),
-  collect: z.array(z.string().min(1).max(255)).max(32).optional().describe('globs of files to keep as artifacts when the job ends, e.g. ["out/**"]'),
+  collect: z.array(z.string().min(1).max(255)).max(32).optional().describe('globs of workspace files to keep as artifacts when the job ends; default ["out/**"] (write outputs under out/)'),
   policy_id: z.string().max(64).optional().describe('the policy to run under; default the tenant\'s "default" policy'),
   agent_id: z.string().max(64).optional().describe('with a tenant admin key: the agent the job is for'),
   wait_seconds: z
@@ -41,7 +41,7 @@ const runCodeInput = z.object({
     .min(1)
     .max(RUN_WAIT_MAX_SECONDS)
     .optional()
-    .describe(`how long to wait for the job to end; default ${RUN_WAIT_DEFAULT_SECONDS}. If it has not ended by then the answer has status "running": follow it with get_job`),
+    .describe(`how long to wait for the job to end; default ${RUN_WAIT_DEFAULT_SECONDS}. If it has not ended by then, the answer has the job still "queued" or "running": follow it with get_job`),
 });
 
 const getJobInput = z.object({ job_id: idSchema('job', 'the job id run_code answered') });
