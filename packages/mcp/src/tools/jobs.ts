@@ -92,8 +92,8 @@ export function registerJobTools(server: McpServer, client: KilnClient): void {
         'Runs a program once in a fresh, isolated kiln sandbox (no network unless the policy allows it) and returns ' +
         'its stdout, stderr, exit code and verdict ("ok", "compile_error", "runtime_error", "time_limit", "memory_limit", ' +
         '"output_limit", "file_size_limit", "canceled", "system_error"), with the ids of the artifacts it left. ' +
-        'Give `code` (one source text) or `files`. Output shown inline is capped; the full stdout and stderr are ' +
-        'artifacts (get_artifact). Sends progress notifications while it runs when the request has a progressToken.',
+        'Give `code` (one source text) or `files`. Files the program writes under out/ are kept as artifacts. Output ' +
+        'shown inline is capped; the full stdout and stderr are artifacts too (get_artifact). Sends progress notifications while it runs when the request has a progressToken.',
       inputSchema: runCodeInput,
       annotations: { readOnlyHint: false, destructiveHint: false, openWorldHint: false },
     },
