@@ -13,6 +13,7 @@ export default defineConfig({
       '@kiln/server': pkg('server'),
       '@kiln/runner': pkg('runner'),
       '@kiln/sdk': pkg('sdk'),
+      '@kiln/mcp': pkg('mcp'),
     },
   },
   test: {

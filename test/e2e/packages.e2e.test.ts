@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { runInNewContext } from 'node:vm';
 import { build, transform } from 'esbuild';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, KilnSystem } from './support/kiln-system.js';
 
@@ -89,6 +91,18 @@ describe('the packed SDK and CLI, installed outside the checkout', () => {
     expect(cli(['--version']).stdout.trim()).toBe('0.1.0');
     const list = JSON.parse(cli(['jobs', 'list', '--json']).stdout);
     expect(list.items.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('the installed CLI serves kiln over MCP on stdio (`kiln mcp`)', async () => {
+    const client = new Client({ name: 'packed', version: '1' });
+    await client.connect(new StdioClientTransport({ command: kilnBin, args: ['mcp'], cwd: app, env, stderr: 'ignore' }));
+    try {
+      expect((await client.listTools()).tools.map((t) => t.name)).toContain('run_code');
+      const result = await client.callTool({ name: 'run_code', arguments: { language: 'python', code: 'print(6 * 7)' } });
+      expect(result.structuredContent).toMatchObject({ verdict: 'ok', stdout: '42\n' });
+    } finally {
+      await client.close();
+    }
   });
 
   it('the CLI says what failed and what to do, with its own exit codes', async () => {

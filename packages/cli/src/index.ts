@@ -5,6 +5,7 @@ import { registerAudit } from './commands/audit.js';
 import { registerJobs } from './commands/jobs.js';
 import { registerKeys } from './commands/keys.js';
 import { registerLanguages } from './commands/languages.js';
+import { registerMcp } from './commands/mcp.js';
 import { registerPolicies } from './commands/policies.js';
 import { registerRun } from './commands/run.js';
 import { registerSandbox } from './commands/sandbox.js';
@@ -71,6 +72,7 @@ export async function buildProgram(programArgs: string[] = []): Promise<Command>
   registerWorkflow(program);
   registerSandbox(program);
   registerShell(program);
+  registerMcp(program);
   return program;
 }
 

@@ -14,6 +14,7 @@ import { workflowRoutes } from './api/workflow-routes.js';
 import { acceptRawUploads, runnerRoutes } from './api/runner-routes.js';
 import { sessionRoutes } from './api/session-routes.js';
 import { installSessionPty } from './api/session-pty.js';
+import { installMcpEndpoint } from './api/mcp/mcp-endpoint.js';
 import { startSessionReaper } from './services/sessions/reaper.js';
 import { StepEvents } from './services/sessions/steps.js';
 import type { RouteSpec } from './api/route.js';
@@ -97,6 +98,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     install: (app) => {
       acceptRawUploads(app);
       installSessionPty(app as KilnApp, deps, stepEvents);
+      installMcpEndpoint(app as KilnApp, '0.1.0');
       registerFleetMetrics((app as KilnApp).kiln.metrics.registry, deps);
       registerStreamMetrics((app as KilnApp).kiln.metrics.registry, deps);
       registerJobMetrics((app as KilnApp).kiln.metrics.registry, deps.events);
