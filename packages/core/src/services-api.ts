@@ -51,6 +51,7 @@ export const SERVICE_STATUSES = ['starting', 'running', 'stopped', 'terminated']
 export const SERVICE_END_REASONS = [
   'stopped',
   'crashed',
+  'exited',
   'readiness_timeout',
   'ttl',
   'tenant_suspended',

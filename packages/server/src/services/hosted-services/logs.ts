@@ -1,0 +1,55 @@
+import { KilnError } from '@kiln/core';
+import type { Principal } from '../context.js';
+import type { JobDeps } from '../job-deps.js';
+import { callRunner } from '../sessions/runner-link.js';
+import { loadVisibleService, runnerEndpointOf } from './lifecycle.js';
+
+/** A line of the runner's log stream. */
+export type ServiceLogLine =
+  | { type: 'stdout' | 'stderr'; data: string }
+  | { type: 'dropped'; bytes: number }
+  | { type: 'end'; state: string; reason: string | null };
+
+/** How long one log stream may stay open. @default 24 h */
+const MAX_LOG_STREAM_MS = 24 * 3600 * 1000;
+
+/**
+ * The log of a service from its runner, from the start (the runner keeps the last MiB): each line as
+ * it comes, then `end` when the service ends. A service whose sandbox is gone has nothing more to say.
+ */
+export async function followServiceLogs(
+  deps: JobDeps,
+  principal: Principal,
+  id: string,
+  signal: AbortSignal,
+  onLine: (line: ServiceLogLine) => void,
+): Promise<void> {
+  const row = await loadVisibleService(deps.store, principal, id);
+  if (!row.runner_id) return onLine({ type: 'end', state: row.status, reason: row.reason });
+  let res: Response;
+  try {
+    res = await callRunner(await runnerEndpointOf(deps.store, row.runner_id), 'GET', `/v1/services/${id}/logs`, undefined, { signal, timeoutMs: MAX_LOG_STREAM_MS });
+  } catch (err) {
+    if (err instanceof KilnError && err.code === 'NOT_FOUND') return onLine({ type: 'end', state: row.status, reason: row.reason });
+    throw err;
+  }
+  const decoder = new TextDecoder();
+  let pending = '';
+  try {
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      pending += decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        const text = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        if (!text) continue;
+        const line = JSON.parse(text) as ServiceLogLine;
+        if (line.type === 'stdout' || line.type === 'stderr') onLine({ type: line.type, data: Buffer.from(line.data, 'base64').toString('utf8') });
+        else onLine(line);
+      }
+    }
+  } catch (err) {
+    if (signal.aborted) return;
+    throw err;
+  }
+}
