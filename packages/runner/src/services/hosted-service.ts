@@ -122,8 +122,8 @@ export class HostedService extends EventEmitter {
       this.restarts++;
       this.append('stderr', Buffer.from(`kiln: the service exited (${describeExit(this.lastExit)}); restart ${this.restarts} of ${MAX_RESTARTS}\n`));
       this.emit('state');
-      // Back-off: 200 ms, 400 ms, … 3.2 s, so a command that fails at once does not spin.
-      await sleep(Math.min(200 * 2 ** (this.restarts - 1), 5000));
+      // Back-off: 200 ms, 400 ms, 800 ms, then 1 s, so a command that fails at once does not spin.
+      await sleep(Math.min(200 * 2 ** (this.restarts - 1), 1000));
     }
   }
 
