@@ -5,11 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: the sandbox (bubblewrap, libseccomp for the filter compiler), the C toolchain for
-# our init and for c/cpp jobs, the language runtimes the catalog offers, and PostgreSQL for the tests.
+# our init and for c/cpp jobs, the language runtimes the catalog offers, PostgreSQL for the tests, and
+# Chromium for the browser tests (playwright-core drives it; no browser is downloaded).
 APT_PACKAGES=(
   bubblewrap libseccomp-dev gcc g++ make util-linux iproute2
   python3 bash dash perl tcl default-jdk-headless ruby php-cli lua5.4
-  postgresql
+  postgresql chromium
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
