@@ -1,0 +1,102 @@
+// Service proxy benchmark (issue 9, point 7): a request through kiln's proxy
+// (client → control plane → runner → port relay → sandbox) against a direct request to the same
+// server program run on the host. Round trip p50/p95 one at a time, then requests/s with 16 in flight.
+//   node bench/services/run.mjs [--requests 2000] [--seconds 5] [--concurrency 16]
+import { spawn } from 'node:child_process';
+import http from 'node:http';
+import { createServer } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { DEFAULT_RULESET } from '@kiln/core';
+import { KilnClient } from '@kiln/sdk';
+import { startKilnUp } from '../support/kiln-up.mjs';
+
+const arg = (name, fallback) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+};
+const REQUESTS = arg('requests', 2000);
+const SECONDS = arg('seconds', 5);
+const CONCURRENCY = arg('concurrency', 16);
+
+// The same server inside the sandbox and on the host: HTTP/1.1 keep-alive, a small answer.
+const SERVER = `require('http').createServer((req, res) => res.end('hello from the service\\n')).listen(Number(process.argv[2]), '127.0.0.1');`;
+
+const freePort = () =>
+  new Promise((ok) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
+function get(url, headers) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent, headers }, (res) => {
+      res.resume();
+      res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`${url}: ${res.statusCode}`))));
+    });
+    req.on('error', reject);
+  });
+}
+
+const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+
+async function measure(name, url, headers = {}) {
+  for (let i = 0; i < 200; i++) await get(url, headers); // warm-up: connections, JIT, caches
+  const times = [];
+  for (let i = 0; i < REQUESTS; i++) {
+    const t = performance.now();
+    await get(url, headers);
+    times.push(performance.now() - t);
+  }
+  times.sort((a, b) => a - b);
+  let done = 0;
+  const until = performance.now() + SECONDS * 1000;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < until) {
+        await get(url, headers);
+        done++;
+      }
+    }),
+  );
+  return { name, p50_ms: percentile(times, 50), p95_ms: percentile(times, 95), rps: done / SECONDS };
+}
+
+const kiln = await startKilnUp();
+const direct = spawn(process.execPath, ['-e', SERVER, String(await freePort())], { stdio: 'ignore' });
+try {
+  const directPort = direct.spawnargs.at(-1);
+  const client = new KilnClient({ url: kiln.url, apiKey: kiln.tenantKey });
+  const policy = (await client.policies.list()).items.find((p) => p.name === 'default');
+  await client.policies.publish(policy.id, { ruleset: { ...DEFAULT_RULESET, services: { ...DEFAULT_RULESET.services, allowed: true } }, expected_version: policy.version });
+  const svc = await client.services.create({ files: [{ path: 'server.js', content: SERVER, encoding: 'utf8' }], command: ['node', 'server.js', '8000'], port: 8000 });
+  for (let i = 0; i < 300 && (await client.services.get(svc.id)).status === 'starting'; i++) await new Promise((r) => setTimeout(r, 100));
+  const token = await client.services.createToken(svc.id, { ttl_seconds: 3600 });
+  for (let i = 0; i < 50; i++) {
+    try {
+      await get(`http://127.0.0.1:${directPort}/`, {});
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const directResult = await measure('direct (same server on the host)', `http://127.0.0.1:${directPort}/`);
+  const tokenResult = await measure('proxy, scoped token', svc.proxy_url, { 'x-kiln-service-token': token.token });
+  const keyResult = await measure('proxy, tenant key', svc.proxy_url, { authorization: `Bearer ${kiln.tenantKey}` });
+  const rows = [directResult, tokenResult, keyResult];
+  console.log(`requests: ${REQUESTS} sequential, then ${SECONDS} s with ${CONCURRENCY} in flight (node ${process.version})`);
+  console.log('| path | p50 ms | p95 ms | requests/s | added p50 ms | throughput vs direct |');
+  console.log('|---|---|---|---|---|---|');
+  for (const r of rows) {
+    console.log(
+      `| ${r.name} | ${r.p50_ms.toFixed(3)} | ${r.p95_ms.toFixed(3)} | ${Math.round(r.rps)} | ${(r.p50_ms - directResult.p50_ms).toFixed(3)} | ${Math.round((100 * r.rps) / directResult.rps)} % |`,
+    );
+  }
+  await client.services.stop(svc.id);
+} finally {
+  direct.kill();
+  agent.destroy();
+  await kiln.stop();
+}
