@@ -2,7 +2,7 @@
 // (client → control plane → runner → port relay → sandbox) against a direct request to the same
 // server program run on the host. Round trip p50/p95 one at a time, then requests/s with 16 in flight.
 //   node bench/services/run.mjs [--requests 2000] [--seconds 5] [--concurrency 16]
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import http from 'node:http';
 import { createServer } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -19,7 +19,7 @@ const SECONDS = arg('seconds', 5);
 const CONCURRENCY = arg('concurrency', 16);
 
 // The same server inside the sandbox and on the host: HTTP/1.1 keep-alive, a small answer.
-const SERVER = `require('http').createServer((req, res) => res.end('hello from the service\\n')).listen(Number(process.argv[2]), '127.0.0.1');`;
+const SERVER = `require('http').createServer((req, res) => res.end('hello from the service\\n')).listen(Number(process.argv.at(-1)), '127.0.0.1');`;
 
 const freePort = () =>
   new Promise((ok) => {
@@ -32,7 +32,9 @@ const freePort = () =>
 const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
 function get(url, headers) {
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent, headers }, (res) => {
+    // `unix:/path.sock` reaches a Unix socket (the service's port relay on the runner).
+    const where = url.startsWith('unix:') ? { socketPath: url.slice(5), path: '/' } : { ...Object.fromEntries(['hostname', 'port', 'pathname'].map((k) => [k, new URL(url)[k]])) };
+    const req = http.get({ host: where.hostname, port: where.port, path: where.pathname ?? where.path, socketPath: where.socketPath, agent, headers }, (res) => {
       res.resume();
       res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`${url}: ${res.statusCode}`))));
     });
@@ -83,9 +85,12 @@ try {
     }
   }
   const directResult = await measure('direct (same server on the host)', `http://127.0.0.1:${directPort}/`);
+  // The sandbox's own path, for the breakdown: the runner's relay socket of this service (newest one).
+  const relay = execFileSync('sh', ['-c', `ls -t $(find ${process.env.KILN_RUNTIME_DIR ?? '/run/kiln'} -name 8000.sock 2>/dev/null) | head -1`], { encoding: 'utf8' }).trim();
+  const relayResult = relay ? await measure('relay socket (runner → sandbox, no kiln HTTP hop)', `unix:${relay}`) : undefined;
   const tokenResult = await measure('proxy, scoped token', svc.proxy_url, { 'x-kiln-service-token': token.token });
   const keyResult = await measure('proxy, tenant key', svc.proxy_url, { authorization: `Bearer ${kiln.tenantKey}` });
-  const rows = [directResult, tokenResult, keyResult];
+  const rows = [directResult, ...(relayResult ? [relayResult] : []), tokenResult, keyResult];
   console.log(`requests: ${REQUESTS} sequential, then ${SECONDS} s with ${CONCURRENCY} in flight (node ${process.version})`);
   console.log('| path | p50 ms | p95 ms | requests/s | added p50 ms | throughput vs direct |');
   console.log('|---|---|---|---|---|---|');

@@ -3,7 +3,7 @@ import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_RULESET, type Service } from '@kiln/core';
-import type { KilnClient } from '@kiln/sdk';
+import { Sandbox, type KilnClient } from '@kiln/sdk';
 import WebSocket from 'ws';
 import { eventually, KilnSystem, type DbKind } from './support/kiln-system.js';
 
@@ -200,7 +200,7 @@ describe.each<DbKind>(['sqlite', 'postgres'])('services end to end (%s)', (db) =
     expect((await kiln.operator.audit.verify({ tenant_id: tenant.id })).ok).toBe(true);
   }, 180_000);
 
-  it('readiness timeout, on-failure restarts, max_running, suspension, and a SIGKILLed runner', async () => {
+  it('readiness timeout, on-failure restarts, max_running, session ports, suspension, and a SIGKILLed runner', async () => {
     kiln = new KilnSystem(db);
     await kiln.startServer();
     const runner = await kiln.startRunner({ name: 'svc-life', capacity: 2 });
@@ -226,6 +226,20 @@ describe.each<DbKind>(['sqlite', 'postgres'])('services end to end (%s)', (db) =
     expect(healed.restarts).toBe(1);
     const listing = await request(healed.proxy_url, { headers: { 'x-kiln-service-token': (await admin.services.createToken(flaky.id)).token } });
     expect(listing.body).toContain('started');
+
+    // A session exposes a port the same way: getHost, the tenant's key, a token for that port alone.
+    const key = (await kiln.operator.tenants.createKey(tenant.id)).key;
+    const sbx = await Sandbox.create({ url: kiln.url, apiKey: key });
+    await sbx.commands.run('exec python3 -m http.server 8003 --bind 127.0.0.1', { background: true });
+    const host = sbx.getHost(8003);
+    expect(host).toBe(`${new URL(kiln.url).host}/v1/sessions/${sbx.sandboxId}/ports/8003/proxy`);
+    await eventually('the session port to answer', async () => (await request(`http://${host}/`, { headers: { authorization: `Bearer ${key}` } })).status === 200);
+    const portToken = await sbx.getPortToken(8003, { ttlSeconds: 60 });
+    expect((await request(`http://${host}/`, { headers: { 'x-kiln-service-token': portToken.token } })).status).toBe(200);
+    expect((await request(`http://${host.replace('/8003/', '/8004/')}/`, { headers: { 'x-kiln-service-token': portToken.token } })).status).toBe(401);
+    expect((await request(healed.proxy_url, { headers: { 'x-kiln-service-token': portToken.token } })).status).toBe(401);
+    expect((await request(`http://${host}/`)).status).toBe(401);
+    await sbx.kill();
 
     // A suspended tenant's services end with it.
     const { admin: doomed, tenant: doomedTenant } = await kiln.newTenant();
