@@ -4,7 +4,10 @@
 //   node bench/services/run.mjs [--requests 2000] [--seconds 5] [--concurrency 16]
 import { execFileSync, spawn } from 'node:child_process';
 import http from 'node:http';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
+import { loadavg, tmpdir } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { DEFAULT_RULESET } from '@kiln/core';
 import { KilnClient } from '@kiln/sdk';
@@ -42,6 +45,32 @@ function get(url, headers) {
   });
 }
 
+/** CPU seconds used so far by this process's descendants but `exclude` (kiln up, its runner, the sandbox). */
+function descendantsCpuSeconds(exclude) {
+  const tick = 100; // USER_HZ
+  let total = 0;
+  const walk = (pid) => {
+    let children = [];
+    try {
+      children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      return;
+    }
+    for (const child of children) {
+      if (child === exclude) continue;
+      try {
+        const fields = readFileSync(`/proc/${child}/stat`, 'utf8').split(') ')[1].split(' ');
+        total += (Number(fields[11]) + Number(fields[12])) / tick;
+      } catch {
+        // gone
+      }
+      walk(child);
+    }
+  };
+  walk(process.pid);
+  return total;
+}
+
 const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
 async function measure(name, url, headers = {}) {
@@ -54,6 +83,7 @@ async function measure(name, url, headers = {}) {
   }
   times.sort((a, b) => a - b);
   let done = 0;
+  const cpuBefore = descendantsCpuSeconds(directPid);
   const until = performance.now() + SECONDS * 1000;
   await Promise.all(
     Array.from({ length: CONCURRENCY }, async () => {
@@ -63,13 +93,19 @@ async function measure(name, url, headers = {}) {
       }
     }),
   );
-  return { name, p50_ms: percentile(times, 50), p95_ms: percentile(times, 95), rps: done / SECONDS };
+  const cpuMs = ((descendantsCpuSeconds(directPid) - cpuBefore) * 1000) / done;
+  return { name, p50_ms: percentile(times, 50), p95_ms: percentile(times, 95), rps: done / SECONDS, cpuMs };
 }
 
-const kiln = await startKilnUp();
+const loadBefore = loadavg().map((l) => l.toFixed(1)).join(' ');
+// A runtime folder of its own: the relay socket found below is this run's, never another kiln's.
+const runtimeDir = mkdtempSync(join(tmpdir(), 'kiln-bench-run-'));
+const kiln = await startKilnUp({ env: { KILN_RUNTIME_DIR: runtimeDir } });
+let directPid = 0;
 const direct = spawn(process.execPath, ['-e', SERVER, String(await freePort())], { stdio: 'ignore' });
 try {
   const directPort = direct.spawnargs.at(-1);
+  directPid = direct.pid;
   const client = new KilnClient({ url: kiln.url, apiKey: kiln.tenantKey });
   const policy = (await client.policies.list()).items.find((p) => p.name === 'default');
   await client.policies.publish(policy.id, { ruleset: { ...DEFAULT_RULESET, services: { ...DEFAULT_RULESET.services, allowed: true } }, expected_version: policy.version });
@@ -86,17 +122,18 @@ try {
   }
   const directResult = await measure('direct (same server on the host)', `http://127.0.0.1:${directPort}/`);
   // The sandbox's own path, for the breakdown: the runner's relay socket of this service (newest one).
-  const relay = execFileSync('sh', ['-c', `ls -t $(find ${process.env.KILN_RUNTIME_DIR ?? '/run/kiln'} -name 8000.sock 2>/dev/null) | head -1`], { encoding: 'utf8' }).trim();
+  const relay = execFileSync('find', [runtimeDir, '-name', '8000.sock'], { encoding: 'utf8' }).trim().split('\n')[0];
   const relayResult = relay ? await measure('relay socket (runner → sandbox, no kiln HTTP hop)', `unix:${relay}`) : undefined;
-  const tokenResult = await measure('proxy, scoped token', svc.proxy_url, { 'x-kiln-service-token': token.token });
   const keyResult = await measure('proxy, tenant key', svc.proxy_url, { authorization: `Bearer ${kiln.tenantKey}` });
+  const tokenResult = await measure('proxy, scoped token', svc.proxy_url, { 'x-kiln-service-token': token.token });
   const rows = [directResult, ...(relayResult ? [relayResult] : []), tokenResult, keyResult];
   console.log(`requests: ${REQUESTS} sequential, then ${SECONDS} s with ${CONCURRENCY} in flight (node ${process.version})`);
-  console.log('| path | p50 ms | p95 ms | requests/s | added p50 ms | throughput vs direct |');
-  console.log('|---|---|---|---|---|---|');
+  console.log(`load average before: ${loadBefore}`);
+  console.log('| path | p50 ms | p95 ms | requests/s | added p50 ms | throughput vs direct | kiln CPU ms per request |');
+  console.log('|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(
-      `| ${r.name} | ${r.p50_ms.toFixed(3)} | ${r.p95_ms.toFixed(3)} | ${Math.round(r.rps)} | ${(r.p50_ms - directResult.p50_ms).toFixed(3)} | ${Math.round((100 * r.rps) / directResult.rps)} % |`,
+      `| ${r.name} | ${r.p50_ms.toFixed(3)} | ${r.p95_ms.toFixed(3)} | ${Math.round(r.rps)} | ${(r.p50_ms - directResult.p50_ms).toFixed(3)} | ${Math.round((100 * r.rps) / directResult.rps)} % | ${r.cpuMs.toFixed(3)} |`,
     );
   }
   await client.services.stop(svc.id);
@@ -104,4 +141,5 @@ try {
   direct.kill();
   agent.destroy();
   await kiln.stop();
+  rmSync(runtimeDir, { recursive: true, force: true });
 }
