@@ -95,15 +95,6 @@ export async function endedServicesWithLiveSandbox(h: DbHandle, limit: number) {
     .execute();
 }
 
-export async function markServiceSandbox(tx: TxHandle, sandboxRowId: string, status: 'running' | 'terminated' | 'failed', nowMs: number) {
-  await tx.db
-    .updateTable('sandbox_instances')
-    .set({ status, ...(status === 'running' ? {} : { terminated_at: toRfc3339(nowMs) }) })
-    .where('id', '=', sandboxRowId)
-    .where('status', 'in', status === 'running' ? ['provisioning'] : ['provisioning', 'running'])
-    .execute();
-}
-
 /** Proxied traffic is activity: `last_activity_at` moves (the caller bounds how often). */
 export async function touchService(h: DbHandle, id: string, nowMs: number): Promise<void> {
   await h.db.updateTable('services').set({ last_activity_at: toRfc3339(nowMs) }).where('id', '=', id).execute();

@@ -37,13 +37,6 @@ export class ServiceHosting {
     return `${this.publicUrl}/v1/sessions/${id}/ports/${port}/proxy/`;
   }
 
-  /** The Host form (`{id}.{domain}` on the public URL's scheme and port), when a domain is set. */
-  hostUrl(label: string): string | undefined {
-    if (!this.domain) return undefined;
-    const base = new URL(this.publicUrl);
-    return `${base.protocol}//${label}.${this.domain}${base.port ? `:${base.port}` : ''}/`;
-  }
-
   /** True when an activity write is due for `key` (and records it as made). */
   activityDue(key: string, nowMs: number): boolean {
     const last = this.lastWrite.get(key);

@@ -16,11 +16,11 @@ import {
   countLiveServices,
   getService,
   liveServicesByRunner,
-  markServiceSandbox,
   moveService,
   type ServiceRow,
 } from '../../store/services.js';
-import { activeSessionsByRunner } from '../../store/sessions.js';
+// One sandbox_instances row whatever its owner: the sessions' helper moves a service's too.
+import { activeSessionsByRunner, markSessionSandbox as markServiceSandbox } from '../../store/sessions.js';
 import type { DbHandle, TxHandle } from '../../store/store.js';
 import { notFound, requireTenantActive, requireTenantMember } from '../access.js';
 import { auditSuccess } from '../audit.js';
@@ -28,7 +28,7 @@ import type { Principal } from '../context.js';
 import type { JobDeps } from '../job-deps.js';
 import { resolveAgent, resolvePolicy, visibleToAgent } from '../jobs.js';
 import { effectiveQuota } from '../quotas.js';
-import { SESSIONS_PER_CAPACITY_SLOT } from '../sessions/lifecycle.js';
+import { runnerEndpoint, SESSIONS_PER_CAPACITY_SLOT } from '../sessions/lifecycle.js';
 import { callRunner, callRunnerJson, type RunnerEndpoint } from '../sessions/runner-link.js';
 import { listTenantWork, type TenantWorkListQuery } from '../tenant-lists.js';
 import type { ServiceHosting } from './hosting.js';
@@ -86,12 +86,6 @@ export async function loadVisibleService(h: DbHandle, principal: Principal, id: 
   const row = await getService(h, id);
   if (!row || row.tenant_id !== tenantId || !visibleToAgent(principal, row.agent_id)) throw notFound('service', id);
   return row;
-}
-
-export async function runnerEndpointOf(h: DbHandle, runnerId: string): Promise<RunnerEndpoint> {
-  const runner = await h.db.selectFrom('runner_nodes').select(['id', 'address', 'signing_key']).where('id', '=', runnerId).executeTakeFirst();
-  if (!runner) throw new KilnError('UNAVAILABLE', `runner ${runnerId} is gone`);
-  return runner;
 }
 
 /**
@@ -274,7 +268,7 @@ export async function stopService(deps: JobDeps, hosting: ServiceHosting, princi
     });
     return true;
   });
-  if (moved && row.runner_id) await destroyServiceSandbox(deps, row, await runnerEndpointOf(deps.store, row.runner_id));
+  if (moved && row.runner_id) await destroyServiceSandbox(deps, row, await runnerEndpoint(deps.store, row.runner_id));
   return serviceFromRow((await getService(deps.store, id))!, hosting);
 }
 

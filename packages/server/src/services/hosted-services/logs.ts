@@ -2,7 +2,8 @@ import { KilnError } from '@kiln/core';
 import type { Principal } from '../context.js';
 import type { JobDeps } from '../job-deps.js';
 import { callRunner } from '../sessions/runner-link.js';
-import { loadVisibleService, runnerEndpointOf } from './lifecycle.js';
+import { runnerEndpoint } from '../sessions/lifecycle.js';
+import { loadVisibleService } from './lifecycle.js';
 
 /** A line of the runner's log stream. */
 export type ServiceLogLine =
@@ -28,7 +29,7 @@ export async function followServiceLogs(
   if (!row.runner_id) return onLine({ type: 'end', state: row.status, reason: row.reason });
   let res: Response;
   try {
-    res = await callRunner(await runnerEndpointOf(deps.store, row.runner_id), 'GET', `/v1/services/${id}/logs`, undefined, { signal, timeoutMs: MAX_LOG_STREAM_MS });
+    res = await callRunner(await runnerEndpoint(deps.store, row.runner_id), 'GET', `/v1/services/${id}/logs`, undefined, { signal, timeoutMs: MAX_LOG_STREAM_MS });
   } catch (err) {
     if (err instanceof KilnError && err.code === 'NOT_FOUND') return onLine({ type: 'end', state: row.status, reason: row.reason });
     throw err;

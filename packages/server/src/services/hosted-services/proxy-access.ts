@@ -8,7 +8,7 @@ import type { JobDeps } from '../job-deps.js';
 import { visibleToAgent } from '../jobs.js';
 import type { RunnerEndpoint } from '../sessions/runner-link.js';
 import type { ServiceHosting } from './hosting.js';
-import { runnerEndpointOf } from './lifecycle.js';
+import { runnerEndpoint } from '../sessions/lifecycle.js';
 import { tokenOpens, type TokenScope } from './tokens.js';
 
 /** The cookie a `?kiln_token=` leaves, scoped to the one service (its path, or its host). */
@@ -158,7 +158,7 @@ export async function grantProxy(
     scope.owner_type === 'service'
       ? `/v1/services/${scope.owner_id}/proxy${target.upstreamPath}`
       : `/v1/sessions/${scope.owner_id}/ports/${port}/proxy${target.upstreamPath}`;
-  return { runner: await runnerEndpointOf(deps.store, owner.runner_id), runnerPath, setCookieToken: target.queryToken };
+  return { runner: await runnerEndpoint(deps.store, owner.runner_id), runnerPath, setCookieToken: target.queryToken };
 }
 
 /** Kiln's own credentials never reach the sandbox: the token header, the token cookie, a kiln key. */

@@ -3,7 +3,8 @@ import { endedServicesWithLiveSandbox, liveServices, moveService, setServiceRest
 import type { JobDeps } from '../job-deps.js';
 import { startReaper } from '../reaper.js';
 import { callRunnerJson } from '../sessions/runner-link.js';
-import { destroyServiceSandbox, endServicesFor, runnerEndpointOf } from './lifecycle.js';
+import { runnerEndpoint } from '../sessions/lifecycle.js';
+import { destroyServiceSandbox, endServicesFor } from './lifecycle.js';
 
 /** Services looked at per pass, and sandboxes destroyed: a backlog drains over a few passes. */
 const BATCH = 500;
@@ -39,7 +40,7 @@ export async function serviceReconcilerPass(deps: JobDeps): Promise<{ changed: n
   for (const [runnerId, rows] of byRunner) {
     let states: RunnerServiceState[];
     try {
-      const runner = await runnerEndpointOf(deps.store, runnerId);
+      const runner = await runnerEndpoint(deps.store, runnerId);
       states = (await callRunnerJson<{ services: RunnerServiceState[] }>(runner, 'GET', '/v1/services', undefined)).services;
     } catch {
       continue;
