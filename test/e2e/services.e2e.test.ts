@@ -207,6 +207,13 @@ describe.each<DbKind>(['sqlite', 'postgres'])('services end to end (%s)', (db) =
     const { admin, tenant } = await kiln.newTenant();
     await allowServices(admin, { max_running: 3 });
 
+    // max_running counts starting services; a starting service may be stopped (idempotently).
+    const waiting: Service[] = [];
+    for (let i = 0; i < 3; i++) waiting.push(await admin.services.create({ command: 'sleep 60', port: 9100 + i, readiness: { timeout_ms: 60_000 } }));
+    await expect(admin.services.create({ command: 'sleep 60', port: 9002 })).rejects.toMatchObject({ status: 422, code: 'POLICY_VIOLATION' });
+    for (const w of waiting) expect(await admin.services.stop(w.id)).toMatchObject({ status: 'stopped', reason: 'stopped' });
+    expect(await admin.services.stop(waiting[0]!.id)).toMatchObject({ status: 'stopped' });
+
     // Nothing ever listens: terminated, readiness_timeout.
     const deaf = await admin.services.create({ command: 'sleep 60', port: 9000, readiness: { timeout_ms: 800 } });
     // Fails once, then serves: on-failure restarts it and it runs, restarts 1.
@@ -218,7 +225,6 @@ describe.each<DbKind>(['sqlite', 'postgres'])('services end to end (%s)', (db) =
     });
     // Crashes without restarts: terminated, crashed.
     const crash = await admin.services.create({ command: 'exit 4', port: 9001 });
-    await expect(admin.services.create({ command: 'sleep 60', port: 9002 })).rejects.toMatchObject({ status: 422, code: 'POLICY_VIOLATION' });
 
     expect(await ended(admin, deaf.id)).toMatchObject({ status: 'terminated', reason: 'readiness_timeout' });
     expect(await ended(admin, crash.id)).toMatchObject({ status: 'terminated', reason: 'crashed' });
