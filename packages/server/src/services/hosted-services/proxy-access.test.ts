@@ -1,6 +1,8 @@
 import { newId, toRfc3339 } from '@kiln/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DB_KINDS } from '../../store/testing.js';
+import { createAgent } from '../agents.js';
+import { createAgentKey, createTenantKey } from '../keys.js';
 import { expectKilnError, openJobBed, type JobBed } from '../job-testing.js';
 import { ServiceHosting } from './hosting.js';
 import { grantProxy, proxyTargetOf } from './proxy-access.js';
@@ -103,5 +105,27 @@ describe.each(DB_KINDS)('service tokens and the proxy grant on %s', (kind) => {
     const late = await bed.store.db.selectFrom('services').select('status').where('id', '=', sibling).executeTakeFirstOrThrow();
     expect(late.status).toBe('stopped');
     await expectKilnError(grantProxy(bed.deps, secrets, hosting, target(sibling), {}), 'NOT_FOUND');
+  });
+
+  it("keys: the tenant's opens every service of it, an agent's only its own, another tenant's none (404); the key is stripped", async () => {
+    const acme = await bed.newTenant('acme-keys');
+    const rival = await bed.newTenant('rival-keys');
+    const runner = await bed.runner('keys-node');
+    const other = await createAgent(bed.deps, acme.admin, { name: 'other-agent', type: 'assistant' });
+    const agentsOwn = await runningService(acme.tenantId, acme.policyId, runner, { agentId: acme.agentId });
+    const othersOwn = await runningService(acme.tenantId, acme.policyId, runner, { agentId: other.id });
+    const bearer = async (k: Promise<{ key?: string | undefined }>) => ({ authorization: `Bearer ${(await k).key!}` });
+    const tenantKey = await bearer(createTenantKey(bed.deps, { kind: 'operator' }, acme.tenantId));
+    const agentKey = await bearer(createAgentKey(bed.deps, acme.admin, acme.agentId));
+    const rivalKey = await bearer(createTenantKey(bed.deps, { kind: 'operator' }, rival.tenantId));
+    const target = (id: string) => proxyTargetOf(`/v1/services/${id}/proxy/`, 'kiln.test', hosting)!;
+    for (const id of [agentsOwn, othersOwn]) {
+      const headers = { ...tenantKey };
+      await grantProxy(bed.deps, secrets, hosting, target(id), headers);
+      expect(headers).toEqual({});
+    }
+    await grantProxy(bed.deps, secrets, hosting, target(agentsOwn), { ...agentKey });
+    await expectKilnError(grantProxy(bed.deps, secrets, hosting, target(othersOwn), { ...agentKey }), 'NOT_FOUND');
+    await expectKilnError(grantProxy(bed.deps, secrets, hosting, target(agentsOwn), { ...rivalKey }), 'NOT_FOUND');
   });
 });
