@@ -191,6 +191,10 @@ describe.each<DbKind>(['sqlite', 'postgres'])('services end to end (%s)', (db) =
       const sandboxes = await kiln.operator.sandboxes.list({ runner_id: svc.runner_id! });
       return sandboxes.items.find((s) => s.id === svc.sandbox_id)?.status === 'terminated';
     });
+    // Once the sandbox is gone the end of the log is still there.
+    const kept: string[] = [];
+    for await (const e of admin.services.logs(svc.id)) if (e.type === 'output') kept.push(e.chunk.data);
+    expect(kept.join('')).toContain('listening on 8000');
     const listed = await admin.services.list({ status: 'running' });
     expect(listed.items.map((s) => s.id)).toEqual([second.id]);
     expect((await other.admin.services.list()).items).toEqual([]);

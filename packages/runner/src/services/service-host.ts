@@ -36,7 +36,7 @@ export class ServiceHost {
   constructor(private readonly driver: SandboxDriver) {}
 
   /** A JSON call (the body was read and checked against its signature). */
-  async handle(parts: string[], method: string, body: Buffer, res: http.ServerResponse): Promise<void> {
+  async handle(parts: string[], url: URL, method: string, body: Buffer, res: http.ServerResponse): Promise<void> {
     const id = parts[2];
     if (id !== undefined && !idPattern.test(id)) throw new KilnError('NOT_FOUND', 'no such service');
     if (parts.length === 2 && method === 'GET') return json(res, 200, { services: this.states() });
@@ -45,7 +45,7 @@ export class ServiceHost {
       await this.destroy(id);
       return json(res, 200, { destroyed: true });
     }
-    if (parts.length === 4 && id && parts[3] === 'logs' && method === 'GET') return this.logs(id, res);
+    if (parts.length === 4 && id && parts[3] === 'logs' && method === 'GET') return this.logs(id, res, url.searchParams.get('follow') !== 'false');
     throw new KilnError('NOT_FOUND', 'no such route');
   }
 
@@ -129,8 +129,8 @@ export class ServiceHost {
     await s.sandbox.destroy();
   }
 
-  /** NDJSON: the kept log, then live chunks, then `{type:"end"}` once the service ends or goes. */
-  private logs(id: string, res: http.ServerResponse): void {
+  /** NDJSON: the kept log, then (following) live chunks, then `{type:"end"}` once the service ends or goes. */
+  private logs(id: string, res: http.ServerResponse, follow: boolean): void {
     const s = this.services.get(id);
     if (!s) throw new KilnError('NOT_FOUND', `service ${id} is not here`);
     res.writeHead(200, { 'content-type': 'application/x-ndjson' });
@@ -158,7 +158,7 @@ export class ServiceHost {
     s.on('state', onState);
     s.once('destroyed', finish);
     res.once('close', cleanup);
-    if (s.state === 'ended' || !s.sandbox.alive) finish();
+    if (!follow || s.state === 'ended' || !s.sandbox.alive) finish();
     else res.flushHeaders();
   }
 }

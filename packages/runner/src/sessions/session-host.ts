@@ -138,7 +138,7 @@ export class SessionHost {
     if (sha256Hex(body) !== req.headers[SIGNATURE_HEADERS.bodySha256]) {
       throw new KilnError('UNAUTHORIZED', 'refused: the body is not the one signed');
     }
-    if (parts[0] === 'v1' && parts[1] === 'services' && this.options.services) return this.options.services.handle(parts, method, body, res);
+    if (parts[0] === 'v1' && parts[1] === 'services' && this.options.services) return this.options.services.handle(parts, url, method, body, res);
     // /v1/sessions[/:id[/steps[/:seq/kill]]]
     if (parts[0] !== 'v1' || parts[1] !== 'sessions') throw new KilnError('NOT_FOUND', 'no such route');
     const id = parts[2];

@@ -18,6 +18,7 @@ export const servicesMigration: Migration = {
       ['restarts', 'integer'],
       ['zone', 'text'],
       ['public', 'integer'],
+      ['log_tail', 'text'],
     ] as const) {
       await db.schema.alterTable('services').addColumn(column, type).execute();
     }

@@ -204,6 +204,8 @@ export interface ServicesTable {
   zone: string | null;
   /** 1 when anyone with the URL may open it */
   public: number | null;
+  /** JSON `[{stream, data}]`: the end of its log, kept when its sandbox was destroyed */
+  log_tail: string | null;
 }
 
 /** A token scoped to one port of one service or session; only its SHA-256 is kept. */

@@ -31,6 +31,7 @@ import { effectiveQuota } from '../quotas.js';
 import { runnerEndpoint, SESSIONS_PER_CAPACITY_SLOT } from '../sessions/lifecycle.js';
 import { callRunner, callRunnerJson, type RunnerEndpoint } from '../sessions/runner-link.js';
 import { listTenantWork, type TenantWorkListQuery } from '../tenant-lists.js';
+import { readLogTail } from './logs.js';
 import type { ServiceHosting } from './hosting.js';
 
 /** What a caller is told to wait when no runner has room for a service. */
@@ -179,6 +180,7 @@ export async function createService(deps: JobDeps, hosting: ServiceHosting, prin
     restarts: 0,
     zone: input.zone ?? null,
     public: input.public ? 1 : 0,
+    log_tail: null,
   };
   await deps.store.transaction(async (tx) => {
     // Counted and inserted under the tenant's lock: two creates cannot both take the last place.
@@ -272,12 +274,17 @@ export async function stopService(deps: JobDeps, hosting: ServiceHosting, princi
   return serviceFromRow((await getService(deps.store, id))!, hosting);
 }
 
-/** Destroys a service's sandbox on its runner (best effort: the reconciler retries) and records it. */
+/**
+ * Destroys a service's sandbox on its runner (best effort: the reconciler retries) and records it. The
+ * end of its log is kept first, so `logs` still answers once the sandbox is gone.
+ */
 export async function destroyServiceSandbox(
   deps: JobDeps,
   service: { id: string; sandbox_id: string | null },
   runner: RunnerEndpoint,
 ): Promise<boolean> {
+  const tail = await readLogTail(runner, service.id).catch(() => undefined);
+  if (tail) await deps.store.db.updateTable('services').set({ log_tail: JSON.stringify(tail) }).where('id', '=', service.id).execute();
   try {
     await callRunner(runner, 'DELETE', `/v1/services/${service.id}`, undefined);
   } catch (err) {

@@ -53,7 +53,7 @@ describe.each(DB_KINDS)('service tokens and the proxy grant on %s', (kind) => {
       .values({
         id, tenant_id: tenantId, agent_id: options.agentId ?? null, policy_id: policyId, policy_version: 1, status: 'running', created_at: nowIso,
         started_at: nowIso, stopped_at: null, proxy_url: hosting.proxyUrl(id), port: 8000, runner_id: runnerId, spec: '{}', reason: null,
-        sandbox_id: null, expires_at: toRfc3339(bed.clock.nowMs() + 3600_000), last_activity_at: nowIso, restarts: 0, zone: null, public: options.public ? 1 : 0,
+        sandbox_id: null, expires_at: toRfc3339(bed.clock.nowMs() + 3600_000), last_activity_at: nowIso, restarts: 0, zone: null, public: options.public ? 1 : 0, log_tail: null,
       })
       .execute();
     return id;
