@@ -354,7 +354,7 @@ function splitListen(listen: string): [string, number] {
   return [host, port];
 }
 
-export async function readBounded(req: http.IncomingMessage, maxBytes: number): Promise<Buffer> {
+async function readBounded(req: http.IncomingMessage, maxBytes: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
