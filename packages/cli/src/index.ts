@@ -9,6 +9,7 @@ import { registerMcp } from './commands/mcp.js';
 import { registerPolicies } from './commands/policies.js';
 import { registerRun } from './commands/run.js';
 import { registerSandbox } from './commands/sandbox.js';
+import { registerService } from './commands/service.js';
 import { registerShell } from './commands/shell.js';
 import { registerTenants } from './commands/tenants.js';
 import { registerWorkflow } from './commands/workflow.js';
@@ -71,6 +72,7 @@ export async function buildProgram(programArgs: string[] = []): Promise<Command>
   registerLanguages(program);
   registerWorkflow(program);
   registerSandbox(program);
+  registerService(program);
   registerShell(program);
   registerMcp(program);
   return program;

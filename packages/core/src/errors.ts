@@ -24,7 +24,9 @@ export const ERROR_CATALOGUE = {
   ARTIFACT_REJECTED: { status: 422, title: 'The artifact was refused' },
   RATE_LIMITED: { status: 429, title: 'Too many requests' },
   INTERNAL: { status: 500, title: 'Internal error' },
+  BAD_GATEWAY: { status: 502, title: 'The service behind the proxy could not be reached' },
   UNAVAILABLE: { status: 503, title: 'Temporarily unavailable' },
+  GATEWAY_TIMEOUT: { status: 504, title: 'The service behind the proxy did not answer in time' },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;

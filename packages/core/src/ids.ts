@@ -12,6 +12,7 @@ export const ID_PREFIXES = {
   workflow: 'wf',
   workflow_step: 'wfs',
   service: 'svc',
+  service_token: 'stk',
   runner: 'run',
   sandbox: 'sbx',
   audit_event: 'evt',

@@ -30,6 +30,10 @@ export const sessionRulesSchema = z.strictObject({
 export const serviceRulesSchema = z.strictObject({
   allowed: z.boolean(),
   max_running: z.number().int().min(0).max(10_000),
+  /** a service may be opened without a key or token (`public: true`). @default false */
+  allow_public: z.boolean().default(false),
+  /** the longest a service may run (its `ttl_seconds`). @default 86400 */
+  max_ttl_seconds: z.number().int().min(1).max(30 * 24 * 3600).default(24 * 3600),
 });
 
 export const concurrencyRulesSchema = z.strictObject({
@@ -48,7 +52,7 @@ export const rulesetSchema = z.strictObject({
   network: networkRulesSchema,
   artifacts: artifactRulesSchema,
   sessions: sessionRulesSchema.describe('bounds of persistent sessions, applied where this server serves sessions'),
-  services: serviceRulesSchema.describe('planned: no route runs services yet; these rules are stored and validated, not applied'),
+  services: serviceRulesSchema.describe('whether services may run, how many at once, for how long, and whether they may be public'),
   concurrency: concurrencyRulesSchema,
 });
 
@@ -63,7 +67,7 @@ export const DEFAULT_RULESET: Ruleset = {
   network: { egress: 'none', allow: [] },
   artifacts: { max_count: 32, max_bytes: 16 * 1024 * 1024, max_total_bytes: 64 * 1024 * 1024 },
   sessions: { max_ttl_seconds: 3600, idle_timeout_seconds: 600, max_active: 10 },
-  services: { allowed: false, max_running: 2 },
+  services: { allowed: false, max_running: 2, allow_public: false, max_ttl_seconds: 24 * 3600 },
   concurrency: { max_running_jobs: 20 },
 };
 

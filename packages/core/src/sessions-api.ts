@@ -5,10 +5,10 @@ import { exitStatusSchema, resourceUsageSchema, verdictSchema } from './verdicts
 const KiB = 1024;
 
 const envNameSchema = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
-const envSchema = z
+export const envSchema = z
   .record(envNameSchema, z.string().max(32 * KiB).refine((v) => !v.includes('\0'), 'must not contain NUL'))
   .refine((env) => Object.keys(env).length <= 128, 'at most 128 variables');
-const idText = z.string().min(1).max(64).regex(/^[A-Za-z0-9_-]+$/, 'must be an id such as "pol_01hx…"');
+export const idText = z.string().min(1).max(64).regex(/^[A-Za-z0-9_-]+$/, 'must be an id such as "pol_01hx…"');
 
 /** `POST /v1/sessions` (issue 8, point 1). */
 export const createSessionSchema = z.strictObject({

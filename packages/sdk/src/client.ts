@@ -5,6 +5,7 @@ import type {
   AuditEvent,
   AuditVerifyResult,
   CreateJobInput,
+  CreateServiceRequest,
   CreateWorkflowRequest,
   Job,
   LanguageOffer,
@@ -14,6 +15,8 @@ import type {
   RulesetInput,
   RunnerNode,
   SandboxInstance,
+  Service,
+  ServiceToken,
   Tenant,
   TenantQuotaOverrides,
   TenantQuotaView,
@@ -397,6 +400,22 @@ export class KilnClient {
       this.request<Page<SandboxInstance>>('GET', '/v1/sandboxes', { query: { ...o } }),
   };
 
+  readonly services = {
+    /** Starts a service (answers `starting`; `running` once its port answers). */
+    create: (body: ServiceCreateInput) => this.request<Service>('POST', '/v1/services', { body, timeoutMs: 120_000 }),
+    list: (o: ListOptions & { status?: Service['status']; agent_id?: string } = {}) =>
+      this.request<Page<Service>>('GET', '/v1/services', { query: { ...o } }),
+    get: (id: string) => this.request<Service>('GET', `/v1/services/${enc(id)}`),
+    stop: (id: string) => this.request<Service>('POST', `/v1/services/${enc(id)}/stop`, { body: {} }),
+    /** A token that opens this service alone (header `X-Kiln-Service-Token`, or `url` once in a browser). */
+    createToken: (id: string, body: { ttl_seconds?: number } = {}) =>
+      this.request<ServiceToken>('POST', `/v1/services/${enc(id)}/tokens`, { body }),
+    revokeToken: (id: string, tokenId: string) =>
+      this.request<{ id: string; revoked_at: string | null }>('DELETE', `/v1/services/${enc(id)}/tokens/${enc(tokenId)}`),
+    /** The service's stdout and stderr from the start, as it comes, until it ends. */
+    logs: (id: string, o: { timeoutMs?: number; signal?: AbortSignal } = {}) => this.serviceLogs(id, o),
+  };
+
   languages(): Promise<{ items: LanguageOffer[] }> {
     return this.request('GET', '/v1/languages');
   }
@@ -419,6 +438,23 @@ export class KilnClient {
     }
   }
 
+  private async *serviceLogs(id: string, o: { timeoutMs?: number; signal?: AbortSignal }): AsyncGenerator<ServiceLogEvent> {
+    const response = await this.fetch('GET', `/v1/services/${enc(id)}/logs`, {
+      accept: 'text/event-stream',
+      timeoutMs: o.timeoutMs ?? null,
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
+    if (!response.body) throw new KilnApiError(response.status, 'NO_BODY', 'the event stream has no body');
+    for await (const sse of parseEventStream(response.body)) {
+      if (sse.event === 'output') yield { type: 'output', chunk: JSON.parse(sse.data) as OutputChunk };
+      else if (sse.event === 'truncated') yield { type: 'truncated', notice: JSON.parse(sse.data) as Record<string, unknown> };
+      else if (sse.event === 'end') {
+        yield { type: 'end', ...(JSON.parse(sse.data) as { state: string; reason: string | null }) };
+        return;
+      }
+    }
+  }
+
   private async *workflowEvents(id: string, timeoutMs?: number): AsyncGenerator<WorkflowStreamEvent> {
     const response = await this.fetch('GET', `/v1/workflows/${enc(id)}/events`, { accept: 'text/event-stream', timeoutMs: timeoutMs ?? null });
     if (!response.body) throw new KilnApiError(response.status, 'NO_BODY', 'the event stream has no body');
@@ -434,6 +470,14 @@ export class KilnClient {
     }
   }
 }
+
+/** `POST /v1/services` as a client may send it (fields with defaults are optional). */
+export type ServiceCreateInput = Omit<CreateServiceRequest, 'restart' | 'public'> & { restart?: CreateServiceRequest['restart']; public?: boolean };
+
+export type ServiceLogEvent =
+  | { type: 'output'; chunk: OutputChunk }
+  | { type: 'truncated'; notice: Record<string, unknown> }
+  | { type: 'end'; state: string; reason: string | null };
 
 export interface WorkflowRunOptions {
   onCreated?: (workflow: Workflow) => void;

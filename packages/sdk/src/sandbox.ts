@@ -1,4 +1,4 @@
-import type { Session, SessionStep } from '@kiln/core';
+import type { ServiceToken, Session, SessionStep } from '@kiln/core';
 import { KilnClient, type KilnClientOptions } from './client.js';
 import { KilnApiError, NotFoundError } from './errors.js';
 import { parseEventStream } from './sse.js';
@@ -159,6 +159,24 @@ export class Sandbox {
 
   async isRunning(): Promise<boolean> {
     return (await this.getInfo()).status === 'active';
+  }
+
+  /**
+   * E2B's getHost: where a server this sandbox listens on at `port` is reached, through the control
+   * plane's proxy (`{url}/v1/sessions/{id}/ports/{port}/proxy/`, opened with this client's key or a
+   * token from `getPortToken`). Returns the host and path, without the scheme, as E2B does.
+   */
+  getHost(port: number): string {
+    if (!Number.isInteger(port) || port < 1 || port > 65_535) throw new RangeError('port must be an integer in 1..65535');
+    const base = new URL(this.client.url);
+    return `${base.host}${base.pathname.replace(/\/+$/, '')}${this.path}/ports/${port}/proxy`;
+  }
+
+  /** A token that opens this sandbox's `port` alone (for a browser: open its `url`). */
+  async getPortToken(port: number, options: { ttlSeconds?: number } = {}): Promise<ServiceToken> {
+    return this.client.request<ServiceToken>('POST', `${this.path}/ports/${port}/tokens`, {
+      body: options.ttlSeconds !== undefined ? { ttl_seconds: options.ttlSeconds } : {},
+    });
   }
 
   /** Ends the sandbox (idempotent). */

@@ -138,6 +138,15 @@ export const serverEnvSchema = z.object({
   KILN_ARTIFACT_RETENTION_SECONDS: z.coerce.number().int().min(0).max(100 * 365 * 86_400).default(7 * 86_400),
   /** Ended jobs older than this are deleted with their artifacts; 0 keeps them forever. @default 2592000 (30 days) */
   KILN_JOB_RETENTION_SECONDS: z.coerce.number().int().min(0).max(100 * 365 * 86_400).default(30 * 86_400),
+  /** The URL clients reach the control plane at: the base of every service `proxy_url`. @default the listening URL */
+  KILN_PUBLIC_URL: z.url().optional(),
+  /** A wildcard domain: `{service id}.{domain}` reaches the service by its Host header (same scheme and port). */
+  KILN_SERVICES_DOMAIN: z
+    .string()
+    .regex(/^(?=.{1,200}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i, 'must be a domain such as services.example.com')
+    .optional(),
+  /** A proxied request whose answer has not begun within this is 504. @default 30000 */
+  KILN_SERVICES_UPSTREAM_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
   /** Output of a running job kept in memory for watchers that join late (per replica). @default 1048576 */
   KILN_LIVE_OUTPUT_MAX_BYTES_PER_JOB: z.coerce.number().int().min(0).max(64 * 1024 ** 2).default(1024 * 1024),
   /** Event streams open at once on one job (per replica); more is 429 RATE_LIMITED. @default 32 */
@@ -187,6 +196,9 @@ export interface ServerConfig {
   streamMaxWatchersPerTenant: number;
   streamWatcherBufferBytes: number;
   streamStallTimeoutMs: number;
+  publicUrl: string | undefined;
+  servicesDomain: string | undefined;
+  servicesUpstreamTimeoutMs: number;
 }
 
 /** What the HTTP server allows a connection (slow or half-sent requests are cut, connections capped). */
@@ -279,6 +291,9 @@ export function loadServerConfig(
     streamMaxWatchersPerTenant: parsed.KILN_STREAM_MAX_WATCHERS_PER_TENANT,
     streamWatcherBufferBytes: parsed.KILN_STREAM_WATCHER_BUFFER_BYTES,
     streamStallTimeoutMs: parsed.KILN_STREAM_STALL_TIMEOUT_MS,
+    publicUrl: parsed.KILN_PUBLIC_URL,
+    servicesDomain: parsed.KILN_SERVICES_DOMAIN,
+    servicesUpstreamTimeoutMs: parsed.KILN_SERVICES_UPSTREAM_TIMEOUT_MS,
   };
   for (const [key, value] of Object.entries(overrides)) {
     if (value !== undefined) (config as unknown as Record<string, unknown>)[key] = value;

@@ -15,6 +15,10 @@ import { acceptRawUploads, runnerRoutes } from './api/runner-routes.js';
 import { sessionRoutes } from './api/session-routes.js';
 import { installSessionPty } from './api/session-pty.js';
 import { installMcpEndpoint } from './api/mcp/mcp-endpoint.js';
+import { serviceRoutes } from './api/service-routes.js';
+import { installServiceProxy } from './api/service-proxy.js';
+import { ServiceHosting, type ServiceHostingSettings } from './services/hosted-services/hosting.js';
+import { startServiceReconciler } from './services/hosted-services/reconciler.js';
 import { startSessionReaper } from './services/sessions/reaper.js';
 import { StepEvents } from './services/sessions/steps.js';
 import type { RouteSpec } from './api/route.js';
@@ -45,11 +49,17 @@ export interface JobPlaneOptions {
   sessionReaperIntervalMs?: number;
   /** Where warnings about lost live output go. @default nowhere */
   warn?: LossWarning;
+  /** Service URLs and proxy bounds (KILN_PUBLIC_URL, KILN_SERVICES_DOMAIN, …). */
+  services?: ServiceHostingSettings;
+  /** How often the service reconciler asks runners how their services are. @default 500 */
+  serviceReconcilerIntervalMs?: number;
 }
 
 /** Jobs on a runner fleet: their dependencies, routes and background reaper, started and stopped together. */
 export interface JobPlane {
   deps: JobDeps;
+  /** Where service URLs point; `publicUrl` is set from the listening address when not configured. */
+  hosting: ServiceHosting;
   routes: RouteSpec[];
   /** What the app needs besides the routes (raw blob uploads). Call before the app is ready. */
   install(app: FastifyInstance): void;
@@ -91,14 +101,25 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
   let stopRetention: (() => Promise<void>) | undefined;
   let stopWorkflows: (() => Promise<void>) | undefined;
   let stopSessionReaper: (() => Promise<void>) | undefined;
+  let stopServiceReconciler: (() => Promise<void>) | undefined;
   const stepEvents = new StepEvents();
+  const hosting = new ServiceHosting(options.services);
   return {
     deps,
-    routes: [...jobRoutes(deps), ...workflowRoutes(deps), ...runnerRoutes(deps), ...fleetRoutes(deps), ...sessionRoutes(deps, stepEvents)],
+    hosting,
+    routes: [
+      ...jobRoutes(deps),
+      ...workflowRoutes(deps),
+      ...runnerRoutes(deps),
+      ...fleetRoutes(deps),
+      ...sessionRoutes(deps, stepEvents),
+      ...serviceRoutes(deps, hosting),
+    ],
     install: (app) => {
       acceptRawUploads(app);
       installSessionPty(app as KilnApp, deps, stepEvents);
       installMcpEndpoint(app as KilnApp, '0.1.0');
+      installServiceProxy(app as KilnApp, deps, hosting);
       registerFleetMetrics((app as KilnApp).kiln.metrics.registry, deps);
       registerStreamMetrics((app as KilnApp).kiln.metrics.registry, deps);
       registerJobMetrics((app as KilnApp).kiln.metrics.registry, deps.events);
@@ -111,6 +132,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
       // Workflows a crash or an unhooked job end left behind are finished within about a second.
       stopWorkflows = startWorkflowSweeper(deps, WORKFLOW_SWEEP_INTERVAL_MS, options.onError);
       stopSessionReaper = startSessionReaper(deps, options.sessionReaperIntervalMs ?? 1000, options.onError);
+      stopServiceReconciler = startServiceReconciler(deps, options.serviceReconcilerIntervalMs ?? 500, options.onError);
     },
     beginShutdown: () => shutdown.abort(),
     close: async () => {
@@ -120,6 +142,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
       await stopRetention?.();
       await stopWorkflows?.();
       await stopSessionReaper?.();
+      await stopServiceReconciler?.();
       await notifier.close();
       await deps.artifacts.close();
     },

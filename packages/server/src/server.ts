@@ -72,6 +72,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         artifactRetentionSeconds: config.artifactRetentionSeconds,
         jobRetentionSeconds: config.jobRetentionSeconds,
       },
+      services: { publicUrl: config.publicUrl, domain: config.servicesDomain, upstreamTimeoutMs: config.servicesUpstreamTimeoutMs },
       onError: (err) => logger.error({ err }, 'reaper pass failed'),
       warn: (fields, message) => logger.warn(fields, message),
     });
@@ -103,6 +104,8 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  // Service URLs point where clients reach this server: the configured public URL, else where it listens.
+  if (!config.publicUrl) jobPlane.hosting.publicUrl = `http://${host}:${port}`;
   logger.info(
     { config: redactConfig(config), database: store.dialect, audit_key: auditKey.file ?? 'KILN_AUDIT_KEY', audit_key_id: store.audit.key.id },
     'kiln control plane started',

@@ -9,6 +9,7 @@ import { RunnerAgent, type AgentLogger } from './agent.js';
 import { ControlPlaneClient } from './control-plane-client.js';
 import { detectHostCapacity, formatBytes } from './host-capacity.js';
 import { credentialFile, preparePrivateDir } from './credential-file.js';
+import { ServiceHost } from '../services/service-host.js';
 import { SessionHost } from '../sessions/session-host.js';
 
 export interface RunnerConfig {
@@ -92,6 +93,7 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
   const client = new ControlPlaneClient(config.serverUrl, config.token, credentialFile(dataDir));
   const sessions = new SessionHost({
     driver,
+    services: new ServiceHost(driver),
     signingKey: () => client.signingKey(),
     ...(config.sessionListen ? { listen: config.sessionListen } : {}),
   });

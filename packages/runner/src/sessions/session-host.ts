@@ -11,8 +11,11 @@ import {
   type Limits,
 } from '@kiln/core';
 import { z } from 'zod';
+import type { Duplex } from 'node:stream';
 import type { SandboxDriver, StdinWriter } from '../sandbox/driver.js';
 import { PersistentSandbox } from '../sandbox/persistent/index.js';
+import { forwardHttp, forwardUpgrade } from '../services/forward.js';
+import type { ServiceHost } from '../services/service-host.js';
 import { WorkspaceFiles } from './workspace-files.js';
 
 /** The largest JSON body the host reads (a session's seed files included). */
@@ -52,7 +55,12 @@ export interface SessionHostOptions {
   /** `host:port` to listen on. @default "127.0.0.1:0" */
   listen?: string;
   nowMs?: () => number;
+  /** Services on the same signed endpoint (`/v1/services…`, issue 9). */
+  services?: ServiceHost;
 }
+
+/** `/v1/services/{id}/proxy…` and `/v1/sessions/{id}/ports/{port}/proxy…`: proxied traffic. */
+const PROXY_PATH = /^\/v1\/(?:services\/([A-Za-z0-9_-]{1,128})|sessions\/([A-Za-z0-9_-]{1,128})\/ports\/([0-9]{1,5}))\/proxy(?=$|[/?])/;
 
 /**
  * The runner's endpoint for interactive traffic (ARCHITECTURE.md §7): the control plane starts, drives
@@ -75,6 +83,12 @@ export class SessionHost {
     const server = http.createServer((req, res) => {
       void this.handle(req, res).catch((err: unknown) => answerError(res, err));
     });
+    server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      void this.upgrade(req, socket, head).catch((err: unknown) => {
+        const known = err instanceof KilnError ? err : new KilnError('INTERNAL', (err as Error).message);
+        socket.end(`HTTP/1.1 ${known.status} ${known.code}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      });
+    });
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -90,6 +104,7 @@ export class SessionHost {
     this.server?.closeAllConnections();
     await Promise.allSettled([...this.sessions.values()].map((s) => s.sandbox.destroy()));
     this.sessions.clear();
+    await this.options.services?.stop();
   }
 
   /** Session ids with a live sandbox here. */
@@ -106,6 +121,12 @@ export class SessionHost {
     if (!check.ok) throw new KilnError('UNAUTHORIZED', `refused: ${check.reason}`);
     const url = new URL(pathWithQuery, 'http://runner');
     const parts = url.pathname.split('/').filter(Boolean);
+    const proxied = PROXY_PATH.exec(pathWithQuery);
+    if (proxied) {
+      // Proxied bodies stream through unhashed: the path, method, time and nonce are what is signed.
+      if (req.headers[SIGNATURE_HEADERS.bodySha256] !== UNSIGNED_BODY) throw new KilnError('UNAUTHORIZED', 'refused: proxied traffic is signed as streamed');
+      return this.proxy(proxied, pathWithQuery, req, res);
+    }
     // A file upload streams through unhashed (its path, method, time and nonce are signed; its size is
     // bounded by the workspace); every other body must be the one signed.
     const streamedUpload = method === 'PUT' && parts.length === 4 && parts[3] === 'files';
@@ -117,6 +138,7 @@ export class SessionHost {
     if (sha256Hex(body) !== req.headers[SIGNATURE_HEADERS.bodySha256]) {
       throw new KilnError('UNAUTHORIZED', 'refused: the body is not the one signed');
     }
+    if (parts[0] === 'v1' && parts[1] === 'services' && this.options.services) return this.options.services.handle(parts, url, method, body, res);
     // /v1/sessions[/:id[/steps[/:seq/kill]]]
     if (parts[0] !== 'v1' || parts[1] !== 'sessions') throw new KilnError('NOT_FOUND', 'no such route');
     const id = parts[2];
@@ -151,6 +173,35 @@ export class SessionHost {
       return json(res, 200, { written: Buffer.byteLength(input.data) });
     }
     throw new KilnError('NOT_FOUND', 'no such route');
+  }
+
+  private async upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const key = this.options.signingKey();
+    const pathWithQuery = req.url ?? '/';
+    if (!key) throw new KilnError('UNAVAILABLE', 'this runner is not registered yet');
+    const check = verifyPlaneRequest(key, { method: req.method ?? 'GET', pathWithQuery, headers: req.headers }, this.nonces, this.nowMs());
+    if (!check.ok) throw new KilnError('UNAUTHORIZED', `refused: ${check.reason}`);
+    const proxied = PROXY_PATH.exec(pathWithQuery);
+    if (!proxied) throw new KilnError('NOT_FOUND', 'no such route');
+    const rest = upstreamPath(pathWithQuery, proxied[0].length);
+    if (proxied[1]) return this.options.services?.proxyUpgrade(proxied[1], rest, req, socket, head);
+    forwardUpgrade(req, socket, head, await this.sessionPort(proxied[2]!, Number(proxied[3])), rest);
+  }
+
+  /** Proxied traffic to a service, or to a port a session's sandbox listens on. */
+  private async proxy(match: RegExpExecArray, pathWithQuery: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const rest = upstreamPath(pathWithQuery, match[0].length);
+    if (match[1]) {
+      if (!this.options.services) throw new KilnError('NOT_FOUND', 'this runner hosts no services');
+      return this.options.services.proxy(match[1], rest, req, res);
+    }
+    forwardHttp(req, res, await this.sessionPort(match[2]!, Number(match[3])), rest);
+  }
+
+  private async sessionPort(id: string, port: number): Promise<string> {
+    const s = this.sessions.get(id);
+    if (!s || !s.sandbox.alive) throw new KilnError('NOT_FOUND', `no live sandbox for session ${id}`);
+    return s.sandbox.exposePort(port);
   }
 
   private files(id: string): WorkspaceFiles {
@@ -283,6 +334,12 @@ export class SessionHost {
   }
 }
 
+/** What follows the proxy prefix, as the upstream sees it: `/rest?query`, `/` at least. */
+function upstreamPath(pathWithQuery: string, prefixLength: number): string {
+  const rest = pathWithQuery.slice(prefixLength);
+  return rest.startsWith('/') ? rest : `/${rest}`;
+}
+
 function queryPath(url: URL): string {
   const p = url.searchParams.get('path');
   if (!p) throw new KilnError('VALIDATION_FAILED', 'give the file as ?path=', { field: 'query.path' });
@@ -308,7 +365,7 @@ async function readBounded(req: http.IncomingMessage, maxBytes: number): Promise
   return Buffer.concat(chunks);
 }
 
-function parseJson<T extends z.ZodType>(schema: T, body: Buffer): z.infer<T> {
+export function parseJson<T extends z.ZodType>(schema: T, body: Buffer): z.infer<T> {
   let value: unknown;
   try {
     value = JSON.parse(body.toString('utf8'));
@@ -320,7 +377,7 @@ function parseJson<T extends z.ZodType>(schema: T, body: Buffer): z.infer<T> {
   return parsed.data;
 }
 
-function json(res: http.ServerResponse, status: number, value: unknown): void {
+export function json(res: http.ServerResponse, status: number, value: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(JSON.stringify(value));
 }

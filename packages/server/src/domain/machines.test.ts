@@ -19,7 +19,7 @@ const LEGAL: Record<string, string[]> = {
     'queued>running', 'queued>succeeded', 'queued>failed', 'queued>canceled',
     'running>queued', 'running>succeeded', 'running>failed', 'running>canceled',
   ],
-  service: ['starting>running', 'starting>terminated', 'running>stopped', 'running>terminated'],
+  service: ['starting>running', 'starting>stopped', 'starting>terminated', 'running>stopped', 'running>terminated'],
   runner_node: ['healthy>degraded', 'healthy>offline', 'degraded>healthy', 'degraded>offline', 'offline>healthy'],
   sandbox_instance: [
     'provisioning>running', 'provisioning>terminated', 'provisioning>failed', 'running>terminated', 'running>failed',

@@ -98,8 +98,9 @@ export const serviceMachine = defineMachine({
   states: ['starting', 'running', 'stopped', 'terminated'] as const,
   initial: 'starting',
   transitions: {
-    // starting → terminated: suspension or a failed start ends a service before it runs.
-    starting: ['running', 'terminated'],
+    // starting → stopped: a user may stop it before it is ready; starting → terminated: suspension, a
+    // failed start or a readiness timeout ends a service before it runs.
+    starting: ['running', 'stopped', 'terminated'],
     running: ['stopped', 'terminated'],
     stopped: [],
     terminated: [],

@@ -36,6 +36,8 @@ import { withSecretEnv } from './secret-env.js';
 import { advanceWorkflowOfJob, WorkflowWakes } from './workflows/engine.js';
 import { activeSessionsOfRunner } from '../store/sessions.js';
 import { endSessionsFor } from './sessions/lifecycle.js';
+import { endServicesFor } from './hosted-services/lifecycle.js';
+import { liveServicesOf } from '../store/services.js';
 
 /**
  * Runner protocol use cases (ARCHITECTURE.md §7). The caller has authenticated the runner: `runner_id`
@@ -85,6 +87,7 @@ export async function recoverRunnerWork(
   await failRunnerSandboxes(tx, runner.id, nowMs);
   // Its session sandboxes died with it: those sessions end (runner_lost), each audited.
   await endSessionsFor(tx, await activeSessionsOfRunner(tx, runner.id), 'runner_lost', runner.id, nowMs);
+  await endServicesFor(tx, await liveServicesOf(tx, 'runner_id', runner.id), 'runner_lost', runner.id, nowMs);
   await releaseCanceledReports(tx, runner.id);
   const jobs = await runningJobsOf(tx, runner.id);
   for (const job of jobs) {

@@ -5,7 +5,7 @@ import type { DbHandle } from '../store/store.js';
 import { requireTenantMember } from './access.js';
 import type { Principal } from './context.js';
 
-/** `?status=&agent_id=&limit=&cursor=` (and for jobs `&language=&verdict=`) of the lists of a tenant's work (jobs, sessions). */
+/** `?status=&agent_id=&limit=&cursor=` (and for jobs `&language=&verdict=`) of the lists of a tenant's work (jobs, sessions, services). */
 export interface TenantWorkListQuery {
   limit: number;
   cursor?: string | undefined;
@@ -16,7 +16,7 @@ export interface TenantWorkListQuery {
   verdict?: string | undefined;
 }
 
-type WorkTable = 'jobs' | 'sessions';
+type WorkTable = 'jobs' | 'sessions' | 'services';
 
 /**
  * One page of a tenant's work rows, newest first: its tenant's for a tenant admin, only its own for an

@@ -53,7 +53,7 @@ export async function stopOwnerWork(tx: TxHandle, owner: WorkOwner, reason: Stop
     .executeTakeFirst();
   const services = await tx.db
     .updateTable('services')
-    .set({ status: 'terminated', stopped_at: nowIso })
+    .set({ status: 'terminated', stopped_at: nowIso, reason })
     .where(column, '=', id)
     .where('status', 'in', sourcesOf(serviceMachine, 'terminated'))
     .executeTakeFirst();

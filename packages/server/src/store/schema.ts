@@ -192,7 +192,33 @@ export interface ServicesTable {
   proxy_url: string | null;
   port: number | null;
   runner_id: string | null;
+  /** JSON: the seed (command, env, file names, readiness, restart, language) */
   spec: string | null;
+  /** why it ended (migration 0014) */
+  reason: string | null;
+  sandbox_id: string | null;
+  expires_at: string | null;
+  /** the last proxied request, written at most every few seconds */
+  last_activity_at: string | null;
+  restarts: number | null;
+  zone: string | null;
+  /** 1 when anyone with the URL may open it */
+  public: number | null;
+  /** JSON `[{stream, data}]`: the end of its log, kept when its sandbox was destroyed */
+  log_tail: string | null;
+}
+
+/** A token scoped to one port of one service or session; only its SHA-256 is kept. */
+export interface ServiceTokensTable {
+  id: string;
+  tenant_id: string;
+  owner_type: string;
+  owner_id: string;
+  port: number;
+  token_hash: string;
+  created_at: string;
+  expires_at: string;
+  revoked_at: string | null;
 }
 
 export interface RunnerNodesTable {
@@ -310,6 +336,7 @@ export interface Database {
   workflows: WorkflowsTable;
   workflow_steps: WorkflowStepsTable;
   services: ServicesTable;
+  service_tokens: ServiceTokensTable;
   runner_nodes: RunnerNodesTable;
   sandbox_instances: SandboxInstancesTable;
   job_secrets: JobSecretsTable;

@@ -51,6 +51,11 @@ export interface InitCommandOptions {
   answerDeadlineMs?: number;
   /** Keep stdin open after `stdin`; the writer sends more and closes it. */
   openStdin?: (writer: { write(data: Buffer): void; end(): void }) => void;
+  /**
+   * Hand output to the callbacks only, neither kept nor capped (a long-running service's log, which its
+   * host bounds itself). @default true
+   */
+  keepOutput?: boolean;
 }
 
 export interface InitCommandResult {
@@ -111,6 +116,7 @@ export async function runInitCommand(
     };
     const output = (chunk: Buffer, into: Buffer[], callback?: (chunk: Buffer) => void) => {
       produced += chunk.length;
+      if (options.keepOutput === false) return callback?.(Buffer.from(chunk));
       const room = options.outputLimitBytes - kept;
       const part = chunk.length <= room ? chunk : chunk.subarray(0, Math.max(room, 0));
       if (part.length) {
