@@ -15,6 +15,7 @@ import { boundRejected, selectArtifacts } from './artifact-selection.js';
 import { ControlPlaneError, type ControlPlaneClient } from './control-plane-client.js';
 import { detectHostCapacity, hostRefusal, MemoryLedger, type HostCapacity } from './host-capacity.js';
 import { OutputBatcher } from './output-batcher.js';
+import type { PoolStats } from '../pool/warm-pool.js';
 
 export interface AgentLogger {
   info(obj: object, msg?: string): void;
@@ -47,6 +48,8 @@ export interface RunnerAgentOptions {
    * the free budget holds at this size each). @default 268435456 (the default policy's memory_bytes)
    */
   slotMemoryBytes?: number;
+  /** The warm pool's counts, sent with each heartbeat (the control plane's /metrics shows them). */
+  poolStats?: () => PoolStats;
 }
 
 interface RunningJob {

@@ -67,6 +67,14 @@ export class PersistentSandbox implements SandboxHandle {
     });
   }
 
+  /**
+   * The environment every command gets on top of the sandbox's base one. A sandbox taken from the warm
+   * pool was built before its user was known: its session's environment is set here, before any command.
+   */
+  useEnv(env: Record<string, string>): void {
+    this.parts.baseEnv = { ...env };
+  }
+
   /** False once the sandbox was destroyed or its init died. */
   get alive(): boolean {
     return this.endedBecause === undefined;

@@ -104,8 +104,8 @@ export async function startPersistentSandbox(
       rlimits,
       uid: lease.uid,
       gid: lease.gid,
-      // Loopback sockets are allowed: services listen on 127.0.0.1 in a network namespace with only `lo`.
-      fds: [{ fd: SECCOMP_FD, path: seccompProgramPath('network') }],
+      // Loopback sockets are allowed unless refused: services listen on 127.0.0.1 in a netns with only `lo`.
+      fds: [{ fd: SECCOMP_FD, path: seccompProgramPath(spec.loopback === false ? 'no-network' : 'network') }],
       workspace: prepared.launchArg,
       ...perSandboxMounts(sandboxEtcDir(), dirname(initBinary)),
       syncFd: SYNC_FD,
