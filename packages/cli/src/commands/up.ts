@@ -23,7 +23,9 @@ class LocalRunner {
   /** Starts the runner and resolves once it says it is ready (with the languages it found). */
   start(): Promise<string> {
     return new Promise((resolveReady, rejectReady) => {
-      const child = spawn(process.execPath, [KILN_BIN, 'runner', ...this.args], {
+      // A profiled `kiln up` (node --cpu-prof …) profiles its runner too: the benchmarks read both.
+      const profiling = process.execArgv.filter((a) => a.startsWith('--cpu-prof'));
+      const child = spawn(process.execPath, [...profiling, KILN_BIN, 'runner', ...this.args], {
         env: { ...this.env, KILN_EXIT_WITH_PARENT: '1' },
         stdio: ['pipe', 'pipe', 'inherit'],
       });
