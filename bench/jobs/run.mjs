@@ -1,23 +1,38 @@
 #!/usr/bin/env node
-// The jobs benchmark: python hello world through the API with `?wait=true` (one job per request, the
-// real `kiln up`: control plane + local runner + sandboxes, SQLite), against the same program run bare
-// with `python3`, at the same concurrency, in the same run. Rounds alternate between the two so machine
-// noise hits both alike.
-//   node bench/jobs/run.mjs [--jobs N] [--concurrency 1,4,8]
+// The jobs benchmark: python hello world four ways in one run, interleaved in rounds so machine noise
+// hits all alike — bare `python3`; a one-shot sandbox (`kiln exec`'s path: BubblewrapDriver.run, no
+// control plane); a sandbox from the warm pool (the runner's path, no control plane); and a job through
+// the API with `?wait=true` (the real `kiln up`: control plane + local runner, SQLite). Concurrency 1, 4,
+// 8 by default; p50, p95, throughput, the ratios, and the Node CPU per job of the control plane and the
+// runner (their processes' CPU time over the API rounds ÷ jobs). Optionally the 10,000-queued-jobs drain.
+//   node bench/jobs/run.mjs [--jobs N] [--rounds R] [--concurrency 1,4,8] [--capacity C] [--drain N] [--profile DIR]
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { DEFAULT_LIMITS } from '@kiln/core';
+import { BubblewrapDriver, buildOneShotSpec, PooledDriver } from '@kiln/runner';
 import { startKilnUp } from '../support/kiln-up.mjs';
+import { loadAverage, nodeCpuMs } from '../support/proc.mjs';
+import { drainQueue } from './drain.mjs';
 
 const { values: flags } = parseArgs({
-  options: { jobs: { type: 'string', default: '200' }, concurrency: { type: 'string', default: '1,4,8' } },
+  options: {
+    jobs: { type: 'string', default: '200' },
+    rounds: { type: 'string', default: '4' },
+    concurrency: { type: 'string', default: '1,4,8' },
+    capacity: { type: 'string' },
+    drain: { type: 'string', default: '0' },
+    profile: { type: 'string' },
+  },
 });
-const jobsPerRound = Number(flags.jobs);
+const jobsPerSetting = Number(flags.jobs);
+const rounds = Number(flags.rounds);
 const levels = flags.concurrency.split(',').map(Number);
-if (!Number.isInteger(jobsPerRound) || jobsPerRound < 1 || levels.some((c) => !Number.isInteger(c) || c < 1)) {
-  throw new Error('--jobs wants a positive integer, --concurrency a list such as 1,4,8');
+const drainJobs = Number(flags.drain);
+if (![jobsPerSetting, rounds].every((n) => Number.isInteger(n) && n >= 1) || levels.some((c) => !Number.isInteger(c) || c < 1)) {
+  throw new Error('--jobs and --rounds want positive integers, --concurrency a list such as 1,4,8');
 }
 const CODE = 'print("hello")';
 
@@ -29,6 +44,14 @@ function bare() {
     child.on('error', fail);
     child.on('close', () => (out === 'hello\n' ? ok() : fail(new Error(`bare python printed ${out}`))));
   });
+}
+
+/** The sandbox without the control plane, through a driver (fresh one-shot, or the warm pool). */
+function inSandbox(driver) {
+  return async () => {
+    const r = await driver.run(buildOneShotSpec({ language: 'python', code: CODE }, { ...DEFAULT_LIMITS }, { collect: [] }));
+    if (r.verdict !== 'ok' || r.stdout.toString() !== 'hello\n') throw new Error(`sandbox run: ${r.verdict} ${r.error ?? ''}`);
+  };
 }
 
 function viaApi(url, key) {
@@ -43,7 +66,7 @@ function viaApi(url, key) {
   };
 }
 
-/** Runs `count` calls of `fn` with `concurrency` in flight; per-call latencies and the total time. */
+/** Runs `count` calls of `fn` with `concurrency` in flight; per-call latencies and the elapsed seconds. */
 async function load(fn, count, concurrency) {
   const latencies = [];
   let next = 0;
@@ -58,57 +81,7 @@ async function load(fn, count, concurrency) {
       }
     }),
   );
-  const seconds = (performance.now() - t0) / 1000;
-  return { latencies, perSecond: count / seconds };
-}
-
-async function main() {
-  const { url, tenantKey: key, stop } = await startKilnUp({
-    args: ['--capacity', String(Math.max(...levels))],
-    // KILN_SPAWNER passes through so the fork server can be compared on and off (KILN_SPAWNER=0).
-    env: process.env.KILN_SPAWNER ? { KILN_SPAWNER: process.env.KILN_SPAWNER } : {},
-  });
-  try {
-    const api = viaApi(url, key);
-    for (let i = 0; i < 20; i++) await api(); // warm up the runtime caches and the JIT
-    for (let i = 0; i < 20; i++) await bare();
-
-    const results = [];
-    for (const concurrency of levels) {
-      const half = Math.ceil(jobsPerRound / 2);
-      // Alternate halves: bare, kiln, bare, kiln, so drift in machine load hits both.
-      const b1 = await load(bare, half, concurrency);
-      const k1 = await load(api, half, concurrency);
-      const b2 = await load(bare, jobsPerRound - half, concurrency);
-      const k2 = await load(api, jobsPerRound - half, concurrency);
-      const bareStats = { ...percentiles([...b1.latencies, ...b2.latencies]), perSecond: (b1.perSecond + b2.perSecond) / 2 };
-      const kilnStats = { ...percentiles([...k1.latencies, ...k2.latencies]), perSecond: (k1.perSecond + k2.perSecond) / 2 };
-      results.push({ concurrency, bare: bareStats, kiln: kilnStats });
-    }
-    const when = new Date().toISOString();
-    const ms = (v) => `${v.toFixed(1)} ms`.padStart(9);
-    const lines = [
-      `kiln jobs benchmark, ${when}: python hello world, ${jobsPerRound} jobs per setting`,
-      `  ${'in flight'.padEnd(10)}${'what'.padEnd(22)}${'p50'.padStart(9)}${'p95'.padStart(9)}${'jobs/s'.padStart(9)}`,
-    ];
-    const checks = [];
-    for (const r of results) {
-      lines.push(`  ${String(r.concurrency).padEnd(10)}${'bare python3'.padEnd(22)}${ms(r.bare.p50)}${ms(r.bare.p95)}${r.bare.perSecond.toFixed(1).padStart(9)}`);
-      lines.push(`  ${''.padEnd(10)}${'kiln API, wait=true'.padEnd(22)}${ms(r.kiln.p50)}${ms(r.kiln.p95)}${r.kiln.perSecond.toFixed(1).padStart(9)}`);
-      const over = r.kiln.p50 - r.bare.p50;
-      const ratio = r.kiln.perSecond / r.bare.perSecond;
-      lines.push(`  ${''.padEnd(10)}p50 +${over.toFixed(1)} ms over bare; throughput ${(ratio * 100).toFixed(0)} % of bare`);
-      if (r.concurrency === 1) checks.push([`p50 within 6 ms of bare (1 in flight)`, over <= 6, `+${over.toFixed(1)} ms`]);
-      if (r.concurrency > 1) checks.push([`throughput >= 80 % of bare (${r.concurrency} in flight)`, ratio >= 0.8, `${(ratio * 100).toFixed(0)} %`]);
-    }
-    lines.push('', ...checks.map(([what, ok, got]) => `  ${ok ? 'MET ' : 'MISS'} ${what}: ${got}`));
-    console.log(lines.join('\n'));
-    const out = resolve(import.meta.dirname, '../results');
-    mkdirSync(out, { recursive: true });
-    writeFileSync(join(out, `jobs-${when.replace(/[:.]/g, '-')}.json`), JSON.stringify({ when, jobsPerRound, results }, null, 2));
-  } finally {
-    await stop();
-  }
+  return { latencies, seconds: (performance.now() - t0) / 1000 };
 }
 
 /** p50 and p95 of a list of milliseconds (nearest rank). */
@@ -117,6 +90,111 @@ function percentiles(values) {
   const at = (q) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
   return { n: sorted.length, p50: at(0.5), p95: at(0.95) };
 }
+
+async function main() {
+  if (process.getuid?.() !== 0) throw new Error('run as root (the in-process sandboxes need cgroups and the uid pool)');
+  const capacity = flags.capacity ? Number(flags.capacity) : undefined;
+  const env = {};
+  if (process.env.KILN_SPAWNER) env.KILN_SPAWNER = process.env.KILN_SPAWNER;
+  if (process.env.KILN_RUNNER_POOL_SIZE) env.KILN_RUNNER_POOL_SIZE = process.env.KILN_RUNNER_POOL_SIZE;
+  // The drain queues more than the default quota lets one tenant queue.
+  if (drainJobs > 0) env.KILN_QUOTA_MAX_QUEUED_JOBS = String(Math.max(1000, drainJobs + 100));
+  const nodeArgs = flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${resolve(flags.profile)}`] : [];
+  const up = await startKilnUp({ args: capacity ? ['--capacity', String(capacity)] : [], env, nodeArgs });
+  const oneShotDriver = new BubblewrapDriver({ reapStale: false });
+  const maxLevel = Math.max(...levels);
+  const pooledDriver = new PooledDriver(new BubblewrapDriver({ reapStale: false }), {
+    room: () => ({ slots: maxLevel, memoryBytes: maxLevel * DEFAULT_LIMITS.memory_bytes }),
+    perShape: maxLevel,
+  });
+  const modes = {
+    bare,
+    oneShot: inSandbox(oneShotDriver),
+    pooled: inSandbox(pooledDriver),
+    api: viaApi(up.url, up.tenantKey),
+  };
+  const loadBefore = loadAverage();
+  try {
+    for (let i = 0; i < 20; i++) for (const fn of Object.values(modes)) await fn(); // warm caches and the JIT
+
+    const results = [];
+    for (const concurrency of levels) {
+      const samples = Object.fromEntries(Object.keys(modes).map((m) => [m, { latencies: [], seconds: 0 }]));
+      let apiCpuMs = 0;
+      for (let r = 0; r < rounds; r++) {
+        const count = Math.ceil(jobsPerSetting / rounds);
+        for (const [name, fn] of Object.entries(modes)) {
+          const cpuBefore = name === 'api' ? nodeCpuMs(up.pid) : 0;
+          const { latencies, seconds } = await load(fn, count, concurrency);
+          if (name === 'api') apiCpuMs += nodeCpuMs(up.pid) - cpuBefore;
+          samples[name].latencies.push(...latencies);
+          samples[name].seconds += seconds;
+        }
+      }
+      const stats = Object.fromEntries(
+        Object.entries(samples).map(([m, s]) => [m, { ...percentiles(s.latencies), perSecond: s.latencies.length / s.seconds }]),
+      );
+      results.push({ concurrency, ...stats, nodeCpuMsPerJob: apiCpuMs / samples.api.latencies.length });
+    }
+    const drain = drainJobs > 0 ? await drainQueue(up, drainJobs) : undefined;
+    const when = new Date().toISOString();
+    report({ when, results, drain, loadBefore, loadAfter: loadAverage(), capacity: capacity ?? 'default' });
+    const out = resolve(import.meta.dirname, '../results');
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(out, `jobs-${when.replace(/[:.]/g, '-')}.json`), JSON.stringify({ when, jobsPerSetting, rounds, results, drain }, null, 2));
+  } finally {
+    await pooledDriver.drain().catch(() => {});
+    await oneShotDriver.drain().catch(() => {});
+    await up.stop();
+  }
+}
+
+function report({ when, results, drain, loadBefore, loadAfter, capacity }) {
+  const ms = (v) => `${v.toFixed(1)} ms`.padStart(9);
+  const names = { bare: 'bare python3', oneShot: 'one-shot sandbox', pooled: 'warm-pool sandbox', api: 'job via API, wait' };
+  const lines = [
+    `kiln jobs benchmark, ${when}: python hello world, ${jobsPerSetting} per setting in ${rounds} interleaved rounds, kiln up capacity ${capacity}`,
+    `  load average before ${loadBefore}, after ${loadAfter} (the machine is shared: compare within this run)`,
+    `  ${'in flight'.padEnd(10)}${'what'.padEnd(20)}${'p50'.padStart(9)}${'p95'.padStart(9)}${'per s'.padStart(8)}${'× bare'.padStart(8)}`,
+  ];
+  const checks = [];
+  for (const r of results) {
+    for (const m of Object.keys(names)) {
+      const s = r[m];
+      lines.push(`  ${(m === 'bare' ? String(r.concurrency) : '').padEnd(10)}${names[m].padEnd(20)}${ms(s.p50)}${ms(s.p95)}${s.perSecond.toFixed(1).padStart(8)}${(s.perSecond / r.bare.perSecond).toFixed(2).padStart(8)}`);
+    }
+    const overBare = r.api.p50 - r.bare.p50;
+    const planeOverSandbox = r.api.p50 - r.pooled.p50;
+    const sandboxOverBare = r.pooled.p50 - r.bare.p50;
+    lines.push(
+      `  ${''.padEnd(10)}API p50 = bare + ${overBare.toFixed(1)} ms; control plane + runner add ${planeOverSandbox.toFixed(1)} ms over the pooled sandbox ` +
+        `(${(r.api.p50 - r.oneShot.p50).toFixed(1)} ms over one-shot); pooled sandbox = bare + ${sandboxOverBare.toFixed(1)} ms ` +
+        `(one-shot: + ${(r.oneShot.p50 - r.bare.p50).toFixed(1)}); Node CPU ${r.nodeCpuMsPerJob.toFixed(1)} ms per job`,
+    );
+    const ratio = r.api.perSecond / r.bare.perSecond;
+    const ofSandbox = r.api.perSecond / r.oneShot.perSecond;
+    if (r.concurrency === 1) {
+      checks.push([`job p50 <= bare + 5 ms`, overBare <= 5, `+${overBare.toFixed(1)} ms`]);
+      checks.push([`control plane + runner <= 2 ms over a sandbox run (pooled)`, planeOverSandbox <= 2, `${planeOverSandbox.toFixed(1)} ms`]);
+      checks.push([`sandbox <= bare + 3 ms (pooled)`, sandboxOverBare <= 3, `+${sandboxOverBare.toFixed(1)} ms`]);
+    } else {
+      checks.push([`throughput >= 0.60 × bare (${r.concurrency} in flight)`, ratio >= 0.6, `${ratio.toFixed(2)} ×`]);
+      checks.push([`throughput >= 90 % of one-shot sandbox runs (${r.concurrency} in flight)`, ofSandbox >= 0.9, `${(ofSandbox * 100).toFixed(0)} %`]);
+    }
+    checks.push([`Node CPU per job <= 3 ms (${r.concurrency} in flight)`, r.nodeCpuMsPerJob <= 3, `${r.nodeCpuMsPerJob.toFixed(1)} ms`]);
+  }
+  if (drain) {
+    lines.push(
+      '',
+      `  drain: ${drain.jobs} jobs queued in ${drain.submitSeconds.toFixed(1)} s, drained in ${drain.drainSeconds.toFixed(1)} s ` +
+        `(${drain.perSecond.toFixed(1)} jobs/s); control-plane RSS ${mib(drain.rssStart)} → max ${mib(drain.rssMax)} → end ${mib(drain.rssEnd)}`,
+    );
+  }
+  lines.push('', ...checks.map(([what, ok, got]) => `  ${ok ? 'MET ' : 'MISS'} ${what}: ${got}`));
+  console.log(lines.join('\n'));
+}
+
+const mib = (b) => `${(b / 1024 / 1024).toFixed(0)} MiB`;
 
 main().catch((err) => {
   console.error(err);

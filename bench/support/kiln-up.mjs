@@ -17,14 +17,15 @@ const freePort = () =>
   });
 
 /**
- * Starts `kiln up` (extra CLI `args`, extra `env`), waits for its local runner, and makes a tenant.
- * Resolves to `{ url, tenantKey, stop }`; `stop()` ends the process and removes the data dir.
+ * Starts `kiln up` (extra CLI `args`, extra `env`, `nodeArgs` such as --cpu-prof), waits for its local runner, and makes a tenant.
+ * Resolves to `{ url, tenantKey, pid, dir, stop }` (`pid`: the control plane's process, whose child is the
+ * local runner); `stop()` ends the process and removes the data dir.
  */
-export async function startKilnUp({ args = [], env = {} } = {}) {
+export async function startKilnUp({ args = [], env = {}, nodeArgs = [] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-bench-'));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const up = spawn(process.execPath, [CLI, 'up', '--port', String(port), '--data-dir', dir, ...args], {
+  const up = spawn(process.execPath, [...nodeArgs, CLI, 'up', '--port', String(port), '--data-dir', dir, ...args], {
     env: { PATH: process.env.PATH, KILN_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -41,7 +42,7 @@ export async function startKilnUp({ args = [], env = {} } = {}) {
     const operator = new KilnClient({ url, apiKey: readFileSync(join(dir, 'admin.key'), 'utf8').trim() });
     const tenant = await operator.tenants.create({ name: 'bench' });
     const { key } = await operator.tenants.createKey(tenant.id);
-    return { url, tenantKey: key, stop };
+    return { url, tenantKey: key, pid: up.pid, dir, stop };
   } catch (err) {
     await stop();
     throw err;

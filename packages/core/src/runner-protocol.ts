@@ -53,12 +53,37 @@ export type LeaseRef = z.infer<typeof leaseRefSchema>;
 /** Optional and only checked: the runner a call acts for is the one its credential names. */
 const bodyRunnerId = z.string().max(64).optional();
 
+const poolCount = z.number().int().min(0).max(1_000_000_000);
+
+/** A runner's warm pool (pre-built sandboxes per shape), as it reports it with each heartbeat. */
+export const runnerPoolStatsSchema = z.strictObject({
+  ready: poolCount,
+  building: poolCount,
+  /** Memory limits the ready and building sandboxes carry. */
+  held_memory_bytes: z.number().int().min(0),
+  shapes: z
+    .array(
+      z.strictObject({
+        shape: z.string().max(200),
+        ready: poolCount,
+        building: poolCount,
+        taken: poolCount,
+        missed: poolCount,
+        build_failures: poolCount,
+      }),
+    )
+    .max(32),
+});
+export type RunnerPoolStats = z.infer<typeof runnerPoolStatsSchema>;
+
 export const heartbeatSchema = z.strictObject({
   runner_id: bodyRunnerId,
   /** Jobs this runner is running now; their leases are extended. */
   leases: z.array(leaseRefSchema).max(1024),
   /** Sandboxes alive on the node (ids), for reconciliation. */
   sandboxes: z.array(z.string().max(64)).max(4096).default([]),
+  /** The warm pool's counts (runners with a pool), shown on /metrics. */
+  pool: runnerPoolStatsSchema.optional(),
 });
 export type HeartbeatRequest = z.infer<typeof heartbeatSchema>;
 

@@ -9,6 +9,12 @@ export function parsePositiveInt(value: string): number {
   return n;
 }
 
+function parseNonNegativeInt(value: string, name: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a whole number of at least 0`);
+  return n;
+}
+
 /**
  * The join token, from KILN_RUNNER_TOKEN or a file (`--token-file`), never from the command line: every
  * local user reads a process's argv with `ps`. A token file others may read is refused like a data dir.
@@ -54,6 +60,9 @@ export function registerRunner(program: Command): void {
       const name = opts.name ?? env.KILN_RUNNER_NAME;
       const memoryBudgetBytes = env.KILN_RUNNER_MEMORY_BUDGET_BYTES ? parsePositiveInt(env.KILN_RUNNER_MEMORY_BUDGET_BYTES) : undefined;
       const slotMemoryBytes = env.KILN_RUNNER_SLOT_MEMORY_BYTES ? parsePositiveInt(env.KILN_RUNNER_SLOT_MEMORY_BYTES) : undefined;
+      // KILN_RUNNER_POOL_SIZE=0 turns the warm pool off.
+      const poolPerShape = env.KILN_RUNNER_POOL_SIZE !== undefined && env.KILN_RUNNER_POOL_SIZE !== '' ? parseNonNegativeInt(env.KILN_RUNNER_POOL_SIZE, 'KILN_RUNNER_POOL_SIZE') : undefined;
+      const poolIdleMs = env.KILN_RUNNER_POOL_IDLE_MS ? parsePositiveInt(env.KILN_RUNNER_POOL_IDLE_MS) : undefined;
       const runner = await startRunner({
         serverUrl,
         token,
@@ -62,6 +71,8 @@ export function registerRunner(program: Command): void {
         ...(name ? { name } : {}),
         ...(memoryBudgetBytes !== undefined ? { memoryBudgetBytes } : {}),
         ...(slotMemoryBytes !== undefined ? { slotMemoryBytes } : {}),
+        ...(poolPerShape !== undefined ? { poolPerShape } : {}),
+        ...(poolIdleMs !== undefined ? { poolIdleMs } : {}),
         dataDir: opts.dataDir ?? env.KILN_DATA_DIR ?? './.kiln/runner',
         ...(env.KILN_RUNNER_SESSION_LISTEN ? { sessionListen: env.KILN_RUNNER_SESSION_LISTEN } : {}),
         ...(env.KILN_RUNNER_SESSION_ADDRESS ? { sessionAddress: env.KILN_RUNNER_SESSION_ADDRESS } : {}),

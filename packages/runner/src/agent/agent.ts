@@ -15,6 +15,7 @@ import { boundRejected, selectArtifacts } from './artifact-selection.js';
 import { ControlPlaneError, type ControlPlaneClient } from './control-plane-client.js';
 import { detectHostCapacity, hostRefusal, MemoryLedger, type HostCapacity } from './host-capacity.js';
 import { OutputBatcher } from './output-batcher.js';
+import type { PoolStats } from '../pool/warm-pool.js';
 
 export interface AgentLogger {
   info(obj: object, msg?: string): void;
@@ -47,6 +48,8 @@ export interface RunnerAgentOptions {
    * the free budget holds at this size each). @default 268435456 (the default policy's memory_bytes)
    */
   slotMemoryBytes?: number;
+  /** The warm pool's counts, sent with each heartbeat (the control plane's /metrics shows them). */
+  poolStats?: () => PoolStats;
 }
 
 interface RunningJob {
@@ -67,6 +70,9 @@ const sha256Checksum = (bytes: Buffer) => `sha256:${createHash('sha256').update(
 const INLINE_REPORT_BUDGET_BYTES = 256 * 1024;
 /** Refused files a report names one by one; the rest are summed up in one entry (boundRejected). */
 const REJECTED_NAMED_MAX = 100;
+
+/** How long a job runs before its first heartbeat (a long poll that carries cancels) is sent. */
+const FIRST_BEAT_GRACE_MS = 250;
 
 /** The least time between two heartbeats, so a server that answers at once cannot make us spin. */
 const MIN_HEARTBEAT_GAP_MS = 100;
@@ -194,6 +200,12 @@ export class RunnerAgent {
         this.wakeHeartbeat = () => jobStarted.abort();
         await sleep(Math.max(0, lastBeatMs + this.heartbeatIntervalMs - Date.now()), jobStarted.signal);
         this.wakeHeartbeat = undefined;
+        // A job just started: most small jobs end within a moment, and their report says all a beat
+        // would. Only a job still running after the grace costs the long poll that carries its cancel.
+        if (jobStarted.signal.aborted) {
+          await sleep(FIRST_BEAT_GRACE_MS, signal);
+          if (this.leaseRefs().length === 0 && Date.now() < lastBeatMs + this.heartbeatIntervalMs) continue;
+        }
       }
       await sleep(Math.max(0, lastBeatMs + MIN_HEARTBEAT_GAP_MS - Date.now()), signal);
       if (signal.aborted) break;
@@ -203,6 +215,7 @@ export class RunnerAgent {
           runner_id: this.runnerId!,
           leases: this.leaseRefs(),
           sandboxes: [],
+          ...(this.options.poolStats ? { pool: this.options.poolStats() } : {}),
         });
         this.draining = answer.draining;
         for (const stop of answer.stop) {

@@ -11,6 +11,9 @@ import { detectHostCapacity, formatBytes } from './host-capacity.js';
 import { credentialFile, preparePrivateDir } from './credential-file.js';
 import { ServiceHost } from '../services/service-host.js';
 import { SessionHost } from '../sessions/session-host.js';
+import { PooledDriver } from '../pool/pooled-driver.js';
+import type { WarmPool } from '../pool/warm-pool.js';
+import { DEFAULT_LIMITS } from '@kiln/core';
 
 export interface RunnerConfig {
   /** The control plane's URL (any replica). */
@@ -44,6 +47,13 @@ export interface RunnerConfig {
    * runner's address. @default the URL of the listening socket
    */
   sessionAddress?: string;
+  /**
+   * Pre-built sandboxes kept ready per shape (KILN_RUNNER_POOL_SIZE); 0 turns the warm pool off.
+   * @default 2
+   */
+  poolPerShape?: number;
+  /** A shape nobody asked for in this long loses its ready sandboxes (KILN_RUNNER_POOL_IDLE_MS). @default 60000 */
+  poolIdleMs?: number;
   logger: AgentLogger;
 }
 
@@ -51,6 +61,8 @@ export interface RunningRunner {
   agent: RunnerAgent;
   languages: RunnerLanguage[];
   driver: BubblewrapDriver;
+  /** The warm pool jobs and sessions take sandboxes from (absent when KILN_RUNNER_POOL_SIZE=0). */
+  pool: WarmPool | undefined;
   sessions: SessionHost;
   stop(): Promise<void>;
 }
@@ -91,38 +103,58 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
     `sandbox memory budget ${formatBytes(host.memoryBudgetBytes)}`,
   );
   const client = new ControlPlaneClient(config.serverUrl, config.token, credentialFile(dataDir));
+  const capacity = config.capacity ?? 2;
+  // The warm pool grows only into what the node can spare now: slots no job holds, memory no job was promised.
+  let agent: RunnerAgent | undefined;
+  const pooled =
+    (config.poolPerShape ?? 2) > 0
+      ? new PooledDriver(driver, {
+          perShape: config.poolPerShape ?? 2,
+          ...(config.poolIdleMs !== undefined ? { idleMs: config.poolIdleMs } : {}),
+          room: () => ({
+            slots: capacity - (agent?.runningJobs ?? 0),
+            memoryBytes: agent?.memory.availableBytes ?? host.memoryBudgetBytes,
+          }),
+          onBuildError: (err) => config.logger.warn({ err: err.message }, 'warm pool: a sandbox could not be built'),
+        })
+      : undefined;
   const sessions = new SessionHost({
-    driver,
+    driver: pooled ?? driver,
     services: new ServiceHost(driver),
     signingKey: () => client.signingKey(),
     ...(config.sessionListen ? { listen: config.sessionListen } : {}),
   });
   const listening = await sessions.start();
   config.logger.info({ listening }, 'session endpoint listening');
-  const agent = new RunnerAgent({
+  agent = new RunnerAgent({
     client,
     address: config.sessionAddress ?? listening,
-    driver,
+    driver: pooled ?? driver,
+    ...(pooled ? { poolStats: () => pooled.pool.stats() } : {}),
     languages,
     toRunSpec: jobToRunSpec,
     name: config.name ?? defaultRunnerName(dataDir),
     zone: config.zone ?? 'default',
-    capacity: config.capacity ?? 2,
+    capacity,
     labels: config.labels ?? {},
     logger: config.logger,
     host,
     ...(config.slotMemoryBytes !== undefined ? { slotMemoryBytes: config.slotMemoryBytes } : {}),
   });
   await agent.start();
+  // The default policy's shape is the likeliest first request: build it before any job arrives.
+  pooled?.pool.want({ limits: DEFAULT_LIMITS, loopback: false });
+  const running = agent;
   return {
-    agent,
+    agent: running,
     languages,
     driver,
+    pool: pooled?.pool,
     sessions,
     stop: async () => {
-      await agent.stop();
+      await running.stop();
       await sessions.stop();
-      await driver.drain().catch(() => {});
+      await (pooled ?? driver).drain().catch(() => {});
     },
   };
 }

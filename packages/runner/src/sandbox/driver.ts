@@ -103,6 +103,12 @@ export interface PersistentSpec {
   env?: Record<string, string>;
   limits: Limits;
   network?: SandboxNetwork;
+  /**
+   * Loopback sockets allowed inside (services listen on 127.0.0.1 in a netns with only `lo`). A warm-pool
+   * sandbox built for one-shot jobs says false: no socket but Unix ones, exactly as a one-shot run.
+   * @default true
+   */
+  loopback?: boolean;
 }
 
 /** A live persistent sandbox (sessions, services): one init of ours as PID 1, commands over a socket. */

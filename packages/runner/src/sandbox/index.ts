@@ -11,5 +11,5 @@ export * from './verdict.js';
 export * from './workspace.js';
 export { SafeRoot } from './safe-fs.js';
 export { sandboxEtcDir, SANDBOX_ETC_ENTRIES } from './sandbox-etc.js';
-export { runOneShot, setupFailure, type OneShotDeps } from './one-shot.js';
+export { collectInto, runOneShot, setupFailure, type OneShotDeps } from './one-shot.js';
 export { reapStaleSandboxes, type ReapOptions, type ReapReport } from './reaper.js';

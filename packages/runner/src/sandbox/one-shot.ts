@@ -129,7 +129,7 @@ async function cleanup(cgroup?: SandboxCgroup, workspace?: Workspace, lease?: Ui
  * fails the job as `output_limit` with the reason: the sandbox made more than kiln examines, and saying
  * so beats a silent partial collection. The files collected before the stop are kept.
  */
-async function collectInto(result: RunResult, workspace: Workspace, globs: readonly string[], outputBytes: number): Promise<void> {
+export async function collectInto(result: RunResult, workspace: Workspace, globs: readonly string[], outputBytes: number): Promise<void> {
   // Collected files are output too: bound them by the larger of output_bytes and 16 MiB per file.
   const outcome = await workspace.collect(globs, { maxFileBytes: Math.max(outputBytes, 16 * 1024 * 1024) });
   result.files = outcome.files;

@@ -12,9 +12,13 @@ export type { LaunchRequest, StdioChoice } from './spawner-client.js';
 export interface LaunchedProcess extends EventEmitter {
   /** One stream per 'pipe' fd of the request, null for the others. */
   readonly stdio: readonly (Duplex | null | undefined)[];
+  /** The host pid, once known (kiln-spawner says it in its own message, possibly after stream data). */
+  readonly pid?: number | undefined;
   kill(signal?: NodeJS.Signals): boolean;
   on(event: 'error', listener: (err: Error) => void): this;
   on(event: 'close', listener: (code: number | null, signal: NodeJS.Signals | null) => void): this;
+  once(event: 'close', listener: (code: number | null, signal: NodeJS.Signals | null) => void): this;
+  once(event: 'spawn', listener: () => void): this;
 }
 
 /**

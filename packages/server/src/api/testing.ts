@@ -32,12 +32,14 @@ export interface TestAppOptions extends Partial<AppDeps> {
     streams?: Partial<StreamSettings>;
     warn?: LossWarning;
   };
+  /** Sees the SQL of every statement the store runs. */
+  onQuery?: (sql: string, parameters: readonly unknown[]) => void;
 }
 
 export async function openTestApp(kind: DbDialect, options: TestAppOptions = {}): Promise<TestApp> {
-  const db = await openTestStore(kind);
+  const { jobs, onQuery, ...appOptions } = options;
+  const db = await openTestStore(kind, undefined, onQuery);
   const clock = new ManualClock();
-  const { jobs, ...appOptions } = options;
   const plane = jobs
     ? await createJobPlane({
         store: db.store,

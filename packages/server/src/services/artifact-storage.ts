@@ -6,6 +6,7 @@ import {
   dropUpload,
   finishUpload,
   insertUpload,
+  insertUploads,
   lockContent,
   lockTenantStorage,
   orphanUploads,
@@ -120,12 +121,13 @@ export async function receiveUpload(
 }
 
 /**
- * Tracks a blob that arrived inline in a completion report, before it is stored, so that if the
+ * Tracks the blobs that arrived inline in a completion report (one transaction for them all), before it is stored, so that if the
  * completion refuses it (policy, quota) the collector finds and removes it like any orphan upload.
  * Inline blobs are small and bounded by the body limit, so they reserve no room ahead.
  */
-export async function trackInlineBlob(deps: JobDeps, upload: NewUpload): Promise<void> {
-  await deps.store.transaction((tx) => insertUpload(tx, upload, deps.clock.nowMs()));
+export async function trackInlineBlobs(deps: JobDeps, uploads: readonly NewUpload[]): Promise<void> {
+  if (uploads.length === 0) return;
+  await deps.store.transaction((tx) => insertUploads(tx, uploads, deps.clock.nowMs()));
 }
 
 /**

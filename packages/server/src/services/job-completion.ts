@@ -15,7 +15,7 @@ import { addTenantArtifactBytes, releaseRecordedUploads } from '../store/artifac
 import { appendAuditEvent } from '../store/audit.js';
 import { markSandboxRunning } from '../store/fleet.js';
 import { endSandbox, getJob, getLeasedJob, moveJob, type JobRow } from '../store/jobs.js';
-import { collectOrphanUploads, quotaReason, storageRoomBytes, trackInlineBlob } from './artifact-storage.js';
+import { collectOrphanUploads, quotaReason, storageRoomBytes, trackInlineBlobs } from './artifact-storage.js';
 import type { JobDeps } from './job-deps.js';
 import { jobFromRow } from './job-views.js';
 import { topics } from './notifier.js';
@@ -40,29 +40,46 @@ async function inlineText(deps: JobDeps, blob: ReportedBlob): Promise<string | n
 }
 
 /**
- * Makes sure every blob a report names is in the store: inline ones are stored now (checked against
- * their checksum), uploaded ones must be there already.
+ * Makes sure every blob a report names is in the store: inline ones are checked against their checksum,
+ * tracked (all in one transaction) and stored now; uploaded ones must be there already.
  */
 async function storeReportedBlobs(deps: JobDeps, job: JobRow, attempt: number, blobs: ReportedBlob[]): Promise<void> {
-  await Promise.all(blobs.map((blob) => storeReportedBlob(deps, job, attempt, blob)));
+  const inline: { blob: ReportedBlob; content: Buffer }[] = [];
+  await Promise.all(
+    blobs.map(async (blob) => {
+      if (blob.content_base64 === undefined) await checkUploadedBlob(deps, blob);
+      else inline.push({ blob, content: checkedInlineContent(blob) });
+    }),
+  );
+  // Tracked before they are stored: if the completion refuses one, the collector finds it as an orphan.
+  await trackInlineBlobs(
+    deps,
+    inline.map(({ blob, content }) => ({ tenantId: job.tenant_id, jobId: job.id, attempt, checksum: blob.checksum, sizeBytes: content.length })),
+  );
+  await Promise.all(
+    inline.map(async ({ blob, content }) => {
+      // Content-addressed: the same bytes (an empty stderr, a repeated answer) are stored once.
+      if ((await deps.artifacts.sizeOf(deps.artifacts.uriOf(blob.checksum as Checksum))) === content.length) return;
+      await deps.artifacts.put(content, { expectedChecksum: blob.checksum });
+    }),
+  );
 }
 
-async function storeReportedBlob(deps: JobDeps, job: JobRow, attempt: number, blob: ReportedBlob): Promise<void> {
-  const uri = deps.artifacts.uriOf(blob.checksum as Checksum);
-  if (blob.content_base64 === undefined) {
-    // Uploaded before: the stored size, not the reported one, is what the artifact limits are checked against.
-    const stored = await deps.artifacts.sizeOf(uri);
-    if (stored === undefined) {
-      throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} was not uploaded for this job`, { field: 'body.artifacts' });
-    }
-    if (stored !== blob.size_bytes) {
-      throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} is ${stored} bytes, not the reported ${blob.size_bytes}`, {
-        field: 'body.artifacts',
-      });
-    }
-    return;
+/** Uploaded before: the stored size, not the reported one, is what the artifact limits are checked against. */
+async function checkUploadedBlob(deps: JobDeps, blob: ReportedBlob): Promise<void> {
+  const stored = await deps.artifacts.sizeOf(deps.artifacts.uriOf(blob.checksum as Checksum));
+  if (stored === undefined) {
+    throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} was not uploaded for this job`, { field: 'body.artifacts' });
   }
-  const content = Buffer.from(blob.content_base64, 'base64');
+  if (stored !== blob.size_bytes) {
+    throw new KilnError('VALIDATION_FAILED', `blob ${blob.checksum} is ${stored} bytes, not the reported ${blob.size_bytes}`, {
+      field: 'body.artifacts',
+    });
+  }
+}
+
+function checkedInlineContent(blob: ReportedBlob): Buffer {
+  const content = Buffer.from(blob.content_base64!, 'base64');
   if (content.length !== blob.size_bytes) {
     throw new KilnError('VALIDATION_FAILED', `inline blob is ${content.length} bytes, not ${blob.size_bytes}`, { field: 'body' });
   }
@@ -70,11 +87,7 @@ async function storeReportedBlob(deps: JobDeps, job: JobRow, attempt: number, bl
   if (actual !== blob.checksum) {
     throw new KilnError('VALIDATION_FAILED', `the content hashes to ${actual}, not ${blob.checksum}`, { field: 'body' });
   }
-  // Tracked before it is stored: if the completion refuses it, the collector finds it as an orphan.
-  await trackInlineBlob(deps, { tenantId: job.tenant_id, jobId: job.id, attempt, checksum: blob.checksum, sizeBytes: content.length });
-  // Content-addressed: the same bytes (an empty stderr, a repeated answer) are stored once.
-  if ((await deps.artifacts.sizeOf(uri)) === content.length) return;
-  await deps.artifacts.put(content, { expectedChecksum: blob.checksum });
+  return content;
 }
 
 /** Rejected artifacts named in an audit event: a bounded sample of names, counts by reason. */

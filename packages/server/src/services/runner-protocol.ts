@@ -222,7 +222,7 @@ async function heartbeatAnswer(deps: JobDeps, req: BoundToRunner<HeartbeatReques
   const runner = await deps.store.transaction(async (tx) => {
     const found = await getRunner(tx, req.runner_id);
     if (!found) throw new KilnError('NOT_FOUND', `runner ${req.runner_id} is not registered; register again`);
-    const touched = await touchRunner(tx, found, deps.clock.nowMs());
+    const touched = await touchRunner(tx, found, deps.clock.nowMs(), req.pool);
     await extendLeases(tx, { runnerId: found.id, leases: req.leases, nowMs: deps.clock.nowMs(), leaseTtlMs: deps.fleet.leaseTtlMs });
     return { ...touched, was: found.status };
   });

@@ -73,6 +73,33 @@ export async function insertUpload(tx: TxHandle, upload: NewUpload, nowMs: numbe
 }
 
 /**
+ * Several uploads at once (a completion's inline blobs): their contents locked in checksum order (two
+ * completions naming the same blobs never wait for each other in a cycle), then one multi-row insert.
+ */
+export async function insertUploads(tx: TxHandle, uploads: readonly NewUpload[], nowMs: number): Promise<void> {
+  if (uploads.length === 0) return;
+  const checksums = [...new Set(uploads.map((u) => u.checksum).filter((c): c is string => c !== null))].sort();
+  // On SQLite one write takes the single writer's lock for them all.
+  if (tx.dialect === 'postgres') for (const checksum of checksums) await lockContent(tx, checksum);
+  else if (checksums.length > 0) await lockContent(tx, checksums[0]!);
+  const createdAt = toRfc3339(nowMs);
+  await tx.db
+    .insertInto('blob_uploads')
+    .values(
+      uploads.map((u) => ({
+        id: newId('upload', nowMs),
+        tenant_id: u.tenantId,
+        job_id: u.jobId,
+        attempt: u.attempt,
+        checksum: u.checksum,
+        size_bytes: u.sizeBytes,
+        created_at: createdAt,
+      })),
+    )
+    .execute();
+}
+
+/**
  * Serialises everything that names or removes one blob, until the caller's transaction ends: an
  * advisory lock on the checksum on PostgreSQL; on SQLite a write statement takes the single writer's
  * lock at once (a transaction that only read would let a writer in between its check and its removal).

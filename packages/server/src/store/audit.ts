@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { newId, toRfc3339, type AuditEvent, type AuditOutcome } from '@kiln/core';
 import { GENESIS_HASH, macAuditEvent } from '../domain/audit-chain.js';
 import { escapeAuditText, sanitizeAuditDetails } from '../domain/audit-details.js';
@@ -24,18 +25,18 @@ export interface NewAuditEvent {
 /**
  * Appends an event to its tenant's hash chain, inside the caller's transaction, signed with the audit key
  * (an HMAC over the event and the previous event's hash). Appends to one chain are serialised: on
- * PostgreSQL by locking the chain's head row (FOR UPDATE), on SQLite by its single writer.
+ * PostgreSQL by the head row's lock (taken by the upsert that reads it), on SQLite by its single writer.
  */
 export async function appendAuditEvent(tx: TxHandle, event: NewAuditEvent, nowMs: number): Promise<AuditEvent> {
   const chainId = event.tenant_id ?? OPERATOR_CHAIN;
-  await tx.db
+  // One statement makes the head if the chain is new and reads it; its no-op update takes the head's
+  // row lock on PostgreSQL (as FOR UPDATE would), so appends to one chain queue behind each other.
+  const head = await tx.db
     .insertInto('audit_chain_heads')
     .values({ chain_id: chainId, last_seq: 0, last_hash: GENESIS_HASH })
-    .onConflict((oc) => oc.column('chain_id').doNothing())
-    .execute();
-  let headQuery = tx.db.selectFrom('audit_chain_heads').selectAll().where('chain_id', '=', chainId);
-  if (tx.dialect === 'postgres') headQuery = headQuery.forUpdate();
-  const head = await headQuery.executeTakeFirstOrThrow();
+    .onConflict((oc) => oc.column('chain_id').doUpdateSet({ last_seq: sql<number>`audit_chain_heads.last_seq` }))
+    .returning(['last_seq', 'last_hash'])
+    .executeTakeFirstOrThrow();
 
   const fields = {
     id: newId('audit_event', nowMs),

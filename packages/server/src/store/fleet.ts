@@ -78,6 +78,7 @@ export async function upsertRunner(
     created_at: nowIso,
     draining: 0,
     credential_hash: null,
+    pool_stats: null,
     signing_key: null,
     ...values,
   };
@@ -86,11 +87,13 @@ export async function upsertRunner(
 }
 
 /** Records a heartbeat: the node is healthy again if it was degraded or offline. */
-export async function touchRunner(tx: TxHandle, runner: RunnerRow, nowMs: number): Promise<RunnerRow> {
+export async function touchRunner(tx: TxHandle, runner: RunnerRow, nowMs: number, poolStats?: unknown): Promise<RunnerRow> {
   if (runner.status !== 'healthy') assertTransition(runnerNodeMachine, runner.status as never, 'healthy', runner.id);
   const last_heartbeat_at = toRfc3339(nowMs);
-  await tx.db.updateTable('runner_nodes').set({ status: 'healthy', last_heartbeat_at }).where('id', '=', runner.id).execute();
-  return { ...runner, status: 'healthy', last_heartbeat_at };
+  // The warm pool's counts ride on the same update: no statement more per beat.
+  const pool = poolStats === undefined ? {} : { pool_stats: JSON.stringify(poolStats) };
+  await tx.db.updateTable('runner_nodes').set({ status: 'healthy', last_heartbeat_at, ...pool }).where('id', '=', runner.id).execute();
+  return { ...runner, status: 'healthy', last_heartbeat_at, ...pool };
 }
 
 /** Stores the hash of a runner's credential, or null to revoke it. */

@@ -239,6 +239,20 @@ export interface RunnerNodesTable {
   credential_hash: string | null;
   /** the key control-plane requests to this runner are signed with (migration 0010) */
   signing_key: string | null;
+  /** JSON of the runner's warm pool as its last heartbeat reported it (migration 0018); null before */
+  pool_stats: string | null;
+}
+
+/** Jobs by status, kept by triggers on `jobs` (migration 0018). */
+export interface JobStatusCountsTable {
+  status: string;
+  n: number;
+}
+
+/** PostgreSQL only: count changes appended by the triggers, folded into job_status_counts when read. */
+export interface JobStatusDeltasTable {
+  status: string;
+  delta: number;
 }
 
 /** A job's `secret_env`, sealed (AES-256-GCM, key outside the database) until the job ends. */
@@ -338,6 +352,8 @@ export interface Database {
   services: ServicesTable;
   service_tokens: ServiceTokensTable;
   runner_nodes: RunnerNodesTable;
+  job_status_counts: JobStatusCountsTable;
+  job_status_deltas: JobStatusDeltasTable;
   sandbox_instances: SandboxInstancesTable;
   job_secrets: JobSecretsTable;
   audit_events: AuditEventsTable;

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
+import { Kysely, PostgresDialect, SqliteDialect, sql, type LogEvent, type Transaction } from 'kysely';
 import pg from 'pg';
 import { ephemeralAuditAnchor, type AuditAnchor } from './audit-anchor.js';
 import { migrate, type DbDialect } from './migrations.js';
@@ -36,9 +36,13 @@ export interface Store extends DbHandle {
   close(): Promise<void>;
 }
 
-export type StoreOptions =
+export type StoreOptions = (
   | { kind: 'sqlite'; /** a file path, or `:memory:` */ file: string; busyTimeoutMs?: number }
-  | { kind: 'postgres'; url: string; poolSize?: number };
+  | { kind: 'postgres'; url: string; poolSize?: number }
+) & {
+  /** Called with each statement's SQL and parameters as it runs (the hot-path tests count and EXPLAIN them). */
+  onQuery?: (sql: string, parameters: readonly unknown[]) => void;
+};
 
 // PostgreSQL returns bigint (int8) and numeric as strings; kiln's numbers stay within 2^53.
 const pgTypes = {
@@ -76,6 +80,14 @@ function withStatementCache(sqlite: SqliteDatabase.Database, maxStatements = 100
 export async function openStore(options: StoreOptions, audit: AuditAnchor = ephemeralAuditAnchor()): Promise<Store> {
   let db: Kysely<Database>;
   let dialect: DbDialect;
+  const onQuery = options.onQuery;
+  const log = onQuery
+    ? {
+        log: (event: LogEvent) => {
+          if (event.level === 'query') onQuery(event.query.sql, event.query.parameters);
+        },
+      }
+    : {};
   if (options.kind === 'sqlite') {
     dialect = 'sqlite';
     if (options.file !== ':memory:') mkdirSync(dirname(options.file), { recursive: true });
@@ -83,13 +95,13 @@ export async function openStore(options: StoreOptions, audit: AuditAnchor = ephe
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('synchronous = NORMAL');
-    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }), ...log });
   } else {
     dialect = 'postgres';
     const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10, types: pgTypes });
     // An idle client's error (server restart) must not crash the process; the next query reports it.
     pool.on('error', () => {});
-    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }), ...log });
   }
   try {
     await migrate(db, dialect);

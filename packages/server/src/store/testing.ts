@@ -12,13 +12,14 @@ export interface TestStore {
  * Opens a fresh, migrated store of either kind: SQLite in memory, or a new PostgreSQL database on the
  * test server (from test/support), anchored with `audit` (else a random key, checkpoints in memory). Use with `describe.each(DB_KINDS)` so every test runs on both.
  */
-export async function openTestStore(kind: DbDialect, audit?: AuditAnchor): Promise<TestStore> {
+export async function openTestStore(kind: DbDialect, audit?: AuditAnchor, onQuery?: (sql: string, parameters: readonly unknown[]) => void): Promise<TestStore> {
+  const hook = onQuery ? { onQuery } : {};
   if (kind === 'sqlite') {
-    const store = await openStore({ kind: 'sqlite', file: ':memory:' }, audit);
+    const store = await openStore({ kind: 'sqlite', file: ':memory:', ...hook }, audit);
     return { store, cleanup: () => store.close() };
   }
   const database = await createPostgresDatabase();
-  const store = await openStore({ kind: 'postgres', url: database.url, poolSize: 8 }, audit);
+  const store = await openStore({ kind: 'postgres', url: database.url, poolSize: 8, ...hook }, audit);
   return {
     store,
     cleanup: async () => {

@@ -1,4 +1,3 @@
-import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
@@ -7,6 +6,7 @@ import { type ExitStatus, KilnError, LIMIT_BOUNDS, type Limits } from '@kiln/cor
 import { SANDBOX_BASE_ENV } from '../bwrap-args.js';
 import type { SandboxCgroup } from '../cgroups/index.js';
 import type { ExecOptions, ExecResult, FileEntry, SandboxHandle } from '../driver.js';
+import type { LaunchedProcess } from '../process-launcher.js';
 import type { UidLease } from '../uid-pool.js';
 import { decideVerdict } from '../verdict.js';
 import { UnsafePathError, type Workspace } from '../workspace.js';
@@ -31,7 +31,9 @@ export interface PersistentSandboxParts {
   limits: Limits;
   baseEnv: Record<string, string>;
   /** kiln-launch, which became the outer bwrap. */
-  child: ChildProcess;
+  child: LaunchedProcess;
+  /** Resolves with its exit code or signal once it has exited and its streams closed. */
+  exited: Promise<string>;
   cgroup: SandboxCgroup;
   workspace: Workspace;
   lease: UidLease;
@@ -58,13 +60,17 @@ export class PersistentSandbox implements SandboxHandle {
 
   constructor(private readonly parts: PersistentSandboxParts) {
     this.id = parts.id;
-    this.exited = new Promise((resolve) => {
-      if (parts.child.exitCode !== null || parts.child.signalCode !== null) return resolve();
-      parts.child.once('exit', (code, signal) => {
-        this.endedBecause ??= `its init ended (${code ?? signal})${parts.stderrTail() ? `: ${parts.stderrTail()}` : ''}`;
-        resolve();
-      });
+    this.exited = parts.exited.then((how) => {
+      this.endedBecause ??= `its init ended (${how})${parts.stderrTail() ? `: ${parts.stderrTail()}` : ''}`;
     });
+  }
+
+  /**
+   * The environment every command gets on top of the sandbox's base one. A sandbox taken from the warm
+   * pool was built before its user was known: its session's environment is set here, before any command.
+   */
+  useEnv(env: Record<string, string>): void {
+    this.parts.baseEnv = { ...env };
   }
 
   /** False once the sandbox was destroyed or its init died. */

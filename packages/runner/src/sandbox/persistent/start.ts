@@ -1,6 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { chownSync, mkdirSync } from 'node:fs';
-import type { Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { KilnError, limitsSchema, newId, parseOrThrow } from '@kiln/core';
 import type { PersistentDeps } from '../bubblewrap-driver.js';
@@ -9,6 +7,7 @@ import type { SandboxCgroup } from '../cgroups/index.js';
 import type { PersistentSpec } from '../driver.js';
 import { BWRAP_ARGS_FD, buildLaunchArgs, encodeSyncData, rlimitsFor, perSandboxMounts, SECCOMP_FD } from '../launch-args.js';
 import { nativeHelperPath, requireBwrap } from '../native-paths.js';
+import { launchProcess, type LaunchedProcess } from '../process-launcher.js';
 import { sandboxEtcDir } from '../sandbox-etc.js';
 import { seccompProgramPath } from '../seccomp.js';
 import type { UidLease } from '../uid-pool.js';
@@ -55,7 +54,7 @@ export async function startPersistentSandbox(
   let lease: UidLease | undefined;
   let workspace: Workspace | undefined;
   let cgroup: SandboxCgroup | undefined;
-  let child: ChildProcess | undefined;
+  let child: LaunchedProcess | undefined;
   try {
     lease = deps.uids.acquire();
     // kiln-launch mounts the workspace and its overlays, then waits on the sync fd while we fill it.
@@ -104,8 +103,8 @@ export async function startPersistentSandbox(
       rlimits,
       uid: lease.uid,
       gid: lease.gid,
-      // Loopback sockets are allowed: services listen on 127.0.0.1 in a network namespace with only `lo`.
-      fds: [{ fd: SECCOMP_FD, path: seccompProgramPath('network') }],
+      // Loopback sockets are allowed unless refused: services listen on 127.0.0.1 in a netns with only `lo`.
+      fds: [{ fd: SECCOMP_FD, path: seccompProgramPath(spec.loopback === false ? 'no-network' : 'network') }],
       workspace: prepared.launchArg,
       ...perSandboxMounts(sandboxEtcDir(), dirname(initBinary)),
       syncFd: SYNC_FD,
@@ -113,10 +112,17 @@ export async function startPersistentSandbox(
       program: requireBwrap(),
       args: hidden.argv,
     });
-    child = spawn(nativeHelperPath('kiln-launch'), launchArgs, { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], env: {} });
-    const stderrTail = collectTail(child);
+    // Through kiln-spawner like one-shot runs (child_process.spawn forks all of Node; KILN_SPAWNER=0 falls back to it).
+    child = await launchProcess({
+      path: nativeHelperPath('kiln-launch'),
+      args: launchArgs,
+      env: {},
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+    });
     const launched = child;
-    const sync = child.stdio[SYNC_FD] as Socket;
+    const exited = new Promise<string>((resolve) => launched.once('close', (code, signal) => resolve(String(code ?? signal))));
+    const stderrTail = collectTail(child);
+    const sync = child.stdio[SYNC_FD]!;
     sync.on('error', () => {
       // kiln-launch died before the handshake: waitReady reports its exit and stderr
     });
@@ -129,12 +135,13 @@ export async function startPersistentSandbox(
         launched.kill('SIGKILL');
       }
     });
-    await waitReady(child, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, stderrTail);
+    await waitReady(child, exited, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, stderrTail);
     return new PersistentSandbox({
       id,
       limits,
       baseEnv: spec.env ?? {},
       child,
+      exited,
       cgroup,
       workspace,
       lease,
@@ -160,35 +167,38 @@ export async function releaseAll(cgroup?: SandboxCgroup, workspace?: Workspace, 
 }
 
 /** Keeps the last few KiB of the launcher's and bwrap's stderr, for a clear error when the sandbox dies. */
-function collectTail(child: ChildProcess): (() => string) & { note: (line: string) => void } {
+function collectTail(child: LaunchedProcess): (() => string) & { note: (line: string) => void } {
   let tail = '';
   const add = (text: string) => (tail = (tail + text).slice(-4096));
-  child.stderr?.on('data', (chunk: Buffer) => add(chunk.toString('utf8')));
+  child.stdio[2]?.on('data', (chunk: Buffer) => add(chunk.toString('utf8')));
   return Object.assign(() => tail.trim(), { note: (line: string) => add(`${line}\n`) });
 }
 
-/** kiln-init writes "ready\n" once its socket listens (its stdout is the launcher's). */
-function waitReady(child: ChildProcess, timeoutMs: number, stderrTail: () => string): Promise<void> {
+/** kiln-init writes "ready\n" once its socket listens (its stdout is the launcher's); the host pid must be known too. */
+function waitReady(child: LaunchedProcess, exited: Promise<string>, timeoutMs: number, stderrTail: () => string): Promise<void> {
   return new Promise((resolve, reject) => {
     let seen = '';
+    let settled = false;
     const timer = setTimeout(() => done(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    const stdout = child.stdio[1];
     const onData = (chunk: Buffer) => {
       seen += chunk.toString('utf8');
-      if (seen.includes('ready\n')) done();
+      if (!seen.includes('ready\n')) return;
+      if (child.pid !== undefined) done();
+      else child.once('spawn', () => done());
     };
-    const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
-      done(new Error(`it exited (${code ?? signal}) before it was ready: ${stderrTail() || 'no message'}`));
     const onError = (err: Error) => done(err);
     const done = (err?: Error) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
-      child.stdout?.off('data', onData);
-      child.off('exit', onExit);
+      stdout?.off('data', onData);
       child.off('error', onError);
       if (err) reject(err);
       else resolve();
     };
-    child.stdout?.on('data', onData);
-    child.once('exit', onExit);
-    child.once('error', onError);
+    stdout?.on('data', onData);
+    void exited.then((how) => done(new Error(`it exited (${how}) before it was ready: ${stderrTail() || 'no message'}`)));
+    child.on('error', onError);
   });
 }
