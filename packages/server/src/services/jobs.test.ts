@@ -85,8 +85,15 @@ describe.each(DB_KINDS)('job submission and cancel on %s', (kind) => {
       expect(lua.message).toContain('python');
       const version = await expectKilnError(submitJob(bed.deps, acme.admin, jobRequest({ version: '2.7' })), 'UNSUPPORTED_LANGUAGE');
       expect(version.field).toBe('body.version');
-      // The registered runners offer python 3.11.2: a prefix of it is fine.
-      expect((await submitJob(bed.deps, acme.admin, jobRequest({ version: '3.11' }))).version).toBe('3.11');
+      // The registered runners offer python 3.11.2: a prefix of it, a range or `*` resolves to it.
+      for (const version of ['3.11', '3.x', '*', '>=3.10 <4', '^3.11.0', '3.11.2']) {
+        expect((await submitJob(bed.deps, acme.admin, jobRequest({ version }))).version, version).toBe('3.11.2');
+      }
+      const notARange = await expectKilnError(submitJob(bed.deps, acme.admin, jobRequest({ version: 'latest-and-greatest' })), 'VALIDATION_FAILED');
+      expect(notARange.field).toBe('body.version');
+      expect((await expectKilnError(submitJob(bed.deps, acme.admin, jobRequest({ version: '>=4' })), 'UNSUPPORTED_LANGUAGE')).extra).toMatchObject({
+        offered: ['3.11.2'],
+      });
       // Once the only runner is offline, nothing is offered.
       bed.clock.advance(bed.deps.fleet.offlineAfterMs + 1);
       await sweepFleet(bed.deps);
