@@ -1,8 +1,8 @@
-import { KilnError, type Limits } from '@kiln/core';
+import { DEFAULT_LANGUAGES, KilnError, type Limits } from '@kiln/core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BubblewrapDriver } from '../sandbox/bubblewrap-driver.js';
 import { canonicalLanguage, findLanguage, LANGUAGES, languageVariants, NODE_LIBRARIES, type LanguageDefinition } from './catalog/index.js';
-import { advertisedLanguages, detectLanguages, parseLanguageSelection } from './detect.js';
+import { advertisedLanguages, detectLanguages } from './detect.js';
 import { CRASHING_SAMPLES, SAMPLE_OUTPUT, SAMPLE_STDIN, SAMPLES, type LanguageSample } from './samples.js';
 import { buildOneShotSpec } from './spec.js';
 import { limiter } from './test-limiter.js';
@@ -25,7 +25,8 @@ const LIMITS: Limits = {
  * The toolchains under test: the whole catalog, or the languages KILN_LANGUAGES names when the set-up
  * installed a smaller set. Two sandboxes at a time: this is a 2-core machine and compilers are heavy.
  */
-const selection = parseLanguageSelection(process.env.KILN_LANGUAGES);
+const selected = (process.env.KILN_LANGUAGES ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+const selection = selected.length > 0 ? new Set(selected) : undefined;
 const UNDER_TEST = LANGUAGES.filter((l) => !selection || selection.has(l.name) || l.aliases.some((a) => selection.has(a)));
 const slots = limiter(2);
 const label = (l: LanguageDefinition) => `${l.name}${l.runtime ? ` (${l.runtime}: ${l.versionCommand[0]})` : ''}`;
@@ -35,7 +36,7 @@ const run = (toolchain: LanguageDefinition, code: string, args: string[], stdin 
 
 describe('language catalog', () => {
   it('offers at least forty languages, each detected with its version, aliases and libraries inside a sandbox', async () => {
-    const detected = await detectLanguages(driver);
+    const detected = await detectLanguages(driver, { fresh: true });
     const names = new Set(detected.map((d) => d.name));
     if (!selection) expect(names.size).toBeGreaterThanOrEqual(40);
     for (const d of detected) expect(d.version).toMatch(/^\d+(\.\d+)+$/);
@@ -52,12 +53,19 @@ describe('language catalog', () => {
     expect(python?.libraries).toEqual(expect.arrayContaining(['numpy', 'pandas', 'matplotlib', 'scikit-learn']));
     // What goes on the wire is the protocol's shape, without the catalog's functions.
     expect(advertisedLanguages(detected).every((l) => !('definition' in l))).toBe(true);
-    // Cached: the same answer without new sandboxes.
+    // Cached: the same answer without new sandboxes, in this process and from disk in the next one.
     expect(await detectLanguages(driver)).toBe(await detectLanguages(driver));
+    const other = new BubblewrapDriver();
+    const fromDisk = await detectLanguages(other);
+    expect(advertisedLanguages(fromDisk)).toEqual(advertisedLanguages(detected));
+    expect(fromDisk.map((d) => d.definition)).toEqual(detected.map((d) => d.definition));
+    await other.drain();
   }, 120_000);
 
   it('has sample programs for every catalog language, and every alias names one language', () => {
     expect(Object.keys(SAMPLES).sort()).toEqual([...new Set(LANGUAGES.map((l) => l.name))].sort());
+    // The default policy allows the whole catalog.
+    expect([...DEFAULT_LANGUAGES].sort()).toEqual(Object.keys(SAMPLES).sort());
     for (const l of LANGUAGES) {
       if (l.compiled) expect(SAMPLES[l.name]?.broken, l.name).toBeDefined();
       for (const a of l.aliases) expect(canonicalLanguage(a), a).toBe(l.name);

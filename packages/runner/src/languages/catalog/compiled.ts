@@ -89,9 +89,9 @@ export const COMPILED: readonly LanguageDefinition[] = [
     'crystal',
     'main.cr',
     ['.cr'],
-    () => compileAndRun(`crystal build --no-color -o ${BUILD_DIR}/prog "$0"`, RUN_PROG),
+    () => compileAndRun(`crystal build --no-color --threads 1 -o ${BUILD_DIR}/prog "$0"`, RUN_PROG),
     ['crystal', '--version'],
-    { aliases: ['cr'], env: { CRYSTAL_CACHE_DIR: `${BUILD_DIR}/crystal-cache` }, needs: { memory_bytes: 512 * 1024 * 1024 } },
+    { aliases: ['cr'], env: { CRYSTAL_CACHE_DIR: `${BUILD_DIR}/crystal-cache` } },
   ),
   compiledWith(
     'ada',

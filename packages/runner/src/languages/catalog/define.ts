@@ -40,12 +40,6 @@ export interface LanguageDefinition {
   env?: Readonly<Record<string, string>>;
   /** Libraries installed for it that programs may import, as the runner advertises them. */
   libraries?: readonly string[];
-  /**
-   * What the runtime needs at least to start (JVMs, .NET and the compilers that run on them spawn many
-   * threads, which the pids limit counts, and map large heaps). Policies that allow the language should
-   * grant this much; detection uses it so a runner does not under-report what it has.
-   */
-  needs?: { memory_bytes?: number; pids?: number; file_size_bytes?: number };
 }
 
 /** Where compiled programs go: /tmp is the sandbox's own, size-capped with the workspace. */
@@ -66,7 +60,7 @@ export function compileAndRun(compile: string, run: string): string {
 }
 
 /** What a catalog entry may add beyond its builder's arguments. */
-export type LanguageExtras = Partial<Pick<LanguageDefinition, 'aliases' | 'runtime' | 'streamingEnv' | 'env' | 'libraries' | 'needs'>>;
+export type LanguageExtras = Partial<Pick<LanguageDefinition, 'aliases' | 'runtime' | 'streamingEnv' | 'env' | 'libraries'>>;
 
 export function interpreted(
   name: string,

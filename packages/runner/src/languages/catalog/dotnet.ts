@@ -12,6 +12,6 @@ export const DOTNET: readonly LanguageDefinition[] = [
     () => compileAndRun(`mcs -nologo -optimize+ -out:${BUILD_DIR}/prog.exe "$0"`, `exec mono ${BUILD_DIR}/prog.exe "$@"`),
     ['mcs', '--version'],
     // Mono keeps its per-user settings under HOME; the workspace would collect them.
-    { aliases: ['cs', 'c#', 'mono', 'mcs'], env: { XDG_CONFIG_HOME: '/tmp/.config', MONO_GC_PARAMS: 'max-heap-size=256m' }, needs: { pids: 64 } },
+    { aliases: ['cs', 'c#', 'mono', 'mcs'], env: { XDG_CONFIG_HOME: '/tmp/.config', MONO_GC_PARAMS: 'max-heap-size=256m' } },
   ),
 ];

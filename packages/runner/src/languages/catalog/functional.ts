@@ -14,7 +14,7 @@ export const FUNCTIONAL: readonly LanguageDefinition[] = [
         `exec ${BUILD_DIR}/prog "$@"`,
       ),
     ['ghc', '--numeric-version'],
-    { aliases: ['hs', 'ghc'], needs: { memory_bytes: 768 * 1024 * 1024 } },
+    { aliases: ['hs', 'ghc'] },
   ),
   compiledWith(
     'ocaml',
@@ -46,12 +46,11 @@ export const FUNCTIONAL: readonly LanguageDefinition[] = [
       '-eval',
       '{ok, V} = file:read_file(filename:join([code:root_dir(), "releases", erlang:system_info(otp_release), "OTP_VERSION"])), io:put_chars(V), halt().',
     ],
-    // The BEAM gets SIGXFSZ at start under a file size limit of 2 MB.
-    { aliases: ['erl'], needs: { pids: 64, file_size_bytes: 16 * 1024 * 1024 } },
+    // The BEAM gets SIGXFSZ at start under a file size limit of 2 MB (the default is 16 MiB).
+    { aliases: ['erl'] },
   ),
-  interpreted('elixir', 'main.exs', ['.exs', '.ex'], ['elixir'], ['elixir', '--version'], {
+  interpreted('elixir', 'main.exs', ['.exs', '.ex'], ['elixir'], ['elixir', '-e', 'IO.puts(System.version())'], {
     aliases: ['ex', 'exs'],
-    needs: { pids: 64, file_size_bytes: 16 * 1024 * 1024 },
   }),
   interpreted('racket', 'main.rkt', ['.rkt'], ['racket'], ['racket', '--version'], { aliases: ['rkt'] }),
   interpreted('scheme', 'main.scm', ['.scm', '.ss'], ['guile', '--no-auto-compile', '-s'], ['guile', '--version'], {

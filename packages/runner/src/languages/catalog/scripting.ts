@@ -44,7 +44,6 @@ export const SCRIPTING: readonly LanguageDefinition[] = [
   }),
   interpreted('octave', 'main.m', ['.m'], ['octave-cli', '--quiet', '--norc', '--no-history', '--no-window-system'], ['octave-cli', '--version'], {
     aliases: ['matlab'],
-    needs: { memory_bytes: 512 * 1024 * 1024 },
   }),
   // awk takes its arguments as input files unless the program clears them (ARGV), as awk always has.
   interpreted('awk', 'main.awk', ['.awk'], ['gawk', '-f'], ['gawk', '--version'], { aliases: ['gawk'] }),
