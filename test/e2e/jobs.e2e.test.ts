@@ -43,7 +43,8 @@ describe.each<DbKind>(['sqlite', 'postgres'])('jobs end to end (%s)', (db) => {
 
   it('runs twelve languages: stdin to stdout and the exit code', async () => {
     const langs = await admin.languages();
-    expect(langs.items.map((l) => l.name).sort()).toEqual(Object.keys(PROGRAMS).sort());
+    // The catalog offers many more (languages.e2e.test.ts); these twelve are the long-standing ones.
+    expect(langs.items.map((l) => l.name)).toEqual(expect.arrayContaining(Object.keys(PROGRAMS)));
     const jobs = await Promise.all(
       Object.entries(PROGRAMS).map(([language, code]) =>
         agentClient.jobs.createAndWait({ language, code, stdin: 'kiln\n', limits: { wall_time_ms: 20_000 } }),
