@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { DEFAULT_LANGUAGES, KilnError, type Limits } from '@kiln/core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BubblewrapDriver } from '../sandbox/bubblewrap-driver.js';
@@ -64,8 +65,11 @@ describe('language catalog', () => {
 
   it('has sample programs for every catalog language, and every alias names one language', () => {
     expect(Object.keys(SAMPLES).sort()).toEqual([...new Set(LANGUAGES.map((l) => l.name))].sort());
-    // The default policy allows the whole catalog.
+    // The default policy allows the whole catalog, and the set-up installs it (KILN_LANGUAGES keys).
     expect([...DEFAULT_LANGUAGES].sort()).toEqual(Object.keys(SAMPLES).sort());
+    const setup = readFileSync(new URL('../../../../scripts/setup.sh', import.meta.url), 'utf8');
+    const installed = [...setup.matchAll(/\[([a-z]+)\]="/g)].map((m) => m[1]);
+    expect(installed.sort()).toEqual(Object.keys(SAMPLES).sort());
     for (const l of LANGUAGES) {
       if (l.compiled) expect(SAMPLES[l.name]?.broken, l.name).toBeDefined();
       for (const a of l.aliases) expect(canonicalLanguage(a), a).toBe(l.name);
