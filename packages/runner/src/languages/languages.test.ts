@@ -173,6 +173,24 @@ console.log(ts.transpile('let x: number = 1;').trim(), require('lodash').chunk([
     });
   }, 120_000);
 
+  it('runs entrypoints in folders and with odd names: a file name is never script text', async () => {
+    const java = await slots(() =>
+      driver.run(
+        buildOneShotSpec(
+          { language: 'java', files: [{ path: 'src/Hello.java', content: 'public class Hello { public static void main(String[] a) { System.out.println("hi " + a[0]); } }' }], args: ['there'] },
+          LIMITS,
+        ),
+      ),
+    );
+    expect({ verdict: java.verdict, stdout: java.stdout.toString() }).toEqual({ verdict: 'ok', stdout: 'hi there\n' });
+    const ts = await slots(() =>
+      driver.run(
+        buildOneShotSpec({ language: 'ts', files: [{ path: 'lib/x$(echo pwned).ts', content: 'const n: number = 6 * 7;\nconsole.log(n);\n' }] }, LIMITS),
+      ),
+    );
+    expect({ verdict: ts.verdict, stdout: ts.stdout.toString(), stderr: ts.stderr.toString() }).toEqual({ verdict: 'ok', stdout: '42\n', stderr: '' });
+  }, 120_000);
+
   it('a program cannot fake a compile error: fd 3 is closed before it runs', async () => {
     const r = await run(findLanguage('c') as LanguageDefinition, '#include <unistd.h>\nint main(){ return write(3, "compile:failed\\n", 15) < 0 ? 0 : 9; }\n', []);
     expect(r.verdict).toBe('ok');

@@ -102,12 +102,6 @@ export function compiledWith(
   };
 }
 
-/** The file name without folders and without its extension (Java's and C#'s class, Erlang's module). */
-export function baseName(entrypoint: string, extension: string): string {
-  const base = entrypoint.split('/').pop() ?? entrypoint;
-  return base.endsWith(extension) ? base.slice(0, -extension.length) : base;
-}
-
 /** Extracts the first dotted version number (`3.11.2`, `0.5.12`) from a version command's output. */
 export function parseVersion(output: string): string | undefined {
   return /\d+(?:\.\d+)+/.exec(output)?.[0];

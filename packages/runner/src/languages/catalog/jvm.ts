@@ -1,4 +1,4 @@
-import { BUILD_DIR, baseName, compileAndRun, compiledWith, interpreted, type LanguageDefinition } from './define.js';
+import { BUILD_DIR, compileAndRun, compiledWith, interpreted, type LanguageDefinition } from './define.js';
 
 /** A JVM that starts fast for short programs: one GC thread, the C1 compiler only, the shared archive. */
 export const JAVA_FAST_START = '-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto';
@@ -12,10 +12,11 @@ export const JVM: readonly LanguageDefinition[] = [
     'java',
     'Main.java',
     ['.java'],
-    (entrypoint) =>
+    () =>
       compileAndRun(
         `javac -J-XX:+UseSerialGC -J-XX:TieredStopAtLevel=1 -encoding UTF-8 -d ${BUILD_DIR} "$0"`,
-        `exec java ${JAVA_FAST_START} -cp ${BUILD_DIR}:/workspace ${baseName(entrypoint, '.java')} "$@"`,
+        // The class is the file's base name, taken by the shell: a file name is never script text.
+        `exec java ${JAVA_FAST_START} -cp ${BUILD_DIR}:/workspace "$(basename "$0" .java)" "$@"`,
       ),
     ['javac', '-version'],
     { aliases: ['openjdk'] },
