@@ -112,7 +112,7 @@ describe.each<DbKind>(['sqlite', 'postgres'])('jobs end to end (%s)', (db) => {
     const pinned = await agentClient.jobs.createAndWait({ language: 'python', code: 'print(2)', policy_id: restricted.id });
     expect(pinned).toMatchObject({ policy_id: restricted.id, policy_version: 1, stdout: '2\n' });
 
-    const unknown = (await agentClient.jobs.create({ language: 'cobol', code: 'x' }).catch((e: unknown) => e)) as KilnApiError;
+    const unknown = (await agentClient.jobs.create({ language: 'brainfuck', code: 'x' }).catch((e: unknown) => e)) as KilnApiError;
     expect(unknown.status).toBe(422);
     const invalid = (await agentClient.jobs.create({ language: 'python' } as never).catch((e: unknown) => e)) as KilnApiError;
     expect(invalid.code).toBe('VALIDATION_FAILED');
