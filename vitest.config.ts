@@ -8,7 +8,7 @@ export default defineConfig({
     // Tests run the TypeScript sources of every workspace package, not stale builds.
     alias: {
       // The language catalog alone (no sandbox code), as the packed CLI bundles it; before '@kiln/runner'.
-      '@kiln/runner/catalog': fileURLToPath(new URL('./packages/runner/src/languages/catalog.ts', import.meta.url)),
+      '@kiln/runner/catalog': fileURLToPath(new URL('./packages/runner/src/languages/catalog/index.ts', import.meta.url)),
       '@kiln/core': pkg('core'),
       '@kiln/server': pkg('server'),
       '@kiln/runner': pkg('runner'),

@@ -43,7 +43,8 @@ describe.each<DbKind>(['sqlite', 'postgres'])('jobs end to end (%s)', (db) => {
 
   it('runs twelve languages: stdin to stdout and the exit code', async () => {
     const langs = await admin.languages();
-    expect(langs.items.map((l) => l.name).sort()).toEqual(Object.keys(PROGRAMS).sort());
+    // The catalog offers many more (languages.e2e.test.ts); these twelve are the long-standing ones.
+    expect(langs.items.map((l) => l.name)).toEqual(expect.arrayContaining(Object.keys(PROGRAMS)));
     const jobs = await Promise.all(
       Object.entries(PROGRAMS).map(([language, code]) =>
         agentClient.jobs.createAndWait({ language, code, stdin: 'kiln\n', limits: { wall_time_ms: 20_000 } }),
@@ -111,7 +112,7 @@ describe.each<DbKind>(['sqlite', 'postgres'])('jobs end to end (%s)', (db) => {
     const pinned = await agentClient.jobs.createAndWait({ language: 'python', code: 'print(2)', policy_id: restricted.id });
     expect(pinned).toMatchObject({ policy_id: restricted.id, policy_version: 1, stdout: '2\n' });
 
-    const unknown = (await agentClient.jobs.create({ language: 'cobol', code: 'x' }).catch((e: unknown) => e)) as KilnApiError;
+    const unknown = (await agentClient.jobs.create({ language: 'brainfuck', code: 'x' }).catch((e: unknown) => e)) as KilnApiError;
     expect(unknown.status).toBe(422);
     const invalid = (await agentClient.jobs.create({ language: 'python' } as never).catch((e: unknown) => e)) as KilnApiError;
     expect(invalid.code).toBe('VALIDATION_FAILED');

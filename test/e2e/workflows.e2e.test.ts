@@ -170,7 +170,7 @@ describe.each<DbKind>(['sqlite', 'postgres'])('workflows end to end (%s)', (db) 
     expect(over?.problem).toMatchObject({ code: 'POLICY_VIOLATION', field: 'body.steps.1.limits.memory_bytes', step_index: 1 });
     const forward = await bad({ steps: [{ name: 'a', ...py('print(1)'), needs: ['b'] }, { name: 'b', ...py('print(1)') }] });
     expect(forward?.problem).toMatchObject({ code: 'VALIDATION_FAILED', field: 'body.steps.0.needs.0' });
-    const lang = await bad({ steps: [{ name: 'a', language: 'cobol', code: 'x' }] });
+    const lang = await bad({ steps: [{ name: 'a', language: 'brainfuck', code: 'x' }] });
     expect(lang?.status).toBe(422);
     const tooMany = await bad({ steps: Array.from({ length: 65 }, (_, i) => ({ name: `s${i}`, ...py('print(1)') })) });
     expect(tooMany?.status).toBe(400);

@@ -189,7 +189,14 @@ export type AuditVerifyResult = z.infer<typeof auditVerifyResultSchema>;
 
 export const languageOfferSchema = z.object({
   name: z.string(),
+  /** Every version some runner offers, highest first (a job's `version` range picks among them). */
   versions: z.array(z.string()),
+  /** Other names a job may give for it (`py`, `c++`, `ts`). */
+  aliases: z.array(z.string()),
+  /** Libraries installed for it that programs may import (`numpy`, `typescript`), on every runner that offers them. */
+  libraries: z.array(z.string()),
+  /** Each version with the toolchain behind it, where the catalog has several (`gcc`, `clang`). */
+  runtimes: z.array(z.object({ version: z.string(), runtime: z.string().nullable() })),
   runners: z.number().int(),
 });
 export type LanguageOffer = z.infer<typeof languageOfferSchema>;

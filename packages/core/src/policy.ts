@@ -60,9 +60,21 @@ export type Ruleset = z.infer<typeof rulesetSchema>;
 /** What a client may send as a ruleset (fields with defaults are optional). */
 export type RulesetInput = z.input<typeof rulesetSchema>;
 
+/**
+ * Every language of the runner's catalog (packages/runner/src/languages/catalog): a tenant without
+ * policies may use whatever the fleet offers; each fits the default limits (measured: Kotlin and Scala
+ * compile in about 2.5 CPU-seconds under 256 MiB and 64 pids).
+ */
+export const DEFAULT_LANGUAGES: readonly string[] = [
+  'python', 'pypy', 'node', 'typescript', 'coffeescript', 'bash', 'sh', 'zsh', 'perl', 'raku', 'tcl', 'ruby', 'php',
+  'lua', 'luajit', 'r', 'octave', 'awk', 'bc', 'sqlite', 'basic', 'forth', 'c', 'cpp', 'go', 'rust', 'fortran',
+  'pascal', 'd', 'nim', 'crystal', 'ada', 'cobol', 'nasm', 'java', 'kotlin', 'scala', 'groovy', 'clojure', 'csharp',
+  'haskell', 'ocaml', 'erlang', 'elixir', 'racket', 'scheme', 'commonlisp', 'prolog',
+];
+
 /** What a tenant without policies gets: safe limits, no network. */
 export const DEFAULT_RULESET: Ruleset = {
-  languages: ['python', 'node', 'bash', 'sh', 'c', 'cpp', 'java', 'perl', 'tcl', 'ruby', 'php', 'lua'],
+  languages: [...DEFAULT_LANGUAGES],
   limits: { ...DEFAULT_LIMITS },
   network: { egress: 'none', allow: [] },
   artifacts: { max_count: 32, max_bytes: 16 * 1024 * 1024, max_total_bytes: 64 * 1024 * 1024 },

@@ -12,9 +12,17 @@ import { exitStatusSchema, resourceUsageSchema, verdictSchema } from './verdicts
  * carries the lease's attempt number as a fencing token.
  */
 
+/**
+ * One toolchain a runner offers: a language in one version. A language offered in several versions
+ * (c through gcc 12 and clang 16) is one entry per version; `runtime` names the toolchain where the
+ * catalog has several. Older runners send only name and version.
+ */
 export const runnerLanguageSchema = z.strictObject({
   name: z.string().min(1).max(32),
   version: z.string().max(128),
+  aliases: z.array(z.string().min(1).max(32)).max(16).default([]),
+  runtime: z.string().min(1).max(32).optional(),
+  libraries: z.array(z.string().min(1).max(64)).max(64).default([]),
 });
 export type RunnerLanguage = z.infer<typeof runnerLanguageSchema>;
 

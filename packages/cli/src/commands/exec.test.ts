@@ -59,7 +59,7 @@ describe('kiln exec (built CLI)', () => {
   it('answers bad flags and unknown languages with one line and a non-zero exit', () => {
     const prog = file('x.py', 'print(1)\n');
     for (const args of [
-      ['exec', '--language', 'cobol', prog],
+      ['exec', '--language', 'brainfuck', prog],
       ['exec', '--memory-bytes', 'lots', prog],
       ['exec', '--memory-bytes', '1', prog],
       ['exec', '--bogus', prog],

@@ -3,7 +3,7 @@ import { basename, extname } from 'node:path';
 import { constants } from 'node:os';
 import type { Command } from 'commander';
 import { addLimitFlags, localLimits, type LimitFlags } from '../limit-flags.js';
-import { BubblewrapDriver, buildOneShotSpec, LANGUAGES, type RunResult } from '@kiln/runner';
+import { BubblewrapDriver, buildOneShotSpec, canonicalLanguage, LANGUAGES, type RunResult } from '@kiln/runner';
 
 type ExecOptions = LimitFlags & {
   language?: string;
@@ -19,12 +19,14 @@ export function execExitCode(result: RunResult): number {
   return result.verdict === 'ok' ? 0 : 1;
 }
 
+/** The catalog's language names, each once (a language may have several toolchains). */
+const KNOWN = [...new Set(LANGUAGES.map((l) => l.name))].join(', ');
+
 function languageOf(file: string, given?: string): string {
   if (given) {
-    if (!LANGUAGES.some((l) => l.name === given)) {
-      throw new Error(`unknown language "${given}"; known: ${LANGUAGES.map((l) => l.name).join(', ')}`);
-    }
-    return given;
+    const name = canonicalLanguage(given);
+    if (!name) throw new Error(`unknown language "${given}"; known: ${KNOWN}`);
+    return name;
   }
   const byExt = LANGUAGES.find((l) => l.extensions.includes(extname(file)))?.name;
   if (!byExt) throw new Error(`cannot tell the language of ${file}: pass --language`);
@@ -97,7 +99,7 @@ export function registerExec(program: Command): void {
     .description('run FILE in a local sandbox without the control plane (needs root); exits with its code')
     .argument('<file>', 'the program to run')
     .argument('[args...]', 'arguments for the program (after --)')
-    .option('--language <language>', `the language (default: from the extension): ${LANGUAGES.map((l) => l.name).join(', ')}`)
+    .option('--language <language>', `the language or an alias (default: from the extension): ${KNOWN}`)
     .option('--json', 'print the whole result as JSON: verdict, exit_status, resource_usage, stdout, stderr')
     .option('--stdin <file>', 'a file to send as standard input (`-` for this process\'s standard input)')
     .showHelpAfterError(false);

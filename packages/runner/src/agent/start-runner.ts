@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import type { JobSpec, RunnerLanguage } from '@kiln/core';
+import { KilnError, type JobSpec, type RunnerLanguage } from '@kiln/core';
 import { BubblewrapDriver } from '../sandbox/bubblewrap-driver.js';
 import { buildOneShotSpec } from '../languages/spec.js';
-import { detectLanguages } from '../languages/detect.js';
+import { advertisedLanguages, detectLanguages, pickToolchain, type DetectedLanguage } from '../languages/detect.js';
 import { RunnerAgent, type AgentLogger } from './agent.js';
 import { ControlPlaneClient } from './control-plane-client.js';
 import { detectHostCapacity, formatBytes } from './host-capacity.js';
@@ -73,8 +73,17 @@ export function defaultRunnerName(dataDir: string): string {
   return `${hostname()}-${digest}`;
 }
 
-/** Turns a leased job's frozen spec into the sandbox run, through the language catalog. */
-export function jobToRunSpec(spec: JobSpec) {
+/**
+ * Turns a leased job's frozen spec into the sandbox run, through the language catalog, on the toolchain
+ * of the job's version among those this runner detected (its language's default when it names none).
+ */
+export function jobToRunSpec(spec: JobSpec, detected: readonly DetectedLanguage[]) {
+  const toolchain = pickToolchain(detected, spec.language, spec.version);
+  if (!toolchain) {
+    throw new KilnError('UNSUPPORTED_LANGUAGE', `this runner does not offer ${spec.language}${spec.version === null ? '' : ` ${spec.version}`}`, {
+      field: 'version',
+    });
+  }
   return buildOneShotSpec(
     {
       language: spec.language,
@@ -87,6 +96,7 @@ export function jobToRunSpec(spec: JobSpec) {
     },
     spec.limits,
     { collect: spec.collect, network: spec.network },
+    toolchain.definition,
   );
 }
 
@@ -95,7 +105,8 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
   const dataDir = config.dataDir ?? './.kiln/runner';
   preparePrivateDir(dataDir);
   const driver = new BubblewrapDriver();
-  const languages = await detectLanguages(driver);
+  const detected = await detectLanguages(driver);
+  const languages = advertisedLanguages(detected);
   config.logger.info({ languages: languages.map((l) => `${l.name} ${l.version}`) }, 'languages detected');
   const host = detectHostCapacity(config.memoryBudgetBytes !== undefined ? { memoryBudgetBytes: config.memoryBudgetBytes } : {});
   config.logger.info(
@@ -132,7 +143,7 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
     driver: pooled ?? driver,
     ...(pooled ? { poolStats: () => pooled.pool.stats() } : {}),
     languages,
-    toRunSpec: jobToRunSpec,
+    toRunSpec: (spec) => jobToRunSpec(spec, detected),
     name: config.name ?? defaultRunnerName(dataDir),
     zone: config.zone ?? 'default',
     capacity,

@@ -1,3 +1,4 @@
-export * from './catalog.js';
+export * from './catalog/index.js';
 export * from './spec.js';
 export * from './detect.js';
+export * from './samples.js';

@@ -1,189 +1,206 @@
-import { KilnError, type Limits } from '@kiln/core';
+import { readFileSync } from 'node:fs';
+import { DEFAULT_LANGUAGES, KilnError, type Limits } from '@kiln/core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BubblewrapDriver } from '../sandbox/bubblewrap-driver.js';
-import { LANGUAGES } from './catalog.js';
-import { detectLanguages } from './detect.js';
+import { canonicalLanguage, findLanguage, LANGUAGES, languageVariants, NODE_LIBRARIES, type LanguageDefinition } from './catalog/index.js';
+import { advertisedLanguages, detectLanguages } from './detect.js';
+import { CRASHING_SAMPLES, SAMPLE_OUTPUT, SAMPLE_STDIN, SAMPLES, type LanguageSample } from './samples.js';
 import { buildOneShotSpec } from './spec.js';
+import { limiter } from './test-limiter.js';
 
 const driver = new BubblewrapDriver();
 afterAll(() => driver.drain());
 
+/** Enough for every catalog language: the JVM compilers want the most (see each entry's `needs`). */
 const LIMITS: Limits = {
-  cpu_time_ms: 20_000,
-  wall_time_ms: 30_000,
-  memory_bytes: 384 * 1024 * 1024,
-  pids: 64,
+  cpu_time_ms: 60_000,
+  wall_time_ms: 90_000,
+  memory_bytes: 1024 * 1024 * 1024,
+  pids: 128,
   output_bytes: 64 * 1024,
   file_size_bytes: 16 * 1024 * 1024,
-  disk_bytes: 64 * 1024 * 1024,
+  disk_bytes: 128 * 1024 * 1024,
 };
 
 /**
- * One program per language: prints a greeting, echoes its first stdin line, then exits with the code in
- * argv[1], or fails at run time when argv[1] is `crash`.
+ * The toolchains under test: the whole catalog, or the languages KILN_LANGUAGES names when the set-up
+ * installed a smaller set. Two sandboxes at a time: this is a 2-core machine and compilers are heavy.
  */
-const PROGRAMS: Record<string, string> = {
-  python: `import sys
-print("hello, world")
-line = sys.stdin.readline().strip()
-print("got: " + line)
-if sys.argv[1] == "crash":
-    print(1 // 0)
-sys.exit(int(sys.argv[1]))
-`,
-  node: `const fs = require('fs');
-console.log('hello, world');
-const line = fs.readFileSync(0, 'utf8').split('\\n')[0];
-console.log('got: ' + line);
-if (process.argv[2] === 'crash') null.boom();
-process.exitCode = Number(process.argv[2]);
-`,
-  bash: `echo "hello, world"
-read -r line
-echo "got: $line"
-if [[ "$1" == crash ]]; then set -u; echo "$undefined_variable"; fi
-exit "$1"
-`,
-  sh: `echo "hello, world"
-read -r line
-echo "got: $line"
-if [ "$1" = crash ]; then set -u; echo "$undefined_variable"; fi
-exit "$1"
-`,
-  c: `#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-int main(int argc, char **argv) {
-  char line[256] = "";
-  printf("hello, world\\n");
-  if (fgets(line, sizeof line, stdin)) line[strcspn(line, "\\n")] = 0;
-  printf("got: %s\\n", line);
-  fflush(stdout);
-  if (argc > 1 && strcmp(argv[1], "crash") == 0) { volatile int *p = NULL; *p = 1; }
-  return argc > 1 ? atoi(argv[1]) : 0;
-}
-`,
-  cpp: `#include <iostream>
-#include <stdexcept>
-#include <string>
-int main(int argc, char **argv) {
-  std::string line;
-  std::cout << "hello, world" << std::endl;
-  std::getline(std::cin, line);
-  std::cout << "got: " << line << std::endl;
-  if (std::string(argv[1]) == "crash") throw std::runtime_error("boom");
-  return std::stoi(argv[1]);
-}
-`,
-  java: `import java.io.*;
-public class Main {
-  public static void main(String[] args) throws IOException {
-    System.out.println("hello, world");
-    String line = new BufferedReader(new InputStreamReader(System.in)).readLine();
-    System.out.println("got: " + (line == null ? "" : line));
-    if (args[0].equals("crash")) throw new IllegalStateException("boom");
-    System.exit(Integer.parseInt(args[0]));
-  }
-}
-`,
-  perl: `print "hello, world\\n";
-my $l = <STDIN>; chomp $l;
-print "got: $l\\n";
-die "boom\\n" if $ARGV[0] eq "crash";
-exit $ARGV[0];
-`,
-  tcl: `puts "hello, world"
-gets stdin line
-puts "got: $line"
-if {[lindex $argv 0] eq "crash"} { error boom }
-exit [lindex $argv 0]
-`,
-  ruby: `puts "hello, world"
-l = $stdin.gets.to_s.chomp
-puts "got: #{l}"
-raise "boom" if ARGV[0] == "crash"
-exit ARGV[0].to_i
-`,
-  php: `<?php
-echo "hello, world\\n";
-$l = trim((string) fgets(STDIN));
-echo "got: $l\\n";
-if ($argv[1] === "crash") { throw new Exception("boom"); }
-exit((int) $argv[1]);
-`,
-  lua: `print("hello, world")
-local l = io.read("l") or ""
-print("got: " .. l)
-if arg[1] == "crash" then error("boom") end
-os.exit(tonumber(arg[1]))
-`,
-};
+const selected = (process.env.KILN_LANGUAGES ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+const selection = selected.length > 0 ? new Set(selected) : undefined;
+const UNDER_TEST = LANGUAGES.filter((l) => !selection || selection.has(l.name) || l.aliases.some((a) => selection.has(a)));
+const slots = limiter(2);
+const label = (l: LanguageDefinition) => `${l.name}${l.runtime ? ` (${l.runtime}: ${l.versionCommand[0]})` : ''}`;
 
-const BROKEN: Record<string, string> = {
-  c: 'int main( { return 0; }\n',
-  cpp: 'int main() { undefined_function(); }\n',
-  java: 'public class Main { void broken( }\n',
-};
-
-const run = (language: string, code: string, args: string[], stdin = '') =>
-  driver.run(buildOneShotSpec({ language, code, args, stdin }, LIMITS));
+const run = (toolchain: LanguageDefinition, code: string, args: string[], stdin = '') =>
+  slots(() => driver.run(buildOneShotSpec({ language: toolchain.name, code, args, stdin }, LIMITS, {}, toolchain)));
 
 describe('language catalog', () => {
-  it('offers at least ten languages, each detected with its version inside a sandbox', async () => {
-    const detected = await detectLanguages(driver);
-    expect(detected.length).toBeGreaterThanOrEqual(10);
+  it('offers at least forty languages, each detected with its version, aliases and libraries inside a sandbox', async () => {
+    const detected = await detectLanguages(driver, { fresh: true });
+    const names = new Set(detected.map((d) => d.name));
+    if (!selection) expect(names.size).toBeGreaterThanOrEqual(40);
     for (const d of detected) expect(d.version).toMatch(/^\d+(\.\d+)+$/);
-    expect(detected.map((d) => d.name)).toEqual(expect.arrayContaining(['python', 'node', 'bash', 'sh', 'c', 'cpp', 'java']));
-    // Cached: the same answer without new sandboxes.
+    expect([...names]).toEqual(expect.arrayContaining(['python', 'node', 'bash', 'sh', 'c', 'cpp', 'java']));
+    // Versions side by side: one offer per toolchain, the language's default first.
+    if (!selection) {
+      const c = detected.filter((d) => d.name === 'c');
+      expect(c.map((d) => d.runtime)).toEqual(['gcc', 'gcc', 'clang', 'clang', 'clang']);
+      expect(new Set(c.map((d) => d.version)).size).toBe(5);
+      expect(detected.filter((d) => d.name === 'lua').map((d) => d.version.slice(0, 3))).toEqual(['5.4', '5.3', '5.1']);
+    }
+    const python = detected.find((d) => d.name === 'python');
+    expect(python?.aliases).toEqual(expect.arrayContaining(['py', 'python3']));
+    expect(python?.libraries).toEqual(expect.arrayContaining(['numpy', 'pandas', 'matplotlib', 'scikit-learn']));
+    // What goes on the wire is the protocol's shape, without the catalog's functions.
+    expect(advertisedLanguages(detected).every((l) => !('definition' in l))).toBe(true);
+    // Cached: the same answer without new sandboxes, in this process and from disk in the next one.
     expect(await detectLanguages(driver)).toBe(await detectLanguages(driver));
-  }, 60_000);
+    const other = new BubblewrapDriver();
+    const fromDisk = await detectLanguages(other);
+    expect(advertisedLanguages(fromDisk)).toEqual(advertisedLanguages(detected));
+    expect(fromDisk.map((d) => d.definition)).toEqual(detected.map((d) => d.definition));
+    await other.drain();
+  }, 120_000);
 
-  it('has a test program for every catalog language', () => {
-    expect(Object.keys(PROGRAMS).sort()).toEqual(LANGUAGES.map((l) => l.name).sort());
+  it('has sample programs for every catalog language, and every alias names one language', () => {
+    expect(Object.keys(SAMPLES).sort()).toEqual([...new Set(LANGUAGES.map((l) => l.name))].sort());
+    // The default policy allows the whole catalog, and the set-up installs it (KILN_LANGUAGES keys).
+    expect([...DEFAULT_LANGUAGES].sort()).toEqual(Object.keys(SAMPLES).sort());
+    const setup = readFileSync(new URL('../../../../scripts/setup.sh', import.meta.url), 'utf8');
+    const installed = [...setup.matchAll(/\[([a-z]+)\]="/g)].map((m) => m[1]);
+    expect(installed.sort()).toEqual(Object.keys(SAMPLES).sort());
+    for (const l of LANGUAGES) {
+      if (l.compiled) expect(SAMPLES[l.name]?.broken, l.name).toBeDefined();
+      for (const a of l.aliases) expect(canonicalLanguage(a), a).toBe(l.name);
+    }
+    expect(findLanguage('py')?.name).toBe('python');
+    expect(findLanguage('c++')?.name).toBe('cpp');
+    expect(findLanguage('ts')?.name).toBe('typescript');
+    expect(findLanguage('cs')?.name).toBe('csharp');
+    expect(findLanguage('js')?.name).toBe('node');
+    expect(languageVariants('c').map((l) => l.versionCommand[0])).toEqual(['gcc', 'gcc-11', 'clang-16', 'clang-15', 'clang-14']);
   });
 
-  for (const language of LANGUAGES.map((l) => l.name)) {
-    describe(language, () => {
-      it('runs hello world, passes stdin to stdout, and reports its exit code', async () => {
-        const ok = await run(language, PROGRAMS[language] as string, ['0'], 'ping from stdin\n');
-        expect({ verdict: ok.verdict, stderr: ok.stderr.toString() }).toEqual({ verdict: 'ok', stderr: '' });
-        expect(ok.stdout.toString()).toBe('hello, world\ngot: ping from stdin\n');
-        expect(ok.exit_status).toEqual({ code: 0, signal: null });
+  for (const toolchain of UNDER_TEST) {
+    const sample = SAMPLES[toolchain.name] as LanguageSample;
+    describe.concurrent(label(toolchain), () => {
+      it('runs hello world and passes stdin to stdout', async () => {
+        const ok = await run(toolchain, sample.hello, sample.exit ? [] : ['0'], sample.stdin ?? SAMPLE_STDIN);
+        expect({ verdict: ok.verdict, stdout: ok.stdout.toString(), exit: ok.exit_status }).toEqual({
+          verdict: 'ok',
+          stdout: sample.expected ?? SAMPLE_OUTPUT,
+          exit: { code: 0, signal: null },
+        });
+      }, 180_000);
 
-        const three = await run(language, PROGRAMS[language] as string, ['3'], 'x\n');
-        expect(three.verdict).toBe('runtime_error');
-        expect(three.exit_status).toEqual({ code: 3, signal: null });
-      }, 60_000);
+      // bc has no exit status of its own (it ends 0 even after its own errors): its errors go to stderr.
+      if (toolchain.name === 'bc') {
+        it('reports its errors on stderr', async () => {
+          const r = await run(toolchain, 'x = 1 / 0\nhalt\n', []);
+          expect(r.stderr.toString()).toMatch(/Divide by zero/);
+        }, 180_000);
+      } else {
+        it('reports its exit code', async () => {
+          const three = await run(toolchain, sample.exit ?? sample.hello, sample.exit ? [] : ['3'], 'x\n');
+          expect({ verdict: three.verdict, exit: three.exit_status }).toEqual({ verdict: 'runtime_error', exit: { code: 3, signal: null } });
+        }, 180_000);
+      }
 
-      it('reports a runtime error as runtime_error with the error on stderr', async () => {
-        const r = await run(language, PROGRAMS[language] as string, ['crash'], 'x\n');
-        expect(r.verdict).toBe('runtime_error');
-        expect(r.exit_status.code === 0).toBe(false);
-        expect(r.stdout.toString()).toContain('hello, world');
-        if (language !== 'c') expect(r.stderr.length).toBeGreaterThan(0);
-        else expect(r.exit_status.signal).toBe('SIGSEGV');
-      }, 60_000);
+      if ((CRASHING_SAMPLES as readonly string[]).includes(toolchain.name)) {
+        it('reports a runtime error as runtime_error with the error on stderr', async () => {
+          const r = await run(toolchain, sample.hello, ['crash'], 'x\n');
+          expect(r.verdict).toBe('runtime_error');
+          expect(r.exit_status.code === 0).toBe(false);
+          expect(r.stdout.toString()).toContain('hello, world');
+          if (toolchain.name !== 'c') expect(r.stderr.length).toBeGreaterThan(0);
+          else expect(r.exit_status.signal).toBe('SIGSEGV');
+        }, 180_000);
+      }
 
-      if (BROKEN[language]) {
+      if (sample.broken) {
         it('reports a compile failure as compile_error with the compiler message', async () => {
-          const r = await run(language, BROKEN[language] as string, ['0']);
+          const r = await run(toolchain, sample.broken as string, []);
           expect(r.verdict).toBe('compile_error');
-          expect(r.stderr.toString()).toMatch(/error/);
-        }, 60_000);
+          expect(r.stderr.length + r.stdout.length).toBeGreaterThan(0);
+        }, 180_000);
       }
     });
   }
 
+  it('the default Python imports its libraries and plots a PNG into out/', async () => {
+    const python = findLanguage('python') as LanguageDefinition;
+    const r = await slots(() =>
+      driver.run(
+        buildOneShotSpec(
+          {
+            language: 'python',
+            code: `import numpy, pandas, scipy, sklearn, sympy, requests, PIL, yaml
+import matplotlib.pyplot as plt
+import os
+os.makedirs("out", exist_ok=True)
+frame = pandas.DataFrame({"x": numpy.arange(10), "y": numpy.arange(10) ** 2})
+plt.plot(frame.x, frame.y)
+plt.savefig("out/chart.png")
+print(plt.get_backend(), sympy.sqrt(8), yaml.safe_dump({"a": 1}).strip())
+`,
+          },
+          LIMITS,
+          { collect: ['out/**'] },
+          python,
+        ),
+      ),
+    );
+    expect({ verdict: r.verdict, stderr: r.stderr.toString() }).toEqual({ verdict: 'ok', stderr: '' });
+    expect(r.stdout.toString()).toBe('agg 2*sqrt(2) a: 1\n');
+    const chart = r.files.find((f) => f.path === 'out/chart.png');
+    expect(chart?.content.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
+    // Matplotlib's cache stayed out of the workspace.
+    expect(r.files.map((f) => f.path)).toEqual(['out/chart.png']);
+  }, 120_000);
+
+  it('Node requires its libraries, TypeScript among them', async () => {
+    const node = findLanguage('node') as LanguageDefinition;
+    const code = `${NODE_LIBRARIES.map((name) => `require(${JSON.stringify(name)});`).join('\n')}
+const ts = require('typescript');
+console.log(ts.transpile('let x: number = 1;').trim(), require('lodash').chunk([1, 2, 3], 2).length, require('semver').satisfies('1.2.3', '^1'));
+`;
+    const r = await run(node, code, []);
+    expect({ verdict: r.verdict, stdout: r.stdout.toString(), stderr: r.stderr.toString() }).toEqual({
+      verdict: 'ok',
+      stdout: 'var x = 1; 2 true\n',
+      stderr: '',
+    });
+  }, 120_000);
+
+  it('runs entrypoints in folders and with odd names: a file name is never script text', async () => {
+    const java = await slots(() =>
+      driver.run(
+        buildOneShotSpec(
+          { language: 'java', files: [{ path: 'src/Hello.java', content: 'public class Hello { public static void main(String[] a) { System.out.println("hi " + a[0]); } }' }], args: ['there'] },
+          LIMITS,
+        ),
+      ),
+    );
+    expect({ verdict: java.verdict, stdout: java.stdout.toString() }).toEqual({ verdict: 'ok', stdout: 'hi there\n' });
+    const ts = await slots(() =>
+      driver.run(
+        buildOneShotSpec({ language: 'ts', files: [{ path: 'lib/x$(echo pwned).ts', content: 'const n: number = 6 * 7;\nconsole.log(n);\n' }] }, LIMITS),
+      ),
+    );
+    expect({ verdict: ts.verdict, stdout: ts.stdout.toString(), stderr: ts.stderr.toString() }).toEqual({ verdict: 'ok', stdout: '42\n', stderr: '' });
+  }, 120_000);
+
   it('a program cannot fake a compile error: fd 3 is closed before it runs', async () => {
-    const r = await run('c', '#include <unistd.h>\nint main(){ return write(3, "compile:failed\\n", 15) < 0 ? 0 : 9; }\n', []);
+    const r = await run(findLanguage('c') as LanguageDefinition, '#include <unistd.h>\nint main(){ return write(3, "compile:failed\\n", 15) < 0 ? 0 : 9; }\n', []);
     expect(r.verdict).toBe('ok');
   }, 60_000);
 });
 
 describe('buildOneShotSpec', () => {
   it('refuses unknown languages and empty requests with clear errors', () => {
-    expect(() => buildOneShotSpec({ language: 'cobol', code: 'x' }, LIMITS)).toThrow(KilnError);
-    expect(() => buildOneShotSpec({ language: 'cobol', code: 'x' }, LIMITS)).toThrow(/unknown language "cobol"/);
+    expect(() => buildOneShotSpec({ language: 'brainfuck', code: 'x' }, LIMITS)).toThrow(KilnError);
+    expect(() => buildOneShotSpec({ language: 'brainfuck', code: 'x' }, LIMITS)).toThrow(/unknown language "brainfuck"/);
     expect(() => buildOneShotSpec({ language: 'python' }, LIMITS)).toThrow(/code or at least one file/);
     expect(() =>
       buildOneShotSpec({ language: 'python', files: [{ path: '../x.py', content: '' }] }, LIMITS),
@@ -193,10 +210,13 @@ describe('buildOneShotSpec', () => {
     ).toThrow(/not among the files/);
   });
 
-  it('makes Python stream its output (PYTHONUNBUFFERED=1) unless the job says otherwise', () => {
-    expect(buildOneShotSpec({ language: 'python', code: 'print(1)' }, LIMITS).env).toEqual({ PYTHONUNBUFFERED: '1' });
+  it('makes Python stream its output (PYTHONUNBUFFERED=1) and plot headless unless the job says otherwise', () => {
+    const plot = { MPLBACKEND: 'Agg', MPLCONFIGDIR: '/tmp/.matplotlib' };
+    expect(buildOneShotSpec({ language: 'python', code: 'print(1)' }, LIMITS).env).toEqual({ PYTHONUNBUFFERED: '1', ...plot });
     const own = buildOneShotSpec({ language: 'python', code: 'print(1)', env: { PYTHONUNBUFFERED: '', A: 'b' } }, LIMITS);
-    expect(own.env).toEqual({ PYTHONUNBUFFERED: '', A: 'b' });
+    expect(own.env).toEqual({ ...plot, PYTHONUNBUFFERED: '', A: 'b' });
+    // An alias is the language itself.
+    expect(buildOneShotSpec({ language: 'py', code: 'print(1)' }, LIMITS).command).toEqual(['python3', '-B', 'main.py']);
     expect(buildOneShotSpec({ language: 'bash', code: 'echo 1' }, LIMITS).env).toBeUndefined();
   });
 

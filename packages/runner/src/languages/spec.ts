@@ -1,7 +1,7 @@
 import { KilnError, type Limits } from '@kiln/core';
 import type { OneShotSpec, WorkspaceFile } from '../sandbox/driver.js';
 import { splitRelativePath, UnsafePathError } from '../sandbox/safe-fs.js';
-import { findLanguage, LANGUAGES } from './catalog.js';
+import { findLanguage, LANGUAGES, type LanguageDefinition } from './catalog/index.js';
 
 /** A request file as the API carries it (ARCHITECTURE.md §5). */
 export interface CodeFile {
@@ -32,14 +32,21 @@ function invalid(field: string, message: string): KilnError {
 
 /**
  * Turns `{language, code | files, entrypoint?, args?, stdin?}` into a OneShotSpec for the sandbox driver.
+ * `language` may be a name or an alias; `toolchain` is the catalog entry to run on (a runner picks it
+ * among what it detected by the job's version), @default the language's default entry.
  * Throws UNSUPPORTED_LANGUAGE for a language outside the catalog and VALIDATION_FAILED for a bad request.
  */
-export function buildOneShotSpec(request: CodeRequest, limits: Limits, extras: SpecExtras = {}): OneShotSpec {
-  const language = findLanguage(request.language);
+export function buildOneShotSpec(
+  request: CodeRequest,
+  limits: Limits,
+  extras: SpecExtras = {},
+  toolchain: LanguageDefinition | undefined = findLanguage(request.language),
+): OneShotSpec {
+  const language = toolchain;
   if (!language) {
     throw new KilnError(
       'UNSUPPORTED_LANGUAGE',
-      `unknown language ${JSON.stringify(request.language)}; known: ${LANGUAGES.map((l) => l.name).join(', ')}`,
+      `unknown language ${JSON.stringify(request.language)}; known: ${[...new Set(LANGUAGES.map((l) => l.name))].join(', ')}`,
       { field: 'language' },
     );
   }
@@ -76,7 +83,7 @@ export function buildOneShotSpec(request: CodeRequest, limits: Limits, extras: S
     command: language.command(entrypoint, request.args ?? []),
     files,
     ...(request.stdin !== undefined ? { stdin: request.stdin } : {}),
-    ...(language.streamingEnv || request.env ? { env: { ...language.streamingEnv, ...request.env } } : {}),
+    ...(language.streamingEnv || language.env || request.env ? { env: { ...language.env, ...language.streamingEnv, ...request.env } } : {}),
     limits,
     ...(language.compiled ? { reportsCompileStatus: true } : {}),
   };

@@ -23,6 +23,22 @@ export const SANDBOX_ETC_ENTRIES: readonly (readonly [string, string])[] = [
   ['/etc/perl', 'perl'],
   ['/etc/python3', 'python3'],
   ['/etc/python3.11', 'python3.11'],
+  // The rest of the catalog's runtimes (languages/catalog/) read these at start-up.
+  ['/etc/matplotlibrc', 'matplotlibrc'],
+  ['/etc/fonts', 'fonts'],
+  ['/etc/R', 'R'],
+  ['/etc/groovy', 'groovy'],
+  ['/etc/mono', 'mono'],
+  ['/etc/fpc.cfg', 'fpc.cfg'],
+  ['/etc/fpc-3.2.2.cfg', 'fpc-3.2.2.cfg'],
+  ['/etc/ldc2.conf', 'ldc2.conf'],
+  ['/etc/nim', 'nim'],
+  ['/etc/octaverc', 'octaverc'],
+  ['/etc/racket', 'racket'],
+  ['/etc/sbclrc', 'sbclrc'],
+  ['/etc/gnucobol', 'gnucobol'],
+  // Debian keeps GHC's global package database under /var, which the sandbox does not have.
+  ['/var/lib/ghc/package.conf.d', 'ghc/package.conf.d'],
 ];
 
 let etcDir: string | undefined;

@@ -46,7 +46,8 @@ export interface JobBed {
   /** A tenant (with its default policy), an admin principal and an agent principal. */
   newTenant(name: string): Promise<TestTenant>;
   /** Registers a runner; answers its id. */
-  runner(name: string, options?: { zone?: string; languages?: string[]; capacity?: number }): Promise<string>;
+  /** Registers a runner offering `languages` (python 3.11.2 each), or exactly `offers`. */
+  runner(name: string, options?: { zone?: string; languages?: string[]; offers?: RunnerLanguage[]; capacity?: number }): Promise<string>;
   /** The runner that holds a job's lease (a runner id that holds nothing when none does). */
   holder(jobId: string): Promise<string>;
   /** Uploads `text` as a blob of the job's attempt, as the runner holding it. */
@@ -131,7 +132,8 @@ export async function openJobBed(
       };
     },
     async runner(name, options = {}) {
-      const languages: RunnerLanguage[] = (options.languages ?? ['python']).map((l) => ({ name: l, version: '3.11.2' }));
+      const languages: RunnerLanguage[] =
+        options.offers ?? (options.languages ?? ['python']).map((l) => ({ name: l, version: '3.11.2', aliases: [], libraries: [] }));
       const answer = await registerRunner(deps, {
         name,
         zone: options.zone ?? 'default',
@@ -195,7 +197,7 @@ export function jobRequest(overrides: Partial<CreateJobRequest> = {}): CreateJob
 export async function insertQueuedJob(
   store: Store,
   tenant: TestTenant,
-  values: { requestedAtMs: number; language?: string; zone?: string | null; maxRunningJobs?: number; maxAttempts?: number },
+  values: { requestedAtMs: number; language?: string; version?: string; zone?: string | null; maxRunningJobs?: number; maxAttempts?: number },
 ): Promise<JobRow> {
   const row = queuedJobRow(
     {
@@ -204,8 +206,8 @@ export async function insertQueuedJob(
       policy_id: tenant.policyId,
       policy_version: 1,
       language: values.language ?? 'python',
-      language_version: null,
-      request: JSON.stringify({ language: values.language ?? 'python', code: 'print(1)' }),
+      language_version: values.version ?? null,
+      request: JSON.stringify({ language: values.language ?? 'python', version: values.version ?? null, code: 'print(1)' }),
       zone: values.zone ?? null,
       max_attempts: values.maxAttempts ?? 3,
       max_running_jobs: values.maxRunningJobs ?? 20,

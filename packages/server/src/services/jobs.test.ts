@@ -1,6 +1,7 @@
 import { DEFAULT_LIMITS, DEFAULT_RULESET, type Ruleset } from '@kiln/core';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { getJob } from '../store/jobs.js';
+import { listFleetLanguages } from '../store/runners.js';
 import { DB_KINDS } from '../store/testing.js';
 import { changeAgentStatus, createAgent } from './agents.js';
 import type { Principal } from './context.js';
@@ -79,14 +80,59 @@ describe.each(DB_KINDS)('job submission and cancel on %s', (kind) => {
       expect((await submitJob(bed.deps, acme.admin, jobRequest({ language: 'ruby' }))).language).toBe('ruby');
     });
 
+    it('takes an alias for its language and a range for its version, as the runners advertise them', async () => {
+      await bed.runner('node-c', {
+        offers: [
+          { name: 'c', version: '12.2.0', runtime: 'gcc', aliases: ['gcc', 'clang'], libraries: [] },
+          { name: 'c', version: '16.0.6', runtime: 'clang', aliases: ['gcc', 'clang'], libraries: [] },
+          { name: 'c', version: '11.3.0', runtime: 'gcc', aliases: ['gcc', 'clang'], libraries: [] },
+          { name: 'python', version: '3.11.2', runtime: 'cpython', aliases: ['py', 'python3'], libraries: ['numpy', 'pandas'] },
+        ],
+      });
+      const offers = await listFleetLanguages(bed.store);
+      expect(offers.find((o) => o.name === 'c')).toMatchObject({
+        versions: ['16.0.6', '12.2.0', '11.3.0'],
+        aliases: ['clang', 'gcc'],
+        runtimes: [
+          { version: '16.0.6', runtime: 'clang' },
+          { version: '12.2.0', runtime: 'gcc' },
+          { version: '11.3.0', runtime: 'gcc' },
+        ],
+        runners: 1,
+      });
+      // Libraries are what EVERY runner offering the language has: node-a's python has none.
+      expect(offers.find((o) => o.name === 'python')).toMatchObject({ aliases: ['py', 'python3'], libraries: [], runners: 2 });
+
+      const py = await submitJob(bed.deps, acme.admin, jobRequest({ language: 'py' }));
+      expect({ language: py.language, version: py.version }).toEqual({ language: 'python', version: null });
+      const eleven = await submitJob(bed.deps, acme.admin, jobRequest({ language: 'gcc', version: '11' }));
+      expect({ language: eleven.language, version: eleven.version }).toEqual({ language: 'c', version: '11.3.0' });
+      const newest = await submitJob(bed.deps, acme.admin, jobRequest({ language: 'c', version: '*' }));
+      expect(newest.version).toBe('16.0.6');
+      const row = await bed.store.db.selectFrom('jobs').select(['language', 'language_version']).where('id', '=', eleven.id).executeTakeFirstOrThrow();
+      expect(row).toEqual({ language: 'c', language_version: '11.3.0' });
+      // A policy names languages, not aliases: an alias of an allowed language is allowed.
+      const tenant = await bed.newTenant('python-by-alias');
+      await publishPolicy(bed.deps, tenant.admin, tenant.policyId, { ruleset: { ...DEFAULT_RULESET, languages: ['python'] }, expected_version: 1 });
+      expect((await submitJob(bed.deps, tenant.admin, jobRequest({ language: 'python3' }))).language).toBe('python');
+      await expectKilnError(submitJob(bed.deps, tenant.admin, jobRequest({ language: 'clang' })), 'POLICY_VIOLATION');
+    });
+
     it('refuses with UNSUPPORTED_LANGUAGE what no live runner offers', async () => {
       const lua = await expectKilnError(submitJob(bed.deps, acme.admin, jobRequest({ language: 'lua' })), 'UNSUPPORTED_LANGUAGE');
       expect(lua.field).toBe('body.language');
       expect(lua.message).toContain('python');
       const version = await expectKilnError(submitJob(bed.deps, acme.admin, jobRequest({ version: '2.7' })), 'UNSUPPORTED_LANGUAGE');
       expect(version.field).toBe('body.version');
-      // The registered runners offer python 3.11.2: a prefix of it is fine.
-      expect((await submitJob(bed.deps, acme.admin, jobRequest({ version: '3.11' }))).version).toBe('3.11');
+      // The registered runners offer python 3.11.2: a prefix of it, a range or `*` resolves to it.
+      for (const version of ['3.11', '3.x', '*', '>=3.10 <4', '^3.11.0', '3.11.2']) {
+        expect((await submitJob(bed.deps, acme.admin, jobRequest({ version }))).version, version).toBe('3.11.2');
+      }
+      const notARange = await expectKilnError(submitJob(bed.deps, acme.admin, jobRequest({ version: 'latest-and-greatest' })), 'VALIDATION_FAILED');
+      expect(notARange.field).toBe('body.version');
+      expect((await expectKilnError(submitJob(bed.deps, acme.admin, jobRequest({ version: '>=4' })), 'UNSUPPORTED_LANGUAGE')).extra).toMatchObject({
+        offered: ['3.11.2'],
+      });
       // Once the only runner is offline, nothing is offered.
       bed.clock.advance(bed.deps.fleet.offlineAfterMs + 1);
       await sweepFleet(bed.deps);

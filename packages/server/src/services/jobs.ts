@@ -5,17 +5,19 @@ import {
   type CreateJobRequest,
   type Job,
   type JobSpec,
+  type LanguageOffer,
   type Limits,
   type Policy,
   type TenantQuota,
 } from '@kiln/core';
+import { isVersionRequest, resolveVersion } from '../domain/languages/versions.js';
 import { limitCeilings } from '../domain/quota.js';
 import { findAgent } from '../store/agents.js';
 import { getJob, moveJob, queuedJobRow, type JobRow, type NewJob } from '../store/jobs.js';
 import { decodeCursor, page } from '../store/pagination.js';
 import { findPolicy, findPolicyByName } from '../store/policies.js';
 import { countQueuedJobs, lockTenantForSubmission, ownerStatusForSubmission } from '../store/quotas.js';
-import { listFleetLanguages } from '../store/runners.js';
+import { findOffer, listFleetLanguages } from '../store/runners.js';
 import type { DbHandle, TxHandle } from '../store/store.js';
 import { notFound, requireTenantActive, requireTenantMember } from './access.js';
 import { auditSuccess } from './audit.js';
@@ -106,6 +108,28 @@ export function queueFull(tenantId: string, cap: number): KilnError {
   );
 }
 
+/**
+ * The offered version a job's `version` asks for: the one spelled exactly so, else the highest in the
+ * range (`3.x`, `3`, `*`, `>=3.10 <4`). The job keeps the version it resolved to, so it is placed only on
+ * runners that offer exactly that one and its answer says what it ran on.
+ */
+function pickVersion(offer: LanguageOffer, requested: string): string {
+  if (!offer.versions.includes(requested) && !isVersionRequest(requested)) {
+    throw new KilnError('VALIDATION_FAILED', `version ${JSON.stringify(requested)} is neither a version nor a range: give e.g. "3.11.2", "3.x", ">=3.10" or "*"`, {
+      field: 'body.version',
+      errors: [{ field: 'body.version', message: 'not a version or a semver range' }],
+    });
+  }
+  const version = resolveVersion(requested, offer.versions);
+  if (version === undefined) {
+    throw new KilnError('UNSUPPORTED_LANGUAGE', `${offer.name} ${requested} is not offered; offered: ${offer.versions.join(', ')}`, {
+      field: 'body.version',
+      extra: { offered: offer.versions },
+    });
+  }
+  return version;
+}
+
 /** A job request checked against the tenant's policy, quota and fleet, ready to insert. */
 export interface PreparedJob {
   newJob: NewJob;
@@ -121,15 +145,17 @@ export async function prepareJob(deps: JobDeps, principal: Principal, input: Cre
   const tenantId = requireTenantMember(principal);
   const agentId = await resolveAgent(deps, principal, tenantId, input.agent_id);
   const policy = await resolvePolicy(deps, tenantId, input.policy_id);
-  if (!policy.ruleset.languages.includes(input.language)) {
+  // An alias (`py`, `c++`) is the language it names: the fleet's runners say which names are aliases.
+  const offered = await listFleetLanguages(deps.store);
+  const offer = findOffer(offered, input.language);
+  const language = offer?.name ?? input.language;
+  if (!policy.ruleset.languages.includes(language)) {
     throw new KilnError(
       'POLICY_VIOLATION',
-      `language ${input.language} is not allowed by policy ${policy.name} v${policy.version}; allowed: ${policy.ruleset.languages.join(', ')}`,
+      `language ${language} is not allowed by policy ${policy.name} v${policy.version}; allowed: ${policy.ruleset.languages.join(', ')}`,
       { field: 'body.language', extra: { allowed: policy.ruleset.languages } },
     );
   }
-  const offered = await listFleetLanguages(deps.store);
-  const offer = offered.find((o) => o.name === input.language);
   if (!offer) {
     throw new KilnError(
       'UNSUPPORTED_LANGUAGE',
@@ -137,16 +163,12 @@ export async function prepareJob(deps: JobDeps, principal: Principal, input: Cre
       { field: 'body.language' },
     );
   }
-  if (input.version !== undefined && !offer.versions.some((v) => v === input.version || v.startsWith(`${input.version}.`))) {
-    throw new KilnError('UNSUPPORTED_LANGUAGE', `${input.language} ${input.version} is not offered; offered: ${offer.versions.join(', ')}`, {
-      field: 'body.version',
-    });
-  }
+  const version = input.version === undefined ? null : pickVersion(offer, input.version);
   const quota = await effectiveQuota(deps, deps.store, tenantId);
   const limits = effectiveLimits(policy, input.limits, quota);
   const spec: JobSpec = {
-    language: input.language,
-    version: input.version ?? null,
+    language,
+    version,
     code: input.code ?? null,
     files: input.files ?? [],
     entrypoint: input.entrypoint ?? null,
@@ -163,8 +185,8 @@ export async function prepareJob(deps: JobDeps, principal: Principal, input: Cre
     agent_id: agentId,
     policy_id: policy.id,
     policy_version: policy.version,
-    language: input.language,
-    language_version: input.version ?? null,
+    language,
+    language_version: version,
     request: JSON.stringify(spec),
     zone: input.zone ?? null,
     max_attempts: deps.fleet.maxAttempts,

@@ -262,17 +262,29 @@ export async function leaseWork(deps: JobDeps, req: BoundToRunner<LeaseRequest>,
   }
 }
 
+/** The languages and versions a runner's registration offers, as the claim reads them. */
+function runnerReach(column: string): { languages: string[]; versions: Record<string, string[]> } {
+  const offers = JSON.parse(column) as ({ name: string; version?: string } | string)[];
+  const versions: Record<string, string[]> = {};
+  for (const o of offers) {
+    const offered = (versions[typeof o === 'string' ? o : o.name] ??= []);
+    if (typeof o !== 'string' && o.version !== undefined) offered.push(o.version);
+  }
+  return { languages: Object.keys(versions), versions };
+}
+
 /** One claim attempt for a lease poll: the leases, or undefined when there was nothing to hand out. */
 async function claimOnce(deps: JobDeps, req: BoundToRunner<LeaseRequest>): Promise<LeaseResponse | undefined> {
   const runner = await requireRunner(deps, req.runner_id);
   if (runner.status === 'healthy' && runner.draining === 0 && req.free_slots > 0) {
-    const languages = (JSON.parse(runner.languages) as { name: string }[]).map((l) => l.name);
+    const { languages, versions } = runnerReach(runner.languages);
     const nowMs = deps.clock.nowMs();
     const claimed = await deps.store.transaction(async (tx) => {
       const jobs = await claimJobs(tx, {
         runnerId: runner.id,
         zone: runner.zone,
         languages,
+        versions,
         freeSlots: req.free_slots,
         nowMs,
         leaseTtlMs: deps.fleet.leaseTtlMs,

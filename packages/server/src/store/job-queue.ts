@@ -3,10 +3,10 @@ import type { DbHandle, TxHandle } from './store.js';
 
 /**
  * What the fair claim (`claimJobs` in jobs.ts) reads of the queue. Every read is a few index seeks
- * (index `jobs_queued_by_tenant`: tenant_id, language, coalesce(zone, ''), requested_at, id of the
- * queued jobs, migration 0004), so its cost does not grow with the number of jobs a tenant has queued.
- * The queries spell `status = 'queued'` and `coalesce(zone, '')` literally, as the index does: that is
- * how both planners know the partial index applies.
+ * (index `jobs_queued_by_tenant_version`: tenant_id, language, coalesce(language_version, ''),
+ * coalesce(zone, ''), requested_at, id of the queued jobs, migration 0017), so its cost does not grow
+ * with the number of jobs a tenant has queued. The queries spell `status = 'queued'` and the coalesces
+ * literally, as the index does: that is how both planners know the partial index applies.
  */
 
 /** The oldest queued job of a tenant that a runner can take, as much of it as the cap check needs. */
@@ -16,9 +16,14 @@ export interface QueueHead {
   max_running_jobs: number;
 }
 
-/** Where a runner can run work: the languages it offers and its zone (a zoned job runs only in its zone). */
+/**
+ * Where a runner can run work: the languages it offers, the versions of each (a job that resolved to a
+ * version runs only where that version is offered; one without runs on any), and its zone (a zoned job
+ * runs only in its zone).
+ */
 export interface RunnerReach {
   languages: string[];
+  versions?: Readonly<Record<string, readonly string[]>>;
   zone: string | null;
 }
 
@@ -47,27 +52,30 @@ export async function tenantsInTurnOrder(h: DbHandle): Promise<string[]> {
 }
 
 /**
- * A tenant's oldest queued job that this runner can take (its language, no zone or the runner's), of an
- * agent that is not disabled, leaving out `exclude`. One seek per (language, zone) in the index: the
- * jobs a runner cannot take (another language, another zone) are never read. Disabling an agent cancels
- * its queued jobs; one a submission racing the disable still queued is passed over here, never run.
+ * A tenant's oldest queued job that this runner can take (its language, no version or one it offers, no
+ * zone or the runner's), of an agent that is not disabled, leaving out `exclude`. One seek per (language,
+ * version, zone) in the index: the jobs a runner cannot take (another language, version or zone) are
+ * never read. Disabling an agent cancels its queued jobs; one a submission racing the disable still
+ * queued is passed over here, never run.
  */
 export async function queueHead(h: DbHandle, tenantId: string, reach: RunnerReach, exclude: readonly string[] = []): Promise<QueueHead | undefined> {
-  // One row per (language, zone): the runner's zone and "no zone" ('' in the index's coalesce). A
-  // language offered in several versions appears once.
+  // One row per (language, version, zone): '' stands for "no version asked" and "no zone", as in the
+  // index's coalesces.
   const zones = reach.zone === null ? [''] : ['', reach.zone];
-  const rows = [...new Set(reach.languages)].flatMap((language) => zones.map((zone) => sql`(${language}, ${zone})`));
+  const rows = [...new Set(reach.languages)].flatMap((language) =>
+    ['', ...new Set(reach.versions?.[language] ?? [])].flatMap((version) => zones.map((zone) => sql`(${language}, ${version}, ${zone})`)),
+  );
   if (rows.length === 0) return undefined;
   const skip = exclude.length > 0 ? sql`and j.id not in (${sql.join([...exclude])})` : sql``;
   // One correlated seek per row: both planners plan it once whatever the number of rows. Written with
   // the sql tag, since the query builder takes milliseconds to assemble this shape.
   const result = await sql<QueueHead>`
-    with reach (language, zone) as (values ${sql.join(rows)}),
+    with reach (language, version, zone) as (values ${sql.join(rows)}),
     heads (id) as (
       select (
         select j.id from jobs j
         where j.status = 'queued' and j.tenant_id = ${tenantId} and j.language = reach.language
-          and coalesce(j.zone, '') = reach.zone
+          and coalesce(j.language_version, '') = reach.version and coalesce(j.zone, '') = reach.zone
           and (j.agent_id is null or exists (select 1 from agents a where a.id = j.agent_id and a.status = 'active'))
           ${skip}
         order by j.requested_at, j.id limit 1)

@@ -60,6 +60,20 @@ describe.each(DB_KINDS)('job store on %s', (kind) => {
     expect(claimed.map((c) => c.spec.language)).toEqual(['ruby', 'lua']);
   });
 
+  it('places a job that resolved to a version only on a runner that offers that version', async () => {
+    const gcc12 = await bed.runner('gcc-12', { languages: ['c'] });
+    const gcc11 = await bed.runner('gcc-11', { languages: ['c'] });
+    const any = await insertQueuedJob(bed.store, acme, { requestedAtMs: t0, language: 'c' });
+    const old = await insertQueuedJob(bed.store, acme, { requestedAtMs: t0 + 1, language: 'c', version: '11.3.0' });
+    const current = await insertQueuedJob(bed.store, acme, { requestedAtMs: t0 + 2, language: 'c', version: '12.2.0' });
+    // A runner that names no versions takes only the jobs that asked for none.
+    expect((await claim(gcc12, { languages: ['c'] })).map((c) => c.job.id)).toEqual([any.id]);
+    expect((await claim(gcc12, { languages: ['c'], versions: { c: ['12.2.0'], python: ['11.3.0'] } })).map((c) => c.job.id)).toEqual([current.id]);
+    const claimed = await claim(gcc11, { languages: ['c'], versions: { c: ['11.3.0'] } });
+    expect(claimed.map((c) => c.job.id)).toEqual([old.id]);
+    expect(claimed[0]?.job.language_version).toBe('11.3.0');
+  });
+
   it('places a zoned job only in its zone; an unzoned job anywhere', async () => {
     const eu = await bed.runner('eu-1', { zone: 'eu' });
     const us = await bed.runner('us-1', { zone: 'us' });

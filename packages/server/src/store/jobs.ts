@@ -13,6 +13,8 @@ export interface ClaimRequest {
   runnerId: string;
   zone: string | null;
   languages: string[];
+  /** The versions it offers of each language (none: it takes only jobs that asked for no version). */
+  versions?: Readonly<Record<string, readonly string[]>>;
   freeSlots: number;
   nowMs: number;
   leaseTtlMs: number;

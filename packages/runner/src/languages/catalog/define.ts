@@ -4,11 +4,20 @@
  * sandbox cannot see). Compiled languages compile and run in ONE sandbox run through a small sh script
  * that reports the compile step on fd 3 (`compile:ok` / `compile:failed`) and closes fd 3 before it
  * execs the program, so a compile failure is `compile_error` by evidence, not by guessing from output.
+ *
+ * This module holds the shape and the builders; the entries live in one module per family beside it.
  */
 
 export interface LanguageDefinition {
   /** The name used in job requests and policies. */
   name: string;
+  /** Other names a request may use for it (`py`, `js`, `c++`); resolved to `name` before anything else. */
+  aliases: readonly string[];
+  /**
+   * The toolchain, where a language has several side by side (`gcc` and `clang` for c); the version a
+   * runner advertises is the toolchain's own, so the versions of one language never collide.
+   */
+  runtime?: string;
   /** File name used when a request gives `code` rather than files. */
   sourceFile: string;
   /** Extensions that identify an entrypoint among the request's files. */
@@ -24,17 +33,24 @@ export interface LanguageDefinition {
    * in the sandbox, so runtimes buffer it by default). A job's own `env` overrides any of these.
    */
   streamingEnv?: Readonly<Record<string, string>>;
+  /**
+   * Environment the runtime needs to work in a sandbox at all (a writable cache dir, a headless plot
+   * backend). Merged under the job's own `env`, like streamingEnv.
+   */
+  env?: Readonly<Record<string, string>>;
+  /** Libraries installed for it that programs may import, as the runner advertises them. */
+  libraries?: readonly string[];
 }
 
 /** Where compiled programs go: /tmp is the sandbox's own, size-capped with the workspace. */
-const BUILD_DIR = '/tmp/.kiln-build';
+export const BUILD_DIR = '/tmp/.kiln-build';
 
 /**
  * A compile-then-run script for `sh -c SCRIPT ENTRYPOINT ARGS...` ($0 is the entrypoint). `compile`
  * and `run` are shell fragments; the run fragment starts with `exec` so the program's own exit code
  * and signals come straight through.
  */
-function compileAndRun(compile: string, run: string): string {
+export function compileAndRun(compile: string, run: string): string {
   return [
     `mkdir -p ${BUILD_DIR}`,
     `if ${compile}; then echo compile:ok >&3; else echo compile:failed >&3; exit 1; fi`,
@@ -43,101 +59,47 @@ function compileAndRun(compile: string, run: string): string {
   ].join('\n');
 }
 
-const JAVA_FAST_START = '-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto';
+/** What a catalog entry may add beyond its builder's arguments. */
+export type LanguageExtras = Partial<Pick<LanguageDefinition, 'aliases' | 'runtime' | 'streamingEnv' | 'env' | 'libraries'>>;
 
-function javaClassName(entrypoint: string): string {
-  const base = entrypoint.split('/').pop() ?? entrypoint;
-  return base.replace(/\.java$/, '');
-}
-
-function interpreted(
+export function interpreted(
   name: string,
   sourceFile: string,
   extensions: string[],
   interpreter: string[],
   versionCommand: string[],
+  extras: LanguageExtras = {},
 ): LanguageDefinition {
   return {
     name,
+    aliases: [],
     sourceFile,
     extensions,
     compiled: false,
     command: (entrypoint, args) => [...interpreter, entrypoint, ...args],
     versionCommand,
+    ...extras,
   };
 }
 
-function compiledWith(
+export function compiledWith(
   name: string,
   sourceFile: string,
   extensions: string[],
   script: (entrypoint: string) => string,
   versionCommand: string[],
+  extras: LanguageExtras = {},
 ): LanguageDefinition {
   return {
     name,
+    aliases: [],
     sourceFile,
     extensions,
     compiled: true,
     command: (entrypoint, args) => ['/bin/sh', '-c', script(entrypoint), entrypoint, ...args],
     versionCommand,
+    ...extras,
   };
-}
-
-export const LANGUAGES: readonly LanguageDefinition[] = [
-  {
-    ...interpreted('python', 'main.py', ['.py'], ['python3', '-B'], [
-      'python3',
-      '-c',
-      'import platform; print(platform.python_version())',
-    ]),
-    streamingEnv: { PYTHONUNBUFFERED: '1' },
-  },
-  interpreted('node', 'main.js', ['.js', '.mjs', '.cjs'], ['node'], ['node', '-p', 'process.versions.node']),
-  interpreted('bash', 'main.sh', ['.sh', '.bash'], ['bash'], [
-    'bash',
-    '-c',
-    'echo "${BASH_VERSINFO[0]}.${BASH_VERSINFO[1]}.${BASH_VERSINFO[2]}"',
-  ]),
-  // dash has no --version; its Debian changelog's first line names the packaged version.
-  interpreted('sh', 'main.sh', ['.sh'], ['sh'], ['sh', '-c', 'zcat /usr/share/doc/dash/changelog.Debian.gz | head -n 1']),
-  compiledWith(
-    'c',
-    'main.c',
-    ['.c'],
-    () => compileAndRun(`gcc -O2 -pipe -std=gnu17 -o ${BUILD_DIR}/prog "$0" -lm`, `exec ${BUILD_DIR}/prog "$@"`),
-    ['gcc', '-dumpfullversion'],
-  ),
-  compiledWith(
-    'cpp',
-    'main.cpp',
-    ['.cpp', '.cc', '.cxx'],
-    () => compileAndRun(`g++ -O2 -pipe -std=gnu++17 -o ${BUILD_DIR}/prog "$0"`, `exec ${BUILD_DIR}/prog "$@"`),
-    ['g++', '-dumpfullversion'],
-  ),
-  compiledWith(
-    'java',
-    'Main.java',
-    ['.java'],
-    (entrypoint) =>
-      compileAndRun(
-        `javac -J-XX:+UseSerialGC -J-XX:TieredStopAtLevel=1 -encoding UTF-8 -d ${BUILD_DIR} "$0"`,
-        `exec java ${JAVA_FAST_START} -cp ${BUILD_DIR}:/workspace ${javaClassName(entrypoint)} "$@"`,
-      ),
-    ['javac', '-version'],
-  ),
-  interpreted('perl', 'main.pl', ['.pl'], ['perl'], ['perl', '-e', 'printf "%vd\\n", $^V']),
-  interpreted('tcl', 'main.tcl', ['.tcl'], ['tclsh'], ['sh', '-c', 'echo "puts [info patchlevel]" | tclsh']),
-  interpreted('ruby', 'main.rb', ['.rb'], ['ruby'], ['ruby', '-e', 'print RUBY_VERSION']),
-  interpreted('php', 'main.php', ['.php'], ['php'], ['php', '-r', 'echo PHP_VERSION;']),
-  interpreted('lua', 'main.lua', ['.lua'], ['lua5.4'], ['lua5.4', '-v']),
-];
-
-const BY_NAME = new Map(LANGUAGES.map((l) => [l.name, l]));
-
-/** The catalog entry for `name`, or undefined. */
-export function findLanguage(name: string): LanguageDefinition | undefined {
-  return BY_NAME.get(name);
 }
 
 /** Extracts the first dotted version number (`3.11.2`, `0.5.12`) from a version command's output. */
