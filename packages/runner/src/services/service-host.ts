@@ -2,7 +2,7 @@ import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { KilnError, limitsSchema, type Limits } from '@kiln/core';
 import { z } from 'zod';
-import { findLanguage } from '../languages/catalog.js';
+import { findLanguage } from '../languages/catalog/index.js';
 import type { SandboxDriver } from '../sandbox/driver.js';
 import { PersistentSandbox } from '../sandbox/persistent/index.js';
 import { json, parseJson } from '../sessions/session-host.js';
