@@ -14,3 +14,4 @@ export * from './glob.js';
 export * from './workflows-api.js';
 export * from './plane-signing.js';
 export * from './sessions-api.js';
+export * from './egress.js';

@@ -2,3 +2,4 @@ export * from './sandbox/index.js';
 export * from './languages/index.js';
 export * from './agent/index.js';
 export * from './sessions/session-host.js';
+export * from './egress/index.js';

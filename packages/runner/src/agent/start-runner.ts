@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { JobSpec, RunnerLanguage } from '@kiln/core';
 import { BubblewrapDriver } from '../sandbox/bubblewrap-driver.js';
+import { egressConfigFromEnv, EgressProxy } from '../egress/index.js';
 import { buildOneShotSpec } from '../languages/spec.js';
 import { detectLanguages } from '../languages/detect.js';
 import { RunnerAgent, type AgentLogger } from './agent.js';
@@ -81,7 +82,9 @@ export function jobToRunSpec(spec: JobSpec) {
 export async function startRunner(config: RunnerConfig): Promise<RunningRunner> {
   const dataDir = config.dataDir ?? './.kiln/runner';
   preparePrivateDir(dataDir);
-  const driver = new BubblewrapDriver();
+  // The egress proxy's settings (KILN_EGRESS_*) are read now, so a bad one stops the start with its name.
+  const egress = new EgressProxy(egressConfigFromEnv(process.env), config.logger);
+  const driver = new BubblewrapDriver({ egress });
   const languages = await detectLanguages(driver);
   config.logger.info({ languages: languages.map((l) => `${l.name} ${l.version}`) }, 'languages detected');
   const host = detectHostCapacity(config.memoryBudgetBytes !== undefined ? { memoryBudgetBytes: config.memoryBudgetBytes } : {});
@@ -120,6 +123,7 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
     stop: async () => {
       await agent.stop();
       await sessions.stop();
+      await egress.closeAll();
       await driver.drain().catch(() => {});
     },
   };

@@ -1,35 +1,10 @@
+import type { EgressDenialCount, EgressDenialReason, EgressSummary } from '@kiln/core';
+
 /**
  * What one sandbox did through the egress proxy: counted per connection (or per plain-HTTP request),
  * with the denials grouped by host, port and reason so a summary stays small whatever the sandbox tries.
  */
-export type EgressDenialReason =
-  | 'not_allowed'
-  | 'address_refused'
-  | 'resolve_failed'
-  | 'connection_cap'
-  | 'byte_cap'
-  | 'bad_request';
-
-export interface EgressDenialCount {
-  host: string;
-  port: number;
-  reason: EgressDenialReason;
-  count: number;
-}
-
-export interface EgressSummary {
-  connections_allowed: number;
-  connections_denied: number;
-  /** Allowed connections whose host could not be reached (refused, timed out, reset before the answer). */
-  connections_failed: number;
-  /** Bytes from the sandbox to the hosts. */
-  bytes_sent: number;
-  /** Bytes from the hosts to the sandbox. */
-  bytes_received: number;
-  /** The most frequent denials; `denied_groups_dropped` counts the groups left out. */
-  denied: EgressDenialCount[];
-  denied_groups_dropped: number;
-}
+export type { EgressDenialCount, EgressDenialReason, EgressSummary } from '@kiln/core';
 
 /** Distinct (host, port, reason) groups kept; a sandbox trying a million names keeps a bounded map. */
 const MAX_DENIAL_GROUPS = 64;

@@ -112,7 +112,15 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
       await collectInto(result, workspace, spec.collect ?? ['out/**'], limits.output_bytes);
     }
     result.sandbox_id = sandboxId;
-    if (egress) result.egress = await egress.close();
+    if (egress) {
+      const summary = (result.egress = await egress.close());
+      Object.assign(result.resource_usage, {
+        egress_connections: summary.connections_allowed,
+        egress_denied: summary.connections_denied,
+        egress_bytes_sent: summary.bytes_sent,
+        egress_bytes_received: summary.bytes_received,
+      });
+    }
     return result;
   } catch (err) {
     cgroup?.killAll();
