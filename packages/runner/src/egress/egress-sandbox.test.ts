@@ -3,7 +3,9 @@ import { startTestDns, type TestDns } from '../../../../test/support/egress/test
 import { startTestHosts, type TestHosts } from '../../../../test/support/egress/test-hosts.js';
 import { BubblewrapDriver } from '../sandbox/bubblewrap-driver.js';
 import { PersistentSandbox } from '../sandbox/persistent/persistent-sandbox.js';
-import { runSh, TEST_LIMITS } from '../sandbox/test-support.js';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { runtimeDir } from '../sandbox/runtime-dir.js';
+import { hostProcessesWith, runSh, TEST_LIMITS, waitFor } from '../sandbox/test-support.js';
 import { egressConfigFromEnv } from './config.js';
 import { EgressProxy } from './egress-proxy.js';
 
@@ -51,6 +53,9 @@ describe('one-shot sandbox with allowlist egress', () => {
       expect.arrayContaining([expect.objectContaining({ host: 'other.blocked.test', reason: 'not_allowed' })]),
     );
     expect(result.egress!.bytes_received).toBeGreaterThan(0);
+    // Nothing of the sandbox's egress outlives it: no relay process, no gate folder.
+    expect(await waitFor(() => hostProcessesWith('--egress-relay').length === 0)).toBe(true);
+    expect(existsSync(`${runtimeDir()}/egress/${result.sandbox_id}`)).toBe(false);
   });
 
   it('sets the proxy variables for every tool and works with python urllib unchanged', async () => {
@@ -118,6 +123,10 @@ describe('persistent sandbox with allowlist egress', () => {
     const handle = await driver.start({ limits: TEST_LIMITS, network: allowlist });
     if (!(handle instanceof PersistentSandbox)) throw new Error('not a persistent sandbox');
     const gatesOpen = proxy.openGates;
+    // Its gate is its own: the socket belongs to the sandbox's host uid alone (not root, no group, no others).
+    const socket = statSync(`${runtimeDir()}/egress/${handle.id}/proxy.sock`);
+    expect(socket.uid).not.toBe(0);
+    expect(socket.mode & 0o077).toBe(0);
     try {
       const ok = await handle.exec(['curl', '-sS', 'http://api.allowed.test/session']);
       expect(ok.stdout.toString()).toContain('GET /session host=api.allowed.test');
@@ -127,6 +136,7 @@ describe('persistent sandbox with allowlist egress', () => {
       await handle.destroy();
     }
     expect(proxy.openGates).toBe(gatesOpen - 1);
+    expect(readdirSync(`${runtimeDir()}/egress`)).not.toContain(handle.id);
     expect(handle.egressSummary).toMatchObject({ connections_allowed: 1, connections_denied: 1 });
   });
 });
