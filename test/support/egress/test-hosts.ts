@@ -24,7 +24,12 @@ export interface TestHosts {
 
 const serverScript = fileURLToPath(new URL('./host-server.mjs', import.meta.url));
 
-export async function startTestHosts(names: readonly string[]): Promise<TestHosts> {
+export interface TestHostsOptions {
+  /** Shapes what the host sends to this rate (tc tbf), as a link to a remote host would (benchmarks). */
+  rateMbit?: number;
+}
+
+export async function startTestHosts(names: readonly string[], options: TestHostsOptions = {}): Promise<TestHosts> {
   // A /30 picked from the pid, so test files running at once do not collide.
   const third = 100 + (process.pid % 150);
   const fourth = 4 * Math.floor(Math.random() * 60);
@@ -55,6 +60,9 @@ export async function startTestHosts(names: readonly string[]): Promise<TestHost
     ip('-n', ns, 'addr', 'add', `${address}/30`, 'dev', 'eth0');
     ip('-n', ns, 'link', 'set', 'eth0', 'up');
     ip('-n', ns, 'link', 'set', 'lo', 'up');
+    if (options.rateMbit !== undefined) {
+      execFileSync('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'add', 'dev', 'eth0', 'root', 'tbf', 'rate', `${options.rateMbit}mbit`, 'burst', '1mb', 'latency', '50ms'], { stdio: 'pipe' });
+    }
     server = spawn('ip', ['netns', 'exec', ns, process.execPath, serverScript, certDir], { stdio: ['ignore', 'pipe', 'pipe'] });
     await new Promise<void>((resolve, reject) => {
       let out = '';
