@@ -12,7 +12,7 @@
 //
 // Needs root (ip netns, cgroups), bubblewrap, the native helpers and a build (`npm run build`).
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
@@ -46,6 +46,28 @@ const hosts = await startTestHosts(['bench.egress.test'], rateMbit ? { rateMbit 
 const dns = await startTestDns({ 'bench.egress.test': [hosts.address] });
 const proxy = new EgressProxy(egressConfigFromEnv({ KILN_EGRESS_ALLOW_PRIVATE_CIDRS: hosts.cidr, KILN_EGRESS_RESOLVER: dns.server, KILN_EGRESS_MAX_BYTES: String(2 ** 40) }));
 const driver = new BubblewrapDriver({ egress: proxy });
+
+// The egress machinery without a sandbox around it: the relay (kiln-exec --egress-relay) on the host's
+// loopback, the proxy and its pump, so curl on the host compares with curl on the host, with no
+// sandbox CPU quota in the way (a sandbox's curl and relay share one CPU).
+const RELAY_PORT = 39_000 + (process.pid % 1000);
+const hostGate = await proxy.open({ sandbox_id: `sbx_bench${process.pid}`, allow: ['bench.egress.test:80'], uid: 0, gid: 0 });
+const relayLauncher = spawn(`${root}packages/runner/native/build/kiln-exec`, ['--egress-relay', String(RELAY_PORT), `${hostGate.hostDir}/proxy.sock`, '3'], {
+  stdio: ['ignore', 'ignore', 'inherit', 'pipe'],
+});
+relayLauncher.stdio[3].end('sleep\0' + '3600\0');
+await new Promise((r) => setTimeout(r, 300));
+/** The detached relay's pid (its command line names our socket), to end it by pid. */
+const relayPids = readdirSync('/proc')
+  .filter((p) => /^\d+$/.test(p))
+  .filter((p) => {
+    try {
+      return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`${hostGate.hostDir}/proxy.sock`);
+    } catch {
+      return false;
+    }
+  })
+  .map(Number);
 const limits = { ...DEFAULT_LIMITS, wall_time_ms: 300_000, cpu_time_ms: 300_000, memory_bytes: 256 * 1024 * 1024 };
 
 /** A shell line that runs `streams` curls at once, each printing its bytes/s on a line. */
@@ -80,9 +102,10 @@ for (const streams of [1, 4]) {
   const per = Math.floor(bytes / streams);
   const direct = `http://${hosts.address}/bytes?n=${per}`;
   const named = `http://bench.egress.test/bytes?n=${per}`;
-  const row = { streams, direct: [], forward: [], tunnel: [] };
+  const row = { streams, direct: [], relayed: [], forward: [], tunnel: [] };
   for (let r = 0; r < rounds; r++) {
     row.direct.push(await runOnHost(curls(direct, streams)));
+    row.relayed.push(await runOnHost(`export http_proxy=http://127.0.0.1:${RELAY_PORT}; ${curls(named, streams, '--proxytunnel')}`));
     // Plain HTTP through HTTP_PROXY (the proxy forwards the request), and the same through CONNECT.
     row.forward.push(await runInSandbox(curls(named, streams)));
     row.tunnel.push(await runInSandbox(curls(named, streams, '--proxytunnel')));
@@ -95,11 +118,15 @@ const mibs = (bps) => (bps / 1024 / 1024).toFixed(0);
 const report = cases.map((c) => ({
   streams: c.streams,
   direct_mib_s: Number(mibs(median(c.direct))),
+  relay_proxy_connect_mib_s: Number(mibs(median(c.relayed))),
+  relay_proxy_ratio: Number((median(c.relayed) / median(c.direct)).toFixed(3)),
   proxied_http_mib_s: Number(mibs(median(c.forward))),
   proxied_connect_mib_s: Number(mibs(median(c.tunnel))),
   http_ratio: Number((median(c.forward) / median(c.direct)).toFixed(3)),
   connect_ratio: Number((median(c.tunnel) / median(c.direct)).toFixed(3)),
 }));
+for (const pid of relayPids) process.kill(pid, 'SIGKILL');
+relayLauncher.kill('SIGKILL');
 await proxy.closeAll();
 hosts.stop();
 await dns.stop();
@@ -110,8 +137,11 @@ writeFileSync(`${root}bench/results/egress${rateMbit ? `-${rateMbit}mbit` : ''}.
 if (flags.json) console.log(JSON.stringify(report, null, 2));
 else {
   console.log(`egress throughput, ${flags.mib} MiB per round, median of ${rounds}, ${rateMbit ? `host link ${rateMbit} Mbit/s` : 'unshaped host link'} (MiB/s; ratio to direct; target ≥ 0.70)`);
-  console.log('streams  direct  via proxy (http)  via proxy (CONNECT)');
+  console.log('streams  direct  relay+proxy, host curl (CONNECT)  sandbox curl via proxy (http)  sandbox curl via proxy (CONNECT)');
   for (const r of report) {
-    console.log(`${String(r.streams).padEnd(8)} ${String(r.direct_mib_s).padStart(6)}  ${String(r.proxied_http_mib_s).padStart(8)} (${r.http_ratio})  ${String(r.proxied_connect_mib_s).padStart(10)} (${r.connect_ratio})`);
+    console.log(
+      `${String(r.streams).padEnd(8)} ${String(r.direct_mib_s).padStart(6)}  ${String(r.relay_proxy_connect_mib_s).padStart(12)} (${r.relay_proxy_ratio})` +
+        `  ${String(r.proxied_http_mib_s).padStart(18)} (${r.http_ratio})  ${String(r.proxied_connect_mib_s).padStart(20)} (${r.connect_ratio})`,
+    );
   }
 }

@@ -1,4 +1,4 @@
-/* See egress-relay.h. One poll loop, a bounded table of connection pairs, a buffer each way. */
+/* See egress-relay.h. One poll loop over a bounded table of connection pairs, a pipe each way. */
 #define _GNU_SOURCE
 #include "egress-relay.h"
 
@@ -18,23 +18,116 @@
 #include <unistd.h>
 
 /* The runner's proxy caps connections per sandbox far below this; the table only bounds the relay. */
-#define MAX_PAIRS 256
-#define BUF_BYTES (64 * 1024)
+#define MAX_PAIRS 128
+/* What one direction holds in flight (the pipe's size; the default 64 KiB costs throughput). */
+#define PIPE_BYTES (256 * 1024)
 
 struct half {
   int from, to;
-  size_t len, off;
-  int eof; /* `from` said EOF: shut `to` down for writing once the buffer is drained */
-  char *buf;
+  int pipe_r, pipe_w;
+  size_t in_pipe;
+  int eof; /* 1: `from` said EOF; 2: `to` was shut down for writing after the pipe drained */
+  unsigned long long moved;
 };
 
 struct pair {
   int used;
-  struct half up;   /* sandbox client -> proxy */
-  struct half down; /* proxy -> sandbox client */
+  struct half ab, ba;
 };
 
 static struct pair pairs[MAX_PAIRS];
+
+static int pair_open(struct pair *pr, int a, int b) {
+  int p1[2], p2[2];
+  if (pipe2(p1, O_NONBLOCK | O_CLOEXEC) < 0) return -1;
+  if (pipe2(p2, O_NONBLOCK | O_CLOEXEC) < 0) {
+    close(p1[0]), close(p1[1]);
+    return -1;
+  }
+  fcntl(p1[1], F_SETPIPE_SZ, PIPE_BYTES);
+  fcntl(p2[1], F_SETPIPE_SZ, PIPE_BYTES);
+  pr->used = 1;
+  pr->ab = (struct half){.from = a, .to = b, .pipe_r = p1[0], .pipe_w = p1[1]};
+  pr->ba = (struct half){.from = b, .to = a, .pipe_r = p2[0], .pipe_w = p2[1]};
+  return 0;
+}
+
+static void pair_close(struct pair *pr) {
+  close(pr->ab.from), close(pr->ab.to);
+  close(pr->ab.pipe_r), close(pr->ab.pipe_w), close(pr->ba.pipe_r), close(pr->ba.pipe_w);
+  memset(pr, 0, sizeof *pr);
+}
+
+/* Moves what it can one way; `cap` bounds what may still be read (budget). -1: the pair is broken. */
+static int pump_half(struct half *h, unsigned long long cap) {
+  if (!h->eof && h->in_pipe < PIPE_BYTES && cap > 0) {
+    size_t want = PIPE_BYTES - h->in_pipe;
+    if (want > cap) want = (size_t)cap;
+    ssize_t n = splice(h->from, NULL, h->pipe_w, NULL, want, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n > 0) h->in_pipe += (size_t)n, h->moved += (unsigned long long)n;
+    else if (n == 0) h->eof = 1;
+    else if (errno != EAGAIN && errno != EINTR) h->eof = 1;
+  }
+  while (h->in_pipe > 0) {
+    ssize_t n = splice(h->pipe_r, NULL, h->to, NULL, h->in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n > 0) h->in_pipe -= (size_t)n;
+    else if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
+    else return -1;
+  }
+  if (h->eof == 1 && h->in_pipe == 0) {
+    shutdown(h->to, SHUT_WR);
+    h->eof = 2;
+  }
+  return 0;
+}
+
+static void set_events(const struct pair *pr, struct pollfd *pa, struct pollfd *pb) {
+  pa->fd = pr->ab.from, pb->fd = pr->ab.to;
+  pa->events = pb->events = 0;
+  if (!pr->ab.eof && pr->ab.in_pipe < PIPE_BYTES) pa->events |= POLLIN;
+  if (pr->ab.in_pipe > 0) pb->events |= POLLOUT;
+  if (!pr->ba.eof && pr->ba.in_pipe < PIPE_BYTES) pb->events |= POLLIN;
+  if (pr->ba.in_pipe > 0) pa->events |= POLLOUT;
+  /* poll() reports a hung-up socket whatever it is asked: one with nothing to do is left out. */
+  if (pa->events == 0) pa->fd = -1;
+  if (pb->events == 0) pb->fd = -1;
+}
+
+static int pair_done(const struct pair *pr) { return pr->ab.eof == 2 && pr->ba.eof == 2; }
+
+void egress_pump(int a, int b, unsigned long long budget, int idle_ms, struct egress_pump_result *out) {
+  struct pair pr;
+  memset(out, 0, sizeof *out);
+  if (pair_open(&pr, a, b) < 0) {
+    out->end = "error";
+    return;
+  }
+  out->end = "closed";
+  for (;;) {
+    struct pollfd pfd[2];
+    set_events(&pr, &pfd[0], &pfd[1]);
+    int n = poll(pfd, 2, idle_ms > 0 ? idle_ms : -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) {
+      out->end = "idle";
+      break;
+    }
+    unsigned long long used = pr.ab.moved + pr.ba.moved;
+    unsigned long long left = budget == 0 ? ~0ULL : (used >= budget ? 0 : budget - used);
+    if (n < 0 || pump_half(&pr.ab, left) < 0 || pump_half(&pr.ba, left) < 0) {
+      out->end = "error";
+      break;
+    }
+    if (budget != 0 && pr.ab.moved + pr.ba.moved >= budget) {
+      out->end = "byte_cap";
+      break;
+    }
+    if (pair_done(&pr)) break;
+  }
+  out->a_to_b = pr.ab.moved;
+  out->b_to_a = pr.ba.moved;
+  pair_close(&pr);
+}
 
 int egress_relay_listen(const char *port) {
   char *end = NULL;
@@ -60,14 +153,6 @@ int egress_relay_listen(const char *port) {
   return fd;
 }
 
-static void pair_close(struct pair *pr) {
-  close(pr->up.from);
-  close(pr->up.to);
-  free(pr->up.buf);
-  free(pr->down.buf);
-  memset(pr, 0, sizeof *pr);
-}
-
 static int connect_proxy(const char *path) {
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   if (strlen(path) >= sizeof addr.sun_path) return -1;
@@ -91,75 +176,38 @@ static void accept_all(int listen_fd, const char *proxy_socket) {
     for (int i = 0; i < MAX_PAIRS && !pr; i++)
       if (!pairs[i].used) pr = &pairs[i];
     int proxy = pr ? connect_proxy(proxy_socket) : -1;
-    char *a = proxy >= 0 ? malloc(BUF_BYTES) : NULL, *b = a ? malloc(BUF_BYTES) : NULL;
-    if (!b) {
-      /* Full, or the proxy is gone: the client sees the connection closed, as a refused one. */
-      free(a);
+    if (proxy < 0 || pair_open(pr, client, proxy) < 0) {
+      /* Full, out of fds, or the proxy is gone: the client sees the connection closed. */
       if (proxy >= 0) close(proxy);
       close(client);
       continue;
     }
     int one = 1;
     setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    pr->used = 1;
-    pr->up = (struct half){.from = client, .to = proxy, .buf = a};
-    pr->down = (struct half){.from = proxy, .to = client, .buf = b};
   }
-}
-
-/* Moves what it can; returns -1 when the pair is finished or broken. */
-static int pump(struct half *h, short from_ev, short to_ev) {
-  if ((from_ev & (POLLIN | POLLHUP | POLLERR)) && !h->eof && h->len == 0) {
-    ssize_t n = read(h->from, h->buf, BUF_BYTES);
-    if (n > 0) h->len = (size_t)n, h->off = 0;
-    else if (n == 0 || (errno != EAGAIN && errno != EINTR)) h->eof = 1;
-  }
-  if (h->len > h->off) { /* non-blocking: a full peer answers EAGAIN */
-    ssize_t n = write(h->to, h->buf + h->off, h->len - h->off);
-    if (n > 0) h->off += (size_t)n;
-    else if (n < 0 && errno != EAGAIN && errno != EINTR) return -1;
-    if (h->off == h->len) h->len = h->off = 0;
-  }
-  if (to_ev & (POLLERR)) return -1;
-  if (h->eof && h->len == 0 && h->eof != 2) {
-    shutdown(h->to, SHUT_WR);
-    h->eof = 2;
-  }
-  return 0;
 }
 
 static void relay_loop(int listen_fd, const char *proxy_socket) {
+  /* Only the pairs in use are polled: poll() refuses more entries than RLIMIT_NOFILE (256 in a sandbox). */
   static struct pollfd pfd[1 + 2 * MAX_PAIRS];
+  static int owner[1 + 2 * MAX_PAIRS];
   for (;;) {
     int n = 0;
     pfd[n++] = (struct pollfd){.fd = listen_fd, .events = POLLIN};
     for (int i = 0; i < MAX_PAIRS; i++) {
-      struct pair *pr = &pairs[i];
-      if (!pr->used) continue;
-      /* fd index 1+2i: the client, 2+2i: the proxy; read when the buffer is empty, write when full. */
-      short ce = 0, pe = 0;
-      if (!pr->up.eof && pr->up.len == 0) ce |= POLLIN;
-      if (pr->down.len > pr->down.off) ce |= POLLOUT;
-      if (!pr->down.eof && pr->down.len == 0) pe |= POLLIN;
-      if (pr->up.len > pr->up.off) pe |= POLLOUT;
-      pfd[1 + 2 * i] = (struct pollfd){.fd = pr->up.from, .events = ce};
-      pfd[2 + 2 * i] = (struct pollfd){.fd = pr->down.from, .events = pe};
-      n = 3 + 2 * i;
+      if (!pairs[i].used) continue;
+      set_events(&pairs[i], &pfd[n], &pfd[n + 1]);
+      owner[n] = owner[n + 1] = i;
+      n += 2;
     }
-    for (int i = 0; i < MAX_PAIRS; i++)
-      if (!pairs[i].used && 2 + 2 * i < n) pfd[1 + 2 * i].fd = pfd[2 + 2 * i].fd = -1;
     if (poll(pfd, (nfds_t)n, -1) < 0) {
       if (errno == EINTR) continue;
       _exit(1);
     }
-    for (int i = 0; i < MAX_PAIRS; i++) {
-      struct pair *pr = &pairs[i];
-      if (!pr->used || 2 + 2 * i >= n) continue;
-      short ce = pfd[1 + 2 * i].revents, pe = pfd[2 + 2 * i].revents;
-      if (!ce && !pe) continue;
-      if (pump(&pr->up, ce, pe) < 0 || pump(&pr->down, pe, ce) < 0 || (pr->up.eof == 2 && pr->down.eof == 2)) {
-        pair_close(pr);
-      }
+    for (int k = 1; k < n; k += 2) {
+      struct pair *pr = &pairs[owner[k]];
+      if (!pr->used || !(pfd[k].revents | pfd[k + 1].revents)) continue;
+      if (pump_half(&pr->ab, ~0ULL) < 0 || pump_half(&pr->ba, ~0ULL) < 0 || pair_done(pr)) pair_close(pr);
     }
     if (pfd[0].revents & POLLIN) accept_all(listen_fd, proxy_socket);
   }

@@ -1,4 +1,5 @@
 import { chmodSync, chownSync, mkdirSync, rmSync } from 'node:fs';
+import { nativeHelperPath } from '../sandbox/native-paths.js';
 import { runtimeSubdir } from '../sandbox/runtime-dir.js';
 import { AddressGuard } from './address-guard.js';
 import { egressConfigFromEnv, type EgressConfig } from './config.js';
@@ -59,7 +60,14 @@ export class EgressProxy {
     const hostDir = `${runtimeSubdir('egress')}/${identity.sandbox_id}`;
     rmSync(hostDir, { recursive: true, force: true });
     mkdirSync(hostDir, { mode: 0o700 });
-    const gate = new SandboxGate(identity, allow, { config: this.config, guard: this.guard, resolver: this.resolver, logger: this.logger });
+    const gate = new SandboxGate(identity, allow, {
+      config: this.config,
+      guard: this.guard,
+      resolver: this.resolver,
+      logger: this.logger,
+      pumpPath: nativeHelperPath('kiln-egress-pump'),
+      runAs: { uid, gid },
+    });
     const socketPath = `${hostDir}/${EGRESS_SOCKET_NAME}`;
     try {
       await gate.listen(socketPath);

@@ -1,3 +1,4 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import net, { type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -14,6 +15,10 @@ export interface EgressLogger {
 }
 
 export interface GateDeps {
+  /** kiln-egress-pump, which carries CONNECT tunnels; without it they stay in JavaScript. */
+  pumpPath?: string;
+  /** The sandbox's host uid and gid, which the pump runs as. */
+  runAs?: { uid: number; gid: number };
   config: EgressConfig;
   guard: AddressGuard;
   resolver: HostResolver;
@@ -61,6 +66,7 @@ export class SandboxGate {
   private readonly server: http.Server;
   private readonly allowlist: Allowlist;
   private readonly live = new Set<Duplex>();
+  private readonly pumps = new Set<ChildProcess>();
   private closed = false;
 
   constructor(
@@ -95,7 +101,11 @@ export class SandboxGate {
       this.closed = true;
       const done = new Promise<void>((resolve) => this.server.close(() => resolve()));
       for (const s of this.live) s.destroy();
-      await done;
+      const pumpsGone = [...this.pumps].map((p) => new Promise<void>((resolve) => {
+        p.once('close', () => resolve());
+        p.kill('SIGKILL');
+      }));
+      await Promise.all([done, ...pumpsGone]);
     }
     return this.stats.summary();
   }
@@ -146,6 +156,9 @@ export class SandboxGate {
       refuseRaw(client, statusFor(decision.reason), decision.reason, decision.detail);
       return;
     }
+    // A tunnel whose client sent nothing past its CONNECT yet (all but hostile ones) is carried by the
+    // native pump; bytes a client sent early were read here, so that one stays on this JavaScript path.
+    if (head.length === 0 && this.deps.pumpPath) return this.pumpTunnel(client, host, port, decision.address, started);
     const conn: ConnectionBytes = { sent: 0, received: 0 };
     const upstream = this.open(decision.address, port, client);
     let connected = false;
@@ -219,6 +232,55 @@ export class SandboxGate {
     res.once('close', () => {
       upstreamSocket.destroy();
       this.finish(url.hostname, port, decision.address, started, 'http', conn);
+    });
+  }
+
+  /**
+   * Hands the tunnel to kiln-egress-pump, which connects to the checked address, answers the client and
+   * splices the bytes both ways; it reports what it moved when the tunnel ends. The pump runs as the
+   * sandbox's own host uid, and gets what is left of the sandbox's byte budget.
+   */
+  private pumpTunnel(client: Socket, host: string, port: number, address: string, started: number): void {
+    const { config } = this.deps;
+    this.stats.connectionsAllowed += 1;
+    this.stats.open += 1;
+    const budget = Math.max(1, config.KILN_EGRESS_MAX_BYTES - this.stats.bytesTotal);
+    let pump: ChildProcess;
+    try {
+      pump = spawn(
+        this.deps.pumpPath!,
+        [address, String(port), String(budget), String(config.KILN_EGRESS_CONNECT_TIMEOUT_MS), String(config.KILN_EGRESS_IDLE_TIMEOUT_MS)],
+        { stdio: [client, 'pipe', 'ignore'], env: {}, ...(this.deps.runAs ?? {}) },
+      );
+    } catch (err) {
+      this.stats.open -= 1;
+      this.stats.connectionsFailed += 1;
+      refuseRaw(client, 502, 'unreachable', `the tunnel could not start: ${(err as Error).message}`);
+      return;
+    }
+    // The pump has its own copy of the socket now: this process neither reads nor writes it again.
+    client.destroy();
+    this.pumps.add(pump);
+    const conn: ConnectionBytes = { sent: 0, received: 0 };
+    let report = '';
+    pump.stdout!.on('data', (chunk: Buffer) => {
+      if (report.length < 1024) report += chunk.toString('utf8');
+    });
+    pump.once('error', () => {
+      // spawn failures arrive here too; the exit below still settles the counts
+    });
+    pump.once('close', () => {
+      this.pumps.delete(pump);
+      this.stats.open -= 1;
+      const done = /^done (\d+) (\d+) (\w+)$/m.exec(report);
+      if (done) {
+        conn.sent = Number(done[1]);
+        conn.received = Number(done[2]);
+        this.stats.bytesSent += conn.sent;
+        this.stats.bytesReceived += conn.received;
+      }
+      if (!/^connected$/m.test(report)) this.stats.connectionsFailed += 1;
+      this.finish(host, port, address, started, 'connect', conn);
     });
   }
 
