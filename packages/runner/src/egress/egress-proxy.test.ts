@@ -39,7 +39,7 @@ beforeAll(async () => {
   const trapPort = (loopbackTrap.address() as net.AddressInfo).port;
   gate = await proxy.open({
     sandbox_id: 'sbx_proxytest',
-    allow: ['api.allowed.test:80', 'api.allowed.test:443', 'api.allowed.test:8080', `*.allowed.test:${trapPort}`, '*.allowed.test:80'],
+    allow: ['api.allowed.test:80', 'api.allowed.test:443', 'api.allowed.test:9', 'api.allowed.test:8080', `*.allowed.test:${trapPort}`, '*.allowed.test:80'],
     uid: 0,
     gid: 0,
   });
@@ -134,6 +134,14 @@ describe('egress proxy', () => {
     }
     expect(trapped).toBe(0);
     expect(await hosts.connections()).toBe(hostConnections);
+  });
+
+  it('answers 502 for an allowed host that does not answer on the port, through CONNECT and plain HTTP', async () => {
+    const tunnel = await connectTunnel('api.allowed.test:9');
+    expect(tunnel.status).toBe(502);
+    const plain = await proxiedGet('http://api.allowed.test:9/');
+    expect(plain.status).toBe(502);
+    expect(plain.headers['x-kiln-egress']).toBe('unreachable');
   });
 
   it('refuses requests that are not proxy requests', async () => {
