@@ -8,8 +8,8 @@
  * to ADDRESS (an IP literal: the very address checked, never a name), answers the sandbox `200
  * Connection Established` (or `502` when the host cannot be reached), then moves bytes both ways with
  * splice until both sides end, BUDGET_BYTES (both ways together) are moved, or IDLE_MS pass without a
- * byte. It reports on fd 1, one line each: `connected`, or `failed REASON`, then `done SENT RECEIVED END`
- * (END: closed, idle, byte_cap, error). Static: started once per tunnel, it starts fast.
+ * byte. It reports on fd 1, one line each: `connected`, or `failed REASON`, then `progress SENT RECEIVED`
+ * every MiB and `done SENT RECEIVED END` (END: closed, idle, byte_cap, error). Static: started once per tunnel, it starts fast.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -116,7 +116,7 @@ int main(int argc, char **argv) {
   }
   fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
   struct egress_pump_result result;
-  egress_pump(0, up, (unsigned long long)budget, idle_ms, &result);
+  egress_pump(0, up, (unsigned long long)budget, idle_ms, 1, &result);
   char line[128];
   snprintf(line, sizeof line, "done %llu %llu %s\n", result.a_to_b, result.b_to_a, result.end);
   report(line);

@@ -95,8 +95,9 @@ static void set_events(const struct pair *pr, struct pollfd *pa, struct pollfd *
 
 static int pair_done(const struct pair *pr) { return pr->ab.eof == 2 && pr->ba.eof == 2; }
 
-void egress_pump(int a, int b, unsigned long long budget, int idle_ms, struct egress_pump_result *out) {
+void egress_pump(int a, int b, unsigned long long budget, int idle_ms, int progress_fd, struct egress_pump_result *out) {
   struct pair pr;
+  unsigned long long reported = 0;
   memset(out, 0, sizeof *out);
   if (pair_open(&pr, a, b) < 0) {
     out->end = "error";
@@ -117,6 +118,14 @@ void egress_pump(int a, int b, unsigned long long budget, int idle_ms, struct eg
     if (n < 0 || pump_half(&pr.ab, left) < 0 || pump_half(&pr.ba, left) < 0) {
       out->end = "error";
       break;
+    }
+    if (progress_fd >= 0 && pr.ab.moved + pr.ba.moved - reported >= EGRESS_PROGRESS_BYTES) {
+      char line[96];
+      int len = snprintf(line, sizeof line, "progress %llu %llu\n", pr.ab.moved, pr.ba.moved);
+      if (write(progress_fd, line, (size_t)len) < 0) {
+        /* the proxy is gone: the tunnel goes on until it ends */
+      }
+      reported = pr.ab.moved + pr.ba.moved;
     }
     if (budget != 0 && pr.ab.moved + pr.ba.moved >= budget) {
       out->end = "byte_cap";

@@ -34,8 +34,11 @@ struct egress_pump_result {
 
 /*
  * Moves bytes between two connected, non-blocking sockets until both directions ended, the budget
- * (bytes both ways together; 0 = none) is spent, or idle_ms pass without a byte (0 = never).
+ * (bytes both ways together; 0 = none) is spent, or idle_ms pass without a byte (0 = never). With
+ * progress_fd >= 0 it writes `progress A_TO_B B_TO_A` lines there every PROGRESS_BYTES moved, so the
+ * proxy keeps a sandbox's byte cap across its concurrent tunnels.
  */
-void egress_pump(int a, int b, unsigned long long budget, int idle_ms, struct egress_pump_result *out);
+#define EGRESS_PROGRESS_BYTES (1024 * 1024)
+void egress_pump(int a, int b, unsigned long long budget, int idle_ms, int progress_fd, struct egress_pump_result *out);
 
 #endif

@@ -171,6 +171,32 @@ describe('egress proxy', () => {
     expect(summary.denied).toEqual([{ host: 'evil.example', port: 80, reason: 'not_allowed', count: 5 }]);
   });
 
+  it('keeps the byte cap across tunnels running at once', async () => {
+    const MiB = 1024 * 1024;
+    const capped = new EgressProxy(
+      egressConfigFromEnv({ KILN_EGRESS_ALLOW_PRIVATE_CIDRS: hosts.cidr, KILN_EGRESS_RESOLVER: dns.server, KILN_EGRESS_MAX_BYTES: String(4 * MiB) }),
+    );
+    const lease = await capped.open({ sandbox_id: 'sbx_capped_many', allow: ['api.allowed.test:80'], uid: 0, gid: 0 });
+    const download = () =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request({ socketPath: `${lease.hostDir}/proxy.sock`, method: 'CONNECT', path: 'api.allowed.test:80', agent: false });
+        req.on('connect', async (_res, socket) => {
+          socket.write('GET /bytes?n=33554432 HTTP/1.1\r\nHost: api.allowed.test\r\nConnection: close\r\n\r\n');
+          let received = 0;
+          socket.on('error', () => undefined);
+          for await (const chunk of socket) received += (chunk as Buffer).length;
+          resolve(received);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const received = await Promise.all([download(), download(), download()]);
+    const summary = await lease.close();
+    // Each tunnel reports every MiB: the three together stop within a few MiB of the cap, far from 96 MiB.
+    expect(received.reduce((a, b) => a + b, 0)).toBeLessThan(4 * MiB + 3 * 2 * MiB);
+    expect(summary.bytes_received).toBeLessThan(4 * MiB + 3 * 2 * MiB);
+  });
+
   it('caps one sandbox\'s open connections and its bytes', async () => {
     const capped = new EgressProxy(
       egressConfigFromEnv({

@@ -262,24 +262,36 @@ export class SandboxGate {
     client.destroy();
     this.pumps.add(pump);
     const conn: ConnectionBytes = { sent: 0, received: 0 };
-    let report = '';
+    let connected = false;
+    let pending = '';
+    // Totals so far (progress every MiB, then done): counted as they come, so the sandbox's byte cap
+    // holds across its tunnels at once; past it, every tunnel of the sandbox is cut.
+    const account = (sent: number, received: number) => {
+      this.stats.bytesSent += Math.max(0, sent - conn.sent);
+      this.stats.bytesReceived += Math.max(0, received - conn.received);
+      conn.sent = Math.max(conn.sent, sent);
+      conn.received = Math.max(conn.received, received);
+      if (this.stats.bytesTotal > config.KILN_EGRESS_MAX_BYTES) for (const p of this.pumps) p.kill('SIGKILL');
+    };
     pump.stdout!.on('data', (chunk: Buffer) => {
-      if (report.length < 1024) report += chunk.toString('utf8');
+      pending += chunk.toString('utf8');
+      let at: number;
+      while ((at = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, at);
+        pending = pending.slice(at + 1);
+        const counts = /^(?:progress|done) (\d+) (\d+)/.exec(line);
+        if (counts) account(Number(counts[1]), Number(counts[2]));
+        else if (line === 'connected') connected = true;
+      }
+      if (pending.length > 1024) pending = '';
     });
     pump.once('error', () => {
-      // spawn failures arrive here too; the exit below still settles the counts
+      // spawn failures arrive here too; the close below still settles the counts
     });
     pump.once('close', () => {
       this.pumps.delete(pump);
       this.stats.open -= 1;
-      const done = /^done (\d+) (\d+) (\w+)$/m.exec(report);
-      if (done) {
-        conn.sent = Number(done[1]);
-        conn.received = Number(done[2]);
-        this.stats.bytesSent += conn.sent;
-        this.stats.bytesReceived += conn.received;
-      }
-      if (!/^connected$/m.test(report)) this.stats.connectionsFailed += 1;
+      if (!connected) this.stats.connectionsFailed += 1;
       this.finish(host, port, address, started, 'connect', conn);
     });
   }
