@@ -97,6 +97,18 @@ describe('egress proxy', () => {
     expect(text).toContain('GET /secure host=api.allowed.test');
   });
 
+  it('forwards what a client sends before the tunnel is answered (an impatient client)', async () => {
+    const socket = net.connect(socketPath());
+    socket.write(
+      'CONNECT api.allowed.test:80 HTTP/1.1\r\nHost: api.allowed.test:80\r\n\r\n' +
+        'GET /early HTTP/1.1\r\nHost: api.allowed.test\r\nConnection: close\r\n\r\n',
+    );
+    let text = '';
+    for await (const chunk of socket) text += String(chunk);
+    expect(text).toMatch(/^HTTP\/1.1 200 Connection Established/);
+    expect(text).toContain('GET /early host=api.allowed.test');
+  });
+
   it('tunnels a WebSocket to an allowed host', async () => {
     const tunnel = await connectTunnel('api.allowed.test:8080');
     expect(tunnel.status).toBe(200);

@@ -156,8 +156,12 @@ export class SandboxGate {
       refuseRaw(client, statusFor(decision.reason), decision.reason, decision.detail);
       return;
     }
-    // A tunnel whose client sent nothing past its CONNECT yet (all but hostile ones) is carried by the
-    // native pump; bytes a client sent early were read here, so that one stays on this JavaScript path.
+    // A tunnel whose client sent nothing past its CONNECT yet (all but impatient ones) is carried by the
+    // native pump. Bytes a client sent early were read into this process (with the request, or while
+    // DNS was asked): that tunnel stays on this JavaScript path, which forwards them first. Checked and
+    // handed over in one synchronous run, so no read can come in between.
+    const early = client.readableLength > 0 ? (client.read() as Buffer | null) : null;
+    if (early) head = Buffer.concat([head, early]);
     if (head.length === 0 && this.deps.pumpPath) return this.pumpTunnel(client, host, port, decision.address, started);
     const conn: ConnectionBytes = { sent: 0, received: 0 };
     const upstream = this.open(decision.address, port, client);
