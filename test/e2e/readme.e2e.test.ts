@@ -60,7 +60,8 @@ describe('the README runs as written', () => {
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'reader', private: true }));
     up = spawn(process.execPath, [CLI, 'up', '--port', '0', '--capacity', '2'], {
       cwd: dir,
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', KILN_LOG_LEVEL: 'warn' },
+      // The egress walkthrough's stand-in API is on 127.0.0.2, which the operator opens as the README says.
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', KILN_LOG_LEVEL: 'warn', KILN_EGRESS_ALLOW_PRIVATE_CIDRS: '127.0.0.2/32' },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';

@@ -15,3 +15,4 @@ export * from './workflows-api.js';
 export * from './plane-signing.js';
 export * from './sessions-api.js';
 export * from './services-api.js';
+export * from './egress.js';

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { egressSummarySchema } from './egress.js';
 import { limitsSchema } from './limits.js';
 import { artifactRulesSchema, networkRulesSchema } from './policy.js';
 import { jobFileSchema, leasedCollectGlobSchema, workspacePathSchema } from './jobs-api.js';
@@ -205,5 +206,7 @@ export const completionReportSchema = z.strictObject({
     .default([]),
   /** For system_error: what went wrong on the node (kept for operators). */
   error: z.string().max(4096).nullable().default(null),
+  /** What the sandbox did through the egress proxy; null when the policy allows no egress. */
+  egress: egressSummarySchema.nullable().default(null),
 });
 export type CompletionReport = z.infer<typeof completionReportSchema>;

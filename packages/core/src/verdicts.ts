@@ -28,5 +28,10 @@ export const resourceUsageSchema = z.object({
   memory_peak_bytes: z.number().int().nonnegative(),
   pids_peak: z.number().int().nonnegative().optional(),
   output_bytes: z.number().int().nonnegative().optional(),
+  /** Allowlist egress only: connections the proxy opened and refused, bytes out of and into the sandbox. */
+  egress_connections: z.number().int().nonnegative().optional(),
+  egress_denied: z.number().int().nonnegative().optional(),
+  egress_bytes_sent: z.number().int().nonnegative().optional(),
+  egress_bytes_received: z.number().int().nonnegative().optional(),
 });
 export type ResourceUsage = z.infer<typeof resourceUsageSchema>;

@@ -3,3 +3,4 @@ export * from './languages/index.js';
 export * from './agent/index.js';
 export * from './sessions/session-host.js';
 export * from './pool/index.js';
+export * from './egress/index.js';

@@ -2,7 +2,10 @@
  * kiln-exec: the first program of a one-shot sandbox, so that the payload's command line is never an
  * argument of bubblewrap (whose argv any local user can read in /proc/<pid>/cmdline):
  *
- *   kiln-exec ARGV_FD
+ *   kiln-exec [--egress-relay PORT PROXY_SOCKET] ARGV_FD
+ *
+ * With --egress-relay (policies with `egress: "allowlist"` only) it first starts the egress relay
+ * (native/egress-relay): 127.0.0.1:PORT inside the sandbox, forwarded to the runner's proxy socket.
  *
  * reads the payload's argv as NUL-terminated strings from ARGV_FD (a memfd kiln-launch made from what
  * the runner sent on its sync socket), closes it, and execvp()s argv[0] with the environment bubblewrap
@@ -16,6 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../egress-relay/egress-relay.h"
+
 #define FAIL_EXIT 125
 /* The runner bounds the command line far below this (the spawner's request limit). */
 #define MAX_ARGV_BYTES (16 * 1024 * 1024)
@@ -27,9 +32,14 @@ static void fail(const char *why) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2) fail("usage: kiln-exec ARGV_FD");
+  int arg = 1;
+  if (argc == 5 && strcmp(argv[1], "--egress-relay") == 0) {
+    if (egress_relay_spawn(argv[2], argv[3]) < 0) fail("cannot start the egress relay");
+    arg = 4;
+  }
+  if (argc != arg + 1) fail("usage: kiln-exec [--egress-relay PORT PROXY_SOCKET] ARGV_FD");
   char *end = NULL;
-  long fd = strtol(argv[1], &end, 10);
+  long fd = strtol(argv[arg], &end, 10);
   if (!end || *end || fd < 3 || fd > 1000) fail("ARGV_FD must be a number 3..1000");
   size_t cap = 4096, len = 0;
   char *buf = malloc(cap);

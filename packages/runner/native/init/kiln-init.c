@@ -5,7 +5,8 @@
  * control folder (default /run/kiln/init.sock) and runs the commands sent over it. It is static and
  * needs nothing but the kernel, so it starts before anything of the sandbox's /usr is touched.
  *
- * Usage: kiln-init [--cpu-seconds N] [SOCKET_PATH]
+ * Usage: kiln-init [--cpu-seconds N] [--egress-relay PORT PROXY_SOCKET] [SOCKET_PATH]
+ *   --egress-relay (allowlist egress only) starts the egress relay (native/egress-relay) first.
  *   --cpu-seconds N gives each command its own RLIMIT_CPU (soft N, hard N+1), so the CPU limit is per
  *   command and the long-lived init never exhausts a budget meant for one step.
  *   Prints "ready\n" on stdout once the socket listens, then never writes to stdout again.
@@ -68,6 +69,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "../egress-relay/egress-relay.h"
 
 #define HEADER_BYTES 5
 #define MAX_PAYLOAD 65536
@@ -614,6 +617,11 @@ int main(int argc, char **argv) {
       return 2;
     }
     arg += 2;
+  }
+  /* Before setup(): the relay must not inherit the blocked signals and the signalfd of the init. */
+  if (arg + 2 < argc && strcmp(argv[arg], "--egress-relay") == 0) {
+    if (egress_relay_spawn(argv[arg + 1], argv[arg + 2]) < 0) return 2;
+    arg += 3;
   }
   setup(arg < argc ? argv[arg] : DEFAULT_SOCKET);
   /* One pollfd for the socket and three for each connection's command pipes. */

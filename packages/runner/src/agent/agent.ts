@@ -306,8 +306,12 @@ export class RunnerAgent {
       const memoryBytes = lease.spec.limits.memory_bytes;
       const admitted = await this.memory.reserve(memoryBytes, entry.abort.signal);
       try {
+        const runSpec = this.options.toRunSpec(lease.spec);
+        // The egress proxy's log lines name the tenant and the job the sandbox runs for.
+        const owner = { tenant_id: lease.tenant_id, job_id: lease.job_id };
         result = await driver.run({
-          ...this.options.toRunSpec(lease.spec),
+          ...runSpec,
+          ...(runSpec.network ? { network: { ...runSpec.network, owner } } : {}),
           signal: entry.abort.signal,
           onStdout: stream('stdout'),
           onStderr: stream('stderr'),
@@ -377,6 +381,7 @@ export class RunnerAgent {
       artifacts,
       rejected_artifacts: boundRejected(rejected, REJECTED_NAMED_MAX),
       error,
+      egress: result.egress ?? null,
     };
     await this.retry(() => client.complete(lease.job_id, report).then(() => true));
   }

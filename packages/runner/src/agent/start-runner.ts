@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { KilnError, type JobSpec, type RunnerLanguage } from '@kiln/core';
 import { BubblewrapDriver } from '../sandbox/bubblewrap-driver.js';
+import { egressConfigFromEnv, EgressProxy } from '../egress/index.js';
 import { buildOneShotSpec } from '../languages/spec.js';
 import { advertisedLanguages, detectLanguages, pickToolchain, type DetectedLanguage } from '../languages/detect.js';
 import { RunnerAgent, type AgentLogger } from './agent.js';
@@ -104,7 +105,9 @@ export function jobToRunSpec(spec: JobSpec, detected: readonly DetectedLanguage[
 export async function startRunner(config: RunnerConfig): Promise<RunningRunner> {
   const dataDir = config.dataDir ?? './.kiln/runner';
   preparePrivateDir(dataDir);
-  const driver = new BubblewrapDriver();
+  // The egress proxy's settings (KILN_EGRESS_*) are read now, so a bad one stops the start with its name.
+  const egress = new EgressProxy(egressConfigFromEnv(process.env), config.logger);
+  const driver = new BubblewrapDriver({ egress });
   const detected = await detectLanguages(driver);
   const languages = advertisedLanguages(detected);
   config.logger.info({ languages: languages.map((l) => `${l.name} ${l.version}`) }, 'languages detected');
@@ -165,6 +168,7 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
     stop: async () => {
       await running.stop();
       await sessions.stop();
+      await egress.closeAll();
       await (pooled ?? driver).drain().catch(() => {});
     },
   };

@@ -1,6 +1,7 @@
 import { detectCgroupBackend, type CgroupBackend } from './cgroups/index.js';
 import type { OneShotSpec, PersistentSpec, RunResult, SandboxDriver, SandboxHandle } from './driver.js';
 import { runOneShot } from './one-shot.js';
+import { EgressProxy } from '../egress/egress-proxy.js';
 import { reapStaleSandboxes } from './reaper.js';
 import { defaultUidPool, type UidPool } from './uid-pool.js';
 
@@ -11,6 +12,8 @@ export interface BubblewrapDriverOptions {
   uids?: UidPool;
   /** Reap leftovers of crashed runners once per process (reapStaleSandboxes). @default true */
   reapStale?: boolean;
+  /** The egress proxy for allowlist policies. @default one made on first use from KILN_EGRESS_* */
+  egress?: EgressProxy;
 }
 
 let reapedOnce = false;
@@ -20,6 +23,7 @@ export interface PersistentDeps {
   cgroups: CgroupBackend;
   uids: UidPool;
   trackCleanup: (done: Promise<void>) => void;
+  egress: () => EgressProxy;
 }
 
 /** The signature `./persistent/index.js` exports as `startPersistentSandbox`. */
@@ -35,10 +39,12 @@ export class BubblewrapDriver implements SandboxDriver {
   private readonly uids: UidPool;
   private readonly pending = new Set<Promise<void>>();
   private readonly cleanupErrors: Error[] = [];
+  private egressProxy: EgressProxy | undefined;
 
   constructor(options: BubblewrapDriverOptions = {}) {
     this.cgroups = options.cgroups ?? detectCgroupBackend();
     this.uids = options.uids ?? defaultUidPool();
+    this.egressProxy = options.egress;
     // Once per process, in the background: remove what a crashed runner left (old and empty only).
     if (!reapedOnce && options.reapStale !== false) {
       reapedOnce = true;
@@ -55,8 +61,11 @@ export class BubblewrapDriver implements SandboxDriver {
     void tracked.finally(() => this.pending.delete(tracked));
   };
 
+  /** Made on first use, so a runner whose policies never allow egress never reads its settings. */
+  private readonly egress = (): EgressProxy => (this.egressProxy ??= new EgressProxy());
+
   run(spec: OneShotSpec): Promise<RunResult> {
-    return runOneShot(spec, { cgroups: this.cgroups, uids: this.uids, trackCleanup: this.trackCleanup });
+    return runOneShot(spec, { cgroups: this.cgroups, uids: this.uids, trackCleanup: this.trackCleanup, egress: this.egress });
   }
 
   async start(spec: PersistentSpec): Promise<SandboxHandle> {
@@ -71,7 +80,7 @@ export class BubblewrapDriver implements SandboxDriver {
     if (typeof mod.startPersistentSandbox !== 'function') {
       throw new Error('persistent sandboxes are not available: ./persistent/index.js has no startPersistentSandbox');
     }
-    return mod.startPersistentSandbox(spec, { cgroups: this.cgroups, uids: this.uids, trackCleanup: this.trackCleanup });
+    return mod.startPersistentSandbox(spec, { cgroups: this.cgroups, uids: this.uids, trackCleanup: this.trackCleanup, egress: this.egress });
   }
 
   /**

@@ -165,7 +165,13 @@ function nulJoined(strings: readonly string[]): Buffer {
  * real one from that fd and execs it). Without `commandFd` the command stays visible: only for fixed
  * commands that carry nothing of a request (a persistent sandbox's kiln-init).
  */
-export function hideBwrapArgs(args: readonly string[], optionsFd: number, commandFd?: number): HiddenBwrapArgs {
+export function hideBwrapArgs(
+  args: readonly string[],
+  optionsFd: number,
+  commandFd?: number,
+  /** kiln-exec's own options before the fd (its egress relay), fixed strings that carry nothing of a request. */
+  helperOptions: readonly string[] = [],
+): HiddenBwrapArgs {
   const split = args.indexOf('--');
   if (split < 0) throw new Error('bwrap arguments without a command');
   const options = args.slice(0, split);
@@ -173,5 +179,5 @@ export function hideBwrapArgs(args: readonly string[], optionsFd: number, comman
   const sections = [nulJoined(options)];
   if (commandFd === undefined) return { argv: ['--args', String(optionsFd), '--', ...command], sections };
   sections.push(nulJoined(command));
-  return { argv: ['--args', String(optionsFd), '--', EXEC_HELPER_INSIDE, String(commandFd)], sections };
+  return { argv: ['--args', String(optionsFd), '--', EXEC_HELPER_INSIDE, ...helperOptions, String(commandFd)], sections };
 }

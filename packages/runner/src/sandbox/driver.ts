@@ -1,4 +1,5 @@
 import type { ExitStatus, Limits, ResourceUsage, Verdict } from '@kiln/core';
+import type { EgressSummary } from '../egress/egress-stats.js';
 
 /**
  * The sandbox driver interface. The bubblewrap driver implements it today; a gVisor (`runsc`) driver
@@ -14,10 +15,15 @@ export interface WorkspaceFile {
   mode?: number;
 }
 
-/** Network rules for one sandbox. Only `none` exists until the egress proxy lands. */
+/**
+ * Network rules for one sandbox: `none` (only loopback, the default) or `allowlist` (`host:port`
+ * patterns, reached only through the runner's egress proxy; see src/egress).
+ */
 export interface SandboxNetwork {
   egress: 'none' | 'allowlist';
   allow?: string[];
+  /** Who the egress log lines name besides the sandbox. */
+  owner?: { tenant_id?: string; job_id?: string; session_id?: string };
 }
 
 export interface OneShotSpec {
@@ -70,6 +76,8 @@ export interface RunResult extends ExecResult {
   error?: string;
   /** The sandbox's id (names its cgroups and workspace), for logs and cleanup checks. */
   sandbox_id?: string;
+  /** What the sandbox did through the egress proxy (allowlist egress only). */
+  egress?: EgressSummary;
 }
 
 export interface ExecOptions {

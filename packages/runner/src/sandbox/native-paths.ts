@@ -10,7 +10,7 @@ import { KilnError } from '@kiln/core';
 export const NATIVE_BUILD_DIR =
   process.env.KILN_NATIVE_DIR ?? fileURLToPath(new URL('../../native/build/', import.meta.url));
 
-export type NativeHelper = 'kiln-seccomp' | 'kiln-launch' | 'kiln-init' | 'kiln-spawner' | 'kiln-exec';
+export type NativeHelper = 'kiln-seccomp' | 'kiln-launch' | 'kiln-init' | 'kiln-spawner' | 'kiln-exec' | 'kiln-egress-pump';
 
 /** The bubblewrap binary; Debian's is not setuid, which is what we want (we drop to a pool uid first). */
 export const BWRAP_PATH = process.env.KILN_BWRAP ?? '/usr/bin/bwrap';

@@ -3,6 +3,7 @@ import { KilnError, limitsSchema, newId, parseOrThrow, type Limits } from '@kiln
 import { dirname } from 'node:path';
 import { buildBwrapArgs, ownSystemFolders, EXEC_HELPER_INSIDE, hideBwrapArgs } from './bwrap-args.js';
 import type { CgroupBackend, SandboxCgroup } from './cgroups/index.js';
+import { EGRESS_DIR_INSIDE, type EgressLease, type EgressProxy } from '../egress/egress-proxy.js';
 import type { OneShotSpec, RunResult } from './driver.js';
 import {
   BWRAP_ARGS_FD,
@@ -27,6 +28,8 @@ export interface OneShotDeps {
   uids: UidPool;
   /** Called with the promise of each sandbox's asynchronous cleanup (cgroup drain, unmount, uid release). */
   trackCleanup: (done: Promise<void>) => void;
+  /** The runner's egress proxy, asked for only when a run's policy allows egress. */
+  egress: () => EgressProxy;
 }
 
 /** Bytes kept per stream beyond output_bytes never matter; this bounds memory for a 0-byte limit too. */
@@ -46,17 +49,19 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
   if (spec.command.length === 0) throw new KilnError('VALIDATION_FAILED', 'the command is empty', { field: 'command' });
   // Bad input is refused before any resource is taken.
   refuseUnsafeFilePaths(spec.files ?? []);
-  if (spec.network && spec.network.egress !== 'none') {
-    return setupFailure('network egress through the proxy is not available yet; only egress "none" is supported');
-  }
   if (spec.signal?.aborted) return cancelledBeforeStart();
 
   const sandboxId = newId('sandbox');
   let lease: UidLease | undefined;
   let workspace: Workspace | undefined;
   let cgroup: SandboxCgroup | undefined;
+  let egress: EgressLease | undefined;
   try {
     lease = deps.uids.acquire();
+    // Allowlist egress: a proxy socket of this sandbox's own, reached from inside through kiln-exec's relay.
+    if (spec.network?.egress === 'allowlist') {
+      egress = await deps.egress().open({ sandbox_id: sandboxId, ...spec.network.owner, allow: spec.network.allow ?? [], uid: lease.uid, gid: lease.gid });
+    }
     // kiln-launch mounts the workspace and waits on the sync fd while we fill it (Workspace.prepare).
     const prepared = Workspace.prepare({ uid: lease.uid, gid: lease.gid, diskBytes: limits.disk_bytes, id: sandboxId });
     workspace = prepared.workspace;
@@ -71,22 +76,26 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
       // The sandbox's own /usr, /etc and /dev (kiln-launch mounts them under the workspace root): no lock
       // on them, nor on the helper, is seen by another sandbox, and mountinfo names no host folder.
       ...ownSystemFolders(workspace.root),
-      extraBinds: [{ source: `${workspace.root}/kiln/kiln-exec`, dest: EXEC_HELPER_INSIDE }],
-      ...(spec.env ? { env: spec.env } : {}),
+      extraBinds: [
+        { source: `${workspace.root}/kiln/kiln-exec`, dest: EXEC_HELPER_INSIDE },
+        ...(egress ? [{ source: egress.hostDir, dest: EGRESS_DIR_INSIDE }] : []),
+      ],
+      ...(spec.env || egress ? { env: { ...spec.env, ...egress?.env } } : {}),
       ...(spec.cwd ? { cwd: spec.cwd } : {}),
       command: spec.command,
     });
     // bwrap tells us on this fd once the payload started: its absence means a set-up failure.
     bwrapArgs.unshift('--json-status-fd', '4');
     // Env values, args and file names never appear in an argv other local users can read (/proc).
-    const hidden = hideBwrapArgs(bwrapArgs, BWRAP_ARGS_FD, PAYLOAD_ARGV_FD);
+    const hidden = hideBwrapArgs(bwrapArgs, BWRAP_ARGS_FD, PAYLOAD_ARGV_FD, egress ? ['--egress-relay', ...egress.relayArgs] : []);
     const launchArgs = buildLaunchArgs({
       cgroupProcsFiles: cgroup.procsFiles,
       rlimits: rlimitsFor(limits),
       uid: lease.uid,
       gid: lease.gid,
-      // Only egress "none" exists so far (checked above): every socket but Unix ones is refused.
-      fds: [{ fd: SECCOMP_FD, path: seccompProgramPath('no-network') }],
+      // Egress "none": every socket but Unix ones is refused. Allowlist: inet sockets too, for the relay
+      // and the payload's clients; the network namespace has only lo, so they reach nothing but the relay.
+      fds: [{ fd: SECCOMP_FD, path: seccompProgramPath(egress ? 'network' : 'no-network') }],
       workspace: prepared.launchArg,
       ...perSandboxMounts(sandboxEtcDir(), dirname(execHelper)),
       syncFd: SYNC_FD,
@@ -103,11 +112,21 @@ export async function runOneShot(spec: OneShotSpec, deps: OneShotDeps): Promise<
       await collectInto(result, workspace, spec.collect ?? ['out/**'], limits.output_bytes);
     }
     result.sandbox_id = sandboxId;
+    if (egress) {
+      const summary = (result.egress = await egress.close());
+      Object.assign(result.resource_usage, {
+        egress_connections: summary.connections_allowed,
+        egress_denied: summary.connections_denied,
+        egress_bytes_sent: summary.bytes_sent,
+        egress_bytes_received: summary.bytes_received,
+      });
+    }
     return result;
   } catch (err) {
     cgroup?.killAll();
     return { ...setupFailure(err instanceof Error ? err.message : String(err)), sandbox_id: sandboxId };
   } finally {
+    if (egress) void egress.close().catch(() => undefined);
     deps.trackCleanup(cleanup(cgroup, workspace, lease));
   }
 }

@@ -3,11 +3,13 @@ import type { AddressInfo } from 'node:net';
 import {
   KilnError,
   limitsSchema,
+  networkRulesSchema,
   NonceCache,
   SIGNATURE_HEADERS,
   sha256Hex,
   UNSIGNED_BODY,
   verifyPlaneRequest,
+  type EgressSummary,
   type Limits,
 } from '@kiln/core';
 import { z } from 'zod';
@@ -25,6 +27,8 @@ const idPattern = /^[A-Za-z0-9_-]{1,128}$/;
 const startBody = z.strictObject({
   session_id: z.string().regex(idPattern),
   limits: limitsSchema,
+  /** The session policy's egress rules; `none` when an older control plane sends none. */
+  network: networkRulesSchema.default({ egress: 'none', allow: [] }),
   env: z.record(z.string(), z.string()).default({}),
   files: z.array(z.strictObject({ path: z.string().max(1024), content: z.string(), mode: z.number().int().optional() })).default([]),
 });
@@ -146,8 +150,8 @@ export class SessionHost {
     if (parts.length === 2 && method === 'GET') return json(res, 200, { session_ids: this.liveSessionIds() });
     if (parts.length === 2 && method === 'POST') return json(res, 201, await this.startSession(parseJson(startBody, body)));
     if (parts.length === 3 && id && method === 'DELETE') {
-      await this.destroySession(id);
-      return json(res, 200, { destroyed: true });
+      const egress = await this.destroySession(id);
+      return json(res, 200, { destroyed: true, egress: egress ?? null });
     }
     if (parts.length === 3 && id && method === 'GET') {
       const s = this.sessions.get(id);
@@ -251,6 +255,7 @@ export class SessionHost {
     if (existing?.sandbox.alive) return { sandbox_id: existing.sandbox.id };
     const handle = await this.options.driver.start({
       limits: input.limits as Limits,
+      network: { ...input.network, owner: { session_id: input.session_id } },
       env: input.env,
       files: input.files.map((f) => ({ path: f.path, content: Buffer.from(f.content, 'base64'), ...(f.mode !== undefined ? { mode: f.mode } : {}) })),
     });
@@ -262,12 +267,14 @@ export class SessionHost {
     return { sandbox_id: handle.id };
   }
 
-  private async destroySession(id: string): Promise<void> {
+  /** Destroys the session's sandbox; answers what it did through the egress proxy (allowlist only). */
+  private async destroySession(id: string): Promise<EgressSummary | undefined> {
     const s = this.sessions.get(id);
-    if (!s) return;
+    if (!s) return undefined;
     for (const step of s.running.values()) step.abort.abort();
     this.sessions.delete(id);
     await s.sandbox.destroy();
+    return s.sandbox.egressSummary;
   }
 
   /** Runs a step and answers NDJSON: output chunks as they come (base64), then one `end` line. */

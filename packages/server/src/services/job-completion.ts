@@ -1,5 +1,6 @@
 import { jobEnded } from './plane-events.js';
 import { text } from 'node:stream/consumers';
+import type { EgressSummary } from '@kiln/core';
 import {
   INLINE_OUTPUT_MAX_BYTES,
   KilnError,
@@ -110,6 +111,18 @@ function summarizeRejections(rejected: { name: string; size_bytes: number; reaso
  * The final report of an attempt, fenced by its attempt number: a stale attempt gets 409 and changes
  * nothing; the same report again (a retry after a lost answer) is acknowledged without a second write.
  */
+/** The audit's view of a sandbox's egress: its counts and its most frequent denials. */
+export function egressAuditDetails(egress: EgressSummary): Record<string, unknown> {
+  return {
+    connections_denied: egress.connections_denied,
+    connections_allowed: egress.connections_allowed,
+    bytes_sent: egress.bytes_sent,
+    bytes_received: egress.bytes_received,
+    denied: egress.denied,
+    denied_groups_dropped: egress.denied_groups_dropped,
+  };
+}
+
 export async function completeJob(deps: JobDeps, runnerId: string, jobId: string, report: CompletionReport): Promise<void> {
   const current = await getJob(deps.store, jobId);
   if (!current) throw new KilnError('NOT_FOUND', `job ${jobId} does not exist`);
@@ -219,6 +232,23 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
           subject_agent_id: job.agent_id,
           outcome: 'denied',
           details: { actor_kind: 'runner', ...summarizeRejections(rejected) },
+        },
+        nowMs,
+      );
+    }
+    if (report.egress && report.egress.connections_denied > 0) {
+      // The sandbox's refused connections, in aggregate: one event per job however many it tried.
+      await appendAuditEvent(
+        tx,
+        {
+          tenant_id: job.tenant_id,
+          actor_id: actor,
+          action: 'egress.deny',
+          resource_type: 'job',
+          resource_id: job.id,
+          subject_agent_id: job.agent_id,
+          outcome: 'denied',
+          details: { actor_kind: 'runner', ...egressAuditDetails(report.egress) },
         },
         nowMs,
       );

@@ -3,6 +3,8 @@ import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { type ExitStatus, KilnError, LIMIT_BOUNDS, type Limits } from '@kiln/core';
+import type { EgressLease } from '../../egress/egress-proxy.js';
+import type { EgressSummary } from '../../egress/egress-stats.js';
 import { SANDBOX_BASE_ENV } from '../bwrap-args.js';
 import type { SandboxCgroup } from '../cgroups/index.js';
 import type { ExecOptions, ExecResult, FileEntry, SandboxHandle } from '../driver.js';
@@ -43,6 +45,8 @@ export interface PersistentSandboxParts {
   portsDir: string;
   stderrTail: () => string;
   trackCleanup: (done: Promise<void>) => void;
+  /** Its way out through the runner's egress proxy (allowlist egress only). */
+  egress?: EgressLease;
 }
 
 /**
@@ -55,6 +59,8 @@ export class PersistentSandbox implements SandboxHandle {
   private readonly relays = new Map<number, Promise<PortRelay>>();
   private endedBecause: string | undefined;
   private destroying: Promise<void> | undefined;
+  /** What the sandbox did through the egress proxy, once destroyed (allowlist egress only). */
+  egressSummary: EgressSummary | undefined;
   /** Resolves when the outer bwrap has exited (the sandbox is gone or going). */
   private readonly exited: Promise<void>;
 
@@ -288,6 +294,7 @@ export class PersistentSandbox implements SandboxHandle {
       this.parts.cgroup.killAll();
       this.parts.child.kill('SIGKILL');
       await this.exited;
+      this.egressSummary = await this.parts.egress?.close();
       const removal = releaseAll(this.parts.cgroup, this.parts.workspace, this.parts.lease);
       this.parts.trackCleanup(removal);
       await removal;

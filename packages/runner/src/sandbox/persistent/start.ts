@@ -13,6 +13,7 @@ import { seccompProgramPath } from '../seccomp.js';
 import type { UidLease } from '../uid-pool.js';
 import { refuseUnsafeFilePaths, Workspace } from '../workspace.js';
 import { PersistentSandbox } from './persistent-sandbox.js';
+import { EGRESS_DIR_INSIDE, type EgressLease } from '../../egress/egress-proxy.js';
 
 /** Where the control folder is bound inside, and the init's socket in it. */
 export const CONTROL_DIR_INSIDE = '/run/kiln';
@@ -43,11 +44,6 @@ export async function startPersistentSandbox(
   options: StartPersistentOptions = {},
 ): Promise<PersistentSandbox> {
   const limits = parseOrThrow(limitsSchema, spec.limits, 'limits');
-  if (spec.network && spec.network.egress !== 'none') {
-    throw new KilnError('VALIDATION_FAILED', 'network egress through the proxy is not available yet; only egress "none"', {
-      field: 'network.egress',
-    });
-  }
   // Bad input is refused before any resource is taken (the files are written during the handshake).
   refuseUnsafeFilePaths(spec.files ?? []);
   const id = newId('sandbox');
@@ -55,8 +51,13 @@ export async function startPersistentSandbox(
   let workspace: Workspace | undefined;
   let cgroup: SandboxCgroup | undefined;
   let child: LaunchedProcess | undefined;
+  let egress: EgressLease | undefined;
   try {
     lease = deps.uids.acquire();
+    // Allowlist egress: a proxy socket of this sandbox's own, reached from inside through kiln-init's relay.
+    if (spec.network?.egress === 'allowlist') {
+      egress = await deps.egress().open({ sandbox_id: id, ...spec.network.owner, allow: spec.network.allow ?? [], uid: lease.uid, gid: lease.gid });
+    }
     // kiln-launch mounts the workspace and its overlays, then waits on the sync fd while we fill it.
     const prepared = Workspace.prepare({ uid: lease.uid, gid: lease.gid, diskBytes: limits.disk_bytes, id });
     workspace = prepared.workspace;
@@ -74,7 +75,9 @@ export async function startPersistentSandbox(
       mkdirSync(portsDir, { mode: 0o700 });
     };
     const initBinary = nativeHelperPath('kiln-init');
-    cgroup = deps.cgroups.create(id, { memoryBytes: limits.memory_bytes, pids: limits.pids + OVERHEAD_PIDS });
+    // The egress relay is one more process of ours in the sandbox.
+    const overheadPids = OVERHEAD_PIDS + (egress ? 1 : 0);
+    cgroup = deps.cgroups.create(id, { memoryBytes: limits.memory_bytes, pids: limits.pids + overheadPids });
 
     const cpuSeconds = Math.max(1, Math.ceil(limits.cpu_time_ms / 1000));
     const bwrapArgs = buildBwrapArgs({
@@ -88,9 +91,16 @@ export async function startPersistentSandbox(
       extraBinds: [
         { source: controlDir, dest: CONTROL_DIR_INSIDE, readOnly: false },
         { source: `${workspace.root}/kiln/kiln-init`, dest: INIT_BINARY_INSIDE },
+        ...(egress ? [{ source: egress.hostDir, dest: EGRESS_DIR_INSIDE }] : []),
       ],
-      ...(spec.env ? { env: spec.env } : {}),
-      command: [INIT_BINARY_INSIDE, '--cpu-seconds', String(cpuSeconds), INIT_SOCKET_INSIDE],
+      ...(spec.env || egress ? { env: { ...spec.env, ...egress?.env } } : {}),
+      command: [
+        INIT_BINARY_INSIDE,
+        '--cpu-seconds',
+        String(cpuSeconds),
+        ...(egress ? ['--egress-relay', ...egress.relayArgs] : []),
+        INIT_SOCKET_INSIDE,
+      ],
     });
     // Our init is PID 1 itself (bwrap would otherwise put its own reaper there).
     bwrapArgs.splice(bwrapArgs.indexOf('--'), 0, '--as-pid-1');
@@ -139,7 +149,7 @@ export async function startPersistentSandbox(
     return new PersistentSandbox({
       id,
       limits,
-      baseEnv: spec.env ?? {},
+      baseEnv: { ...spec.env, ...egress?.env },
       child,
       exited,
       cgroup,
@@ -149,10 +159,12 @@ export async function startPersistentSandbox(
       portsDir,
       stderrTail,
       trackCleanup: deps.trackCleanup,
+      ...(egress ? { egress } : {}),
     });
   } catch (err) {
     cgroup?.killAll();
     child?.kill('SIGKILL');
+    if (egress) void egress.close().catch(() => undefined);
     deps.trackCleanup(releaseAll(cgroup, workspace, lease));
     if (err instanceof KilnError) throw err;
     throw new KilnError('INTERNAL', `the persistent sandbox did not start: ${(err as Error).message}`);

@@ -1,4 +1,6 @@
 import {
+  egressSummarySchema,
+  type EgressSummary,
   KilnError,
   newId,
   toRfc3339,
@@ -23,6 +25,7 @@ import type { DbHandle, TxHandle } from '../../store/store.js';
 import { appendAuditEvent } from '../../store/audit.js';
 import { notFound, requireTenantActive, requireTenantMember } from '../access.js';
 import { auditSuccess } from '../audit.js';
+import { egressAuditDetails } from '../job-completion.js';
 import type { Principal } from '../context.js';
 import type { JobDeps } from '../job-deps.js';
 import { resolveAgent, resolvePolicy, visibleToAgent } from '../jobs.js';
@@ -197,6 +200,8 @@ export async function createSession(deps: JobDeps, principal: Principal, input: 
     await callRunnerJson(runner, 'POST', '/v1/sessions', {
       session_id: row.id,
       limits,
+      // The policy's egress rules: allowlist sessions reach their hosts through the runner's proxy.
+      network: policy.ruleset.network,
       env: input.env ?? {},
       files: (input.files ?? []).map((f) => ({
         path: f.path,
@@ -238,14 +243,35 @@ export async function destroySessionSandbox(
   session: { id: string; sandbox_id: string | null },
   runner: RunnerEndpoint,
 ): Promise<boolean> {
+  let egress: EgressSummary | null = null;
   try {
-    await callRunner(runner, 'DELETE', `/v1/sessions/${session.id}`, undefined);
+    const answer = (await (await callRunner(runner, 'DELETE', `/v1/sessions/${session.id}`, undefined)).json()) as { egress?: unknown };
+    // Older runners answer no summary; a malformed one is not worth failing the destroy for.
+    egress = egressSummarySchema.safeParse(answer.egress).data ?? null;
   } catch (err) {
     if (!(err instanceof KilnError && err.code === 'NOT_FOUND')) return false;
   }
-  if (session.sandbox_id) {
-    await deps.store.transaction((tx) => markSessionSandbox(tx, session.sandbox_id!, 'terminated', deps.clock.nowMs()));
-  }
+  const owner = egress && egress.connections_denied > 0 ? await getSession(deps.store, session.id) : undefined;
+  await deps.store.transaction(async (tx) => {
+    if (session.sandbox_id) await markSessionSandbox(tx, session.sandbox_id, 'terminated', deps.clock.nowMs());
+    if (owner && egress) {
+      // The session's refused connections, in aggregate, once its sandbox is gone.
+      await appendAuditEvent(
+        tx,
+        {
+          tenant_id: owner.tenant_id,
+          actor_id: runner.id,
+          action: 'egress.deny',
+          resource_type: 'session',
+          resource_id: owner.id,
+          subject_agent_id: owner.agent_id,
+          outcome: 'denied',
+          details: { actor_kind: 'runner', ...egressAuditDetails(egress) },
+        },
+        deps.clock.nowMs(),
+      );
+    }
+  });
   return true;
 }
 
