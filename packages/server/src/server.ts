@@ -6,6 +6,7 @@ import type { RouteSpec } from './api/route.js';
 import { auditCheckpointFile, redactConfig, resolveAdminKey, resolveAuditKey, resolveSecretsKey, type ResolvedAdminKey, type ServerConfig } from './config.js';
 import { preparePrivateDataDir, prepareSqliteFiles } from './data-dir.js';
 import { auditKeyFrom } from './domain/audit-chain.js';
+import { compatRoutes } from './api/compat/index.js';
 import { createJobPlane, type JobPlane } from './job-plane.js';
 import { startAuditCheckpointer } from './services/audit-checkpoints.js';
 import { fileCheckpointLog } from './store/audit-anchor.js';
@@ -85,7 +86,11 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       authRefusals: config.authRefusals,
       logger,
       ...(options.clock ? { clock: options.clock } : {}),
-      extraRoutes: [...jobPlane.routes, ...(options.extraRoutes ?? [])],
+      extraRoutes: [
+        ...jobPlane.routes,
+        ...compatRoutes(jobPlane.deps, { secrets: { adminKey: adminKey.key, runnerToken: config.runnerToken }, ...config.compat }),
+        ...(options.extraRoutes ?? []),
+      ],
       notifier: jobPlane.deps.notifier,
     });
     jobPlane.install(app);

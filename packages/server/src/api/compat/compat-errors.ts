@@ -1,0 +1,34 @@
+import { isKilnError, KilnError } from '@kiln/core';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { parseJsonBody } from '../json-body.js';
+import { toKilnError } from '../errors.js';
+
+/**
+ * A compatibility face answers errors in its peer's own shape (Piston: `{"message"}`, Judge0:
+ * `{"error"}` or per-field lists), with kiln's status codes; bugs are logged, never detailed.
+ */
+export function compatFailure(request: FastifyRequest, err: unknown): KilnError {
+  const { error, bug } = toKilnError(err);
+  if (bug) request.log.error({ err }, 'compatibility request failed');
+  return bug ? new KilnError('INTERNAL', 'internal error') : error;
+}
+
+/**
+ * The body of a compatibility request as JSON, whatever its content type says: Piston's and Judge0's
+ * clients send JSON as `text/plain` or with no type at all (node-fetch's default for a string body).
+ */
+export function compatJsonBody(request: FastifyRequest): unknown {
+  const body = request.body;
+  if (body === undefined || body === null) return {};
+  if (Buffer.isBuffer(body)) return body.length === 0 ? {} : parseJsonBody(body);
+  if (typeof body === 'string') return body.trim() === '' ? {} : parseJsonBody(Buffer.from(body, 'utf8'));
+  return body;
+}
+
+export function sendCompatError(reply: FastifyReply, error: KilnError, body: unknown): FastifyReply {
+  if (isKilnError(error) && error.code === 'RATE_LIMITED') {
+    const retry = (error.extra as { retry_after?: number } | undefined)?.retry_after;
+    if (retry !== undefined) reply.header('retry-after', String(retry));
+  }
+  return reply.code(error.status).header('content-type', 'application/json; charset=utf-8').send(JSON.stringify(body));
+}

@@ -1,0 +1,128 @@
+import { piston } from 'piston-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KilnSystem } from '../support/kiln-system.js';
+
+/**
+ * Piston v2 at /api/v2 (issue 12, point 1): the npm `piston-client` unchanged against an operator
+ * mapping (KILN_PISTON_AGENT), and raw HTTP for every field with a kiln key.
+ */
+describe('Piston v2 compatibility (sqlite)', () => {
+  const kiln = new KilnSystem('sqlite');
+  let agentKey: string;
+  let agentId: string;
+  let listJobs: () => Promise<{ items: { id: string; language: string; agent_id: string | null }[] }>;
+
+  const execute = async (body: unknown, key: string | undefined = agentKey, contentType = 'application/json') => {
+    const res = await fetch(`${kiln.url}/api/v2/execute`, {
+      method: 'POST',
+      headers: { ...(key ? { authorization: key } : {}), ...(contentType ? { 'content-type': contentType } : {}) },
+      body: JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, any> };
+  };
+
+  beforeAll(async () => {
+    await kiln.startServer();
+    await kiln.startRunner({ name: 'r1', capacity: 2 });
+    const t = await kiln.newTenant();
+    agentId = t.agent.id;
+    agentKey = (await t.admin.agents.createKey(agentId)).key;
+    listJobs = () => t.admin.jobs.list({ limit: 100 }) as never;
+    // The operator maps key-less Piston requests to this agent: a restart with KILN_PISTON_AGENT.
+    await kiln.stopServer();
+    (kiln as unknown as { serverEnvExtra: Record<string, string> }).serverEnvExtra.KILN_PISTON_AGENT = agentId;
+    await kiln.startServer();
+  }, 180_000);
+
+  afterAll(async () => {
+    await kiln.close();
+  }, 60_000);
+
+  it('piston-client, unchanged, lists runtimes and runs code as the mapped agent, a job in /v1/jobs', async () => {
+    const client = piston({ server: kiln.url });
+    const runtimes = await client.runtimes();
+    expect(runtimes).toEqual(expect.arrayContaining([
+      expect.objectContaining({ language: 'python', aliases: expect.arrayContaining(['py', 'python3']) }),
+      expect.objectContaining({ language: 'javascript', runtime: 'node', aliases: expect.arrayContaining(['js']) }),
+      expect.objectContaining({ language: 'c++', runtime: 'gcc', aliases: expect.arrayContaining(['cpp']) }),
+    ]));
+    const result = await client.execute('python', 'import sys\nprint("hi", sys.argv[1:])');
+    expect(result).toMatchObject({ language: 'python', run: { stdout: "hi ['1', '2', '3']\n", code: 0, signal: null, status: null } });
+    expect(result.run.output).toBe("hi ['1', '2', '3']\n");
+    const jobs = await listJobs();
+    expect(jobs.items.some((j) => j.language === 'python' && j.agent_id === agentId)).toBe(true);
+  });
+
+  it('takes every field: named files in utf8, base64 and hex, stdin, args, limits, an alias and a version range', async () => {
+    const { status, body } = await execute({
+      language: 'py',
+      version: '3.x',
+      files: [
+        { name: 'main.py', content: 'import sys, helper\nprint(helper.X, sys.stdin.read().strip(), sys.argv[1:], open("data.bin","rb").read())' },
+        { name: 'helper.py', content: Buffer.from('X = 41 + 1\n').toString('base64'), encoding: 'base64' },
+        { name: 'data.bin', content: Buffer.from([0x6b, 0x69]).toString('hex'), encoding: 'hex' },
+      ],
+      stdin: 'from stdin\n',
+      args: ['a', 'b c'],
+      compile_timeout: 5000,
+      run_timeout: 5000,
+      compile_cpu_time: 5000,
+      run_cpu_time: 5000,
+      compile_memory_limit: -1,
+      run_memory_limit: 256 * 1024 * 1024,
+    });
+    expect(status).toBe(200);
+    expect(body.language).toBe('python');
+    expect(body.version).toMatch(/^3\./);
+    expect(body.compile).toBeUndefined();
+    expect(body.run).toMatchObject({ stdout: "42 from stdin ['a', 'b c'] b'ki'\n", stderr: '', code: 0, signal: null, message: null, status: null });
+    for (const field of ['cpu_time', 'wall_time', 'memory']) expect(typeof body.run[field]).toBe('number');
+    expect(body.run.memory).toBeGreaterThan(0);
+  });
+
+  it('gives a compiled language a compile and a run stage, and a compile error only a compile stage', async () => {
+    const ok = await execute({ language: 'c', version: '*', files: [{ name: 'main.c', content: '#include <stdio.h>\nint main(){puts("built");return 4;}' }] });
+    expect(ok.status).toBe(200);
+    expect(ok.body.compile).toMatchObject({ code: 0, status: null });
+    expect(ok.body.run).toMatchObject({ stdout: 'built\n', code: 4, status: 'RE', message: 'Exited with code 4' });
+    const bad = await execute({ language: 'c', version: '*', files: [{ content: 'int main( {' }] });
+    expect(bad.status).toBe(200);
+    expect(bad.body.run).toBeUndefined();
+    expect(bad.body.compile.code).not.toBe(0);
+    expect(bad.body.compile.stderr).toMatch(/error/);
+  });
+
+  it('reports a timeout as TO and a signal by name as SG', async () => {
+    const slow = await execute({ language: 'python', version: '*', files: [{ content: 'while True: pass' }], run_timeout: 500 });
+    expect(slow.body.run).toMatchObject({ status: 'TO', code: null });
+    const killed = await execute({ language: 'bash', version: '*', files: [{ content: 'kill -SEGV $$' }] });
+    expect(killed.body.run).toMatchObject({ status: 'SG', signal: 'SIGSEGV', code: null });
+  });
+
+  it('refuses limits above the policy, an unknown runtime and a bad body in Piston\'s shape (400 {message})', async () => {
+    const over = await execute({ language: 'python', version: '*', files: [{ content: '1' }], run_timeout: 3_600_000 });
+    expect(over.status).toBe(400);
+    expect(over.body).toEqual({ message: expect.stringMatching(/^run_timeout cannot exceed the configured limit of \d+ ms/) });
+    const overCompile = await execute({ language: 'c', version: '*', files: [{ content: '1' }], compile_memory_limit: 8 * 1024 ** 3 });
+    expect(overCompile.status).toBe(400);
+    expect(overCompile.body.message).toMatch(/^compile_memory_limit cannot exceed/);
+    const unknown = await execute({ language: 'brainfudge', version: '1.0.0', files: [{ content: '+' }] });
+    expect(unknown).toEqual({ status: 400, body: { message: 'brainfudge-1.0.0 runtime is unknown' } });
+    const noVersion = await execute({ language: 'python', version: '9.x', files: [{ content: '1' }] });
+    expect(noVersion.body.message).toBe('python-9.x runtime is unknown');
+    const escape = await execute({ language: 'python', version: '*', files: [{ name: '../../etc/passwd', content: 'x' }] });
+    expect(escape.status).toBe(400);
+    expect(escape.body.message).toMatch(/files\[0\]\.name/);
+    const missing = await execute({ version: '*', files: [] });
+    expect(missing.status).toBe(400);
+    expect(Object.keys(missing.body)).toEqual(['message']);
+  });
+
+  it('accepts a body without a JSON content type; a wrong key is 401 even where key-less calls are mapped', async () => {
+    const plain = await execute({ language: 'bash', version: '*', files: [{ content: 'echo plain' }] }, agentKey, '');
+    expect(plain.body.run.stdout).toBe('plain\n');
+    const wrong = await execute({ language: 'bash', version: '*', files: [{ content: 'echo x' }] }, 'kiln_agent_nope');
+    expect(wrong.status).toBe(401);
+    expect(Object.keys(wrong.body)).toEqual(['message']);
+  });
+});
