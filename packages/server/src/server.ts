@@ -88,7 +88,11 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       ...(options.clock ? { clock: options.clock } : {}),
       extraRoutes: [
         ...jobPlane.routes,
-        ...compatRoutes(jobPlane.deps, { secrets: { adminKey: adminKey.key, runnerToken: config.runnerToken }, ...config.compat }),
+        ...compatRoutes(jobPlane.deps, {
+          secrets: { adminKey: adminKey.key, runnerToken: config.runnerToken },
+          ...config.compat,
+          onError: (err) => logger.warn({ err }, 'judge0 callback failed'),
+        }),
         ...(options.extraRoutes ?? []),
       ],
       notifier: jobPlane.deps.notifier,

@@ -9,6 +9,7 @@ import { runnerCredentialsMigration } from './migration-0008-runner-credentials.
 import { workflowsMigration } from './migration-0009-workflows.js';
 import { sessionsMigration } from './migration-0010-sessions.js';
 import { keyLastUsedMigration } from './migration-0012-key-last-used.js';
+import { compatMigration } from './migration-0016-compat.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
 
@@ -315,6 +316,7 @@ export const MIGRATIONS: readonly Migration[] = [
   workflowsMigration,
   sessionsMigration,
   keyLastUsedMigration,
+  compatMigration,
 ];
 
 /**

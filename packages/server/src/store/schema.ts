@@ -89,6 +89,27 @@ export interface JobsTable {
   max_running_jobs: number;
 }
 
+/** A Judge0 CE submission over its jobs (one per run). */
+export interface Judge0SubmissionsTable {
+  token: string;
+  tenant_id: string;
+  agent_id: string | null;
+  language_id: number;
+  /** JSON array of job ids, one per run */
+  job_ids: string;
+  /** JSON: what the answer needs that the jobs do not hold (expected output, flags) */
+  request: string;
+  callback_url: string | null;
+  /** null (none), pending, sending, sent, failed */
+  callback_state: string | null;
+  created_at: string;
+}
+
+export interface Judge0RunsTable {
+  job_id: string;
+  token: string;
+}
+
 export interface SessionsTable {
   id: string;
   tenant_id: string;
@@ -319,5 +340,7 @@ export interface Database {
   tenant_storage: TenantStorageTable;
   blob_uploads: BlobUploadsTable;
   kiln_migrations: MigrationsTable;
+  judge0_submissions: Judge0SubmissionsTable;
+  judge0_runs: Judge0RunsTable;
 }
 
