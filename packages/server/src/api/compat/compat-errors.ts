@@ -25,10 +25,10 @@ export function compatJsonBody(request: FastifyRequest): unknown {
   return body;
 }
 
-export function sendCompatError(reply: FastifyReply, error: KilnError, body: unknown): FastifyReply {
+export function sendCompatError(reply: FastifyReply, error: KilnError, body: unknown, status = error.status): FastifyReply {
   if (isKilnError(error) && error.code === 'RATE_LIMITED') {
     const retry = (error.extra as { retry_after?: number } | undefined)?.retry_after;
     if (retry !== undefined) reply.header('retry-after', String(retry));
   }
-  return reply.code(error.status).header('content-type', 'application/json; charset=utf-8').send(JSON.stringify(body));
+  return reply.code(status).header('content-type', 'application/json; charset=utf-8').send(JSON.stringify(body));
 }

@@ -13,7 +13,8 @@ export const COMPAT_OUTPUT_MAX_BYTES = 8 * 1024 * 1024;
  */
 export async function jobOutput(deps: JobDeps, principal: Principal, job: Job): Promise<{ stdout: Buffer; stderr: Buffer }> {
   const read = async (inline: string | null | undefined, ref: string | null | undefined): Promise<Buffer> => {
-    if (inline !== null && inline !== undefined) return Buffer.from(inline, 'utf8');
+    // The inline copy is text: bytes that were not UTF-8 became U+FFFD there, the artifact has them.
+    if (inline !== null && inline !== undefined && (!inline.includes('\uFFFD') || !ref)) return Buffer.from(inline, 'utf8');
     if (!ref) return Buffer.alloc(0);
     const { body } = await openTenantArtifact(deps, principal, ref);
     const chunks: Buffer[] = [];

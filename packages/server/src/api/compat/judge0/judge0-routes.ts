@@ -41,8 +41,8 @@ const json = (schema: z.ZodType) => z.toJSONSchema(schema, { unrepresentable: 'a
 
 /** Judge0's error shapes: 422 `{"field": [...]}`, otherwise `{"error": "..."}` with kiln's status. */
 function sendJudge0Error(request: FastifyRequest, reply: FastifyReply, err: unknown): FastifyReply {
-  if (err instanceof Judge0ValidationError) return sendCompatError(reply, new KilnError('VALIDATION_FAILED', err.message), err.fields).code(422);
-  if (err instanceof Judge0EncodingError) return sendCompatError(reply, new KilnError('VALIDATION_FAILED', err.message), { error: err.message });
+  if (err instanceof Judge0ValidationError) return sendCompatError(reply, new KilnError('VALIDATION_FAILED', err.message), err.fields, err.status);
+  if (err instanceof Judge0EncodingError) return sendCompatError(reply, new KilnError('VALIDATION_FAILED', err.message), { error: err.message }, err.status);
   const error = compatFailure(request, err);
   return sendCompatError(reply, error, { error: error.message });
 }

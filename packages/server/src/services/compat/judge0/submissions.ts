@@ -206,7 +206,9 @@ function statusOfRun(job: Job, stdout: string, expected: string | null): Judge0S
     case 'runtime_error': {
       const signal = job.exit_status?.signal;
       if (!signal) return 11;
-      return ({ SIGSEGV: 7, SIGXFSZ: 8, SIGFPE: 9, SIGABRT: 10 } as Record<string, Judge0StatusId>)[signal] ?? 12;
+      // By number: SIGABRT and SIGIOT are one signal under two names.
+      const bySignal: Record<number, Judge0StatusId> = { [SIGNALS.SIGSEGV!]: 7, [SIGNALS.SIGXFSZ!]: 8, [SIGNALS.SIGFPE!]: 9, [SIGNALS.SIGABRT!]: 10 };
+      return bySignal[SIGNALS[signal] ?? -1] ?? 12;
     }
     default:
       return 13;
@@ -269,7 +271,9 @@ export async function judge0View(
   let statusId: Judge0StatusId = ended ? 3 : jobs.some((j) => j.status === 'running') ? 2 : 1;
   if (ended) {
     for (const job of jobs) {
-      const id = statusOfRun(job, (job === first ? stdout : (await jobOutput(deps, principal, job)).stdout)?.toString('utf8') ?? '', stored.expected_output);
+      const runOutput = job === first ? output : await jobOutput(deps, principal, job);
+      const answer = stored.redirect_stderr_to_stdout ? Buffer.concat([runOutput.stdout, runOutput.stderr]) : runOutput.stdout;
+      const id = statusOfRun(job, answer.toString('utf8'), stored.expected_output);
       if (id !== 3) {
         statusId = id;
         break;
