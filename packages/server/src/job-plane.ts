@@ -10,6 +10,9 @@ import { registerJobMetrics } from './api/job-metrics.js';
 import { logPlaneEvents } from './api/plane-log.js';
 import { fleetRoutes } from './api/fleet-routes.js';
 import { jobRoutes } from './api/job-routes.js';
+import { compatRoutes, DEFAULT_COMPAT_CONFIG } from './api/compat/index.js';
+import type { CompatConfig } from './config.js';
+import { dispatchJudge0Callbacks } from './services/compat/judge0/callback-dispatch.js';
 import { workflowRoutes } from './api/workflow-routes.js';
 import { acceptRawUploads, runnerRoutes } from './api/runner-routes.js';
 import { sessionRoutes } from './api/session-routes.js';
@@ -44,6 +47,8 @@ export interface JobPlaneOptions {
   sessionReaperIntervalMs?: number;
   /** Where warnings about lost live output go. @default nowhere */
   warn?: LossWarning;
+  /** The Piston and Judge0 faces. @default DEFAULT_COMPAT_CONFIG */
+  compat?: CompatConfig;
 }
 
 /** Jobs on a runner fleet: their dependencies, routes and background reaper, started and stopped together. */
@@ -91,9 +96,17 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
   let stopWorkflows: (() => Promise<void>) | undefined;
   let stopSessionReaper: (() => Promise<void>) | undefined;
   const stepEvents = new StepEvents();
+  dispatchJudge0Callbacks(deps, options.onError);
   return {
     deps,
-    routes: [...jobRoutes(deps), ...workflowRoutes(deps), ...runnerRoutes(deps), ...fleetRoutes(deps), ...sessionRoutes(deps, stepEvents)],
+    routes: [
+      ...jobRoutes(deps),
+      ...workflowRoutes(deps),
+      ...runnerRoutes(deps),
+      ...fleetRoutes(deps),
+      ...sessionRoutes(deps, stepEvents),
+      ...compatRoutes(deps, options.compat ?? DEFAULT_COMPAT_CONFIG),
+    ],
     install: (app) => {
       acceptRawUploads(app);
       installSessionPty(app as KilnApp, deps, stepEvents);

@@ -6,7 +6,6 @@ import type { RouteSpec } from './api/route.js';
 import { auditCheckpointFile, redactConfig, resolveAdminKey, resolveAuditKey, resolveSecretsKey, type ResolvedAdminKey, type ServerConfig } from './config.js';
 import { preparePrivateDataDir, prepareSqliteFiles } from './data-dir.js';
 import { auditKeyFrom } from './domain/audit-chain.js';
-import { compatRoutes } from './api/compat/index.js';
 import { createJobPlane, type JobPlane } from './job-plane.js';
 import { startAuditCheckpointer } from './services/audit-checkpoints.js';
 import { fileCheckpointLog } from './store/audit-anchor.js';
@@ -74,6 +73,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         jobRetentionSeconds: config.jobRetentionSeconds,
       },
       onError: (err) => logger.error({ err }, 'reaper pass failed'),
+      compat: config.compat,
       warn: (fields, message) => logger.warn(fields, message),
     });
     app = await buildApp({
@@ -88,11 +88,6 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       ...(options.clock ? { clock: options.clock } : {}),
       extraRoutes: [
         ...jobPlane.routes,
-        ...compatRoutes(jobPlane.deps, {
-          secrets: { adminKey: adminKey.key, runnerToken: config.runnerToken },
-          ...config.compat,
-          onError: (err) => logger.warn({ err }, 'judge0 callback failed'),
-        }),
         ...(options.extraRoutes ?? []),
       ],
       notifier: jobPlane.deps.notifier,

@@ -2,6 +2,8 @@ import { isKilnError, KilnError } from '@kiln/core';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { parseJsonBody } from '../json-body.js';
 import { toKilnError } from '../errors.js';
+import type { KilnApp } from '../app.js';
+import type { AuthSecrets } from '../../services/auth.js';
 
 /**
  * A compatibility face answers errors in its peer's own shape (Piston: `{"message"}`, Judge0:
@@ -23,6 +25,11 @@ export function compatJsonBody(request: FastifyRequest): unknown {
   if (Buffer.isBuffer(body)) return body.length === 0 ? {} : parseJsonBody(body);
   if (typeof body === 'string') return body.trim() === '' ? {} : parseJsonBody(Buffer.from(body, 'utf8'));
   return body;
+}
+
+/** The control plane's secrets, from the app that received the request. */
+export function secretsOf(request: FastifyRequest): AuthSecrets {
+  return (request.server as unknown as KilnApp).kiln.secrets;
 }
 
 export function sendCompatError(reply: FastifyReply, error: KilnError, body: unknown, status = error.status): FastifyReply {

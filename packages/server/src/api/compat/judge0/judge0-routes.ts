@@ -1,7 +1,6 @@
 import { isKilnError, KilnError } from '@kiln/core';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import type { AuthSecrets } from '../../../services/auth.js';
 import { compatPrincipal } from '../../../services/compat/compat-principal.js';
 import { judge0Language, judge0LanguageName, JUDGE0_LANGUAGES } from '../../../services/compat/judge0/languages.js';
 import { JUDGE0_STATUSES } from '../../../services/compat/judge0/statuses.js';
@@ -24,7 +23,7 @@ import { waitForJob } from '../../../services/jobs.js';
 import { listFleetLanguages } from '../../../store/runners.js';
 import type { Principal } from '../../../services/context.js';
 import { defineRoute, pollSignal, type RouteSpec } from '../../route.js';
-import { compatFailure, compatJsonBody, sendCompatError } from '../compat-errors.js';
+import { compatFailure, compatJsonBody, secretsOf, sendCompatError } from '../compat-errors.js';
 
 export interface Judge0RouteOptions {
   /** where the face is mounted (KILN_JUDGE0_PREFIX) */
@@ -32,7 +31,6 @@ export interface Judge0RouteOptions {
   /** the agent requests without a key act as (KILN_JUDGE0_AGENT) */
   agentId?: string | undefined;
   callbackHosts: readonly string[];
-  secrets: () => AuthSecrets;
 }
 
 const flag = (v: unknown) => v === 'true' || v === '1';
@@ -47,6 +45,12 @@ function sendJudge0Error(request: FastifyRequest, reply: FastifyReply, err: unkn
   return sendCompatError(reply, error, { error: error.message });
 }
 
+/** A path's parameters as a schema that accepts any value (the handler answers a bad one as Judge0 does). */
+function pathParams(path: string): z.ZodType | undefined {
+  const names = [...path.matchAll(/:([a-z_]+)/g)].map((m) => m[1]!);
+  return names.length === 0 ? undefined : z.object(Object.fromEntries(names.map((n) => [n, z.string()])));
+}
+
 const submissionDoc = json(z.object({ token: z.string() }).catchall(z.unknown()));
 
 /**
@@ -58,7 +62,7 @@ export function judge0Routes(deps: JobDeps, options: Judge0RouteOptions): RouteS
   const principalOf = (request: FastifyRequest): Promise<Principal> => {
     const token = request.headers['x-auth-token'];
     const presented = (Array.isArray(token) ? token[0] : token) ?? request.headers.authorization;
-    return compatPrincipal(deps, options.secrets(), presented, options.agentId);
+    return compatPrincipal(deps, secretsOf(request), presented, options.agentId);
   };
   const guarded = (work: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>) =>
     async ({ request, reply }: { request: FastifyRequest; reply: FastifyReply }) => {
@@ -72,6 +76,8 @@ export function judge0Routes(deps: JobDeps, options: Judge0RouteOptions): RouteS
     };
   const route = (method: 'GET' | 'POST' | 'DELETE', path: string, summary: string, operationId: string, handler: ReturnType<typeof guarded>, schema = submissionDoc) =>
     defineRoute({
+      // Path parameters never fail here: the handler answers a bad one in Judge0's shape (404).
+      ...(pathParams(path) ? { params: pathParams(path)! } : {}),
       method,
       url: `${p}${path}`,
       summary: `Judge0: ${summary}`,

@@ -1,10 +1,10 @@
 import { z } from 'zod';
-import type { AuthSecrets } from '../../../services/auth.js';
 import { compatPrincipal } from '../../../services/compat/compat-principal.js';
 import { executePiston, listPistonRuntimes, pistonError, pistonExecuteSchema } from '../../../services/compat/piston.js';
 import type { JobDeps } from '../../../services/job-deps.js';
 import { defineRoute, pollSignal, type RouteSpec } from '../../route.js';
-import { compatFailure, compatJsonBody, sendCompatError } from '../compat-errors.js';
+import type { FastifyRequest } from 'fastify';
+import { compatFailure, compatJsonBody, secretsOf, sendCompatError } from '../compat-errors.js';
 
 /** Where Piston's v2 API is mounted: its clients append `/runtimes` and `/execute` to it. */
 export const PISTON_PREFIX = '/api/v2';
@@ -12,7 +12,6 @@ export const PISTON_PREFIX = '/api/v2';
 export interface PistonOptions {
   /** The agent key-less requests act as (`KILN_PISTON_AGENT`); without, a key is required. */
   agentId?: string | undefined;
-  secrets: () => AuthSecrets;
 }
 
 const runtimeSchema = z.object({
@@ -48,7 +47,7 @@ function firstIssue(error: z.ZodError): string {
  * `{"message": …}`. The body is JSON whatever its content type (piston-client sends none).
  */
 export function pistonRoutes(deps: JobDeps, options: PistonOptions): RouteSpec[] {
-  const principalOf = (authorization: string | undefined) => compatPrincipal(deps, options.secrets(), authorization, options.agentId);
+  const principalOf = (request: FastifyRequest) => compatPrincipal(deps, secretsOf(request), request.headers.authorization, options.agentId);
   return [
     defineRoute({
       method: 'GET',
@@ -61,7 +60,7 @@ export function pistonRoutes(deps: JobDeps, options: PistonOptions): RouteSpec[]
       responseMedia: { type: 'application/json', schema: z.toJSONSchema(z.array(runtimeSchema)) as Record<string, unknown>, description: 'Piston runtimes' },
       handler: async ({ request, reply }) => {
         try {
-          await principalOf(request.headers.authorization);
+          await principalOf(request);
           const runtimes = await listPistonRuntimes(deps);
           return reply.send(runtimes.map(({ language, version, aliases, runtime }) => ({ language, version, aliases, ...(runtime ? { runtime } : {}) })));
         } catch (err) {
@@ -88,7 +87,7 @@ export function pistonRoutes(deps: JobDeps, options: PistonOptions): RouteSpec[]
       },
       handler: async ({ request, reply }) => {
         try {
-          const principal = await principalOf(request.headers.authorization);
+          const principal = await principalOf(request);
           const parsed = pistonExecuteSchema.safeParse(compatJsonBody(request));
           if (!parsed.success) return sendCompatError(reply, pistonError(firstIssue(parsed.error)), { message: firstIssue(parsed.error) });
           return reply.send(await executePiston(deps, principal, parsed.data, pollSignal(deps, request)));
