@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { limitsSchema } from './limits.js';
 import { artifactRulesSchema, networkRulesSchema } from './policy.js';
-import { jobFileSchema, leasedCollectGlobSchema, workspacePathSchema } from './jobs-api.js';
+import { COMPILE_OUTPUT_MAX_BYTES, compileLimitsSchema, compileResultSchema, jobFileSchema, leasedCollectGlobSchema, workspacePathSchema } from './jobs-api.js';
 import { exitStatusSchema, resourceUsageSchema, verdictSchema } from './verdicts.js';
 
 /**
@@ -93,6 +93,9 @@ export const jobSpecSchema = z.object({
   network: networkRulesSchema,
   artifacts: artifactRulesSchema,
   collect: z.array(leasedCollectGlobSchema),
+  /** The compile step's own limits (already within the policy); absent in specs from before them. */
+  compile_limits: compileLimitsSchema.optional(),
+  compiler_options: z.string().max(512).optional(),
 });
 export type JobSpec = z.infer<typeof jobSpecSchema>;
 
@@ -172,5 +175,10 @@ export const completionReportSchema = z.strictObject({
     .default([]),
   /** For system_error: what went wrong on the node (kept for operators). */
   error: z.string().max(4096).nullable().default(null),
+  /** A compiled language's compile step (output cut at COMPILE_OUTPUT_MAX_BYTES per stream). */
+  compile: compileResultSchema
+    .extend({ stdout: z.string().max(COMPILE_OUTPUT_MAX_BYTES), stderr: z.string().max(COMPILE_OUTPUT_MAX_BYTES) })
+    .nullable()
+    .default(null),
 });
 export type CompletionReport = z.infer<typeof completionReportSchema>;

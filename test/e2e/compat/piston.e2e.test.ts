@@ -92,6 +92,35 @@ describe('Piston v2 compatibility (sqlite)', () => {
     expect(bad.body.compile.stderr).toMatch(/error/);
   });
 
+  it('runs the compile stage under its own limits, with its own output and status', async () => {
+    const warned = await execute({ language: 'c', version: '*', files: [{ content: '#warning careful\nint main(){return 0;}' }], compile_timeout: 10_000 });
+    expect(warned.body.compile).toMatchObject({ code: 0, status: null, stdout: '' });
+    expect(warned.body.compile.stderr).toMatch(/careful/);
+    expect(warned.body.run).toMatchObject({ stdout: '', stderr: '', code: 0 });
+    const endless = await execute({
+      language: 'c',
+      version: '*',
+      files: [{ name: 'main.c', content: '#include "loop.h"\nint main(){}' }, { name: 'loop.h', content: '#include "loop.h"\n#include "loop.h"\n' }],
+      compile_timeout: 500,
+    });
+    expect(endless.body.compile).toMatchObject({ status: 'TO', signal: 'SIGKILL', code: null });
+    expect(endless.body.run).toBeUndefined();
+  });
+
+  it('gives kiln\'s own job API compile_limits, bounded by the policy, and a compile result apart from the run', async () => {
+    const submit = (body: unknown) =>
+      fetch(`${kiln.url}/v1/jobs?wait=true`, { method: 'POST', headers: { authorization: `Bearer ${agentKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const over = await submit({ language: 'c', code: 'int main(){}', compile_limits: { wall_time_ms: 3_600_000 } });
+    expect(over.status).toBe(422);
+    expect(await over.json()).toMatchObject({ code: 'POLICY_VIOLATION', field: 'body.compile_limits.wall_time_ms' });
+    const job = await (await submit({ language: 'c', code: '#warning w\nint main(){return 5;}', compile_limits: { wall_time_ms: 10_000, cpu_time_ms: 5000, memory_bytes: 128 * 1024 * 1024 } })).json();
+    expect(job).toMatchObject({ verdict: 'runtime_error', exit_status: { code: 5 }, stderr: '', compile: { verdict: 'ok', exit_status: { code: 0, signal: null } } });
+    expect(job.compile.stderr).toMatch(/warning/);
+    expect(job.compile.resource_usage.wall_time_ms).toBeGreaterThan(0);
+    const python = await (await submit({ language: 'python', code: 'print(1)', compile_limits: { wall_time_ms: 1000 } })).json();
+    expect(python.compile).toBeNull();
+  });
+
   it('reports a timeout as TO and a signal by name as SG', async () => {
     const slow = await execute({ language: 'python', version: '*', files: [{ content: 'while True: pass' }], run_timeout: 500 });
     expect(slow.body.run).toMatchObject({ status: 'TO', code: null });

@@ -364,6 +364,7 @@ export class RunnerAgent {
       artifacts,
       rejected_artifacts: boundRejected(rejected, REJECTED_NAMED_MAX),
       error,
+      compile: result.compile ?? null,
     };
     await this.retry(() => client.complete(lease.job_id, report).then(() => true));
   }

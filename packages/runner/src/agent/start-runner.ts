@@ -71,6 +71,8 @@ export function jobToRunSpec(spec: JobSpec) {
       args: spec.args,
       ...(spec.stdin !== null ? { stdin: spec.stdin } : {}),
       env: spec.env,
+      ...(spec.compile_limits ? { compileLimits: spec.compile_limits } : {}),
+      ...(spec.compiler_options ? { compilerOptions: spec.compiler_options } : {}),
     },
     spec.limits,
     { collect: spec.collect, network: spec.network },

@@ -87,6 +87,8 @@ export interface JobsTable {
   rejected_artifacts: string | null;
   /** the pinned policy's running-job cap for the tenant */
   max_running_jobs: number;
+  /** a compiled language's compile step as JSON (CompileResult); null when none */
+  compile_result: string | null;
 }
 
 /** A Judge0 CE submission over its jobs (one per run). */

@@ -1,4 +1,4 @@
-import { KilnError, workspacePathSchema, type CreateJobRequest, type Job, type Limits } from '@kiln/core';
+import { KilnError, workspacePathSchema, type CompileLimits, type CompileResult, type CreateJobRequest, type Job, type Limits } from '@kiln/core';
 import { z } from 'zod';
 import { limitCeilings } from '../../domain/quota.js';
 import { listFleetLanguages } from '../../store/runners.js';
@@ -98,25 +98,27 @@ async function pistonLimits(deps: JobDeps, principal: Principal, body: PistonExe
     }
     return value;
   };
-  const run: Partial<Limits> = {};
-  const wall = check('run_timeout', body.run_timeout, ceilings.wall_time_ms, 'ms');
-  const cpu = check('run_cpu_time', body.run_cpu_time, ceilings.cpu_time_ms, 'ms');
-  const memory = check('run_memory_limit', body.run_memory_limit, ceilings.memory_bytes, 'bytes');
-  const compileWall = check('compile_timeout', body.compile_timeout, ceilings.wall_time_ms, 'ms');
-  const compileCpu = check('compile_cpu_time', body.compile_cpu_time, ceilings.cpu_time_ms, 'ms');
-  const compileMemory = check('compile_memory_limit', body.compile_memory_limit, ceilings.memory_bytes, 'bytes');
-  // Compile and run share one sandbox: its time covers both stages (never past the ceiling) and its
-  // memory the larger of the two.
-  const both = (a: number | undefined, b: number | undefined, ceiling: number) =>
-    a === undefined ? undefined : Math.min(ceiling, a + (runtime.compiled ? (b ?? 0) : 0));
-  if (wall !== undefined) run.wall_time_ms = both(wall, compileWall, ceilings.wall_time_ms)!;
-  if (cpu !== undefined) run.cpu_time_ms = both(cpu, compileCpu, ceilings.cpu_time_ms)!;
-  if (memory !== undefined) run.memory_bytes = runtime.compiled && compileMemory !== undefined ? Math.max(memory, compileMemory) : memory;
-  return run;
+  const defined = <T extends object>(o: T) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+  const run = defined({
+    wall_time_ms: check('run_timeout', body.run_timeout, ceilings.wall_time_ms, 'ms'),
+    cpu_time_ms: check('run_cpu_time', body.run_cpu_time, ceilings.cpu_time_ms, 'ms'),
+    memory_bytes: check('run_memory_limit', body.run_memory_limit, ceilings.memory_bytes, 'bytes'),
+  }) as Partial<Limits>;
+  // The compile step has limits of its own (kiln's `compile_limits`), each within the same ceiling.
+  const compile = defined({
+    wall_time_ms: check('compile_timeout', body.compile_timeout, ceilings.wall_time_ms, 'ms'),
+    cpu_time_ms: check('compile_cpu_time', body.compile_cpu_time, ceilings.cpu_time_ms, 'ms'),
+    memory_bytes: check('compile_memory_limit', body.compile_memory_limit, ceilings.memory_bytes, 'bytes'),
+  }) as CompileLimits;
+  return { run, compile: runtime.compiled && Object.keys(compile).length > 0 ? compile : undefined };
 }
 
 /** A Piston request as a kiln job request: the first file is the one that runs. */
-export function toJobRequest(body: PistonExecuteRequest, runtime: PistonRuntime, limits: Partial<Limits>): CreateJobRequest {
+export function toJobRequest(
+  body: PistonExecuteRequest,
+  runtime: PistonRuntime,
+  limits: { run: Partial<Limits>; compile: CompileLimits | undefined },
+): CreateJobRequest {
   const files = body.files.map((file, i) => {
     const name = file.name ?? (i === 0 ? undefined : `file${i}.code`);
     if (name !== undefined && !workspacePathSchema.safeParse(name).success) {
@@ -131,7 +133,8 @@ export function toJobRequest(body: PistonExecuteRequest, runtime: PistonRuntime,
     version: runtime.version,
     stdin: body.stdin,
     args: body.args,
-    limits,
+    limits: limits.run,
+    ...(limits.compile ? { compile_limits: limits.compile } : {}),
     collect: [],
   };
   // An unnamed main file gets the language's own file name (the runner knows it).
@@ -160,6 +163,25 @@ function stageOf(job: Job, stdout: Buffer, stderr: Buffer): PistonStage {
     cpu_time: Math.round(usage?.cpu_time_ms ?? 0),
     wall_time: Math.round(usage?.wall_time_ms ?? 0),
     memory: usage?.memory_peak_bytes ?? 0,
+  };
+}
+
+/** The compile step as Piston's compile stage; its memory is the sandbox's peak (one sandbox for both). */
+function compileStageOf(compile: CompileResult, memoryPeakBytes: number): PistonStage {
+  const { code, signal } = compile.exit_status;
+  const [status, message]: [PistonStatus, string | null] =
+    compile.verdict === 'ok' ? [null, null] : compile.verdict === 'time_limit' ? ['TO', 'Time limit exceeded'] : signal ? ['SG', `Killed by ${signal}`] : ['RE', `Exited with code ${code}`];
+  return {
+    stdout: compile.stdout,
+    stderr: compile.stderr,
+    output: `${compile.stdout}${compile.stderr}`,
+    code,
+    signal,
+    message,
+    status,
+    cpu_time: Math.round(compile.resource_usage.cpu_time_ms),
+    wall_time: Math.round(compile.resource_usage.wall_time_ms),
+    memory: memoryPeakBytes,
   };
 }
 
@@ -192,13 +214,9 @@ function statusOf(job: Job, code: number | null, signal: string | null): [Piston
 export async function pistonResultOf(deps: JobDeps, principal: Principal, job: Job, runtime: PistonRuntime): Promise<PistonResult> {
   const { stdout, stderr } = await jobOutput(deps, principal, job);
   const result: PistonResult = { language: runtime.language, version: runtime.version };
-  if (runtime.compiled) {
-    const failed = job.verdict === 'compile_error';
-    const empty = Buffer.alloc(0);
-    result.compile = failed
-      ? stageOf(job, empty, stderr)
-      : { ...stageOf({ ...job, verdict: 'ok', exit_status: { code: 0, signal: null } }, empty, empty), cpu_time: 0, wall_time: 0, memory: 0 };
-    if (failed) return result;
+  if (job.compile) {
+    result.compile = compileStageOf(job.compile, job.resource_usage?.memory_peak_bytes ?? 0);
+    if (job.compile.verdict !== 'ok') return result;
   }
   result.run = stageOf(job, stdout, stderr);
   return result;

@@ -1,4 +1,4 @@
-import { KilnError } from '@kiln/core';
+import { compilerOptionsSchema, KilnError } from '@kiln/core';
 import { z } from 'zod';
 
 const MiB = 1024 * 1024;
@@ -18,12 +18,8 @@ export const JUDGE0_MAX_BATCH = 20;
 export const judge0SubmissionSchema = z.object({
   source_code: text.nullish(),
   language_id: z.number().int(),
-  compiler_options: z
-    .string()
-    .max(512)
-    // Judge0's own rule: words of letters, digits and - + . = / only; kiln passes them as separate arguments, never to a shell.
-    .regex(/^[A-Za-z0-9_\-+.=/: ]*$/, 'may contain only letters, digits, spaces and - + . = / : _')
-    .nullish(),
+  // Words of letters, digits and a few signs; kiln passes them as separate arguments, never to a shell.
+  compiler_options: compilerOptionsSchema.nullish(),
   command_line_arguments: z.string().max(4096).nullish(),
   stdin: text.nullish(),
   expected_output: text.nullish(),

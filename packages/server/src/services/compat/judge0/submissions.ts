@@ -124,9 +124,9 @@ export async function createJudge0Submission(
     args,
     limits,
     // The runner passes these to the compiler as separate words (never through a shell's parsing).
-    ...(input.compiler_options ? { compiler_options: input.compiler_options } : {}),
+    ...(input.compiler_options && language.compiled ? { compiler_options: input.compiler_options } : {}),
     collect: [],
-  } as CreateJobRequest;
+  };
   const runs = input.number_of_runs ?? 1;
   const jobIds: string[] = [];
   for (let i = 0; i < runs; i += 1) jobIds.push((await submitJob(deps, principal, job)).id);
@@ -266,7 +266,7 @@ export async function judge0View(
     stdout = Buffer.concat([stdout, stderr ?? Buffer.alloc(0)]);
     stderr = null;
   }
-  const compileOutput = compiled ? Buffer.concat([output.stdout, output.stderr]) : null;
+  const compileOutput = first.compile ? `${first.compile.stdout}${first.compile.stderr}` || null : compiled ? Buffer.concat([output.stdout, output.stderr]) : null;
   // The first run that is not Accepted decides, as a judge reports the worst of its runs.
   let statusId: Judge0StatusId = ended ? 3 : jobs.some((j) => j.status === 'running') ? 2 : 1;
   if (ended) {
