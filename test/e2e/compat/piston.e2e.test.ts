@@ -1,4 +1,5 @@
 import { piston } from 'piston-client';
+import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KilnSystem } from '../support/kiln-system.js';
 
@@ -146,6 +147,56 @@ describe('Piston v2 compatibility (sqlite)', () => {
     expect(missing.status).toBe(400);
     expect(Object.keys(missing.body)).toEqual(['message']);
   });
+
+  /** A Piston WebSocket session: the messages it got and how it closed. */
+  const connect = (messages: unknown[], onMessage?: (m: any, ws: WebSocket) => void, key = agentKey) =>
+    new Promise<{ got: any[]; code: number }>((done, fail) => {
+      const ws = new WebSocket(`${kiln.url.replace('http', 'ws')}/api/v2/connect`, { headers: key ? { authorization: key } : {} });
+      const got: any[] = [];
+      ws.on('open', () => messages.forEach((m) => ws.send(JSON.stringify(m))));
+      ws.on('message', (data) => {
+        const m = JSON.parse(data.toString());
+        got.push(m);
+        onMessage?.(m, ws);
+      });
+      ws.on('close', (code) => done({ got, code }));
+      ws.on('error', fail);
+    });
+
+  it('WebSocket /api/v2/connect: runtime, stage, live data, exit, and close 4999', async () => {
+    const { got, code } = await connect([{ type: 'init', language: 'python', version: '*', files: [{ content: 'print("ws", input())' }], stdin: 'in\n' }]);
+    expect(code).toBe(4999);
+    expect(got[0]).toMatchObject({ type: 'runtime', language: 'python' });
+    expect(got[1]).toEqual({ type: 'stage', stage: 'run' });
+    expect(got.filter((m) => m.type === 'data').map((m) => m.data).join('')).toBe('ws in\n');
+    expect(got.at(-1)).toEqual({ type: 'exit', stage: 'run', code: 0, signal: null });
+    const compiled = await connect([{ type: 'init', language: 'c', version: '*', files: [{ content: '#include <stdio.h>\nint main(){puts("c");return 2;}' }] }]);
+    expect(compiled.got.map((m) => m.type === 'stage' ? `stage:${m.stage}` : m.type === 'exit' ? `exit:${m.stage}:${m.code}` : m.type)).toEqual([
+      'runtime', 'stage:compile', 'exit:compile:0', 'stage:run', 'data', 'exit:run:2',
+    ]);
+  });
+
+  it('WebSocket: a signal really kills the job; Piston\'s close codes for protocol errors', async () => {
+    const started = Date.now();
+    const { got, code } = await connect(
+      [{ type: 'init', language: 'python', version: '*', files: [{ content: 'import time\nprint("up", flush=True)\ntime.sleep(60)' }] }],
+      (m, ws) => {
+        if (m.type === 'data') ws.send(JSON.stringify({ type: 'signal', signal: 'SIGKILL' }));
+      },
+    );
+    expect(code).toBe(4999);
+    expect(got.at(-1)).toMatchObject({ type: 'exit', stage: 'run' });
+    expect(Date.now() - started).toBeLessThan(30_000);
+    const jobs = await listJobs();
+    expect(jobs.items.some((j: any) => j.status === 'canceled')).toBe(true);
+    expect((await connect([{ type: 'data', stream: 'stdin', data: 'x' }])).code).toBe(4003);
+    const init = { type: 'init', language: 'python', version: '*', files: [{ content: 'import time; time.sleep(5)' }] };
+    expect((await connect([init, init])).code).toBe(4000);
+    expect((await connect([init, { type: 'data', stream: 'stdout', data: 'x' }])).code).toBe(4004);
+    expect((await connect([init, { type: 'signal', signal: 'SIGNOPE' }])).code).toBe(4005);
+    expect((await connect([])).code).toBe(4001);
+    await expect(connect([init], undefined, 'kiln_agent_wrong')).rejects.toThrow(/401/);
+  }, 60_000);
 
   it('accepts a body without a JSON content type; a wrong key is 401 even where key-less calls are mapped', async () => {
     const plain = await execute({ language: 'bash', version: '*', files: [{ content: 'echo plain' }] }, agentKey, '');

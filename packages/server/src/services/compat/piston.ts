@@ -229,11 +229,16 @@ export async function findPistonRuntime(deps: JobDeps, language: string, version
   return runtime;
 }
 
-/** Runs a Piston request as a kiln job under the caller's policy and waits (bounded) for its end. */
-export async function executePiston(deps: JobDeps, principal: Principal, body: PistonExecuteRequest, signal?: AbortSignal): Promise<PistonResult> {
+/** Submits a Piston request as a kiln job under the caller's policy (audited, in `/v1/jobs`). */
+export async function startPiston(deps: JobDeps, principal: Principal, body: PistonExecuteRequest): Promise<{ job: Job; runtime: PistonRuntime }> {
   const runtime = await findPistonRuntime(deps, body.language, body.version);
   const limits = await pistonLimits(deps, principal, body, runtime);
-  const submitted = await submitJob(deps, principal, toJobRequest(body, runtime, limits));
+  return { job: await submitJob(deps, principal, toJobRequest(body, runtime, limits)), runtime };
+}
+
+/** Runs a Piston request as a kiln job and waits (bounded) for its end. */
+export async function executePiston(deps: JobDeps, principal: Principal, body: PistonExecuteRequest, signal?: AbortSignal): Promise<PistonResult> {
+  const { job: submitted, runtime } = await startPiston(deps, principal, body);
   const job = await waitForJob(deps, principal, submitted.id, deps.fleet.maxWaitMs, signal);
   return pistonResultOf(deps, principal, job, runtime);
 }
