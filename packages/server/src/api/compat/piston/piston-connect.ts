@@ -85,6 +85,7 @@ function serve(ws: WebSocket, deps: JobDeps, principal: Principal): void {
       void startPiston(deps, principal, parsed.data).then(
         ({ job, runtime }) => {
           jobId = job.id;
+          if (ws.readyState !== ws.OPEN) return void cancelJob(deps, principal, job.id).catch(() => {});
           send({ type: 'runtime', language: runtime.language, version: runtime.version });
           leave = follow(deps, principal, job, runtime.compiled, send, (result) => {
             completed = true;
