@@ -7,9 +7,9 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { startKilnUp } from '../support/kiln-up.mjs';
+import { load } from '../support/load.mjs';
 
 const { values: flags } = parseArgs({
   options: { jobs: { type: 'string', default: '200' }, concurrency: { type: 'string', default: '1,4,8' } },
@@ -43,24 +43,6 @@ function viaApi(url, key) {
   };
 }
 
-/** Runs `count` calls of `fn` with `concurrency` in flight; per-call latencies and the total time. */
-async function load(fn, count, concurrency) {
-  const latencies = [];
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < count) {
-        next++;
-        const t = performance.now();
-        await fn();
-        latencies.push(performance.now() - t);
-      }
-    }),
-  );
-  const seconds = (performance.now() - t0) / 1000;
-  return { latencies, perSecond: count / seconds };
-}
 
 async function main() {
   const { url, tenantKey: key, stop } = await startKilnUp({

@@ -146,6 +146,9 @@ describe('Piston v2 compatibility (sqlite)', () => {
     const missing = await execute({ version: '*', files: [] });
     expect(missing.status).toBe(400);
     expect(Object.keys(missing.body)).toEqual(['message']);
+    // Refused calls are audited as on /v1, with the agent as actor.
+    const audit = await (await fetch(`${kiln.url}/v1/audit-events?outcome=error&limit=50`, { headers: { authorization: `Bearer ${agentKey}` } })).json();
+    expect(audit.items.filter((e: any) => e.action === 'job.create' && e.actor_id === agentId).length).toBeGreaterThanOrEqual(5);
   });
 
   /** A Piston WebSocket session: the messages it got and how it closed. */

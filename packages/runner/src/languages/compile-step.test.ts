@@ -2,20 +2,14 @@ import type { Limits } from '@kiln/core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BubblewrapDriver } from '../sandbox/bubblewrap-driver.js';
 import { parseCompileReport } from '../sandbox/one-shot.js';
+import { TEST_LIMITS } from '../sandbox/test-support.js';
 import { buildOneShotSpec, type CodeRequest } from './spec.js';
 
 const driver = new BubblewrapDriver();
 afterAll(() => driver.drain());
 
-const LIMITS: Limits = {
-  cpu_time_ms: 10_000,
-  wall_time_ms: 20_000,
-  memory_bytes: 384 * 1024 * 1024,
-  pids: 64,
-  output_bytes: 64 * 1024,
-  file_size_bytes: 16 * 1024 * 1024,
-  disk_bytes: 64 * 1024 * 1024,
-};
+// The compiler needs more room than the limit tests' sandboxes.
+const LIMITS: Limits = { ...TEST_LIMITS, memory_bytes: 384 * 1024 * 1024, wall_time_ms: 20_000 };
 
 const run = (request: Omit<CodeRequest, 'language'> & { language?: string }) => driver.run(buildOneShotSpec({ language: 'c', ...request }, LIMITS));
 

@@ -2,6 +2,9 @@ import { isKilnError, KilnError } from '@kiln/core';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { parseJsonBody } from '../json-body.js';
 import { toKilnError } from '../errors.js';
+import { MUTATING_METHODS } from '../route.js';
+import { sourcePrefixOf } from '../../domain/source-prefix.js';
+import { auditRefusal } from '../../services/audit.js';
 import type { KilnApp } from '../app.js';
 import type { AuthSecrets } from '../../services/auth.js';
 
@@ -12,7 +15,33 @@ import type { AuthSecrets } from '../../services/auth.js';
 export function compatFailure(request: FastifyRequest, err: unknown): KilnError {
   const { error, bug } = toKilnError(err);
   if (bug) request.log.error({ err }, 'compatibility request failed');
-  return bug ? new KilnError('INTERNAL', 'internal error') : error;
+  const answered = bug ? new KilnError('INTERNAL', 'internal error') : error;
+  recordCompatRefusal(request, answered.status, answered.code, answered.message);
+  return answered;
+}
+
+/**
+ * A refused mutating call is audited as on `/v1` (the route's `audit` action, the caller as actor);
+ * one without a valid key is counted per source network, like every unauthenticated refusal.
+ */
+export function recordCompatRefusal(request: FastifyRequest, status: number, code: string, detail: string): void {
+  const audit = request.routeOptions.config?.kilnAudit;
+  if (!audit || !MUTATING_METHODS.has(request.method)) return;
+  const app = request.server as unknown as KilnApp;
+  if (request.kilnPrincipal === undefined) {
+    if (status === 401 || status === 403) {
+      app.kiln.authRefusals.record({ source: sourcePrefixOf(request.ip), method: request.method, route: request.routeOptions.url ?? 'unmatched', code });
+    }
+    return;
+  }
+  void auditRefusal(app.kiln.deps, request.kilnPrincipal, {
+    action: audit.action,
+    resource_type: audit.resourceType,
+    resource_id: null,
+    status,
+    code,
+    details: { method: request.method, detail: detail.slice(0, 300) },
+  }).catch((err: unknown) => request.log.error({ err }, 'could not audit a refused call'));
 }
 
 /**

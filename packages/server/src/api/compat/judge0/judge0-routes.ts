@@ -23,7 +23,7 @@ import { waitForJob } from '../../../services/jobs.js';
 import { listFleetLanguages } from '../../../store/runners.js';
 import type { Principal } from '../../../services/context.js';
 import { defineRoute, pollSignal, type RouteSpec } from '../../route.js';
-import { compatFailure, compatJsonBody, secretsOf, sendCompatError } from '../compat-errors.js';
+import { compatFailure, compatJsonBody, recordCompatRefusal, secretsOf, sendCompatError } from '../compat-errors.js';
 
 export interface Judge0RouteOptions {
   /** where the face is mounted (KILN_JUDGE0_PREFIX) */
@@ -39,6 +39,7 @@ const json = (schema: z.ZodType) => z.toJSONSchema(schema, { unrepresentable: 'a
 
 /** Judge0's error shapes: 422 `{"field": [...]}`, otherwise `{"error": "..."}` with kiln's status. */
 function sendJudge0Error(request: FastifyRequest, reply: FastifyReply, err: unknown): FastifyReply {
+  if (err instanceof Judge0ValidationError) recordCompatRefusal(request, err.status, 'VALIDATION_FAILED', err.message);
   if (err instanceof Judge0ValidationError) return sendCompatError(reply, new KilnError('VALIDATION_FAILED', err.message), err.fields, err.status);
   if (err instanceof Judge0EncodingError) return sendCompatError(reply, new KilnError('VALIDATION_FAILED', err.message), { error: err.message }, err.status);
   const error = compatFailure(request, err);
@@ -59,10 +60,11 @@ const submissionDoc = json(z.object({ token: z.string() }).catchall(z.unknown())
  */
 export function judge0Routes(deps: JobDeps, options: Judge0RouteOptions): RouteSpec[] {
   const p = options.prefix;
-  const principalOf = (request: FastifyRequest): Promise<Principal> => {
+  const principalOf = async (request: FastifyRequest): Promise<Principal> => {
     const token = request.headers['x-auth-token'];
     const presented = (Array.isArray(token) ? token[0] : token) ?? request.headers.authorization;
-    return compatPrincipal(deps, secretsOf(request), presented, options.agentId);
+    request.kilnPrincipal = await compatPrincipal(deps, secretsOf(request), presented, options.agentId);
+    return request.kilnPrincipal;
   };
   const guarded = (work: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>) =>
     async ({ request, reply }: { request: FastifyRequest; reply: FastifyReply }) => {
@@ -85,6 +87,7 @@ export function judge0Routes(deps: JobDeps, options: Judge0RouteOptions): RouteS
       auth: 'public',
       raw: true,
       operationId,
+      ...(method === 'POST' ? { audit: { action: 'job.create', resourceType: 'job' } } : method === 'DELETE' ? { audit: { action: 'job.delete', resourceType: 'job' } } : {}),
       ...(method === 'POST' ? { rawBody: { type: 'application/json', description: 'Judge0\'s request body (read as JSON whatever its content type)' } } : {}),
       responseMedia: { type: 'application/json', schema, description: 'Judge0\'s answer' },
       handler: handler as never,
@@ -129,6 +132,7 @@ export function judge0Routes(deps: JobDeps, options: Judge0RouteOptions): RouteS
           answers.push({ token: await create(principal, item, base64) });
         } catch (err) {
           if (!(err instanceof Judge0ValidationError)) throw err;
+          recordCompatRefusal(request, err.status, 'VALIDATION_FAILED', err.message);
           answers.push(err.fields);
         }
       }

@@ -47,7 +47,10 @@ function firstIssue(error: z.ZodError): string {
  * `{"message": …}`. The body is JSON whatever its content type (piston-client sends none).
  */
 export function pistonRoutes(deps: JobDeps, options: PistonOptions): RouteSpec[] {
-  const principalOf = (request: FastifyRequest) => compatPrincipal(deps, secretsOf(request), request.headers.authorization, options.agentId);
+  const principalOf = async (request: FastifyRequest) => {
+    request.kilnPrincipal = await compatPrincipal(deps, secretsOf(request), request.headers.authorization, options.agentId);
+    return request.kilnPrincipal;
+  };
   return [
     defineRoute({
       method: 'GET',
@@ -76,6 +79,7 @@ export function pistonRoutes(deps: JobDeps, options: PistonOptions): RouteSpec[]
       tag: 'compat',
       auth: 'public',
       raw: true,
+      audit: { action: 'job.create', resourceType: 'job' },
       operationId: 'pistonExecute',
       rawBody: { type: 'application/json', description: 'Piston\'s execute request (any content type is read as JSON)' },
       responseMedia: {
@@ -89,7 +93,10 @@ export function pistonRoutes(deps: JobDeps, options: PistonOptions): RouteSpec[]
         try {
           const principal = await principalOf(request);
           const parsed = pistonExecuteSchema.safeParse(compatJsonBody(request));
-          if (!parsed.success) return sendCompatError(reply, pistonError(firstIssue(parsed.error)), { message: firstIssue(parsed.error) });
+          if (!parsed.success) {
+            const error = compatFailure(request, pistonError(firstIssue(parsed.error)));
+            return sendCompatError(reply, error, { message: error.message });
+          }
           return reply.send(await executePiston(deps, principal, parsed.data, pollSignal(deps, request)));
         } catch (err) {
           const error = compatFailure(request, err);
