@@ -12,6 +12,8 @@ import { fleetRoutes } from './api/fleet-routes.js';
 import { jobRoutes } from './api/job-routes.js';
 import { compatRoutes, DEFAULT_COMPAT_CONFIG } from './api/compat/index.js';
 import { installPistonConnect } from './api/compat/piston/piston-connect.js';
+import { PISTON_PREFIX } from './api/compat/piston/piston-routes.js';
+import { acceptCompatBodies } from './api/compat/compat-errors.js';
 import type { CompatConfig } from './config.js';
 import { dispatchJudge0Callbacks } from './services/compat/judge0/callback-dispatch.js';
 import { workflowRoutes } from './api/workflow-routes.js';
@@ -111,7 +113,9 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     install: (app) => {
       acceptRawUploads(app);
       installSessionPty(app as KilnApp, deps, stepEvents);
-      installPistonConnect(app as KilnApp, deps, (options.compat ?? DEFAULT_COMPAT_CONFIG).pistonAgentId);
+      const compat = options.compat ?? DEFAULT_COMPAT_CONFIG;
+      installPistonConnect(app as KilnApp, deps, compat.pistonAgentId);
+      acceptCompatBodies(app, [PISTON_PREFIX, compat.judge0Prefix]);
       registerFleetMetrics((app as KilnApp).kiln.metrics.registry, deps);
       registerStreamMetrics((app as KilnApp).kiln.metrics.registry, deps);
       registerJobMetrics((app as KilnApp).kiln.metrics.registry, deps.events);

@@ -204,6 +204,8 @@ describe('Piston v2 compatibility (sqlite)', () => {
   it('accepts a body without a JSON content type; a wrong key is 401 even where key-less calls are mapped', async () => {
     const plain = await execute({ language: 'bash', version: '*', files: [{ content: 'echo plain' }] }, agentKey, '');
     expect(plain.body.run.stdout).toBe('plain\n');
+    const form = await execute({ language: 'bash', version: '*', files: [{ content: 'echo form' }] }, agentKey, 'application/x-www-form-urlencoded');
+    expect(form.body.run.stdout).toBe('form\n');
     const wrong = await execute({ language: 'bash', version: '*', files: [{ content: 'echo x' }] }, 'kiln_agent_nope');
     expect(wrong.status).toBe(401);
     expect(Object.keys(wrong.body)).toEqual(['message']);

@@ -1,5 +1,5 @@
 import { isKilnError, KilnError } from '@kiln/core';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { parseJsonBody } from '../json-body.js';
 import { toKilnError } from '../errors.js';
 import { MUTATING_METHODS } from '../route.js';
@@ -42,6 +42,18 @@ export function recordCompatRefusal(request: FastifyRequest, status: number, cod
     code,
     details: { method: request.method, detail: detail.slice(0, 300) },
   }).catch((err: unknown) => request.log.error({ err }, 'could not audit a refused call'));
+}
+
+/**
+ * Bodies of any content type reach the compatibility faces as bytes (`curl -d` sends form encoding,
+ * node-fetch `text/plain`); elsewhere an unknown type stays 415, as before.
+ */
+export function acceptCompatBodies(app: FastifyInstance, prefixes: readonly string[]): void {
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (request, body, done) => {
+    const path = request.url.split('?')[0]!;
+    if (prefixes.some((p) => path.startsWith(`${p}/`))) return done(null, body);
+    done(new KilnError('UNSUPPORTED_MEDIA_TYPE', `the body must be application/json, not ${JSON.stringify(String(request.headers['content-type']).slice(0, 100))}`), undefined);
+  });
 }
 
 /**
