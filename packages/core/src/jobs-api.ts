@@ -78,6 +78,26 @@ const collectSchema = z
   );
 
 /**
+ * Limits of a compiled language's compile step (Piston's `compile_timeout`, `compile_cpu_time`,
+ * `compile_memory_limit`), each at or under the policy's ceiling of the same name. The compile step
+ * runs in the job's sandbox before the program: its time comes on top of the run's limits, its memory
+ * is the larger of the two. Interpreted languages have no compile step and ignore them.
+ */
+export const compileLimitsSchema = requestedLimitsSchema
+  .pick({ cpu_time_ms: true, wall_time_ms: true, memory_bytes: true })
+  .strict();
+export type CompileLimits = z.infer<typeof compileLimitsSchema>;
+
+/**
+ * Extra compiler flags (Judge0's `compiler_options`): words of letters, digits and `-+.=/:_,`, passed
+ * to the compiler as separate arguments after its name, never through a shell's parsing.
+ */
+export const compilerOptionsSchema = z
+  .string()
+  .max(512)
+  .regex(/^[A-Za-z0-9_\-+.=/:, ]*$/, 'may contain only letters, digits, spaces and - + . = / : _ ,');
+
+/**
  * The body limit of a job submission: the request's text (code, files, stdin: JOB_TEXT_MAX_CHARS
  * together) fits it even when JSON escapes double it, so a schema-valid request is never a 413.
  */
@@ -108,6 +128,8 @@ export const createJobSchema = z
       .optional()
       .meta({ maxProperties: 128, description: 'never stored in plaintext nor answered; names not also in env' }),
     limits: requestedLimitsSchema.optional(),
+    compile_limits: compileLimitsSchema.optional(),
+    compiler_options: compilerOptionsSchema.optional(),
     policy_id: z.string().max(64).optional(),
     agent_id: z.string().max(64).optional(),
     zone: z.string().min(1).max(64).optional(),
@@ -166,6 +188,24 @@ export const rejectedArtifactSchema = z.object({
 });
 export type RejectedArtifact = z.infer<typeof rejectedArtifactSchema>;
 
+/**
+ * A compiled language's compile step, apart from the run: its own verdict (`ok`, `compile_error` for a
+ * compiler that failed, `time_limit` past `compile_limits`), exit, usage and output. Output is cut at
+ * COMPILE_OUTPUT_MAX_BYTES per stream (`output_truncated`).
+ */
+export const compileResultSchema = z
+  .object({
+    verdict: z.enum(['ok', 'compile_error', 'time_limit']),
+    exit_status: exitStatusSchema,
+    resource_usage: z.object({ cpu_time_ms: z.number().nonnegative(), wall_time_ms: z.number().nonnegative() }),
+    stdout: z.string(),
+    stderr: z.string(),
+    output_truncated: z.boolean(),
+  });
+export type CompileResult = z.infer<typeof compileResultSchema>;
+/** Bytes of each compile stream a result keeps. */
+export const COMPILE_OUTPUT_MAX_BYTES = 64 * KiB;
+
 /** A job as the API answers it. */
 export const jobSchema = z.object({
   id: z.string(),
@@ -188,6 +228,8 @@ export const jobSchema = z.object({
   /** stdout/stderr inline when small (the artifacts hold them in full). */
   stdout: z.string().nullable().optional(),
   stderr: z.string().nullable().optional(),
+  /** The compile step of a compiled language, separate from the run; null for interpreted ones. */
+  compile: compileResultSchema.nullable().optional(),
   rejected_artifacts: z.array(rejectedArtifactSchema).optional(),
   error: z.string().nullable().optional(),
 }).meta({ id: 'Job' });

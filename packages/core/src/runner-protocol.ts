@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { egressSummarySchema } from './egress.js';
 import { limitsSchema } from './limits.js';
 import { artifactRulesSchema, networkRulesSchema } from './policy.js';
-import { jobFileSchema, leasedCollectGlobSchema, workspacePathSchema } from './jobs-api.js';
+import { COMPILE_OUTPUT_MAX_BYTES, compileLimitsSchema, compileResultSchema, jobFileSchema, leasedCollectGlobSchema, workspacePathSchema } from './jobs-api.js';
 import { exitStatusSchema, resourceUsageSchema, verdictSchema } from './verdicts.js';
 
 /**
@@ -127,6 +127,9 @@ export const jobSpecSchema = z.object({
   network: networkRulesSchema,
   artifacts: artifactRulesSchema,
   collect: z.array(leasedCollectGlobSchema),
+  /** The compile step's own limits (already within the policy); absent in specs from before them. */
+  compile_limits: compileLimitsSchema.optional(),
+  compiler_options: z.string().max(512).optional(),
 });
 export type JobSpec = z.infer<typeof jobSpecSchema>;
 
@@ -208,5 +211,10 @@ export const completionReportSchema = z.strictObject({
   error: z.string().max(4096).nullable().default(null),
   /** What the sandbox did through the egress proxy; null when the policy allows no egress. */
   egress: egressSummarySchema.nullable().default(null),
+  /** A compiled language's compile step (output cut at COMPILE_OUTPUT_MAX_BYTES per stream). */
+  compile: compileResultSchema
+    .extend({ stdout: z.string().max(COMPILE_OUTPUT_MAX_BYTES), stderr: z.string().max(COMPILE_OUTPUT_MAX_BYTES) })
+    .nullable()
+    .default(null),
 });
 export type CompletionReport = z.infer<typeof completionReportSchema>;

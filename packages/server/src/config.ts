@@ -159,6 +159,18 @@ export const serverEnvSchema = z.object({
   KILN_STREAM_WATCHER_BUFFER_BYTES: z.coerce.number().int().min(4096).max(64 * 1024 ** 2).default(256 * 1024),
   /** An event stream whose reader takes nothing for this long is closed. @default 30000 */
   KILN_STREAM_STALL_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
+  /** The agent key-less Piston requests (`/api/v2`) act as; without, Piston callers send a kiln key. */
+  KILN_PISTON_AGENT: z.string().regex(/^agt_[A-Za-z0-9]{1,64}$/, 'must be an agent id such as "agt_01hx…"').optional(),
+  /** Where Judge0 CE's API is mounted. @default /judge0 */
+  KILN_JUDGE0_PREFIX: z
+    .string()
+    .regex(/^(\/[A-Za-z0-9._-]+)+$/, 'must be a path such as "/judge0" (no trailing slash)')
+    .refine((p) => !p.startsWith('/v1') && !p.startsWith('/api/v2'), 'must not overlap kiln\'s or Piston\'s API')
+    .default('/judge0'),
+  /** The agent Judge0 requests without `X-Auth-Token` act as; without, a kiln key is required. */
+  KILN_JUDGE0_AGENT: z.string().regex(/^agt_[A-Za-z0-9]{1,64}$/, 'must be an agent id such as "agt_01hx…"').optional(),
+  /** Hosts Judge0 `callback_url`s may name, comma-separated (`hooks.example.com,*.example.org`); none by default. */
+  KILN_JUDGE0_CALLBACK_HOSTS: z.string().max(4096).default(''),
 });
 
 /** The compiled configuration: every value resolved, every unit in its name. */
@@ -199,6 +211,16 @@ export interface ServerConfig {
   publicUrl: string | undefined;
   servicesDomain: string | undefined;
   servicesUpstreamTimeoutMs: number;
+  /** The compatibility faces (Piston at /api/v2, Judge0 CE at `judge0Prefix`). */
+  compat: CompatConfig;
+}
+
+export interface CompatConfig {
+  pistonAgentId: string | undefined;
+  judge0Prefix: string;
+  judge0AgentId: string | undefined;
+  /** host names (or `*.suffix`) Judge0 callbacks may reach */
+  judge0CallbackHosts: string[];
 }
 
 /** What the HTTP server allows a connection (slow or half-sent requests are cut, connections capped). */
@@ -294,6 +316,12 @@ export function loadServerConfig(
     publicUrl: parsed.KILN_PUBLIC_URL,
     servicesDomain: parsed.KILN_SERVICES_DOMAIN,
     servicesUpstreamTimeoutMs: parsed.KILN_SERVICES_UPSTREAM_TIMEOUT_MS,
+    compat: {
+      pistonAgentId: parsed.KILN_PISTON_AGENT,
+      judge0Prefix: parsed.KILN_JUDGE0_PREFIX,
+      judge0AgentId: parsed.KILN_JUDGE0_AGENT,
+      judge0CallbackHosts: parsed.KILN_JUDGE0_CALLBACK_HOSTS.split(',').map((h) => h.trim().toLowerCase()).filter((h) => h !== ''),
+    },
   };
   for (const [key, value] of Object.entries(overrides)) {
     if (value !== undefined) (config as unknown as Record<string, unknown>)[key] = value;

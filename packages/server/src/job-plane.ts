@@ -10,6 +10,12 @@ import { registerJobMetrics } from './api/job-metrics.js';
 import { logPlaneEvents } from './api/plane-log.js';
 import { fleetRoutes } from './api/fleet-routes.js';
 import { jobRoutes } from './api/job-routes.js';
+import { compatRoutes, DEFAULT_COMPAT_CONFIG } from './api/compat/index.js';
+import { installPistonConnect } from './api/compat/piston/piston-connect.js';
+import { PISTON_PREFIX } from './api/compat/piston/piston-routes.js';
+import { acceptCompatBodies } from './api/compat/compat-errors.js';
+import type { CompatConfig } from './config.js';
+import { dispatchJudge0Callbacks } from './services/compat/judge0/callback-dispatch.js';
 import { workflowRoutes } from './api/workflow-routes.js';
 import { acceptRawUploads, runnerRoutes } from './api/runner-routes.js';
 import { sessionRoutes } from './api/session-routes.js';
@@ -53,6 +59,8 @@ export interface JobPlaneOptions {
   services?: ServiceHostingSettings;
   /** How often the service reconciler asks runners how their services are. @default 500 */
   serviceReconcilerIntervalMs?: number;
+  /** The Piston and Judge0 faces. @default DEFAULT_COMPAT_CONFIG */
+  compat?: CompatConfig;
 }
 
 /** Jobs on a runner fleet: their dependencies, routes and background reaper, started and stopped together. */
@@ -104,6 +112,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
   let stopServiceReconciler: (() => Promise<void>) | undefined;
   const stepEvents = new StepEvents();
   const hosting = new ServiceHosting(options.services);
+  dispatchJudge0Callbacks(deps, options.onError);
   return {
     deps,
     hosting,
@@ -114,12 +123,16 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
       ...fleetRoutes(deps),
       ...sessionRoutes(deps, stepEvents),
       ...serviceRoutes(deps, hosting),
+      ...compatRoutes(deps, options.compat ?? DEFAULT_COMPAT_CONFIG),
     ],
     install: (app) => {
       acceptRawUploads(app);
       installSessionPty(app as KilnApp, deps, stepEvents);
       installMcpEndpoint(app as KilnApp, '0.1.0');
       installServiceProxy(app as KilnApp, deps, hosting);
+      const compat = options.compat ?? DEFAULT_COMPAT_CONFIG;
+      installPistonConnect(app as KilnApp, deps, compat.pistonAgentId);
+      acceptCompatBodies(app, [PISTON_PREFIX, compat.judge0Prefix]);
       registerFleetMetrics((app as KilnApp).kiln.metrics.registry, deps);
       registerStreamMetrics((app as KilnApp).kiln.metrics.registry, deps);
       registerJobMetrics((app as KilnApp).kiln.metrics.registry, deps.events);

@@ -74,6 +74,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       },
       services: { publicUrl: config.publicUrl, domain: config.servicesDomain, upstreamTimeoutMs: config.servicesUpstreamTimeoutMs },
       onError: (err) => logger.error({ err }, 'reaper pass failed'),
+      compat: config.compat,
       warn: (fields, message) => logger.warn(fields, message),
     });
     app = await buildApp({
@@ -86,7 +87,10 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       authRefusals: config.authRefusals,
       logger,
       ...(options.clock ? { clock: options.clock } : {}),
-      extraRoutes: [...jobPlane.routes, ...(options.extraRoutes ?? [])],
+      extraRoutes: [
+        ...jobPlane.routes,
+        ...(options.extraRoutes ?? []),
+      ],
       notifier: jobPlane.deps.notifier,
     });
     jobPlane.install(app);

@@ -382,6 +382,7 @@ export class RunnerAgent {
       rejected_artifacts: boundRejected(rejected, REJECTED_NAMED_MAX),
       error,
       egress: result.egress ?? null,
+      compile: result.compile ?? null,
     };
     await this.retry(() => client.complete(lease.job_id, report).then(() => true));
   }

@@ -94,6 +94,8 @@ export function jobToRunSpec(spec: JobSpec, detected: readonly DetectedLanguage[
       args: spec.args,
       ...(spec.stdin !== null ? { stdin: spec.stdin } : {}),
       env: spec.env,
+      ...(spec.compile_limits ? { compileLimits: spec.compile_limits } : {}),
+      ...(spec.compiler_options ? { compilerOptions: spec.compiler_options } : {}),
     },
     spec.limits,
     { collect: spec.collect, network: spec.network },

@@ -1,4 +1,4 @@
-import { KilnError, type Limits } from '@kiln/core';
+import { KilnError, LIMIT_BOUNDS, type CompileLimits, type Limits } from '@kiln/core';
 import type { OneShotSpec, WorkspaceFile } from '../sandbox/driver.js';
 import { splitRelativePath, UnsafePathError } from '../sandbox/safe-fs.js';
 import { findLanguage, LANGUAGES, type LanguageDefinition } from './catalog/index.js';
@@ -21,6 +21,33 @@ export interface CodeRequest {
   args?: readonly string[];
   stdin?: string | Buffer;
   env?: Record<string, string>;
+  /** A compiled language's compile step limits (within the policy already). */
+  compileLimits?: CompileLimits;
+  /** Extra compiler flags, as separate words after the compiler's name. */
+  compilerOptions?: string;
+}
+
+/**
+ * The environment a compiled language's script reads its compile limits from (catalog.ts), set over
+ * the job's own `env` so a job cannot loosen them; and the sandbox's limits, which cover both steps:
+ * time of the compile on top of the run's, the larger memory.
+ */
+function compileStep(request: CodeRequest, limits: Limits): { env: Record<string, string>; limits: Limits } {
+  const env: Record<string, string> = {};
+  const c = request.compileLimits ?? {};
+  if (c.wall_time_ms !== undefined) env.KILN_COMPILE_TIMEOUT_S = (c.wall_time_ms / 1000).toFixed(3);
+  if (c.cpu_time_ms !== undefined) env.KILN_COMPILE_CPU_S = String(Math.max(1, Math.ceil(c.cpu_time_ms / 1000)));
+  if (request.compilerOptions) env.KILN_COMPILER_OPTIONS = request.compilerOptions;
+  const bound = (name: keyof typeof LIMIT_BOUNDS, value: number) => Math.min(LIMIT_BOUNDS[name].max, value);
+  return {
+    env,
+    limits: {
+      ...limits,
+      ...(c.wall_time_ms !== undefined ? { wall_time_ms: bound('wall_time_ms', limits.wall_time_ms + c.wall_time_ms) } : {}),
+      ...(c.cpu_time_ms !== undefined ? { cpu_time_ms: bound('cpu_time_ms', limits.cpu_time_ms + c.cpu_time_ms) } : {}),
+      ...(c.memory_bytes !== undefined ? { memory_bytes: Math.max(limits.memory_bytes, c.memory_bytes) } : {}),
+    },
+  };
 }
 
 /** Extra OneShotSpec fields to pass through (collect, signal, callbacks, network). */
@@ -78,13 +105,15 @@ export function buildOneShotSpec(
   if (!entrypoint) throw invalid('entrypoint', `no ${language.name} file to run: name one with entrypoint`);
   if (!paths.includes(entrypoint)) throw invalid('entrypoint', `entrypoint ${entrypoint} is not among the files`);
 
+  const compile = language.compiled ? compileStep(request, limits) : { env: {}, limits };
+  const env = { ...language.env, ...language.streamingEnv, ...request.env, ...compile.env };
   return {
     ...extras,
     command: language.command(entrypoint, request.args ?? []),
     files,
     ...(request.stdin !== undefined ? { stdin: request.stdin } : {}),
-    ...(language.streamingEnv || language.env || request.env ? { env: { ...language.env, ...language.streamingEnv, ...request.env } } : {}),
-    limits,
+    ...(Object.keys(env).length > 0 ? { env } : {}),
+    limits: compile.limits,
     ...(language.compiled ? { reportsCompileStatus: true } : {}),
   };
 }

@@ -1,4 +1,4 @@
-import type { ExitStatus, Limits, ResourceUsage, Verdict } from '@kiln/core';
+import type { CompileResult, ExitStatus, Limits, ResourceUsage, Verdict } from '@kiln/core';
 import type { EgressSummary } from '../egress/egress-stats.js';
 
 /**
@@ -45,8 +45,9 @@ export interface OneShotSpec {
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
   /**
-   * The command reports its compile step on fd 3: a first line `compile:failed` makes the verdict
-   * `compile_error` (the compiler's message is in stderr). The command closes fd 3 before running the
+   * The command reports its compile step on fd 3 (languages/catalog.ts: a `compile:ok|failed …` line,
+   * `times`, the compiler's output): a failed one makes the verdict `compile_error` (the compiler's
+   * output is also the run's stderr, there being no run). The command closes fd 3 before running the
    * program, so the program cannot forge it. Set by the language catalog for compiled languages.
    */
   reportsCompileStatus?: boolean;
@@ -72,6 +73,8 @@ export interface ExecResult {
 
 export interface RunResult extends ExecResult {
   files: CollectedFile[];
+  /** A compiled language's compile step, apart from the run (`resource_usage` is then the run's alone). */
+  compile?: CompileResult;
   /** Why the run ended in system_error, for logs; never shown to other tenants. */
   error?: string;
   /** The sandbox's id (names its cgroups and workspace), for logs and cleanup checks. */

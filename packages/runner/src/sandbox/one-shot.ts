@@ -1,5 +1,7 @@
+import { constants as osConstants } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { KilnError, limitsSchema, newId, parseOrThrow, type Limits } from '@kiln/core';
+import { KilnError, limitsSchema, newId, parseOrThrow, type CompileResult, type Limits } from '@kiln/core';
+import { COMPILE_REPORT_STREAM_BYTES } from '../languages/catalog.js';
 import { dirname } from 'node:path';
 import { buildBwrapArgs, ownSystemFolders, EXEC_HELPER_INSIDE, hideBwrapArgs } from './bwrap-args.js';
 import type { CgroupBackend, SandboxCgroup } from './cgroups/index.js';
@@ -32,8 +34,8 @@ export interface OneShotDeps {
   egress: () => EgressProxy;
 }
 
-/** Bytes kept per stream beyond output_bytes never matter; this bounds memory for a 0-byte limit too. */
-const STATUS_LINE_MAX = 256;
+/** The compile report on fd 3: a header, `times`, and at most COMPILE_REPORT_STREAM_BYTES per stream. */
+const COMPILE_REPORT_MAX = 4096 + 2 * COMPILE_REPORT_STREAM_BYTES;
 /** The CPU watchdog never sleeps less than this, so it costs nothing on short runs. */
 const CPU_WATCH_MIN_MS = 10;
 /** stdio index of the kiln-launch handshake socket (3: compile status, 4: bwrap's JSON status). */
@@ -189,7 +191,8 @@ async function supervise(
     let wallTimeExceeded = false;
     let cpuTimeExceeded = false;
     let canceled = false;
-    let statusText = '';
+    const statusChunks: Buffer[] = [];
+    let statusBytes = 0;
     let bwrapStatus = '';
     let spawnError: string | undefined;
 
@@ -216,7 +219,9 @@ async function supervise(
     err.on('data', onData(stderr, spec.onStderr));
     const statusStream = child.stdio[3];
     statusStream?.on('data', (chunk: Buffer) => {
-      if (statusText.length < STATUS_LINE_MAX) statusText += chunk.toString('utf8');
+      // Read to the end (the script never blocks on it), keep what a report can hold.
+      if (statusBytes < COMPILE_REPORT_MAX) statusChunks.push(chunk.subarray(0, COMPILE_REPORT_MAX - statusBytes));
+      statusBytes += chunk.length;
     });
     child.stdio[4]?.on('data', (chunk: Buffer) => {
       if (bwrapStatus.length < 4096) bwrapStatus += chunk.toString('utf8');
@@ -300,6 +305,7 @@ async function supervise(
       }
       const exit = decodeExit(code, signal);
       const cpuTimeExceededAfter = cpuTimeExceeded || usage.cpuTimeMs > limits.cpu_time_ms;
+      const compile = spec.reportsCompileStatus ? parseCompileReport(Buffer.concat(statusChunks), spec.env?.KILN_COMPILE_TIMEOUT_S) : undefined;
       const verdict = decideVerdict({
         canceled,
         setupError,
@@ -307,27 +313,76 @@ async function supervise(
         oomKills: usage.oomKills,
         wallTimeExceeded,
         cpuTimeExceeded: cpuTimeExceededAfter,
-        compileFailed: statusText.split('\n')[0]?.trim() === 'compile:failed',
+        compileFailed: compile !== undefined && compile.verdict !== 'ok',
         exit,
       });
+      // The run's own usage: the sandbox's, less what the compile step took.
+      const compileCpuMs = compile?.resource_usage.cpu_time_ms ?? 0;
+      const compileWallMs = compile?.resource_usage.wall_time_ms ?? 0;
+      const failedCompile = compile !== undefined && compile.verdict !== 'ok';
       resolve({
         verdict,
         exit_status: exit,
+        ...(compile ? { compile } : {}),
         resource_usage: {
-          cpu_time_ms: round3(usage.cpuTimeMs),
-          wall_time_ms: round3(wallTimeMs),
+          cpu_time_ms: round3(Math.max(0, usage.cpuTimeMs - compileCpuMs)),
+          wall_time_ms: round3(Math.max(0, wallTimeMs - compileWallMs)),
           memory_peak_bytes: usage.memoryPeakBytes,
           ...(usage.pidsPeak !== undefined ? { pids_peak: usage.pidsPeak } : {}),
           output_bytes: seenBytes,
         },
         stdout: Buffer.concat(stdout),
-        stderr: stderrBuf,
+        // No run after a failed compile: its stderr is the compiler's messages, where clients look.
+        stderr: failedCompile ? Buffer.from(`${compile.stdout}${compile.stderr}`) : stderrBuf,
         output_truncated: outputExceeded,
         files: [],
         ...(setupError !== undefined ? { error: setupError } : {}),
       });
     });
   });
+}
+
+/**
+ * Reads the compile report a compiled language's script wrote on fd 3 (languages/catalog.ts): undefined
+ * when there is none (the sandbox never got that far). A killed compile that used its whole timeout is
+ * `time_limit`, as is one stopped by its CPU limit (SIGXCPU).
+ */
+export function parseCompileReport(report: Buffer, timeoutSeconds: string | undefined): CompileResult | undefined {
+  const headerEnd = report.indexOf(0x0a);
+  const header = /^compile:(ok|failed) (\d+) (\d+) (\d+) (\d+)$/.exec(report.subarray(0, Math.max(0, headerEnd)).toString('latin1'));
+  if (!header) return undefined;
+  const [, state, rcText, wallUsText, outText, errText] = header;
+  const rc = Number(rcText);
+  const wallMs = Number(wallUsText) / 1000;
+  // `times`: the shell's own line, then its children's (the compile step's) user and system time.
+  let at = headerEnd + 1;
+  const lines: string[] = [];
+  for (let i = 0; i < 2 && at < report.length; i += 1) {
+    const end = report.indexOf(0x0a, at);
+    if (end < 0) break;
+    lines.push(report.subarray(at, end).toString('latin1'));
+    at = end + 1;
+  }
+  const cpuMs = [...(lines[1] ?? '').matchAll(/(\d+)m([\d.]+)s/g)].reduce((ms, m) => ms + (Number(m[1]) * 60 + Number(m[2])) * 1000, 0);
+  const outBytes = Math.min(Number(outText), COMPILE_REPORT_STREAM_BYTES);
+  const errBytes = Math.min(Number(errText), COMPILE_REPORT_STREAM_BYTES);
+  const stdout = report.subarray(at, at + outBytes).toString('utf8');
+  const stderr = report.subarray(at + outBytes, at + outBytes + errBytes).toString('utf8');
+  const signalName = rc > 128 ? signalNameOf(rc - 128) : null;
+  const timedOut =
+    (signalName === 'SIGKILL' && timeoutSeconds !== undefined && wallMs >= Number(timeoutSeconds) * 1000 * 0.98) || signalName === 'SIGXCPU';
+  return {
+    verdict: state === 'ok' ? 'ok' : timedOut ? 'time_limit' : 'compile_error',
+    exit_status: signalName ? { code: null, signal: signalName } : { code: rc, signal: null },
+    resource_usage: { cpu_time_ms: round3(cpuMs), wall_time_ms: round3(wallMs) },
+    stdout,
+    stderr,
+    output_truncated: Number(outText) > outBytes || Number(errText) > errBytes,
+  };
+}
+
+function signalNameOf(n: number): string | null {
+  return Object.entries(osConstants.signals).find(([, v]) => v === n)?.[0] ?? null;
 }
 
 function safeUsage(cgroup: SandboxCgroup) {

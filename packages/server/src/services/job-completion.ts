@@ -194,6 +194,7 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
       rejected_artifacts: JSON.stringify(rejected),
       lease_expires_at: null,
       error: report.error,
+      compile_result: report.compile ? JSON.stringify(report.compile) : null,
     };
     let status = job.status;
     if (job.status === 'running') {

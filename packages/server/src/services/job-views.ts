@@ -1,4 +1,4 @@
-import type { Job, OutputRefs, RejectedArtifact } from '@kiln/core';
+import type { CompileResult, Job, OutputRefs, RejectedArtifact } from '@kiln/core';
 import type { JobRow } from '../store/jobs.js';
 
 const parse = <T>(text: string | null): T | null => (text === null ? null : (JSON.parse(text) as T));
@@ -26,6 +26,7 @@ export function jobFromRow(row: JobRow): Job {
     stdout: row.stdout_inline,
     stderr: row.stderr_inline,
     rejected_artifacts: parse<RejectedArtifact[]>(row.rejected_artifacts) ?? [],
+    compile: parse<CompileResult>(row.compile_result ?? null),
     error: row.error,
   };
 }

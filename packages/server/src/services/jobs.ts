@@ -2,6 +2,7 @@ import {
   DEFAULT_POLICY_NAME,
   KilnError,
   toRfc3339,
+  type CompileLimits,
   type CreateJobRequest,
   type Job,
   type JobSpec,
@@ -89,6 +90,25 @@ export function effectiveLimits(policy: Policy, requested: CreateJobRequest['lim
   return limits;
 }
 
+/**
+ * A compile step's limits: each at or under the same ceiling as the run's (the policy's, lowered by the
+ * quota), refused past it as POLICY_VIOLATION naming `compile_limits.<name>`.
+ */
+function compileCeilingsChecked(policy: Policy, requested: CompileLimits, quota: TenantQuota): CompileLimits {
+  try {
+    effectiveLimits(policy, requested, quota);
+  } catch (err) {
+    if (err instanceof KilnError && err.code === 'POLICY_VIOLATION') {
+      throw new KilnError('POLICY_VIOLATION', err.message.replace(/^limits\./, 'compile_limits.'), {
+        field: err.field?.replace('body.limits.', 'body.compile_limits.'),
+        extra: err.extra,
+      });
+    }
+    throw err;
+  }
+  return requested;
+}
+
 /** The lower of the policy's and the quota's value of each artifact rule. */
 function artifactCeilings(policy: Policy, quota: TenantQuota): Policy['ruleset']['artifacts'] {
   const rules = policy.ruleset.artifacts;
@@ -166,6 +186,7 @@ export async function prepareJob(deps: JobDeps, principal: Principal, input: Cre
   const version = input.version === undefined ? null : pickVersion(offer, input.version);
   const quota = await effectiveQuota(deps, deps.store, tenantId);
   const limits = effectiveLimits(policy, input.limits, quota);
+  const compileLimits = input.compile_limits ? compileCeilingsChecked(policy, input.compile_limits, quota) : undefined;
   const spec: JobSpec = {
     language,
     version,
@@ -179,6 +200,8 @@ export async function prepareJob(deps: JobDeps, principal: Principal, input: Cre
     network: policy.ruleset.network,
     artifacts: artifactCeilings(policy, quota),
     collect: input.collect ?? ['out/**'],
+    ...(compileLimits ? { compile_limits: compileLimits } : {}),
+    ...(input.compiler_options ? { compiler_options: input.compiler_options } : {}),
   };
   const newJob: NewJob = {
     tenant_id: tenantId,

@@ -54,6 +54,7 @@ export function queuedJobRow(job: NewJob, nowMs: number): JobRow {
     stdout_inline: null,
     stderr_inline: null,
     rejected_artifacts: null,
+    compile_result: null,
     error: null,
     updated_at: nowIso,
   };

@@ -10,6 +10,7 @@ import { workflowsMigration } from './migration-0009-workflows.js';
 import { sessionsMigration } from './migration-0010-sessions.js';
 import { keyLastUsedMigration } from './migration-0012-key-last-used.js';
 import { servicesMigration } from './migration-0014-services.js';
+import { compatMigration } from './migration-0016-compat.js';
 import { versionPlacementMigration } from './migration-0017-version-placement.js';
 import { hotPathMigration } from './migration-0018-hot-path.js';
 
@@ -319,6 +320,7 @@ export const MIGRATIONS: readonly Migration[] = [
   sessionsMigration,
   keyLastUsedMigration,
   servicesMigration,
+  compatMigration,
   versionPlacementMigration,
   hotPathMigration,
 ];

@@ -87,6 +87,29 @@ export interface JobsTable {
   rejected_artifacts: string | null;
   /** the pinned policy's running-job cap for the tenant */
   max_running_jobs: number;
+  /** a compiled language's compile step as JSON (CompileResult); null when none */
+  compile_result: string | null;
+}
+
+/** A Judge0 CE submission over its jobs (one per run). */
+export interface Judge0SubmissionsTable {
+  token: string;
+  tenant_id: string;
+  agent_id: string | null;
+  language_id: number;
+  /** JSON array of job ids, one per run */
+  job_ids: string;
+  /** JSON: what the answer needs that the jobs do not hold (expected output, flags) */
+  request: string;
+  callback_url: string | null;
+  /** null (none), pending, sending, sent, failed */
+  callback_state: string | null;
+  created_at: string;
+}
+
+export interface Judge0RunsTable {
+  job_id: string;
+  token: string;
 }
 
 export interface SessionsTable {
@@ -362,5 +385,7 @@ export interface Database {
   tenant_storage: TenantStorageTable;
   blob_uploads: BlobUploadsTable;
   kiln_migrations: MigrationsTable;
+  judge0_submissions: Judge0SubmissionsTable;
+  judge0_runs: Judge0RunsTable;
 }
 

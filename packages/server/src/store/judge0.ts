@@ -1,0 +1,42 @@
+import { assertCallbackTransition, type Judge0CallbackState } from '../domain/compat/judge0-callback.js';
+import type { Judge0SubmissionsTable } from './schema.js';
+import type { DbHandle } from './store.js';
+
+export type Judge0SubmissionRow = Judge0SubmissionsTable;
+
+export async function insertJudge0Submission(h: DbHandle, row: Judge0SubmissionRow): Promise<void> {
+  await h.db.insertInto('judge0_submissions').values(row).execute();
+  const jobIds = JSON.parse(row.job_ids) as string[];
+  await h.db.insertInto('judge0_runs').values(jobIds.map((job_id) => ({ job_id, token: row.token }))).execute();
+}
+
+/** A tenant's submission by token; another tenant's answers undefined, as a missing one. */
+export async function findJudge0Submission(h: DbHandle, tenantId: string, token: string): Promise<Judge0SubmissionRow | undefined> {
+  return h.db.selectFrom('judge0_submissions').selectAll().where('token', '=', token).where('tenant_id', '=', tenantId).executeTakeFirst();
+}
+
+export async function findJudge0SubmissionOfJob(h: DbHandle, jobId: string): Promise<Judge0SubmissionRow | undefined> {
+  return h.db
+    .selectFrom('judge0_runs')
+    .innerJoin('judge0_submissions', 'judge0_submissions.token', 'judge0_runs.token')
+    .selectAll('judge0_submissions')
+    .where('judge0_runs.job_id', '=', jobId)
+    .executeTakeFirst();
+}
+
+/** Moves the callback from one state to the next; false when another replica moved it first. */
+export async function moveJudge0Callback(h: DbHandle, token: string, from: Judge0CallbackState, to: Judge0CallbackState): Promise<boolean> {
+  assertCallbackTransition(from, to);
+  const result = await h.db
+    .updateTable('judge0_submissions')
+    .set({ callback_state: to })
+    .where('token', '=', token)
+    .where('callback_state', '=', from)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}
+
+export async function deleteJudge0Submission(h: DbHandle, token: string): Promise<void> {
+  await h.db.deleteFrom('judge0_runs').where('token', '=', token).execute();
+  await h.db.deleteFrom('judge0_submissions').where('token', '=', token).execute();
+}
