@@ -1,7 +1,7 @@
 import { constants as osConstants } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { KilnError, limitsSchema, newId, parseOrThrow, type CompileResult, type Limits } from '@kiln/core';
-import { COMPILE_REPORT_STREAM_BYTES } from '../languages/catalog.js';
+import { COMPILE_REPORT_STREAM_BYTES } from '../languages/catalog/define.js';
 import { dirname } from 'node:path';
 import { buildBwrapArgs, ownSystemFolders, EXEC_HELPER_INSIDE, hideBwrapArgs } from './bwrap-args.js';
 import type { CgroupBackend, SandboxCgroup } from './cgroups/index.js';
