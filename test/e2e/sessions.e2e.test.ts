@@ -333,6 +333,30 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
       await new Promise((r) => setTimeout(r, 200));
       return output.includes('40 120');
     });
+    // TIOCSTI/TIOCLINUX on the shell's own terminal are refused (EPERM), and nothing typed itself in.
+    const inject = [
+      'import errno, fcntl, termios',
+      'for name, req in (("TIOCSTI", termios.TIOCSTI), ("TIOCLINUX", termios.TIOCLINUX)):',
+      '    try:',
+      '        for ch in b"touch pwned\\n":',
+      '            fcntl.ioctl(0, req, bytes([ch]) if name == "TIOCSTI" else b"\\x02" + bytes(15))',
+      '        print(name, "ALLOWED")',
+      '    except OSError as e:',
+      '        print(name, "REFUSED", errno.errorcode[e.errno])',
+    ].join('\n');
+    const putScript = await fetch(`${kiln.url}/v1/sessions/${session.id}/files?path=inject.py`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${agentKey}`, 'content-type': 'application/octet-stream' },
+      body: inject,
+    });
+    expect(putScript.status).toBe(201);
+    ws.send(Buffer.from('python3 inject.py; echo injected-done\n'), { binary: true });
+    await eventually('the injection attempt to end', async () => /injected-done\r?\n/.test(output.split('echo injected-done').at(-1)!));
+    expect(output).toContain('TIOCSTI REFUSED EPERM');
+    expect(output).toContain('TIOCLINUX REFUSED EPERM');
+    expect(output).not.toContain('ALLOWED');
+    const check = await api(kiln.url, agentKey)('POST', `/v1/sessions/${session.id}/steps`, { command: 'test -e pwned && echo pwned || echo clean' });
+    expect(check.body.stdout).toBe('clean\n');
     ws.send(Buffer.from('exit 5\n'), { binary: true });
     await eventually('the exit code', async () => exit);
     expect(exit).toMatchObject({ type: 'exit', code: 5 });
