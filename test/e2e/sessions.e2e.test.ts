@@ -302,6 +302,58 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
     expect((await Sandbox.list(options)).map((s) => s.id)).not.toContain(sbx.sandboxId);
   }, 180_000);
 
+  it('step artifacts: stdout and stderr whole (past the inline 64 KiB), collected files, policy and quota refusals, agents see only their own', async () => {
+    kiln = new KilnSystem(db);
+    await kiln.startServer();
+    await kiln.startRunner({ name: 'artifacts', capacity: 1 });
+    const { tenant, tenantKey, agentKey } = await keyedTenant(kiln);
+    const other = await kiln.client(tenantKey).agents.create({ name: 'agent-2' });
+    const otherKey = (await kiln.client(tenantKey).agents.createKey(other.id)).key;
+    const call = api(kiln.url, agentKey);
+    const admin = api(kiln.url, tenantKey);
+    const policy = await admin('POST', '/v1/policies', {
+      name: 'small-artifacts',
+      ruleset: { ...DEFAULT_RULESET, artifacts: { max_count: 2, max_bytes: 4096, max_total_bytes: 8192 } },
+    });
+    const session = (await call('POST', '/v1/sessions', { policy_id: policy.body.id })).body;
+    const step = await call('POST', `/v1/sessions/${session.id}/steps`, {
+      // 200 000 bytes of stdout, a line of stderr; three small files (one over the count), one too large.
+      command: 'head -c 200000 /dev/zero | tr "\\0" a; echo oops >&2; mkdir -p out; echo one > out/1.txt; echo two > out/2.txt; echo three > out/3.txt; head -c 5000 /dev/zero > out/big.txt; ln -s /etc/passwd out/link.txt',
+      collect: ['out/*.txt'],
+    });
+    expect(step.status).toBe(201);
+    expect(step.body.status).toBe('succeeded');
+    expect(step.body.stdout).toHaveLength(64 * 1024);
+    const refs = step.body.output_refs;
+    expect(refs.artifacts).toHaveLength(2);
+    expect(step.body.rejected_artifacts.map((r: { name: string }) => r.name).sort()).toEqual(['out/3.txt', 'out/big.txt']);
+    const download = async (id: string, key = agentKey) => {
+      const res = await fetch(`${kiln.url}/v1/artifacts/${id}/content`, { headers: { authorization: `Bearer ${key}` } });
+      return { status: res.status, checksum: res.headers.get('x-kiln-checksum'), body: Buffer.from(await res.arrayBuffer()) };
+    };
+    const out = await download(refs.stdout);
+    expect(out.body.toString()).toBe('a'.repeat(200_000));
+    expect(out.checksum).toBe(`sha256:${createHash('sha256').update(out.body).digest('hex')}`);
+    expect((await download(refs.stderr)).body.toString()).toBe('oops\n');
+    const listed = await call('GET', `/v1/artifacts?owner_type=session_step&owner_id=${step.body.id}`);
+    expect(listed.body.items.map((a: { name: string }) => a.name).sort()).toEqual(['out/1.txt', 'out/2.txt', 'stderr', 'stdout']);
+    expect(listed.body.items.every((a: { owner_type: string }) => a.owner_type === 'session_step')).toBe(true);
+    expect((await download(refs.artifacts[0])).body.toString()).toBe('one\n');
+    // The persisted transcript has the same references; another agent of the tenant sees none of it.
+    expect((await call('GET', `/v1/sessions/${session.id}/steps/1`)).body.output_refs).toEqual(refs);
+    expect((await download(refs.stdout, otherKey)).status).toBe(404);
+    expect((await api(kiln.url, otherKey)('GET', `/v1/artifacts?owner_type=session_step&owner_id=${step.body.id}`)).body.items).toEqual([]);
+    expect((await download(refs.stdout, tenantKey)).status).toBe(200);
+
+    // Past the tenant's artifact storage quota: the step still ends, its outputs refused with the reason.
+    await kiln.operator.tenants.setQuota(tenant.id, { artifact_storage_bytes: 300_000 });
+    const over = await call('POST', `/v1/sessions/${session.id}/steps`, { command: 'head -c 250000 /dev/zero' });
+    expect(over.body, JSON.stringify(over.body)).toMatchObject({ status: 'succeeded' });
+    expect(over.body.output_refs.stdout).toBeNull();
+    expect(over.body.rejected_artifacts).toEqual([expect.objectContaining({ name: 'stdout', size_bytes: 250_000, reason: expect.stringMatching(/artifact storage quota/) })]);
+    expect((await kiln.operator.audit.verify({ tenant_id: tenant.id })).ok).toBe(true);
+  }, 120_000);
+
   it('terminal: a shell on a pseudo-terminal over a WebSocket, input, resize, the exit code; refused without a key', async () => {
     kiln = new KilnSystem(db);
     await kiln.startServer();

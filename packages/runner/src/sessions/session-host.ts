@@ -1,7 +1,10 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
+  artifactRulesSchema,
+  DEFAULT_RULESET,
   KilnError,
+  leasedCollectGlobSchema,
   limitsSchema,
   NonceCache,
   SIGNATURE_HEADERS,
@@ -11,6 +14,7 @@ import {
   type Limits,
 } from '@kiln/core';
 import { z } from 'zod';
+import { boundRejected, selectArtifacts } from '../agent/artifact-selection.js';
 import type { SandboxDriver, StdinWriter } from '../sandbox/driver.js';
 import { PersistentSandbox } from '../sandbox/persistent/index.js';
 import { WorkspaceFiles } from './workspace-files.js';
@@ -35,7 +39,14 @@ const stepBody = z.strictObject({
   timeout_ms: z.number().int().min(1).optional(),
   /** keep stdin open after `stdin`, for POST …/steps/{sequence}/stdin */
   stdin_open: z.boolean().default(false),
+  /** files kept once the step ends (the control plane checked the globs against COLLECT_LIMITS) */
+  collect: z.array(leasedCollectGlobSchema).max(32).default([]),
+  /** the session's policy's artifact rules, applied to what `collect` finds */
+  artifacts: artifactRulesSchema.optional(),
 });
+
+/** Refused files a step's answer names one by one; the rest are summed up in one entry. */
+const REJECTED_NAMED_MAX = 100;
 
 const stdinBody = z.strictObject({ data: z.string().max(1024 * 1024).default(''), eof: z.boolean().default(false) });
 
@@ -219,6 +230,30 @@ export class SessionHost {
     await s.sandbox.destroy();
   }
 
+  /**
+   * The files a step named in `collect`, found with the same bounded walk as a job's (collect.ts: no link
+   * followed, entries, depth, time and matching bounded) and the policy's artifact rules, each sent as one
+   * `artifact` line. A walk a bound stopped keeps what it found and says why.
+   */
+  private async collectStep(
+    s: HostedSession,
+    step: z.infer<typeof stepBody>,
+    line: (value: unknown) => void,
+  ): Promise<{ rejected: { name: string; size_bytes: number; reason: string }[]; stopped?: string }> {
+    if (step.collect.length === 0 || !s.sandbox.alive) return { rejected: [] };
+    const rules = step.artifacts ?? DEFAULT_RULESET.artifacts;
+    // The walk's own bounds (16 MiB a file, 64 MiB in all…) hold what is read; the rules name what is refused.
+    const outcome = await s.sandbox.workspace.collect(step.collect);
+    const selection = selectArtifacts(outcome.files, rules);
+    for (const file of selection.accepted) {
+      line({ type: 'artifact', name: file.path, size_bytes: file.size_bytes, data: file.content.toString('base64') } satisfies StepArtifactLine);
+    }
+    return {
+      rejected: boundRejected(selection.rejected, REJECTED_NAMED_MAX),
+      ...(outcome.stopped !== undefined ? { stopped: outcome.stopped } : {}),
+    };
+  }
+
   /** Runs a step and answers NDJSON: output chunks as they come (base64), then one `end` line. */
   private async runStep(id: string, step: z.infer<typeof stepBody>, res: http.ServerResponse): Promise<void> {
     const s = this.sessions.get(id);
@@ -267,12 +302,15 @@ export class SessionHost {
         onStdout: (chunk) => line({ type: 'stdout', data: chunk.toString('base64') }),
         onStderr: (chunk) => line({ type: 'stderr', data: chunk.toString('base64') }),
       });
+      const collected = await this.collectStep(s, step, line);
       line({
         type: 'end',
         verdict: result.verdict,
         exit_status: result.exit_status,
         resource_usage: result.resource_usage,
         output_truncated: result.output_truncated,
+        rejected_artifacts: collected.rejected,
+        ...(collected.stopped !== undefined ? { collect_stopped: collected.stopped } : {}),
       });
     } catch (err) {
       line({ type: 'error', message: (err as Error).message, code: err instanceof KilnError ? err.code : 'INTERNAL' });
@@ -281,6 +319,15 @@ export class SessionHost {
       res.end();
     }
   }
+}
+
+/** One collected file in a step's answer, before its `end`: the control plane stores it as an artifact. */
+export interface StepArtifactLine {
+  type: 'artifact';
+  name: string;
+  size_bytes: number;
+  /** base64 */
+  data: string;
 }
 
 function queryPath(url: URL): string {

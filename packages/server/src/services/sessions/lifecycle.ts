@@ -156,7 +156,7 @@ export async function createSession(deps: JobDeps, principal: Principal, input: 
     ended_at: null,
     zone: input.zone ?? null,
     metadata: JSON.stringify(input.metadata ?? {}),
-    seed: JSON.stringify({ env: input.env ?? {}, files: (input.files ?? []).map((f) => f.path) }),
+    seed: JSON.stringify({ env: input.env ?? {}, files: (input.files ?? []).map((f) => f.path), artifacts: policy.ruleset.artifacts }),
     sandbox_id: newId('sandbox', nowMs),
     reason: null,
     idle_timeout_seconds: rules.idle_timeout_seconds,

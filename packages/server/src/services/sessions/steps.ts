@@ -3,18 +3,22 @@ import {
   INLINE_OUTPUT_MAX_BYTES,
   KilnError,
   toRfc3339,
+  DEFAULT_RULESET,
   type CreateStepRequest,
+  type RejectedArtifact,
   type SessionStep,
 } from '@kiln/core';
 import { sessionStepMachine } from '../../domain/machines.js';
 import { assertTransition } from '../../domain/state-machine.js';
-import { touchSession } from '../../store/sessions.js';
+import { touchSession, type SessionRow } from '../../store/sessions.js';
 import { appendSessionStep, type SessionStepRow } from '../../store/steps.js';
+import type { DbHandle } from '../../store/store.js';
 import { auditSuccess } from '../audit.js';
 import type { Principal } from '../context.js';
 import type { JobDeps } from '../job-deps.js';
 import { activeSessionEndpoint, loadVisibleSession } from './lifecycle.js';
 import { callRunner, type RunnerEndpoint } from './runner-link.js';
+import { collectRefusedStepBlobs, recordStepArtifacts, storeCollectedFile, StepOutputBlob, type StepBlob } from './step-artifacts.js';
 
 type StepState = (typeof sessionStepMachine.states)[number];
 
@@ -86,6 +90,17 @@ export function stepFromRow(row: SessionStepRow): SessionStep {
     stdout: row.stdout_inline,
     stderr: row.stderr_inline,
     error: row.error,
+    ...stepOutputRefs(row.output_refs),
+  };
+}
+
+/** `output_refs` holds the step's artifact ids and the files refused, recorded when it ended. */
+function stepOutputRefs(text: string | null): Pick<SessionStep, 'output_refs' | 'rejected_artifacts'> {
+  if (!text) return { output_refs: null, rejected_artifacts: [] };
+  const stored = JSON.parse(text) as { stdout: string | null; stderr: string | null; artifacts: string[]; rejected_artifacts?: SessionStep['rejected_artifacts'] };
+  return {
+    output_refs: { stdout: stored.stdout, stderr: stored.stderr, artifacts: stored.artifacts },
+    rejected_artifacts: stored.rejected_artifacts ?? [],
   };
 }
 
@@ -100,15 +115,21 @@ async function loadStep(deps: JobDeps, sessionId: string, sequence: number): Pro
   return row;
 }
 
-async function moveStep(deps: JobDeps, row: SessionStepRow, to: StepState, fields: Partial<SessionStepRow>): Promise<SessionStepRow> {
+async function moveStep(h: DbHandle, row: SessionStepRow, to: StepState, fields: Partial<SessionStepRow>): Promise<SessionStepRow> {
   assertTransition(sessionStepMachine, row.status as StepState, to, row.id);
-  await deps.store.db
+  await h.db
     .updateTable('session_steps')
     .set({ ...fields, status: to })
     .where('id', '=', row.id)
     .where('status', '=', row.status)
     .execute();
   return { ...row, ...fields, status: to };
+}
+
+/** The artifact rules of the session's policy, pinned in its seed when it was created. */
+function sessionArtifactRules(session: SessionRow) {
+  const seed = session.seed ? (JSON.parse(session.seed) as { artifacts?: typeof DEFAULT_RULESET.artifacts }) : {};
+  return seed.artifacts ?? DEFAULT_RULESET.artifacts;
 }
 
 /** Output kept inline: up to INLINE_OUTPUT_MAX_BYTES per stream. */
@@ -126,8 +147,12 @@ class InlineOutput {
     this.size += part.length;
   }
 
+  /**
+   * UTF-8 text, as invalid bytes already become U+FFFD; so does NUL, which PostgreSQL text cannot hold
+   * (the stdout and stderr artifacts keep the exact bytes).
+   */
   text(): string {
-    return Buffer.concat(this.parts).toString('utf8');
+    return Buffer.concat(this.parts).toString('utf8').replaceAll('\0', '\uFFFD');
   }
 }
 
@@ -162,12 +187,12 @@ export async function submitStep(
     });
     return step;
   });
-  const running = await moveStep(deps, queued, 'running', { started_at: toRfc3339(deps.clock.nowMs()) });
+  const running = await moveStep(deps.store, queued, 'running', { started_at: toRfc3339(deps.clock.nowMs()) });
   const emitter = events.open(running.id);
   emitter.record({ type: 'status', status: 'running' });
   let started!: () => void;
   const onRunner = new Promise<void>((resolve) => (started = resolve));
-  const finished = driveStep(deps, runner, running, input, emitter, started).finally(() => events.close(running.id));
+  const finished = driveStep(deps, runner, session, running, input, emitter, started).finally(() => events.close(running.id));
   // A background step answers once the runner runs it, so stdin and kill sent next find it there.
   if (input.background) {
     await Promise.race([onRunner, finished]);
@@ -181,6 +206,7 @@ export async function submitStep(
 async function driveStep(
   deps: JobDeps,
   runner: RunnerEndpoint,
+  session: SessionRow,
   step: SessionStepRow,
   input: CreateStepRequest,
   emitter: LiveStep,
@@ -188,7 +214,10 @@ async function driveStep(
 ): Promise<SessionStepRow> {
   const stdout = new InlineOutput();
   const stderr = new InlineOutput();
-  let end: { verdict: string; exit_status: unknown; resource_usage: unknown } | undefined;
+  const stdoutBlob = new StepOutputBlob(deps, session.tenant_id, step.id, 'stdout');
+  const stderrBlob = new StepOutputBlob(deps, session.tenant_id, step.id, 'stderr');
+  const collected: StepBlob[] = [];
+  let end: { verdict: string; exit_status: unknown; resource_usage: unknown; rejected_artifacts?: RejectedArtifact[]; collect_stopped?: string } | undefined;
   let failure: string | undefined;
   try {
     const res = await callRunner(
@@ -204,6 +233,7 @@ async function driveStep(
         ...(input.timeout_ms ? { timeout_ms: input.timeout_ms } : {}),
         // A background step keeps its stdin open for POST …/steps/{sequence}/stdin.
         stdin_open: input.background,
+        ...(input.collect?.length ? { collect: input.collect, artifacts: sessionArtifactRules(session) } : {}),
       },
       // A step may run long; its own timeout (or the policy's wall time) ends it on the runner.
       { timeoutMs: 25 * 3600 * 1000 },
@@ -217,13 +247,32 @@ async function driveStep(
       while ((nl = pending.indexOf('\n')) >= 0) {
         const line = pending.slice(0, nl);
         pending = pending.slice(nl + 1);
-        const msg = JSON.parse(line) as { type: string; data?: string; message?: string; verdict?: string; exit_status?: unknown; resource_usage?: unknown };
+        const msg = JSON.parse(line) as {
+          type: string;
+          data?: string;
+          name?: string;
+          message?: string;
+          verdict?: string;
+          exit_status?: unknown;
+          resource_usage?: unknown;
+          rejected_artifacts?: RejectedArtifact[];
+          collect_stopped?: string;
+        };
         if (msg.type === 'stdout' || msg.type === 'stderr') {
           const bytes = Buffer.from(msg.data ?? '', 'base64');
           (msg.type === 'stdout' ? stdout : stderr).push(bytes);
+          (msg.type === 'stdout' ? stdoutBlob : stderrBlob).push(bytes);
           emitter.record({ type: 'output', stream: msg.type, data: bytes.toString('utf8') });
+        } else if (msg.type === 'artifact' && typeof msg.name === 'string') {
+          collected.push(await storeCollectedFile(deps, session.tenant_id, step.id, msg.name, Buffer.from(msg.data ?? '', 'base64')));
         } else if (msg.type === 'end') {
-          end = { verdict: msg.verdict!, exit_status: msg.exit_status, resource_usage: msg.resource_usage };
+          end = {
+            verdict: msg.verdict!,
+            exit_status: msg.exit_status,
+            resource_usage: msg.resource_usage,
+            ...(msg.rejected_artifacts ? { rejected_artifacts: msg.rejected_artifacts } : {}),
+            ...(msg.collect_stopped ? { collect_stopped: msg.collect_stopped } : {}),
+          };
         } else if (msg.type === 'error') {
           failure = msg.message ?? 'the runner could not run the step';
         }
@@ -232,23 +281,29 @@ async function driveStep(
   } catch (err) {
     failure = (err as Error).message;
   }
-  const fields: Partial<SessionStepRow> = {
-    completed_at: toRfc3339(deps.clock.nowMs()),
-    stdout_inline: stdout.text(),
-    stderr_inline: stderr.text(),
-  };
-  let done: SessionStepRow;
-  if (end) {
-    const status: StepState = end.verdict === 'ok' ? 'succeeded' : end.verdict === 'canceled' ? 'canceled' : 'failed';
-    done = await moveStep(deps, step, status, {
-      ...fields,
-      verdict: end.verdict,
-      exit_status: JSON.stringify(end.exit_status),
-      resource_usage: JSON.stringify(end.resource_usage),
-    });
-  } else {
-    done = await moveStep(deps, step, 'failed', { ...fields, verdict: 'system_error', error: failure ?? 'the runner ended the step without a result' });
-  }
+  const outputs = { stdout: await stdoutBlob.finish(), stderr: await stderrBlob.finish() };
+  const done = await deps.store.transaction(async (tx) => {
+    const recorded = await recordStepArtifacts(deps, tx, { tenantId: session.tenant_id, stepId: step.id }, outputs, collected, end?.rejected_artifacts ?? []);
+    const fields: Partial<SessionStepRow> = {
+      completed_at: toRfc3339(deps.clock.nowMs()),
+      stdout_inline: stdout.text(),
+      stderr_inline: stderr.text(),
+      output_refs: JSON.stringify({ ...recorded.refs, rejected_artifacts: recorded.rejected }),
+    };
+    if (end) {
+      const status: StepState = end.verdict === 'ok' ? 'succeeded' : end.verdict === 'canceled' ? 'canceled' : 'failed';
+      return moveStep(tx, step, status, {
+        ...fields,
+        verdict: end.verdict,
+        exit_status: JSON.stringify(end.exit_status),
+        resource_usage: JSON.stringify(end.resource_usage),
+        // A collection a bound stopped keeps what it found and says why (as a job's does).
+        ...(end.collect_stopped ? { error: end.collect_stopped } : {}),
+      });
+    }
+    return moveStep(tx, step, 'failed', { ...fields, verdict: 'system_error', error: failure ?? 'the runner ended the step without a result' });
+  });
+  await collectRefusedStepBlobs(deps, step.id).catch(() => {});
   await touchSession(deps.store, step.session_id, deps.clock.nowMs());
   emitter.record({ type: 'end', step: stepFromRow(done) });
   return done;

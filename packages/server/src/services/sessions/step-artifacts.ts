@@ -1,0 +1,121 @@
+import { PassThrough } from 'node:stream';
+import { LIMIT_BOUNDS, newId, toRfc3339, type OutputRefs, type RejectedArtifact } from '@kiln/core';
+import type { Checksum } from '../../artifacts/artifact-store.js';
+import { addTenantArtifactBytes, releaseRecordedUploads } from '../../store/artifact-storage.js';
+import type { TxHandle } from '../../store/store.js';
+import { collectOrphanUploads, quotaReason, storageRoomBytes, trackInlineBlob } from '../artifact-storage.js';
+import type { JobDeps } from '../job-deps.js';
+
+/**
+ * A session step's artifacts (issue 8, point 3): its stdout and stderr, and the files it named in
+ * `collect`, stored through the same content-addressed store, storage quota and retention as a job's,
+ * owned by the `session_step`. Every blob is tracked as an upload of the step (blob_uploads, keyed by the
+ * step's id) before it becomes visible in the store, so a crash before the step is recorded leaves an
+ * orphan the upload collector removes, never a blob nothing names.
+ */
+
+/** A blob of the step and its name, once stored. */
+export interface StepBlob {
+  name: string;
+  checksum: Checksum;
+  size_bytes: number;
+}
+
+function trackAs(deps: JobDeps, tenantId: string, stepId: string) {
+  return (blob: { checksum: Checksum; size_bytes: number }) =>
+    trackInlineBlob(deps, { tenantId, jobId: stepId, attempt: 1, checksum: blob.checksum, sizeBytes: blob.size_bytes });
+}
+
+/**
+ * One output stream of a running step, written into the store as it arrives: the control plane holds a
+ * chunk at a time, never the whole output. The runner bounds it by the policy's `output_bytes`; the store
+ * refuses anything past the largest `output_bytes` a policy can give.
+ */
+export class StepOutputBlob {
+  private readonly stream = new PassThrough();
+  private readonly stored: Promise<StepBlob | undefined>;
+
+  constructor(deps: JobDeps, tenantId: string, stepId: string, readonly name: 'stdout' | 'stderr') {
+    this.stored = deps.artifacts
+      .put(this.stream, { maxBytes: LIMIT_BOUNDS.output_bytes.max, beforeStore: trackAs(deps, tenantId, stepId) })
+      .then((b) => ({ name, checksum: b.checksum, size_bytes: b.size_bytes }))
+      // A store that failed loses this stream's artifact, not the step: the inline copy remains.
+      .catch(() => undefined);
+  }
+
+  push(chunk: Buffer): void {
+    this.stream.write(chunk);
+  }
+
+  finish(): Promise<StepBlob | undefined> {
+    this.stream.end();
+    return this.stored;
+  }
+}
+
+/** Stores one file the runner collected for the step (already bounded there by the walk and the rules). */
+export async function storeCollectedFile(deps: JobDeps, tenantId: string, stepId: string, name: string, content: Buffer): Promise<StepBlob> {
+  const blob = await deps.artifacts.put(content, { beforeStore: trackAs(deps, tenantId, stepId) });
+  return { name, checksum: blob.checksum, size_bytes: blob.size_bytes };
+}
+
+export interface RecordedStepArtifacts {
+  refs: OutputRefs;
+  rejected: RejectedArtifact[];
+}
+
+/**
+ * Records the step's blobs as artifacts in the caller's transaction: each fits in the tenant's artifact
+ * storage quota or is refused with the reason (the step still ends), as for a job's completion.
+ */
+export async function recordStepArtifacts(
+  deps: JobDeps,
+  tx: TxHandle,
+  owner: { tenantId: string; stepId: string },
+  outputs: { stdout: StepBlob | undefined; stderr: StepBlob | undefined },
+  files: StepBlob[],
+  rejectedByRunner: RejectedArtifact[],
+): Promise<RecordedStepArtifacts> {
+  const nowIso = toRfc3339(deps.clock.nowMs());
+  const quota = await storageRoomBytes(deps, tx, owner.tenantId);
+  let roomBytes = quota.quotaBytes - quota.storedBytes;
+  const rejected = [...rejectedByRunner];
+  const rows: { id: string; checksum: string; size_bytes: number }[] = [];
+  const record = async (blob: StepBlob | undefined): Promise<string | null> => {
+    if (!blob) return null;
+    if (blob.size_bytes > roomBytes) {
+      rejected.push({ name: blob.name, size_bytes: blob.size_bytes, reason: quotaReason(quota.quotaBytes) });
+      return null;
+    }
+    roomBytes -= blob.size_bytes;
+    const row = {
+      id: newId('artifact', deps.clock.nowMs()),
+      tenant_id: owner.tenantId,
+      owner_type: 'session_step',
+      owner_id: owner.stepId,
+      name: blob.name,
+      size_bytes: blob.size_bytes,
+      checksum: blob.checksum,
+      storage_uri: deps.artifacts.uriOf(blob.checksum),
+      created_at: nowIso,
+    };
+    await tx.db.insertInto('artifacts').values(row).execute();
+    rows.push(row);
+    return row.id;
+  };
+  const stdout = await record(outputs.stdout);
+  const stderr = await record(outputs.stderr);
+  const artifacts: string[] = [];
+  for (const file of files) {
+    const id = await record(file);
+    if (id) artifacts.push(id);
+  }
+  await addTenantArtifactBytes(tx, owner.tenantId, rows.reduce((n, r) => n + r.size_bytes, 0));
+  await releaseRecordedUploads(tx, owner.stepId, rows.map((r) => r.checksum));
+  return { refs: { stdout, stderr, artifacts }, rejected };
+}
+
+/** After the step is recorded: the blobs it refused leave the store unless something else names them. */
+export async function collectRefusedStepBlobs(deps: JobDeps, stepId: string): Promise<void> {
+  await collectOrphanUploads(deps, { jobId: stepId });
+}
