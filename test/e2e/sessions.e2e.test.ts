@@ -354,6 +354,46 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
     expect((await kiln.operator.audit.verify({ tenant_id: tenant.id })).ok).toBe(true);
   }, 120_000);
 
+  it('memory: sessions hold the runner\'s memory budget; a full runner is passed over, a full zone refused clearly, an ended session frees its room', async () => {
+    kiln = new KilnSystem(db);
+    await kiln.startServer();
+    const MiB = 1024 * 1024;
+    // Sandboxes of 128 MiB: a 300 MiB budget holds two, a 600 MiB one four.
+    const budget = (mib: number) => ({ KILN_RUNNER_MEMORY_BUDGET_BYTES: String(mib * MiB) });
+    await kiln.startRunner({ name: 'full-a', zone: 'z1', capacity: 1, env: budget(300) });
+    await kiln.startRunner({ name: 'full-b', zone: 'z1', capacity: 1, env: budget(600) });
+    await kiln.startRunner({ name: 'spare', zone: 'z2', capacity: 1, env: budget(300) });
+    const { tenant, tenantKey, agentKey } = await keyedTenant(kiln);
+    const policy = await api(kiln.url, tenantKey)('POST', '/v1/policies', {
+      name: 'mid-memory',
+      ruleset: { ...DEFAULT_RULESET, limits: { ...DEFAULT_RULESET.limits, memory_bytes: 128 * MiB }, sessions: { ...DEFAULT_RULESET.sessions, max_active: 10 } },
+    });
+    const call = api(kiln.url, agentKey);
+    const created = [];
+    // Placement spreads by session count, so once full-a's memory is taken it is passed over for full-b.
+    for (let i = 0; i < 6; i++) created.push(await call('POST', '/v1/sessions', { policy_id: policy.body.id, zone: 'z1' }));
+    expect(created.map((c) => c.status)).toEqual([201, 201, 201, 201, 201, 201]);
+    const runnerIds = Object.fromEntries((await kiln.operator.runners.list({ limit: 10 })).items.map((r) => [r.name, r.id]));
+    const count = (name: string) => created.filter((c) => c.body.runner_id === runnerIds[name]).length;
+    expect([count('full-a'), count('full-b')]).toEqual([2, 4]);
+    const moves = (await kiln.operator.audit.list({ tenant_id: tenant.id, action: 'session.place', limit: 50 })).items;
+    expect(moves.length).toBeGreaterThan(0);
+    expect(moves[0]!.details).toMatchObject({ from_runner_id: runnerIds['full-a'], runner_id: runnerIds['full-b'], reason: 'no_session_capacity' });
+    const refused = await call('POST', '/v1/sessions', { policy_id: policy.body.id, zone: 'z1' });
+    expect(refused.status).toBe(429);
+    expect(refused.body).toMatchObject({ code: 'RATE_LIMITED', reason: 'no_session_capacity', field: 'body.zone' });
+    expect(refused.body.detail).toMatch(/zone z1[\s\S]*memory budget/);
+    // Another zone has room; the full zone has room again once a session ends.
+    const elsewhere = await call('POST', '/v1/sessions', { policy_id: policy.body.id, zone: 'z2' });
+    expect(elsewhere.status).toBe(201);
+    expect(elsewhere.body.runner_id).toBe(runnerIds['spare']);
+    expect((await call('DELETE', `/v1/sessions/${created[0]!.body.id}`)).status).toBe(200);
+    const again = await call('POST', '/v1/sessions', { policy_id: policy.body.id, zone: 'z1' });
+    expect(again.status).toBe(201);
+    expect(again.body.runner_id).toBe(created[0]!.body.runner_id);
+    expect((await call('POST', `/v1/sessions/${again.body.id}/steps`, { command: 'echo placed' })).body.stdout).toBe('placed\n');
+  }, 180_000);
+
   it('terminal: a shell on a pseudo-terminal over a WebSocket, input, resize, the exit code; refused without a key', async () => {
     kiln = new KilnSystem(db);
     await kiln.startServer();

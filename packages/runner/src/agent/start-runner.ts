@@ -7,7 +7,7 @@ import { buildOneShotSpec } from '../languages/spec.js';
 import { detectLanguages } from '../languages/detect.js';
 import { RunnerAgent, type AgentLogger } from './agent.js';
 import { ControlPlaneClient } from './control-plane-client.js';
-import { detectHostCapacity, formatBytes } from './host-capacity.js';
+import { detectHostCapacity, formatBytes, MemoryLedger } from './host-capacity.js';
 import { credentialFile, preparePrivateDir } from './credential-file.js';
 import { SessionHost } from '../sessions/session-host.js';
 
@@ -90,8 +90,12 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
     `sandbox memory budget ${formatBytes(host.memoryBudgetBytes)}`,
   );
   const client = new ControlPlaneClient(config.serverUrl, config.token, credentialFile(dataDir));
+  // One ledger for the node: session sandboxes and jobs hold the same memory budget.
+  const memory = new MemoryLedger(host.memoryBudgetBytes);
   const sessions = new SessionHost({
     driver,
+    host,
+    memory,
     signingKey: () => client.signingKey(),
     ...(config.sessionListen ? { listen: config.sessionListen } : {}),
   });
@@ -109,6 +113,7 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
     labels: config.labels ?? {},
     logger: config.logger,
     host,
+    memory,
     ...(config.slotMemoryBytes !== undefined ? { slotMemoryBytes: config.slotMemoryBytes } : {}),
   });
   await agent.start();

@@ -16,7 +16,9 @@ import {
 import { z } from 'zod';
 import { boundRejected, selectArtifacts } from '../agent/artifact-selection.js';
 import type { SandboxDriver, StdinWriter } from '../sandbox/driver.js';
-import { PersistentSandbox } from '../sandbox/persistent/index.js';
+import type { PersistentSandbox } from '../sandbox/persistent/index.js';
+import { formatBytes, hostRefusal, type HostCapacity, type MemoryLedger } from '../agent/host-capacity.js';
+import { startSessionSandbox } from './session-sandbox.js';
 import { WorkspaceFiles } from './workspace-files.js';
 
 /** The largest JSON body the host reads (a session's seed files included). */
@@ -52,12 +54,18 @@ const stdinBody = z.strictObject({ data: z.string().max(1024 * 1024).default('')
 
 interface HostedSession {
   sandbox: PersistentSandbox;
+  /** what this session holds of the node's memory budget (its sandbox's memory limit) */
+  memoryBytes: number;
   /** running steps by sequence, to kill them and feed their stdin */
   running: Map<number, { abort: AbortController; stdin?: StdinWriter }>;
 }
 
 export interface SessionHostOptions {
   driver: SandboxDriver;
+  /** What this node can honour: a session asking for more is refused, never clamped. */
+  host?: HostCapacity;
+  /** The node's memory ledger, shared with jobs: a session holds its memory limit until it ends. */
+  memory?: MemoryLedger;
   /** The current signing key (from the runner's credential); undefined before registration. */
   signingKey: () => string | undefined;
   /** `host:port` to listen on. @default "127.0.0.1:0" */
@@ -99,8 +107,7 @@ export class SessionHost {
   async stop(): Promise<void> {
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.server?.closeAllConnections();
-    await Promise.allSettled([...this.sessions.values()].map((s) => s.sandbox.destroy()));
-    this.sessions.clear();
+    await Promise.allSettled([...this.sessions.keys()].map((id) => this.destroySession(id)));
   }
 
   /** Session ids with a live sandbox here. */
@@ -209,17 +216,31 @@ export class SessionHost {
     const existing = this.sessions.get(input.session_id);
     // Idempotent: a retried start (the answer was lost) gets the sandbox already made.
     if (existing?.sandbox.alive) return { sandbox_id: existing.sandbox.id };
-    const handle = await this.options.driver.start({
-      limits: input.limits as Limits,
-      env: input.env,
-      files: input.files.map((f) => ({ path: f.path, content: Buffer.from(f.content, 'base64'), ...(f.mode !== undefined ? { mode: f.mode } : {}) })),
-    });
-    if (!(handle instanceof PersistentSandbox)) {
-      await handle.destroy();
-      throw new KilnError('INTERNAL', 'the sandbox driver did not start a persistent sandbox');
+    if (existing) await this.destroySession(input.session_id);
+    const limits = input.limits as Limits;
+    const refusal = this.options.host ? hostRefusal(limits, this.options.host) : undefined;
+    if (refusal !== undefined) throw noRoom(refusal);
+    // Refused rather than queued: the control plane places the session on another runner, or says so.
+    const memoryBytes = limits.memory_bytes;
+    if (this.options.memory && !this.options.memory.tryReserve(memoryBytes)) {
+      throw noRoom(
+        `this runner's memory budget has ${formatBytes(Math.max(0, this.options.memory.availableBytes))} free, ` +
+          `less than the session's limits.memory_bytes of ${formatBytes(memoryBytes)}`,
+      );
     }
-    this.sessions.set(input.session_id, { sandbox: handle, running: new Map() });
-    return { sandbox_id: handle.id };
+    let sandbox: PersistentSandbox;
+    try {
+      sandbox = await startSessionSandbox(this.options.driver, {
+        limits,
+        env: input.env,
+        files: input.files.map((f) => ({ path: f.path, content: Buffer.from(f.content, 'base64'), ...(f.mode !== undefined ? { mode: f.mode } : {}) })),
+      });
+    } catch (err) {
+      this.options.memory?.release(memoryBytes);
+      throw err;
+    }
+    this.sessions.set(input.session_id, { sandbox, memoryBytes: this.options.memory ? memoryBytes : 0, running: new Map() });
+    return { sandbox_id: sandbox.id };
   }
 
   private async destroySession(id: string): Promise<void> {
@@ -227,7 +248,11 @@ export class SessionHost {
     if (!s) return;
     for (const step of s.running.values()) step.abort.abort();
     this.sessions.delete(id);
-    await s.sandbox.destroy();
+    try {
+      await s.sandbox.destroy();
+    } finally {
+      if (s.memoryBytes > 0) this.options.memory?.release(s.memoryBytes);
+    }
   }
 
   /**
@@ -330,6 +355,11 @@ export interface StepArtifactLine {
   data: string;
 }
 
+/** A runner without room for a session: 409 with a reason the control plane places elsewhere on. */
+function noRoom(why: string): KilnError {
+  return new KilnError('CONFLICT', why, { extra: { reason: 'no_session_capacity' } });
+}
+
 function queryPath(url: URL): string {
   const p = url.searchParams.get('path');
   if (!p) throw new KilnError('VALIDATION_FAILED', 'give the file as ?path=', { field: 'query.path' });
@@ -378,5 +408,10 @@ function answerError(res: http.ServerResponse, err: unknown): void {
     res.destroy();
     return;
   }
-  json(res, known.status, { code: known.code, detail: known.message, ...(known.field ? { field: known.field } : {}) });
+  json(res, known.status, {
+    code: known.code,
+    detail: known.message,
+    ...(known.field ? { field: known.field } : {}),
+    ...(typeof known.extra?.reason === 'string' ? { reason: known.extra.reason } : {}),
+  });
 }

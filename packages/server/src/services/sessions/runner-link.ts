@@ -51,11 +51,15 @@ export async function callRunner(
     throw new KilnError('UNAVAILABLE', `runner ${runner.id} did not answer: ${(err as Error).message}; retry later`);
   }
   if (res.ok) return res;
-  const problem = (await res.json().catch(() => ({}))) as { code?: string; detail?: string; field?: string };
+  const problem = (await res.json().catch(() => ({}))) as { code?: string; detail?: string; field?: string; reason?: string };
   if (res.status === 404) throw new KilnError('NOT_FOUND', problem.detail ?? 'the runner does not know this session');
   if (res.status === 400 || res.status === 409 || res.status === 413) {
     const code = res.status === 400 ? 'VALIDATION_FAILED' : res.status === 409 ? 'CONFLICT' : 'PAYLOAD_TOO_LARGE';
-    throw new KilnError(code, problem.detail ?? 'the runner refused the request', problem.field ? { field: problem.field } : {});
+    throw new KilnError(code, problem.detail ?? 'the runner refused the request', {
+      ...(problem.field ? { field: problem.field } : {}),
+      // The runner's own reason (no_session_capacity: its memory budget is taken), for placement.
+      ...(problem.reason ? { extra: { runner_reason: problem.reason } } : {}),
+    });
   }
   throw new KilnError('UNAVAILABLE', `runner ${runner.id} answered ${res.status}: ${problem.detail ?? 'no detail'}; retry later`);
 }
