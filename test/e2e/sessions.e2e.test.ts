@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { DEFAULT_RULESET } from '@kiln/core';
@@ -523,5 +524,98 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
       expect(sandbox!.status).toBe('failed');
     }
     expect((await kiln.operator.audit.verify({ tenant_id: tenant.id })).ok).toBe(true);
+  }, 180_000);
+});
+
+/** Reads a server-sent event stream, calling `onEvent` for each event until the stream ends. */
+async function readEvents(url: string, key: string, onEvent: (event: string, data: any) => void): Promise<void> {
+  const res = await fetch(url, { headers: { authorization: `Bearer ${key}` } });
+  expect(res.status).toBe(200);
+  let pending = '';
+  const decoder = new TextDecoder();
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    pending += decoder.decode(chunk, { stream: true });
+    let cut: number;
+    while ((cut = pending.indexOf('\n\n')) >= 0) {
+      const block = pending.slice(0, cut);
+      pending = pending.slice(cut + 2);
+      const event = /^event: (.*)$/m.exec(block)?.[1] ?? 'message';
+      const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+      if (data) onEvent(event, JSON.parse(data));
+    }
+  }
+}
+
+/**
+ * Issue 8, point 6: any control-plane replica serves any session. Two server processes on one
+ * PostgreSQL database (sharing the keys and the artifact store, as replicas must), one runner: a step
+ * submitted on one replica is watched live, fed and killed through the other; files, artifacts,
+ * keepalive, the transcript and the end work from either; sequences stay 1..N across both.
+ */
+describe('sessions across control-plane replicas (postgres)', () => {
+  let kiln: KilnSystem;
+  afterEach(async () => {
+    await kiln?.close();
+  }, 60_000);
+
+  it('a step submitted on one replica is watched, fed and killed on the other; every session call works on both', async () => {
+    const shared = mkdtempSync(join(tmpdir(), 'kiln-replicas-'));
+    chmodSync(shared, 0o700);
+    kiln = new KilnSystem('postgres', {
+      KILN_AUDIT_KEY: randomBytes(32).toString('hex'),
+      KILN_SECRETS_KEY: randomBytes(32).toString('hex'),
+      KILN_ARTIFACTS_URL: join(shared, 'artifacts'),
+    });
+    await kiln.startServer();
+    await kiln.startRunner({ name: 'replicated', capacity: 1 });
+    const replica = await kiln.startReplica();
+    const { tenant, agentKey } = await keyedTenant(kiln);
+    const a = api(kiln.url, agentKey);
+    const b = api(replica.url, agentKey);
+
+    const session = (await a('POST', '/v1/sessions', {})).body;
+    expect((await b('GET', `/v1/sessions/${session.id}`)).body).toMatchObject({ id: session.id, status: 'active' });
+    expect((await b('POST', `/v1/sessions/${session.id}/steps`, { command: 'echo from-b' })).body).toMatchObject({ sequence: 1, stdout: 'from-b\n' });
+
+    // Submitted on A, watched live on B (its output comes from the runner), fed through B.
+    const bg = await a('POST', `/v1/sessions/${session.id}/steps`, { command: 'echo started; read x; echo "got $x"', background: true });
+    expect(bg.body).toMatchObject({ sequence: 2, status: 'running' });
+    const seen: string[] = [];
+    let end: any;
+    const watching = readEvents(`${replica.url}/v1/sessions/${session.id}/steps/2/events`, agentKey, (event, data) => {
+      if (event === 'output') seen.push(data.data);
+      if (event === 'end') end = data;
+    });
+    await eventually('the live output on the other replica', async () => seen.join('').includes('started'));
+    expect((await b('POST', `/v1/sessions/${session.id}/steps/2/stdin`, { data: 'ping\n', eof: true })).status).toBe(200);
+    await watching;
+    expect(seen.join('')).toBe('started\ngot ping\n');
+    expect(end).toMatchObject({ sequence: 2, status: 'succeeded', stdout: 'started\ngot ping\n' });
+
+    // Killed on B while A drives it; its artifacts download from B.
+    await a('POST', `/v1/sessions/${session.id}/steps`, { command: 'sleep 60', background: true });
+    expect((await b('POST', `/v1/sessions/${session.id}/steps/3/kill`)).status).toBe(200);
+    await eventually('the kill to end the step', async () => (await a('GET', `/v1/sessions/${session.id}/steps/3`)).body.status === 'canceled');
+    const withFile = (await a('POST', `/v1/sessions/${session.id}/steps`, { command: 'mkdir -p out; echo kept > out/f.txt', collect: ['out/*'] })).body;
+    const download = await fetch(`${replica.url}/v1/artifacts/${withFile.output_refs.artifacts[0]}/content`, { headers: { authorization: `Bearer ${agentKey}` } });
+    expect(await download.text()).toBe('kept\n');
+
+    // Files written through one, read through the other; keepalive on B; sequences with no gap across both.
+    const put = await fetch(`${replica.url}/v1/sessions/${session.id}/files?path=note.txt`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${agentKey}`, 'content-type': 'application/octet-stream' },
+      body: 'across replicas',
+    });
+    expect(put.status).toBe(201);
+    expect(await (await fetch(`${kiln.url}/v1/sessions/${session.id}/files?path=note.txt`, { headers: { authorization: `Bearer ${agentKey}` } })).text()).toBe('across replicas');
+    expect((await b('POST', `/v1/sessions/${session.id}/keepalive`, { ttl_seconds: 120 })).status).toBe(200);
+    const burst = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b)('POST', `/v1/sessions/${session.id}/steps`, { command: 'true' })));
+    expect(burst.map((r) => r.body.sequence).sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, i) => i + 5));
+    const transcript = (await b('GET', `/v1/sessions/${session.id}/steps?limit=100`)).body.items.map((s: { sequence: number }) => s.sequence);
+    expect(transcript).toEqual(Array.from({ length: 24 }, (_, i) => i + 1));
+    expect((await b('DELETE', `/v1/sessions/${session.id}`)).body).toMatchObject({ status: 'terminated', reason: 'deleted' });
+    expect((await a('GET', `/v1/sessions/${session.id}`)).body.status).toBe('terminated');
+    expect((await kiln.operator.audit.verify({ tenant_id: tenant.id })).ok).toBe(true);
+    rmSync(shared, { recursive: true, force: true });
   }, 180_000);
 });

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
@@ -56,8 +57,39 @@ interface HostedSession {
   sandbox: PersistentSandbox;
   /** what this session holds of the node's memory budget (its sandbox's memory limit) */
   memoryBytes: number;
-  /** running steps by sequence, to kill them and feed their stdin */
-  running: Map<number, { abort: AbortController; stdin?: StdinWriter }>;
+  /** running steps by sequence, to kill them, feed their stdin and watch their output */
+  running: Map<number, RunningStep>;
+}
+
+interface RunningStep {
+  abort: AbortController;
+  stdin?: StdinWriter;
+  output: StepOutputFeed;
+}
+
+/** Output a running step keeps for watchers that join late (per step): past it they get `truncated`. */
+const FEED_HISTORY_MAX_BYTES = 1024 * 1024;
+/** What a watcher of a running step may leave unread before it is cut. */
+const WATCHER_BUFFER_MAX_BYTES = 4 * 1024 * 1024;
+
+/**
+ * A running step's output for watchers on any control-plane replica (the replica that submitted the step
+ * reads it from the step's own answer; the others come here): what came so far, bounded, then the rest.
+ */
+class StepOutputFeed extends EventEmitter {
+  readonly history: { type: 'stdout' | 'stderr'; data: string }[] = [];
+  private historyBytes = 0;
+  historyCut = false;
+
+  push(type: 'stdout' | 'stderr', chunk: Buffer): void {
+    const event = { type, data: chunk.toString('base64') };
+    if (this.historyBytes + chunk.length > FEED_HISTORY_MAX_BYTES) this.historyCut = true;
+    else {
+      this.history.push(event);
+      this.historyBytes += chunk.length;
+    }
+    this.emit('output', event);
+  }
 }
 
 export interface SessionHostOptions {
@@ -154,6 +186,9 @@ export class SessionHost {
       return this.runStep(id, parseJson(stepBody, body), res);
     }
     if (id && parts[3] === 'files') return this.fileCall(id, parts.slice(4), method, url, body, res);
+    if (parts.length === 6 && id && parts[3] === 'steps' && parts[5] === 'events' && method === 'GET') {
+      return this.watchStep(id, Number(parts[4]), res);
+    }
     if (parts.length === 6 && id && parts[3] === 'steps' && parts[5] === 'kill' && method === 'POST') {
       const running = this.sessions.get(id)?.running.get(Number(parts[4]));
       running?.abort.abort();
@@ -279,13 +314,48 @@ export class SessionHost {
     };
   }
 
+  /**
+   * A running step's output as NDJSON (base64 chunks as in the step's own answer, `truncated` where the
+   * history was cut, `end` when it ends): 404 once it is not running here, so the caller reads the
+   * persisted step instead.
+   */
+  private watchStep(id: string, sequence: number, res: http.ServerResponse): void {
+    const running = this.sessions.get(id)?.running.get(sequence);
+    if (!running) throw new KilnError('NOT_FOUND', `step ${sequence} is not running here`);
+    const feed = running.output;
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    const line = (value: unknown) => {
+      if (res.destroyed) return;
+      // A watcher that does not read is cut, not buffered for: the step's own answer never waits on it.
+      if (res.writableLength > WATCHER_BUFFER_MAX_BYTES) res.destroy();
+      else res.write(`${JSON.stringify(value)}\n`);
+    };
+    for (const e of feed.history) line(e);
+    if (feed.historyCut) line({ type: 'truncated', reason: 'history_limit' });
+    const onOutput = (e: unknown) => line(e);
+    const onEnd = () => {
+      line({ type: 'end' });
+      done();
+    };
+    const done = () => {
+      feed.off('output', onOutput);
+      feed.off('end', onEnd);
+      res.end();
+    };
+    feed.on('output', onOutput);
+    feed.on('end', onEnd);
+    res.once('close', done);
+  }
+
   /** Runs a step and answers NDJSON: output chunks as they come (base64), then one `end` line. */
   private async runStep(id: string, step: z.infer<typeof stepBody>, res: http.ServerResponse): Promise<void> {
     const s = this.sessions.get(id);
     if (!s || !s.sandbox.alive) throw new KilnError('NOT_FOUND', `no live sandbox for session ${id}`);
     if (s.running.has(step.sequence)) throw new KilnError('CONFLICT', `step ${step.sequence} is already running`);
     const abort = new AbortController();
-    const entry: { abort: AbortController; stdin?: StdinWriter } = { abort };
+    const feed = new StepOutputFeed();
+    feed.setMaxListeners(0);
+    const entry: RunningStep = { abort, output: feed };
     // Input that arrives before the command's stdin is connected waits here, in order.
     const early: (Buffer | null)[] = [];
     let connected: StdinWriter | undefined;
@@ -324,8 +394,14 @@ export class SessionHost {
               },
             }
           : {}),
-        onStdout: (chunk) => line({ type: 'stdout', data: chunk.toString('base64') }),
-        onStderr: (chunk) => line({ type: 'stderr', data: chunk.toString('base64') }),
+        onStdout: (chunk) => {
+          line({ type: 'stdout', data: chunk.toString('base64') });
+          feed.push('stdout', chunk);
+        },
+        onStderr: (chunk) => {
+          line({ type: 'stderr', data: chunk.toString('base64') });
+          feed.push('stderr', chunk);
+        },
       });
       const collected = await this.collectStep(s, step, line);
       line({
@@ -341,6 +417,7 @@ export class SessionHost {
       line({ type: 'error', message: (err as Error).message, code: err instanceof KilnError ? err.code : 'INTERNAL' });
     } finally {
       s.running.delete(step.sequence);
+      feed.emit('end');
       res.end();
     }
   }

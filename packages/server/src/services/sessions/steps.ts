@@ -309,6 +309,67 @@ async function driveStep(
   return done;
 }
 
+/** How long a watcher waits for the replica that ran a step to record its end, after the runner ended it. */
+const PERSISTED_END_WAIT_MS = 30_000;
+/** Tries (25 ms apart) to find a step on its runner that the database already says runs. */
+const RUNNER_START_RETRIES = 40;
+
+/** What a watcher on a replica that does not run the step gets from the runner. */
+export type RemoteStepEvent = { type: 'output'; stream: 'stdout' | 'stderr'; data: string } | { type: 'truncated'; reason: string };
+
+/**
+ * Live events of a step another replica runs (issue 8, point 6: any replica serves any session): the
+ * runner that holds it streams its output (signed call, as every session call), and once it ends the
+ * step is read back as the running replica records it. Resolves to the ended step (or, if that replica
+ * never records it in time, the step as it stands), and whether any output came from the runner.
+ */
+export async function relayStepFromRunner(
+  deps: JobDeps,
+  principal: Principal,
+  sessionId: string,
+  sequence: number,
+  onEvent: (e: RemoteStepEvent) => void,
+  signal: AbortSignal,
+): Promise<{ step: SessionStep; relayed: boolean }> {
+  const { runner } = await activeSessionEndpoint(deps, principal, sessionId);
+  let relayed = false;
+  for (let attempt = 0; !relayed && !signal.aborted; attempt++) {
+    try {
+      const res = await callRunner(runner, 'GET', `/v1/sessions/${sessionId}/steps/${sequence}/events`, undefined, {
+        signal,
+        timeoutMs: 25 * 3600 * 1000,
+      });
+      relayed = true;
+      let pending = '';
+      const decoder = new TextDecoder();
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        pending += decoder.decode(chunk, { stream: true });
+        let nl: number;
+        while ((nl = pending.indexOf('\n')) >= 0) {
+          const msg = JSON.parse(pending.slice(0, nl)) as { type: string; data?: string; reason?: string };
+          pending = pending.slice(nl + 1);
+          if (msg.type === 'stdout' || msg.type === 'stderr') {
+            onEvent({ type: 'output', stream: msg.type, data: Buffer.from(msg.data ?? '', 'base64').toString('utf8') });
+          } else if (msg.type === 'truncated') onEvent({ type: 'truncated', reason: msg.reason ?? 'history_limit' });
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof KilnError && err.code === 'NOT_FOUND') || signal.aborted) throw err;
+      // Not running there: not yet (the runner is about to start it) or no more (it just ended).
+      const now = await getStep(deps, principal, sessionId, sequence);
+      if (now.status !== 'running' || attempt >= RUNNER_START_RETRIES) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+  const deadline = Date.now() + PERSISTED_END_WAIT_MS;
+  let step = await getStep(deps, principal, sessionId, sequence);
+  while ((step.status === 'running' || step.status === 'queued') && Date.now() < deadline && !signal.aborted) {
+    await new Promise((r) => setTimeout(r, 25));
+    step = await getStep(deps, principal, sessionId, sequence);
+  }
+  return { step, relayed };
+}
+
 export async function getStep(deps: JobDeps, principal: Principal, sessionId: string, sequence: number): Promise<SessionStep> {
   await loadVisibleSession(deps.store, principal, sessionId);
   return stepFromRow(await loadStep(deps, sessionId, sequence));
