@@ -190,14 +190,23 @@ export function sessionRoutes(deps: JobDeps, events: StepEvents): RouteSpec[] {
       query: pathQuery,
       successStatus: 201,
       response: z.object({ path: z.string(), size_bytes: z.number().int() }),
-      handler: ({ principal, params, query, request }) => {
-        const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-        if (mediaType !== 'application/octet-stream' || !(request.body instanceof Readable)) {
-          throw new KilnError('UNSUPPORTED_MEDIA_TYPE', 'send the file as raw bytes with content-type application/octet-stream', {
-            field: 'headers.content-type',
-          });
+      handler: async ({ principal, params, query, request, reply }) => {
+        const body = request.body;
+        try {
+          const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+          if (mediaType !== 'application/octet-stream' || !(body instanceof Readable)) {
+            throw new KilnError('UNSUPPORTED_MEDIA_TYPE', 'send the file as raw bytes with content-type application/octet-stream', {
+              field: 'headers.content-type',
+            });
+          }
+          return await writeSessionFile(deps, principal, params.id, query.path, body);
+        } catch (err) {
+          // Refused before the whole body was read (the disk is full, the path is bad): the connection
+          // closes after the answer. Kept open, the client would send its next request on a socket whose
+          // unread upload bytes are still arriving, and that request would be reset.
+          if (!(body instanceof Readable) || !body.readableEnded) reply.header('connection', 'close');
+          throw err;
         }
-        return writeSessionFile(deps, principal, params.id, query.path, request.body);
       },
     }),
     defineRoute({
