@@ -254,6 +254,8 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
     const sbx = await Sandbox.create({ ...options, timeoutMs: 300_000, envs: { WHO: 'sdk' }, metadata: { via: 'sdk' } });
     expect((await sbx.getInfo()).metadata).toEqual({ via: 'sdk' });
     expect(await sbx.commands.run('echo "hello $WHO"')).toMatchObject({ exitCode: 0, stdout: 'hello sdk\n' });
+    // Past the 64 KiB kept inline, the whole output comes from the step's stdout artifact.
+    expect((await sbx.commands.run('head -c 100000 /dev/zero | tr "\\0" b')).stdout).toBe('b'.repeat(100_000));
     const failure = await sbx.commands.run('echo bad >&2; exit 4').catch((e: unknown) => e);
     expect(failure).toBeInstanceOf(CommandExitError);
     expect(failure).toMatchObject({ exitCode: 4, stderr: 'bad\n' });
