@@ -287,13 +287,25 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
     await sbx.setTimeout(600_000);
     expect(Date.parse((await sbx.getInfo()).expires_at)).toBeGreaterThan(Date.parse(before));
     // The CLI: exec streams and exits with the command's code; cp both ways.
-    const cli = (...args: string[]) =>
+    const cliWith = (input: string | undefined, ...args: string[]) =>
       new Promise<{ code: number | null; stdout: string }>((resolve) => {
         const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', KILN_URL: kiln.url, KILN_API_KEY: agentKey } });
         let stdout = '';
         child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
         child.on('close', (code) => resolve({ code, stdout }));
+        if (input !== undefined) child.stdin.end(input);
       });
+    const cli = (...args: string[]) => cliWith(undefined, ...args);
+    // create prints the id; shell takes its input (a pipe here, a terminal for a person) and exits with the shell's code; kill ends it.
+    const made = await cli('sandbox', 'create', '--timeout', '120');
+    expect(made.code).toBe(0);
+    const madeId = made.stdout.trim();
+    expect((await Sandbox.connect(madeId, options).then((x) => x.getInfo())).status).toBe('active');
+    const shell = await cliWith('echo "in-$((40 + 2))"; exit 4\n', 'shell', madeId);
+    expect(shell.code).toBe(4);
+    expect(shell.stdout).toContain('in-42');
+    expect((await cli('sandbox', 'kill', madeId)).code).toBe(0);
+    expect((await Sandbox.connect(madeId, options).then((x) => x.getInfo())).status).toBe('terminated');
     expect(await cli('sandbox', 'exec', sbx.sandboxId, '--', 'sh', '-c', 'echo from-cli; exit 3')).toEqual({ code: 3, stdout: 'from-cli\n' });
     const local = join(kiln.dir, 'copied.txt');
     expect((await cli('sandbox', 'cp', `${sbx.sandboxId}:notes/b.bin`, local)).code).toBe(0);
