@@ -1,7 +1,8 @@
 import { PassThrough } from 'node:stream';
-import { LIMIT_BOUNDS, newId, toRfc3339, type OutputRefs, type RejectedArtifact } from '@kiln/core';
+import { INLINE_OUTPUT_MAX_BYTES, LIMIT_BOUNDS, newId, toRfc3339, type OutputRefs, type RejectedArtifact } from '@kiln/core';
 import type { Checksum } from '../../artifacts/artifact-store.js';
-import { addTenantArtifactBytes, releaseRecordedUploads } from '../../store/artifact-storage.js';
+import { sha256Checksum } from '../../artifacts/content.js';
+import { addTenantArtifactBytes, insertUpload, releaseRecordedUploads } from '../../store/artifact-storage.js';
 import type { TxHandle } from '../../store/store.js';
 import { collectOrphanUploads, quotaReason, storageRoomBytes, trackInlineBlob } from '../artifact-storage.js';
 import type { JobDeps } from '../job-deps.js';
@@ -27,30 +28,72 @@ function trackAs(deps: JobDeps, tenantId: string, stepId: string) {
 }
 
 /**
- * One output stream of a running step, written into the store as it arrives: the control plane holds a
- * chunk at a time, never the whole output. The runner bounds it by the policy's `output_bytes`; the store
- * refuses anything past the largest `output_bytes` a policy can give.
+ * One output stream of a running step. Up to INLINE_OUTPUT_MAX_BYTES it is kept in memory (the inline copy
+ * needs it anyway) and stored in one piece when the step ends; past that it is written into the store as
+ * it arrives, so the control plane holds a chunk at a time, never the whole output. The runner bounds it
+ * by the policy's `output_bytes`; the store refuses anything past the largest `output_bytes` a policy can give.
  */
 export class StepOutputBlob {
-  private readonly stream = new PassThrough();
-  private readonly stored: Promise<StepBlob | undefined>;
+  private readonly small: Buffer[] = [];
+  private smallBytes = 0;
+  private stream: PassThrough | undefined;
+  private stored: Promise<StepBlob | undefined> | undefined;
 
-  constructor(deps: JobDeps, tenantId: string, stepId: string, readonly name: 'stdout' | 'stderr') {
-    this.stored = deps.artifacts
-      .put(this.stream, { maxBytes: LIMIT_BOUNDS.output_bytes.max, beforeStore: trackAs(deps, tenantId, stepId) })
-      .then((b) => ({ name, checksum: b.checksum, size_bytes: b.size_bytes }))
-      // A store that failed loses this stream's artifact, not the step: the inline copy remains.
-      .catch(() => undefined);
-  }
+  constructor(
+    private readonly deps: JobDeps,
+    private readonly tenantId: string,
+    private readonly stepId: string,
+    readonly name: 'stdout' | 'stderr',
+  ) {}
 
   push(chunk: Buffer): void {
-    this.stream.write(chunk);
+    if (this.stream) {
+      this.stream.write(chunk);
+      return;
+    }
+    this.small.push(chunk);
+    this.smallBytes += chunk.length;
+    if (this.smallBytes <= INLINE_OUTPUT_MAX_BYTES) return;
+    this.stream = new PassThrough();
+    this.stored = this.deps.artifacts
+      .put(this.stream, { maxBytes: LIMIT_BOUNDS.output_bytes.max, beforeStore: trackAs(this.deps, this.tenantId, this.stepId) })
+      .then((b) => ({ name: this.name, checksum: b.checksum, size_bytes: b.size_bytes }))
+      // A store that failed loses this stream's artifact, not the step: the inline copy remains.
+      .catch(() => undefined);
+    for (const part of this.small.splice(0)) this.stream.write(part);
   }
 
-  finish(): Promise<StepBlob | undefined> {
+  /** The large output once stored, or the small output's bytes to store with the step's others. */
+  async finish(): Promise<{ stored: StepBlob | undefined } | { small: Buffer }> {
+    if (!this.stream) return { small: Buffer.concat(this.small) };
     this.stream.end();
-    return this.stored;
+    return { stored: await this.stored };
   }
+}
+
+/**
+ * Stores small blobs of a step: named as uploads of the step in one transaction first (so the collector
+ * keeps them), then written only where the store lacks that content (it is content-addressed: `echo ok`
+ * run a thousand times is one blob). A blob the store cannot take is left out; the step still ends.
+ */
+export async function storeSmallBlobs(deps: JobDeps, tenantId: string, stepId: string, blobs: { name: string; content: Buffer }[]): Promise<(StepBlob | undefined)[]> {
+  const named = blobs.map((b) => ({ name: b.name, content: b.content, checksum: sha256Checksum(b.content), size_bytes: b.content.length }));
+  if (named.length === 0) return [];
+  await deps.store.transaction(async (tx) => {
+    for (const b of named) await insertUpload(tx, { tenantId, jobId: stepId, attempt: 1, checksum: b.checksum, sizeBytes: b.size_bytes }, deps.clock.nowMs());
+  });
+  return Promise.all(
+    named.map(async (b) => {
+      try {
+        if ((await deps.artifacts.sizeOf(deps.artifacts.uriOf(b.checksum))) !== b.size_bytes) {
+          await deps.artifacts.put(b.content, { expectedChecksum: b.checksum });
+        }
+        return { name: b.name, checksum: b.checksum, size_bytes: b.size_bytes };
+      } catch {
+        return undefined;
+      }
+    }),
+  );
 }
 
 /** Stores one file the runner collected for the step (already bounded there by the walk and the rules). */
@@ -62,6 +105,8 @@ export async function storeCollectedFile(deps: JobDeps, tenantId: string, stepId
 export interface RecordedStepArtifacts {
   refs: OutputRefs;
   rejected: RejectedArtifact[];
+  /** blobs stored for the step that no artifact row names (refused): their uploads are to be collected */
+  leftOver: boolean;
 }
 
 /**
@@ -112,7 +157,8 @@ export async function recordStepArtifacts(
   }
   await addTenantArtifactBytes(tx, owner.tenantId, rows.reduce((n, r) => n + r.size_bytes, 0));
   await releaseRecordedUploads(tx, owner.stepId, rows.map((r) => r.checksum));
-  return { refs: { stdout, stderr, artifacts }, rejected };
+  const stored = [outputs.stdout, outputs.stderr, ...files].filter((b) => b !== undefined).length;
+  return { refs: { stdout, stderr, artifacts }, rejected, leftOver: rows.length < stored };
 }
 
 /** After the step is recorded: the blobs it refused leave the store unless something else names them. */

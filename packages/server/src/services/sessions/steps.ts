@@ -18,7 +18,7 @@ import type { Principal } from '../context.js';
 import type { JobDeps } from '../job-deps.js';
 import { activeSessionEndpoint, loadVisibleSession } from './lifecycle.js';
 import { callRunner, type RunnerEndpoint } from './runner-link.js';
-import { collectRefusedStepBlobs, recordStepArtifacts, storeCollectedFile, StepOutputBlob, type StepBlob } from './step-artifacts.js';
+import { collectRefusedStepBlobs, recordStepArtifacts, storeCollectedFile, storeSmallBlobs, StepOutputBlob, type StepBlob } from './step-artifacts.js';
 
 type StepState = (typeof sessionStepMachine.states)[number];
 
@@ -126,6 +126,18 @@ async function moveStep(h: DbHandle, row: SessionStepRow, to: StepState, fields:
   return { ...row, ...fields, status: to };
 }
 
+/** Both output streams stored: a large one is already, small ones go together (one transaction). */
+async function finishOutputs(deps: JobDeps, tenantId: string, stepId: string, blobs: [StepOutputBlob, StepOutputBlob]) {
+  const finished = await Promise.all(blobs.map(async (b) => ({ name: b.name, end: await b.finish() })));
+  const small = finished.flatMap((f) => ('small' in f.end ? [{ name: f.name, content: f.end.small }] : []));
+  const stored = await storeSmallBlobs(deps, tenantId, stepId, small);
+  const pick = (name: string): StepBlob | undefined => {
+    const f = finished.find((x) => x.name === name)!;
+    return 'stored' in f.end ? f.end.stored : stored[small.findIndex((s) => s.name === name)];
+  };
+  return { stdout: pick('stdout'), stderr: pick('stderr') };
+}
+
 /** The artifact rules of the session's policy, pinned in its seed when it was created. */
 function sessionArtifactRules(session: SessionRow) {
   const seed = session.seed ? (JSON.parse(session.seed) as { artifacts?: typeof DEFAULT_RULESET.artifacts }) : {};
@@ -170,12 +182,18 @@ export async function submitStep(
 ): Promise<SessionStep> {
   const { row: session, runner } = await activeSessionEndpoint(deps, principal, sessionId);
   const nowMs = deps.clock.nowMs();
-  const queued = await deps.store.transaction(async (tx) => {
+  const running = await deps.store.transaction(async (tx) => {
     const step = await appendSessionStep(tx, {
       sessionId,
       command: JSON.stringify(input.command),
       nowMs,
-      spec: { env: input.env ?? {}, cwd: input.cwd ?? null, timeout_ms: input.timeout_ms ?? null, background: input.background },
+      spec: {
+        env: input.env ?? {},
+        cwd: input.cwd ?? null,
+        timeout_ms: input.timeout_ms ?? null,
+        background: input.background,
+        collect: input.collect ?? [],
+      },
     });
     await touchSession(tx, sessionId, nowMs);
     await auditSuccess(deps, tx, principal, {
@@ -185,9 +203,9 @@ export async function submitStep(
       subject_agent_id: session.agent_id,
       details: { sequence: step.sequence, background: input.background },
     });
-    return step;
+    // queued → running in the same commit: the runner is called right after it.
+    return moveStep(tx, step, 'running', { started_at: toRfc3339(deps.clock.nowMs()) });
   });
-  const running = await moveStep(deps.store, queued, 'running', { started_at: toRfc3339(deps.clock.nowMs()) });
   const emitter = events.open(running.id);
   emitter.record({ type: 'status', status: 'running' });
   let started!: () => void;
@@ -281,9 +299,13 @@ async function driveStep(
   } catch (err) {
     failure = (err as Error).message;
   }
-  const outputs = { stdout: await stdoutBlob.finish(), stderr: await stderrBlob.finish() };
+  const outputs = await finishOutputs(deps, session.tenant_id, step.id, [stdoutBlob, stderrBlob]);
+  let leftOver = false;
   const done = await deps.store.transaction(async (tx) => {
     const recorded = await recordStepArtifacts(deps, tx, { tenantId: session.tenant_id, stepId: step.id }, outputs, collected, end?.rejected_artifacts ?? []);
+    leftOver = recorded.leftOver;
+    // The step's end is activity too, in the same commit.
+    await touchSession(tx, step.session_id, deps.clock.nowMs());
     const fields: Partial<SessionStepRow> = {
       completed_at: toRfc3339(deps.clock.nowMs()),
       stdout_inline: stdout.text(),
@@ -303,8 +325,7 @@ async function driveStep(
     }
     return moveStep(tx, step, 'failed', { ...fields, verdict: 'system_error', error: failure ?? 'the runner ended the step without a result' });
   });
-  await collectRefusedStepBlobs(deps, step.id).catch(() => {});
-  await touchSession(deps.store, step.session_id, deps.clock.nowMs());
+  if (leftOver) await collectRefusedStepBlobs(deps, step.id).catch(() => {});
   emitter.record({ type: 'end', step: stepFromRow(done) });
   return done;
 }
