@@ -147,6 +147,13 @@ async function main() {
     await step(warm.id, ['echo', 'hi']);
     await call('POST', '/v1/jobs?wait=true', { language: 'python', code: 'print("hi")' });
     for (let i = 0; i < 10; i++) await bareEcho();
+    // …the file path too: the first transfers size the control plane's heap once (reported apart).
+    const rssBeforeFirstFiles = rssBytes(cpPid);
+    for (let i = 0; i < 3; i++) {
+      await fetch(`${url}/v1/sessions/${warm.id}/files?path=warm.bin`, { method: 'PUT', headers: { ...headers, 'content-type': 'application/octet-stream' }, body: randomBytes(8 * MiB) });
+      await (await fetch(`${url}/v1/sessions/${warm.id}/files?path=warm.bin`, { headers })).arrayBuffer();
+    }
+    results.firstFilesRssGrowthBytes = rssBytes(cpPid) - rssBeforeFirstFiles;
     await call('DELETE', `/v1/sessions/${warm.id}`);
 
     // 1. Create → ready (201), then its first step.
@@ -286,6 +293,7 @@ function report(r) {
     `  step round trip (echo hi):   ${pp(r.step)}  p99 ${ms(r.step.p99)}`,
     `  one-shot job (python, wait): ${pp(r.oneShotJob)}`,
     `  bare /bin/echo:              ${pp(r.bare)}`,
+    `  files, first transfers (warm-up, 3 × 8 MiB each way): control-plane RSS +${mib(r.firstFilesRssGrowthBytes)} once`,
     ...Object.entries(r.files).map(([label, f]) => `  files ${label.padEnd(6)}: write ${f.writeMiBps.toFixed(0)} MiB/s, read ${f.readMiBps.toFixed(0)} MiB/s, control-plane RSS +${mib(f.cpRssGrowthBytes)}`),
     `  idle session on the runner:  ${mib(r.idle.perSessionBytes)} (sandbox cgroups and processes), runner agent +${mib(r.idle.runnerRssPerSessionBytes)}`,
     `  live sessions: ${r.live.answered}/${r.live.sessions} answered a step; created in ${ms(r.live.createAllMs)}, all stepped in ${ms(r.live.stepAllMs)}; sandboxes ${mib(r.live.runnerSandboxBytes)}, control plane +${mib(r.live.cpRssGrowthBytes)}`,

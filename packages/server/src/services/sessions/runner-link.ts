@@ -115,6 +115,26 @@ function refusal(runner: RunnerEndpoint, status: number, problem: RunnerProblem)
   return new KilnError('UNAVAILABLE', `runner ${runner.id} answered ${status}: ${problem.detail ?? 'no detail'}; retry later`);
 }
 
+/**
+ * The lines of a runner's NDJSON answer, parsed, as they arrive. Each chunk is searched for a newline
+ * once, so a long line (a collected file, in base64) costs its length, not its length times its chunks.
+ */
+export async function* ndjsonLines<T>(res: Response): AsyncGenerator<T> {
+  const decoder = new TextDecoder();
+  let parts: string[] = [];
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    let text = decoder.decode(chunk, { stream: true });
+    let nl: number;
+    while ((nl = text.indexOf('\n')) >= 0) {
+      const line = parts.join('') + text.slice(0, nl);
+      parts = [];
+      text = text.slice(nl + 1);
+      if (line) yield JSON.parse(line) as T;
+    }
+    if (text) parts.push(text);
+  }
+}
+
 export async function callRunnerJson<T>(
   runner: RunnerEndpoint,
   method: 'GET' | 'POST' | 'PUT' | 'DELETE',

@@ -17,7 +17,7 @@ import { auditSuccess } from '../audit.js';
 import type { Principal } from '../context.js';
 import type { JobDeps } from '../job-deps.js';
 import { activeSessionEndpoint, loadVisibleSession } from './lifecycle.js';
-import { callRunner, type RunnerEndpoint } from './runner-link.js';
+import { callRunner, ndjsonLines, type RunnerEndpoint } from './runner-link.js';
 import { collectRefusedStepBlobs, recordStepArtifacts, storeCollectedFile, storeSmallBlobs, StepOutputBlob, type StepBlob } from './step-artifacts.js';
 
 type StepState = (typeof sessionStepMachine.states)[number];
@@ -220,6 +220,19 @@ export async function submitStep(
   return stepFromRow(waited ?? running);
 }
 
+/** One line of a runner's answer to a step (session-host.ts): output, a collected file, the end, an error. */
+interface StepLine {
+  type: string;
+  data?: string;
+  name?: string;
+  message?: string;
+  verdict?: string;
+  exit_status?: unknown;
+  resource_usage?: unknown;
+  rejected_artifacts?: RejectedArtifact[];
+  collect_stopped?: string;
+}
+
 /** Runs the step on the runner, streaming its NDJSON answer into the watchers, and records the end. */
 async function driveStep(
   deps: JobDeps,
@@ -257,43 +270,24 @@ async function driveStep(
       { timeoutMs: 25 * 3600 * 1000 },
     );
     started();
-    let pending = '';
-    const decoder = new TextDecoder();
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      pending += decoder.decode(chunk, { stream: true });
-      let nl: number;
-      while ((nl = pending.indexOf('\n')) >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        const msg = JSON.parse(line) as {
-          type: string;
-          data?: string;
-          name?: string;
-          message?: string;
-          verdict?: string;
-          exit_status?: unknown;
-          resource_usage?: unknown;
-          rejected_artifacts?: RejectedArtifact[];
-          collect_stopped?: string;
+    for await (const msg of ndjsonLines<StepLine>(res)) {
+      if (msg.type === 'stdout' || msg.type === 'stderr') {
+        const bytes = Buffer.from(msg.data ?? '', 'base64');
+        (msg.type === 'stdout' ? stdout : stderr).push(bytes);
+        (msg.type === 'stdout' ? stdoutBlob : stderrBlob).push(bytes);
+        emitter.record({ type: 'output', stream: msg.type, data: bytes.toString('utf8') });
+      } else if (msg.type === 'artifact' && typeof msg.name === 'string') {
+        collected.push(await storeCollectedFile(deps, session.tenant_id, step.id, msg.name, Buffer.from(msg.data ?? '', 'base64')));
+      } else if (msg.type === 'end') {
+        end = {
+          verdict: msg.verdict!,
+          exit_status: msg.exit_status,
+          resource_usage: msg.resource_usage,
+          ...(msg.rejected_artifacts ? { rejected_artifacts: msg.rejected_artifacts } : {}),
+          ...(msg.collect_stopped ? { collect_stopped: msg.collect_stopped } : {}),
         };
-        if (msg.type === 'stdout' || msg.type === 'stderr') {
-          const bytes = Buffer.from(msg.data ?? '', 'base64');
-          (msg.type === 'stdout' ? stdout : stderr).push(bytes);
-          (msg.type === 'stdout' ? stdoutBlob : stderrBlob).push(bytes);
-          emitter.record({ type: 'output', stream: msg.type, data: bytes.toString('utf8') });
-        } else if (msg.type === 'artifact' && typeof msg.name === 'string') {
-          collected.push(await storeCollectedFile(deps, session.tenant_id, step.id, msg.name, Buffer.from(msg.data ?? '', 'base64')));
-        } else if (msg.type === 'end') {
-          end = {
-            verdict: msg.verdict!,
-            exit_status: msg.exit_status,
-            resource_usage: msg.resource_usage,
-            ...(msg.rejected_artifacts ? { rejected_artifacts: msg.rejected_artifacts } : {}),
-            ...(msg.collect_stopped ? { collect_stopped: msg.collect_stopped } : {}),
-          };
-        } else if (msg.type === 'error') {
-          failure = msg.message ?? 'the runner could not run the step';
-        }
+      } else if (msg.type === 'error') {
+        failure = msg.message ?? 'the runner could not run the step';
       }
     }
   } catch (err) {
@@ -361,18 +355,10 @@ export async function relayStepFromRunner(
         timeoutMs: 25 * 3600 * 1000,
       });
       relayed = true;
-      let pending = '';
-      const decoder = new TextDecoder();
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        pending += decoder.decode(chunk, { stream: true });
-        let nl: number;
-        while ((nl = pending.indexOf('\n')) >= 0) {
-          const msg = JSON.parse(pending.slice(0, nl)) as { type: string; data?: string; reason?: string };
-          pending = pending.slice(nl + 1);
-          if (msg.type === 'stdout' || msg.type === 'stderr') {
-            onEvent({ type: 'output', stream: msg.type, data: Buffer.from(msg.data ?? '', 'base64').toString('utf8') });
-          } else if (msg.type === 'truncated') onEvent({ type: 'truncated', reason: msg.reason ?? 'history_limit' });
-        }
+      for await (const msg of ndjsonLines<{ type: string; data?: string; reason?: string }>(res)) {
+        if (msg.type === 'stdout' || msg.type === 'stderr') {
+          onEvent({ type: 'output', stream: msg.type, data: Buffer.from(msg.data ?? '', 'base64').toString('utf8') });
+        } else if (msg.type === 'truncated') onEvent({ type: 'truncated', reason: msg.reason ?? 'history_limit' });
       }
     } catch (err) {
       if (!(err instanceof KilnError && err.code === 'NOT_FOUND') || signal.aborted) throw err;
