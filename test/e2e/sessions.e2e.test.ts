@@ -142,7 +142,10 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
     const agent2Key = (await admin.agents.createKey(agent2.id)).key;
     expect((await api(kiln.url, agent2Key)('GET', `/v1/sessions/${session.id}`)).status).toBe(404);
 
-    // The control plane crashes and comes back: the session still runs steps, its files intact.
+    // The control plane crashes (with a step in flight) and comes back: the session still runs steps,
+    // its files intact; the step the dead process drove ends failed, not running forever.
+    const inFlight = await call('POST', `/v1/sessions/${session.id}/steps`, { command: 'sleep 600', background: true });
+    expect(inFlight.body.status).toBe('running');
     await kiln.killServer();
     await kiln.startServer();
     const afterCrash = await eventually('the session to answer after the restart', async () => {
@@ -150,6 +153,11 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
       return r?.status === 201 ? r.body : undefined;
     });
     expect(afterCrash).toMatchObject({ status: 'succeeded', stdout: 'hi\n' });
+    const orphan = await eventually('the orphaned step to fail', async () => {
+      const r = await call('GET', `/v1/sessions/${session.id}/steps/${inFlight.body.sequence}`);
+      return r.body.status !== 'running' ? r.body : undefined;
+    }, 60_000);
+    expect(orphan).toMatchObject({ status: 'failed', verdict: 'system_error', error: expect.stringMatching(/replica that ran this step stopped/) });
 
     // Delete: terminated (deleted), idempotent; steps then refused.
     const deleted = await call('DELETE', `/v1/sessions/${session.id}`);

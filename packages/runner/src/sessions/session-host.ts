@@ -186,6 +186,10 @@ export class SessionHost {
       return this.runStep(id, parseJson(stepBody, body), res);
     }
     if (id && parts[3] === 'files') return this.fileCall(id, parts.slice(4), method, url, body, res);
+    if (parts.length === 5 && id && parts[3] === 'steps' && method === 'GET') {
+      // Whether a step runs here: the control plane's check for steps whose driving replica died.
+      return json(res, 200, { running: this.sessions.get(id)?.running.has(Number(parts[4])) === true });
+    }
     if (parts.length === 6 && id && parts[3] === 'steps' && parts[5] === 'events' && method === 'GET') {
       return this.watchStep(id, Number(parts[4]), res);
     }

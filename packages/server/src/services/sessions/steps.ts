@@ -13,11 +13,12 @@ import { assertTransition } from '../../domain/state-machine.js';
 import { touchSession, type SessionRow } from '../../store/sessions.js';
 import { appendSessionStep, type SessionStepRow } from '../../store/steps.js';
 import type { DbHandle } from '../../store/store.js';
+import { appendAuditEvent } from '../../store/audit.js';
 import { auditSuccess } from '../audit.js';
 import type { Principal } from '../context.js';
 import type { JobDeps } from '../job-deps.js';
 import { activeSessionEndpoint, loadVisibleSession } from './lifecycle.js';
-import { callRunner, ndjsonLines, type RunnerEndpoint } from './runner-link.js';
+import { callRunner, callRunnerJson, ndjsonLines, type RunnerEndpoint } from './runner-link.js';
 import { collectRefusedStepBlobs, recordStepArtifacts, storeCollectedFile, storeSmallBlobs, StepOutputBlob, type StepBlob } from './step-artifacts.js';
 
 type StepState = (typeof sessionStepMachine.states)[number];
@@ -375,6 +376,80 @@ export async function relayStepFromRunner(
     step = await getStep(deps, principal, sessionId, sequence);
   }
   return { step, relayed };
+}
+
+/** A running step this old whose runner does not run it, seen so twice this far apart, is orphaned. */
+const ORPHAN_MIN_AGE_MS = 5_000;
+const ORPHAN_CONFIRM_MS = 5_000;
+
+/**
+ * Steps whose driving replica died (a crash mid-step): the runner killed them when that replica's
+ * connection closed, but their row still says running. A step is failed (system_error, audited) once
+ * its session has ended or its runner has said twice, ORPHAN_CONFIRM_MS apart, that it does not run it:
+ * a live driver records a step's end within milliseconds of the runner ending it. `suspects` carries
+ * the first sighting between passes.
+ */
+export async function failOrphanedSteps(deps: JobDeps, suspects: Map<string, number>, limit = 50): Promise<number> {
+  const nowMs = deps.clock.nowMs();
+  const rows = await deps.store.db
+    .selectFrom('session_steps as st')
+    .innerJoin('sessions as s', 's.id', 'st.session_id')
+    .leftJoin('runner_nodes as r', 'r.id', 's.runner_id')
+    .select(['st.id', 'st.sequence', 'st.session_id', 's.status as session_status', 's.tenant_id', 's.agent_id', 'r.id as runner_id', 'r.address', 'r.signing_key'])
+    .where('st.status', '=', 'running')
+    .where('st.started_at', '<', toRfc3339(nowMs - ORPHAN_MIN_AGE_MS))
+    .orderBy('st.started_at')
+    .limit(limit)
+    .execute();
+  const seen = new Set(rows.map((r) => r.id));
+  for (const id of suspects.keys()) if (!seen.has(id)) suspects.delete(id);
+  let failed = 0;
+  for (const row of rows) {
+    let orphaned = row.session_status !== 'active';
+    if (!orphaned && row.runner_id) {
+      const probe = await callRunnerJson<{ running: boolean }>(
+        { id: row.runner_id, address: row.address, signing_key: row.signing_key },
+        'GET',
+        `/v1/sessions/${row.session_id}/steps/${row.sequence}`,
+        undefined,
+      ).catch(() => undefined);
+      if (probe?.running !== false) {
+        suspects.delete(row.id);
+        continue;
+      }
+      const first = suspects.get(row.id);
+      if (first === undefined) suspects.set(row.id, nowMs);
+      orphaned = first !== undefined && nowMs - first >= ORPHAN_CONFIRM_MS;
+    }
+    if (!orphaned) continue;
+    suspects.delete(row.id);
+    const moved = await deps.store.transaction(async (tx) => {
+      const step = await tx.db.selectFrom('session_steps').selectAll().where('id', '=', row.id).executeTakeFirst();
+      if (!step || step.status !== 'running') return false;
+      await moveStep(tx, step, 'failed', {
+        completed_at: toRfc3339(nowMs),
+        verdict: 'system_error',
+        error: 'the control-plane replica that ran this step stopped before it ended; the runner ended it',
+      });
+      await appendAuditEvent(
+        tx,
+        {
+          tenant_id: row.tenant_id,
+          actor_id: 'session-reaper',
+          action: 'session.step_fail',
+          resource_type: 'session',
+          resource_id: row.session_id,
+          outcome: 'success',
+          details: { actor_kind: 'system', sequence: row.sequence, reason: 'driver_lost' },
+          subject_agent_id: row.agent_id,
+        },
+        nowMs,
+      );
+      return true;
+    });
+    if (moved) failed++;
+  }
+  return failed;
 }
 
 export async function getStep(deps: JobDeps, principal: Principal, sessionId: string, sequence: number): Promise<SessionStep> {
