@@ -18,8 +18,8 @@ const freePort = () =>
 
 /**
  * Starts `kiln up` (extra CLI `args`, extra `env`, `nodeArgs` such as --cpu-prof), waits for its local runner, and makes a tenant.
- * Resolves to `{ url, tenantKey, pid, dir, stop }` (`pid`: the control plane's process, whose child is the
- * local runner); `stop()` ends the process and removes the data dir.
+ * Resolves to `{ url, tenantKey, tenantId, operatorKey, pid, dir, stop }` (`pid`: the `kiln up` process,
+ * which is the control plane; its local runner is a child); `stop()` ends it and removes the data dir.
  */
 export async function startKilnUp({ args = [], env = {}, nodeArgs = [] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-bench-'));
@@ -39,10 +39,11 @@ export async function startKilnUp({ args = [], env = {}, nodeArgs = [] } = {}) {
   try {
     for (let i = 0; i < 600 && !log.includes('local runner ready'); i++) await new Promise((r) => setTimeout(r, 100));
     if (!log.includes('local runner ready')) throw new Error(`kiln up did not start:\n${log}`);
-    const operator = new KilnClient({ url, apiKey: readFileSync(join(dir, 'admin.key'), 'utf8').trim() });
+    const operatorKey = readFileSync(join(dir, 'admin.key'), 'utf8').trim();
+    const operator = new KilnClient({ url, apiKey: operatorKey });
     const tenant = await operator.tenants.create({ name: 'bench' });
     const { key } = await operator.tenants.createKey(tenant.id);
-    return { url, tenantKey: key, pid: up.pid, dir, stop };
+    return { url, tenantKey: key, tenantId: tenant.id, operatorKey, pid: up.pid, dir, stop };
   } catch (err) {
     await stop();
     throw err;

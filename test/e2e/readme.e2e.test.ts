@@ -57,6 +57,8 @@ describe('the README runs as written', () => {
     // The reader's folder: `npx kiln` finds the checkout's CLI, as it does from the repository root.
     mkdirSync(join(dir, 'node_modules/.bin'), { recursive: true });
     symlinkSync(CLI, join(dir, 'node_modules/.bin/kiln'));
+    // …and has the SDK installed under its published name, as "Installing the CLI and the SDK" says.
+    symlinkSync(join(ROOT, 'packages/sdk'), join(dir, 'node_modules/kiln-sandbox-sdk'));
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'reader', private: true }));
     up = spawn(process.execPath, [CLI, 'up', '--port', '0', '--capacity', '2'], {
       cwd: dir,

@@ -69,7 +69,8 @@ export const collectGlobSchema = z
     description: `relative to the workspace, no "..", at most ${COLLECT_LIMITS.maxWildcardsPerGlob} wildcards (* and ?)`,
   });
 
-const collectSchema = z
+/** The `collect` globs of a job or a session step: bounded by COLLECT_LIMITS. */
+export const collectSchema = z
   .array(collectGlobSchema)
   .max(COLLECT_LIMITS.maxGlobs)
   .refine(

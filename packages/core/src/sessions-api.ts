@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { jobFileSchema } from './jobs-api.js';
+import { collectSchema, jobFileSchema, outputRefsSchema, rejectedArtifactSchema } from './jobs-api.js';
 import { exitStatusSchema, resourceUsageSchema, verdictSchema } from './verdicts.js';
 
 const KiB = 1024;
@@ -80,6 +80,8 @@ export const createStepSchema = z.strictObject({
   timeout_ms: z.number().int().min(1).max(24 * 3600 * 1000).optional(),
   /** answer at once instead of when the step ends */
   background: z.boolean().default(false),
+  /** globs of files under /workspace kept as artifacts of the step once it ends (none by default) */
+  collect: collectSchema.optional(),
 });
 export type CreateStepRequest = z.infer<typeof createStepSchema>;
 
@@ -101,6 +103,10 @@ export const sessionStepSchema = z.object({
   stdout: z.string().nullable(),
   stderr: z.string().nullable(),
   error: z.string().nullable(),
+  /** the step's artifacts once it ended: stdout, stderr and the files it collected (ids) */
+  output_refs: outputRefsSchema.nullable(),
+  /** collected files refused (policy's artifact limits, storage quota) and why */
+  rejected_artifacts: z.array(rejectedArtifactSchema),
 });
 export type SessionStep = z.infer<typeof sessionStepSchema>;
 

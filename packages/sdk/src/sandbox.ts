@@ -66,7 +66,7 @@ export class CommandHandle {
   /** Resolves with the result when the command ends; throws CommandExitError on a non-zero exit. */
   async wait(): Promise<CommandResult> {
     const step = this.watching ? await this.watching : await this.sandbox.commands.waitFor(this.sequence);
-    return resultOf(step);
+    return resultOf(await withWholeOutput(this.sandbox, step));
   }
 
   async kill(): Promise<void> {
@@ -78,6 +78,25 @@ export class CommandHandle {
       body: { data, eof: options.eof ?? false },
     });
   }
+}
+
+/** Bytes of each stream a step keeps inline (the server's INLINE_OUTPUT_MAX_BYTES); the rest is in its artifacts. */
+const INLINE_OUTPUT_BYTES = 64 * 1024;
+
+/**
+ * The step with its whole stdout and stderr: output cut at the inline limit is read from the step's
+ * stdout/stderr artifacts (E2B's `run` answers the whole output too).
+ */
+async function withWholeOutput(sandbox: Sandbox, step: SessionStep): Promise<SessionStep> {
+  const whole = { ...step };
+  for (const name of ['stdout', 'stderr'] as const) {
+    const id = step.output_refs?.[name];
+    // A cut may end inside a UTF-8 character, which then reads as U+FFFD: within 3 bytes of the limit.
+    if (!id || new TextEncoder().encode(step[name] ?? '').length < INLINE_OUTPUT_BYTES - 3) continue;
+    const res = await sandbox.client.requestRaw('GET', `/v1/artifacts/${encodeURIComponent(id)}/content`, { accept: 'application/octet-stream', timeoutMs: null });
+    whole[name] = await res.text();
+  }
+  return whole;
 }
 
 function resultOf(step: SessionStep): CommandResult {
@@ -212,7 +231,8 @@ class Commands {
     }
     const watching = streaming ? this.follow(step.sequence, options) : undefined;
     if (options.background) return new CommandHandle(this.sandbox, step.sequence, watching);
-    return resultOf(watching ? await watching : step.status === 'running' ? await this.waitFor(step.sequence) : step);
+    const ended = watching ? await watching : step.status === 'running' ? await this.waitFor(step.sequence) : step;
+    return resultOf(await withWholeOutput(this.sandbox, ended));
   }
 
   /** Follows a step's events, handing output to the callbacks; resolves with the ended step. */

@@ -101,6 +101,7 @@ export class KilnSystem {
   readonly runners: RunnerProcess[] = [];
   url = '';
   private server: Proc | undefined;
+  private readonly replicas: Proc[] = [];
   private port = 0;
   private database: TestDatabase | undefined;
 
@@ -147,6 +148,28 @@ export class KilnSystem {
       },
       30_000,
     );
+  }
+
+  /**
+   * Another control-plane replica on the same PostgreSQL database: its own port and data dir, the keys
+   * and artifact store every replica must share (pass them in the constructor's env), its URL answered.
+   */
+  async startReplica(): Promise<{ url: string; kill: () => Promise<void> }> {
+    if (this.db !== 'postgres' || !this.database) throw new Error('replicas share one PostgreSQL database: start the first server on postgres');
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const proc = spawnCli(['server', '--port', String(port), '--data-dir', join(this.dir, `replica-${port}`)], this.serverEnv());
+    this.replicas.push(proc);
+    await eventually(
+      'the replica to answer /readyz',
+      async () => {
+        if (proc.child.exitCode !== null) throw new Error(`replica exited: ${proc.output.join('')}`);
+        const res = await fetch(`${url}/readyz`).catch(() => undefined);
+        return res?.ok;
+      },
+      30_000,
+    );
+    return { url, kill: () => stopProc(proc, 'SIGKILL') };
   }
 
   /** Kills the server at once (SIGKILL), as a crash. */
@@ -207,6 +230,7 @@ export class KilnSystem {
 
   async close(): Promise<void> {
     await Promise.all(this.runners.map((r) => r.stop()));
+    await Promise.all(this.replicas.map((p) => stopProc(p)));
     await this.stopServer();
     await this.database?.drop().catch(() => {});
     rmSync(this.dir, { recursive: true, force: true });

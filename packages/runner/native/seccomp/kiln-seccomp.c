@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/personality.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -52,6 +53,10 @@ static const unsigned long CLONE_NS_FLAGS[] = {
 static const unsigned long PERSONALITY_BITS[] = {
     ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC, MMAP_PAGE_ZERO, ADDR_COMPAT_LAYOUT, ADDR_LIMIT_3GB,
 };
+
+/* Terminal ioctls that push input into a terminal's queue (TIOCSTI fakes keystrokes; TIOCLINUX's
+   subcommands paste the console selection): a process must not type into a shell it does not own. */
+static const unsigned long DENIED_IOCTLS[] = {TIOCSTI, TIOCLINUX};
 
 /* Socket families refused even when the network is allowed. */
 static const int ALWAYS_DENIED_FAMILIES[] = {AF_PACKET, AF_NETLINK, AF_VSOCK, AF_BLUETOOTH, AF_KEY, AF_ALG};
@@ -103,6 +108,12 @@ int main(int argc, char **argv) {
     check(seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(personality), 1,
                            SCMP_A0(SCMP_CMP_MASKED_EQ, PERSONALITY_BITS[i], PERSONALITY_BITS[i])),
           "personality");
+  /* The kernel reads ioctl's request as a 32-bit int: compare the low 32 bits only, so high bits set in
+     the 64-bit register cannot slip past the rule. */
+  for (size_t i = 0; i < sizeof DENIED_IOCTLS / sizeof *DENIED_IOCTLS; i++)
+    check(seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+                           SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, DENIED_IOCTLS[i])),
+          "ioctl");
   if (allow_network) {
     for (size_t i = 0; i < sizeof ALWAYS_DENIED_FAMILIES / sizeof *ALWAYS_DENIED_FAMILIES; i++)
       check(seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1,

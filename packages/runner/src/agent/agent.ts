@@ -43,6 +43,8 @@ export interface RunnerAgentOptions {
   shutdownGraceMs?: number;
   /** What this node can honour (memory budget, pid_max). @default measured by detectHostCapacity() */
   host?: HostCapacity;
+  /** The node's memory ledger, shared with its session sandboxes. @default a new one over `host`'s budget */
+  memory?: MemoryLedger;
   /**
    * The memory a job is assumed to need before its lease says (the lease asks for no more jobs than
    * the free budget holds at this size each). @default 268435456 (the default policy's memory_bytes)
@@ -110,7 +112,7 @@ export class RunnerAgent {
 
   constructor(private readonly options: RunnerAgentOptions) {
     this.host = options.host ?? detectHostCapacity();
-    this.memory = new MemoryLedger(this.host.memoryBudgetBytes);
+    this.memory = options.memory ?? new MemoryLedger(this.host.memoryBudgetBytes);
   }
 
   /**

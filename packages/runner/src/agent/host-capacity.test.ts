@@ -91,4 +91,19 @@ describe('MemoryLedger', () => {
     expect(await after).toBe(true);
     expect(ledger.freeBytes).toBe(60);
   });
+
+  it('tryReserve takes what is free now or nothing, and never jumps a job waiting for room', async () => {
+    const ledger = new MemoryLedger(300);
+    expect(ledger.tryReserve(128)).toBe(true);
+    expect(ledger.tryReserve(128)).toBe(true);
+    expect(ledger.tryReserve(128)).toBe(false);
+    expect(ledger.freeBytes).toBe(44);
+    const job = ledger.reserve(100);
+    // 44 bytes are free, but the waiting job asked for them first.
+    expect(ledger.tryReserve(40)).toBe(false);
+    ledger.release(128);
+    expect(await job).toBe(true);
+    expect(ledger.tryReserve(72)).toBe(true);
+    expect(ledger.freeBytes).toBe(0);
+  });
 });

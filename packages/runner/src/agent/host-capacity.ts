@@ -157,6 +157,16 @@ export class MemoryLedger {
     });
   }
 
+  /**
+   * Reserves `bytes` now if they are free and nobody waits ahead, else reserves nothing and answers false:
+   * for work that is refused rather than queued (a session is created now or placed elsewhere).
+   */
+  tryReserve(bytes: number): boolean {
+    if (bytes > this.availableBytes) return false;
+    this.committedBytes += bytes;
+    return true;
+  }
+
   release(bytes: number): void {
     this.committedBytes -= bytes;
     this.admitWaiting();

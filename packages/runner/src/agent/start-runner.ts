@@ -8,7 +8,7 @@ import { buildOneShotSpec } from '../languages/spec.js';
 import { advertisedLanguages, detectLanguages, pickToolchain, type DetectedLanguage } from '../languages/detect.js';
 import { RunnerAgent, type AgentLogger } from './agent.js';
 import { ControlPlaneClient } from './control-plane-client.js';
-import { detectHostCapacity, formatBytes } from './host-capacity.js';
+import { detectHostCapacity, formatBytes, MemoryLedger } from './host-capacity.js';
 import { credentialFile, preparePrivateDir } from './credential-file.js';
 import { ServiceHost } from '../services/service-host.js';
 import { SessionHost } from '../sessions/session-host.js';
@@ -120,7 +120,9 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
   );
   const client = new ControlPlaneClient(config.serverUrl, config.token, credentialFile(dataDir));
   const capacity = config.capacity ?? 2;
-  // The warm pool grows only into what the node can spare now: slots no job holds, memory no job was promised.
+  // One ledger for the node: session sandboxes and jobs hold the same memory budget.
+  const memory = new MemoryLedger(host.memoryBudgetBytes);
+  // The warm pool grows only into what the node can spare now: slots no job holds, memory no job or session was promised.
   let agent: RunnerAgent | undefined;
   const pooled =
     (config.poolPerShape ?? 2) > 0
@@ -129,7 +131,7 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
           ...(config.poolIdleMs !== undefined ? { idleMs: config.poolIdleMs } : {}),
           room: () => ({
             slots: capacity - (agent?.runningJobs ?? 0),
-            memoryBytes: agent?.memory.availableBytes ?? host.memoryBudgetBytes,
+            memoryBytes: memory.availableBytes,
           }),
           onBuildError: (err) => config.logger.warn({ err: err.message }, 'warm pool: a sandbox could not be built'),
         })
@@ -137,6 +139,8 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
   const sessions = new SessionHost({
     driver: pooled ?? driver,
     services: new ServiceHost(driver),
+    host,
+    memory,
     signingKey: () => client.signingKey(),
     ...(config.sessionListen ? { listen: config.sessionListen } : {}),
   });
@@ -155,6 +159,7 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
     labels: config.labels ?? {},
     logger: config.logger,
     host,
+    memory,
     ...(config.slotMemoryBytes !== undefined ? { slotMemoryBytes: config.slotMemoryBytes } : {}),
   });
   await agent.start();

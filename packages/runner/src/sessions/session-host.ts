@@ -1,7 +1,11 @@
+import { EventEmitter } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
+  artifactRulesSchema,
+  DEFAULT_RULESET,
   KilnError,
+  leasedCollectGlobSchema,
   limitsSchema,
   networkRulesSchema,
   NonceCache,
@@ -14,10 +18,13 @@ import {
 } from '@kiln/core';
 import { z } from 'zod';
 import type { Duplex } from 'node:stream';
+import { boundRejected, selectArtifacts } from '../agent/artifact-selection.js';
 import type { SandboxDriver, StdinWriter } from '../sandbox/driver.js';
-import { PersistentSandbox } from '../sandbox/persistent/index.js';
+import type { PersistentSandbox } from '../sandbox/persistent/index.js';
+import { formatBytes, hostRefusal, type HostCapacity, type MemoryLedger } from '../agent/host-capacity.js';
 import { forwardHttp, forwardUpgrade } from '../services/forward.js';
 import type { ServiceHost } from '../services/service-host.js';
+import { startSessionSandbox } from './session-sandbox.js';
 import { WorkspaceFiles } from './workspace-files.js';
 
 /** The largest JSON body the host reads (a session's seed files included). */
@@ -42,18 +49,62 @@ const stepBody = z.strictObject({
   timeout_ms: z.number().int().min(1).optional(),
   /** keep stdin open after `stdin`, for POST …/steps/{sequence}/stdin */
   stdin_open: z.boolean().default(false),
+  /** files kept once the step ends (the control plane checked the globs against COLLECT_LIMITS) */
+  collect: z.array(leasedCollectGlobSchema).max(32).default([]),
+  /** the session's policy's artifact rules, applied to what `collect` finds */
+  artifacts: artifactRulesSchema.optional(),
 });
+
+/** Refused files a step's answer names one by one; the rest are summed up in one entry. */
+const REJECTED_NAMED_MAX = 100;
 
 const stdinBody = z.strictObject({ data: z.string().max(1024 * 1024).default(''), eof: z.boolean().default(false) });
 
 interface HostedSession {
   sandbox: PersistentSandbox;
-  /** running steps by sequence, to kill them and feed their stdin */
-  running: Map<number, { abort: AbortController; stdin?: StdinWriter }>;
+  /** what this session holds of the node's memory budget (its sandbox's memory limit) */
+  memoryBytes: number;
+  /** running steps by sequence, to kill them, feed their stdin and watch their output */
+  running: Map<number, RunningStep>;
+}
+
+interface RunningStep {
+  abort: AbortController;
+  stdin?: StdinWriter;
+  output: StepOutputFeed;
+}
+
+/** Output a running step keeps for watchers that join late (per step): past it they get `truncated`. */
+const FEED_HISTORY_MAX_BYTES = 1024 * 1024;
+/** What a watcher of a running step may leave unread before it is cut. */
+const WATCHER_BUFFER_MAX_BYTES = 4 * 1024 * 1024;
+
+/**
+ * A running step's output for watchers on any control-plane replica (the replica that submitted the step
+ * reads it from the step's own answer; the others come here): what came so far, bounded, then the rest.
+ */
+class StepOutputFeed extends EventEmitter {
+  readonly history: { type: 'stdout' | 'stderr'; data: string }[] = [];
+  private historyBytes = 0;
+  historyCut = false;
+
+  push(type: 'stdout' | 'stderr', chunk: Buffer): void {
+    const event = { type, data: chunk.toString('base64') };
+    if (this.historyBytes + chunk.length > FEED_HISTORY_MAX_BYTES) this.historyCut = true;
+    else {
+      this.history.push(event);
+      this.historyBytes += chunk.length;
+    }
+    this.emit('output', event);
+  }
 }
 
 export interface SessionHostOptions {
   driver: SandboxDriver;
+  /** What this node can honour: a session asking for more is refused, never clamped. */
+  host?: HostCapacity;
+  /** The node's memory ledger, shared with jobs: a session holds its memory limit until it ends. */
+  memory?: MemoryLedger;
   /** The current signing key (from the runner's credential); undefined before registration. */
   signingKey: () => string | undefined;
   /** `host:port` to listen on. @default "127.0.0.1:0" */
@@ -106,8 +157,7 @@ export class SessionHost {
   async stop(): Promise<void> {
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.server?.closeAllConnections();
-    await Promise.allSettled([...this.sessions.values()].map((s) => s.sandbox.destroy()));
-    this.sessions.clear();
+    await Promise.allSettled([...this.sessions.keys()].map((id) => this.destroySession(id)));
     await this.options.services?.stop();
   }
 
@@ -162,6 +212,13 @@ export class SessionHost {
       return this.runStep(id, parseJson(stepBody, body), res);
     }
     if (id && parts[3] === 'files') return this.fileCall(id, parts.slice(4), method, url, body, res);
+    if (parts.length === 5 && id && parts[3] === 'steps' && method === 'GET') {
+      // Whether a step runs here: the control plane's check for steps whose driving replica died.
+      return json(res, 200, { running: this.sessions.get(id)?.running.has(Number(parts[4])) === true });
+    }
+    if (parts.length === 6 && id && parts[3] === 'steps' && parts[5] === 'events' && method === 'GET') {
+      return this.watchStep(id, Number(parts[4]), res);
+    }
     if (parts.length === 6 && id && parts[3] === 'steps' && parts[5] === 'kill' && method === 'POST') {
       const running = this.sessions.get(id)?.running.get(Number(parts[4]));
       running?.abort.abort();
@@ -253,18 +310,33 @@ export class SessionHost {
     const existing = this.sessions.get(input.session_id);
     // Idempotent: a retried start (the answer was lost) gets the sandbox already made.
     if (existing?.sandbox.alive) return { sandbox_id: existing.sandbox.id };
-    const handle = await this.options.driver.start({
-      limits: input.limits as Limits,
-      network: { ...input.network, owner: { session_id: input.session_id } },
-      env: input.env,
-      files: input.files.map((f) => ({ path: f.path, content: Buffer.from(f.content, 'base64'), ...(f.mode !== undefined ? { mode: f.mode } : {}) })),
-    });
-    if (!(handle instanceof PersistentSandbox)) {
-      await handle.destroy();
-      throw new KilnError('INTERNAL', 'the sandbox driver did not start a persistent sandbox');
+    if (existing) await this.destroySession(input.session_id);
+    const limits = input.limits as Limits;
+    const refusal = this.options.host ? hostRefusal(limits, this.options.host) : undefined;
+    if (refusal !== undefined) throw noRoom(refusal);
+    // Refused rather than queued: the control plane places the session on another runner, or says so.
+    const memoryBytes = limits.memory_bytes;
+    if (this.options.memory && !this.options.memory.tryReserve(memoryBytes)) {
+      throw noRoom(
+        `this runner's memory budget has ${formatBytes(Math.max(0, this.options.memory.availableBytes))} free, ` +
+          `less than the session's limits.memory_bytes of ${formatBytes(memoryBytes)}`,
+      );
     }
-    this.sessions.set(input.session_id, { sandbox: handle, running: new Map() });
-    return { sandbox_id: handle.id };
+    let sandbox: PersistentSandbox;
+    try {
+      sandbox = await startSessionSandbox(this.options.driver, {
+        limits,
+        // The policy's egress: an allowlist session gets its relay and proxy variables from the driver.
+        network: { ...input.network, owner: { session_id: input.session_id } },
+        env: input.env,
+        files: input.files.map((f) => ({ path: f.path, content: Buffer.from(f.content, 'base64'), ...(f.mode !== undefined ? { mode: f.mode } : {}) })),
+      });
+    } catch (err) {
+      this.options.memory?.release(memoryBytes);
+      throw err;
+    }
+    this.sessions.set(input.session_id, { sandbox, memoryBytes: this.options.memory ? memoryBytes : 0, running: new Map() });
+    return { sandbox_id: sandbox.id };
   }
 
   /** Destroys the session's sandbox; answers what it did through the egress proxy (allowlist only). */
@@ -273,8 +345,69 @@ export class SessionHost {
     if (!s) return undefined;
     for (const step of s.running.values()) step.abort.abort();
     this.sessions.delete(id);
-    await s.sandbox.destroy();
+    try {
+      await s.sandbox.destroy();
+    } finally {
+      if (s.memoryBytes > 0) this.options.memory?.release(s.memoryBytes);
+    }
     return s.sandbox.egressSummary;
+  }
+
+  /**
+   * The files a step named in `collect`, found with the same bounded walk as a job's (collect.ts: no link
+   * followed, entries, depth, time and matching bounded) and the policy's artifact rules, each sent as one
+   * `artifact` line. A walk a bound stopped keeps what it found and says why.
+   */
+  private async collectStep(
+    s: HostedSession,
+    step: z.infer<typeof stepBody>,
+    line: (value: unknown) => void,
+  ): Promise<{ rejected: { name: string; size_bytes: number; reason: string }[]; stopped?: string }> {
+    if (step.collect.length === 0 || !s.sandbox.alive) return { rejected: [] };
+    const rules = step.artifacts ?? DEFAULT_RULESET.artifacts;
+    // The walk's own bounds (16 MiB a file, 64 MiB in all…) hold what is read; the rules name what is refused.
+    const outcome = await s.sandbox.workspace.collect(step.collect);
+    const selection = selectArtifacts(outcome.files, rules);
+    for (const file of selection.accepted) {
+      line({ type: 'artifact', name: file.path, size_bytes: file.size_bytes, data: file.content.toString('base64') } satisfies StepArtifactLine);
+    }
+    return {
+      rejected: boundRejected(selection.rejected, REJECTED_NAMED_MAX),
+      ...(outcome.stopped !== undefined ? { stopped: outcome.stopped } : {}),
+    };
+  }
+
+  /**
+   * A running step's output as NDJSON (base64 chunks as in the step's own answer, `truncated` where the
+   * history was cut, `end` when it ends): 404 once it is not running here, so the caller reads the
+   * persisted step instead.
+   */
+  private watchStep(id: string, sequence: number, res: http.ServerResponse): void {
+    const running = this.sessions.get(id)?.running.get(sequence);
+    if (!running) throw new KilnError('NOT_FOUND', `step ${sequence} is not running here`);
+    const feed = running.output;
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    const line = (value: unknown) => {
+      if (res.destroyed) return;
+      // A watcher that does not read is cut, not buffered for: the step's own answer never waits on it.
+      if (res.writableLength > WATCHER_BUFFER_MAX_BYTES) res.destroy();
+      else res.write(`${JSON.stringify(value)}\n`);
+    };
+    for (const e of feed.history) line(e);
+    if (feed.historyCut) line({ type: 'truncated', reason: 'history_limit' });
+    const onOutput = (e: unknown) => line(e);
+    const onEnd = () => {
+      line({ type: 'end' });
+      done();
+    };
+    const done = () => {
+      feed.off('output', onOutput);
+      feed.off('end', onEnd);
+      res.end();
+    };
+    feed.on('output', onOutput);
+    feed.on('end', onEnd);
+    res.once('close', done);
   }
 
   /** Runs a step and answers NDJSON: output chunks as they come (base64), then one `end` line. */
@@ -283,7 +416,9 @@ export class SessionHost {
     if (!s || !s.sandbox.alive) throw new KilnError('NOT_FOUND', `no live sandbox for session ${id}`);
     if (s.running.has(step.sequence)) throw new KilnError('CONFLICT', `step ${step.sequence} is already running`);
     const abort = new AbortController();
-    const entry: { abort: AbortController; stdin?: StdinWriter } = { abort };
+    const feed = new StepOutputFeed();
+    feed.setMaxListeners(0);
+    const entry: RunningStep = { abort, output: feed };
     // Input that arrives before the command's stdin is connected waits here, in order.
     const early: (Buffer | null)[] = [];
     let connected: StdinWriter | undefined;
@@ -322,20 +457,30 @@ export class SessionHost {
               },
             }
           : {}),
-        onStdout: (chunk) => line({ type: 'stdout', data: chunk.toString('base64') }),
-        onStderr: (chunk) => line({ type: 'stderr', data: chunk.toString('base64') }),
+        onStdout: (chunk) => {
+          line({ type: 'stdout', data: chunk.toString('base64') });
+          feed.push('stdout', chunk);
+        },
+        onStderr: (chunk) => {
+          line({ type: 'stderr', data: chunk.toString('base64') });
+          feed.push('stderr', chunk);
+        },
       });
+      const collected = await this.collectStep(s, step, line);
       line({
         type: 'end',
         verdict: result.verdict,
         exit_status: result.exit_status,
         resource_usage: result.resource_usage,
         output_truncated: result.output_truncated,
+        rejected_artifacts: collected.rejected,
+        ...(collected.stopped !== undefined ? { collect_stopped: collected.stopped } : {}),
       });
     } catch (err) {
       line({ type: 'error', message: (err as Error).message, code: err instanceof KilnError ? err.code : 'INTERNAL' });
     } finally {
       s.running.delete(step.sequence);
+      feed.emit('end');
       res.end();
     }
   }
@@ -345,6 +490,18 @@ export class SessionHost {
 function upstreamPath(pathWithQuery: string, prefixLength: number): string {
   const rest = pathWithQuery.slice(prefixLength);
   return rest.startsWith('/') ? rest : `/${rest}`;
+/** One collected file in a step's answer, before its `end`: the control plane stores it as an artifact. */
+export interface StepArtifactLine {
+  type: 'artifact';
+  name: string;
+  size_bytes: number;
+  /** base64 */
+  data: string;
+}
+
+/** A runner without room for a session: 409 with a reason the control plane places elsewhere on. */
+function noRoom(why: string): KilnError {
+  return new KilnError('CONFLICT', why, { extra: { reason: 'no_session_capacity' } });
 }
 
 function queryPath(url: URL): string {
@@ -395,5 +552,10 @@ function answerError(res: http.ServerResponse, err: unknown): void {
     res.destroy();
     return;
   }
-  json(res, known.status, { code: known.code, detail: known.message, ...(known.field ? { field: known.field } : {}) });
+  json(res, known.status, {
+    code: known.code,
+    detail: known.message,
+    ...(known.field ? { field: known.field } : {}),
+    ...(typeof known.extra?.reason === 'string' ? { reason: known.extra.reason } : {}),
+  });
 }

@@ -9,7 +9,7 @@ import {
   stepParamsSchema,
 } from '@kiln/core';
 import { Readable } from 'node:stream';
-import { KilnError } from '@kiln/core';
+import { KilnError, type SessionStep } from '@kiln/core';
 import { z } from 'zod';
 import type { JobDeps } from '../services/job-deps.js';
 import {
@@ -27,7 +27,7 @@ import {
   renameSessionFile,
   writeSessionFile,
 } from '../services/sessions/files.js';
-import { getStep, killStep, listSteps, submitStep, writeStepStdin, type StepEvent, type StepEvents } from '../services/sessions/steps.js';
+import { getStep, killStep, listSteps, relayStepFromRunner, submitStep, writeStepStdin, type StepEvent, type StepEvents } from '../services/sessions/steps.js';
 import { defineRoute, idParams, type RouteSpec } from './route.js';
 import { SseWriter } from './sse-writer.js';
 
@@ -54,6 +54,12 @@ const fileEntrySchema = z.object({
 });
 
 /** Sessions (issue 8): thin routes over services/sessions. */
+/** A step's persisted (inline) output as `output` events, for a watcher that saw none of it live. */
+function writePersistedOutput(sse: SseWriter, step: SessionStep): void {
+  if (step.stdout) sse.output('output', { stream: 'stdout', data: step.stdout }, step.stdout.length);
+  if (step.stderr) sse.output('output', { stream: 'stderr', data: step.stderr }, step.stderr.length);
+}
+
 export function sessionRoutes(deps: JobDeps, events: StepEvents): RouteSpec[] {
   return [
     defineRoute({
@@ -184,14 +190,23 @@ export function sessionRoutes(deps: JobDeps, events: StepEvents): RouteSpec[] {
       query: pathQuery,
       successStatus: 201,
       response: z.object({ path: z.string(), size_bytes: z.number().int() }),
-      handler: ({ principal, params, query, request }) => {
-        const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-        if (mediaType !== 'application/octet-stream' || !(request.body instanceof Readable)) {
-          throw new KilnError('UNSUPPORTED_MEDIA_TYPE', 'send the file as raw bytes with content-type application/octet-stream', {
-            field: 'headers.content-type',
-          });
+      handler: async ({ principal, params, query, request, reply }) => {
+        const body = request.body;
+        try {
+          const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+          if (mediaType !== 'application/octet-stream' || !(body instanceof Readable)) {
+            throw new KilnError('UNSUPPORTED_MEDIA_TYPE', 'send the file as raw bytes with content-type application/octet-stream', {
+              field: 'headers.content-type',
+            });
+          }
+          return await writeSessionFile(deps, principal, params.id, query.path, body);
+        } catch (err) {
+          // Refused before the whole body was read (the disk is full, the path is bad): the connection
+          // closes after the answer. Kept open, the client would send its next request on a socket whose
+          // unread upload bytes are still arriving, and that request would be reset.
+          if (!(body instanceof Readable) || !body.readableEnded) reply.header('connection', 'close');
+          throw err;
         }
-        return writeSessionFile(deps, principal, params.id, query.path, request.body);
       },
     }),
     defineRoute({
@@ -287,11 +302,31 @@ export function sessionRoutes(deps: JobDeps, events: StepEvents): RouteSpec[] {
           onDropped: () => {},
         });
         const live = step.status === 'running' ? events.get(step.id) : undefined;
+        if (!live && step.status === 'running') {
+          // Running on another replica: its output comes from the runner that holds it.
+          sse.control('status', { status: 'running' });
+          const gone = new AbortController();
+          res.once('close', () => gone.abort());
+          const { step: ended, relayed } = await relayStepFromRunner(
+            deps,
+            principal,
+            params.id,
+            params.sequence,
+            (e) => {
+              if (e.type === 'output') sse.output('output', { stream: e.stream, data: e.data }, e.data.length);
+              else sse.control('truncated', { reason: e.reason });
+            },
+            gone.signal,
+          ).catch(async () => ({ step: await getStep(deps, principal, params.id, params.sequence), relayed: false }));
+          if (!relayed) writePersistedOutput(sse, ended);
+          sse.control('end', ended);
+          sse.end();
+          return null;
+        }
         if (!live) {
-          // Ended (or running on another replica): the persisted step, whole.
+          // Ended: the persisted step, whole.
           sse.control('status', { status: step.status });
-          if (step.stdout) sse.output('output', { stream: 'stdout', data: step.stdout }, step.stdout.length);
-          if (step.stderr) sse.output('output', { stream: 'stderr', data: step.stderr }, step.stderr.length);
+          writePersistedOutput(sse, step);
           sse.control('end', step);
           sse.end();
           return null;

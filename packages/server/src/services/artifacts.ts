@@ -37,8 +37,17 @@ async function findArtifact(h: DbHandle, principal: Principal, id: string): Prom
   return row;
 }
 
-/** Whether the artifact's owner (a job today) belongs to this agent. */
+/** Whether the artifact's owner (a job, or a session step through its session) belongs to this agent. */
 async function ownedByAgent(h: DbHandle, agentId: string, ownerType: string, ownerId: string): Promise<boolean> {
+  if (ownerType === 'session_step') {
+    const session = await h.db
+      .selectFrom('session_steps as st')
+      .innerJoin('sessions as s', 's.id', 'st.session_id')
+      .select('s.agent_id')
+      .where('st.id', '=', ownerId)
+      .executeTakeFirst();
+    return session?.agent_id === agentId;
+  }
   if (ownerType !== 'job') return false;
   const job = await h.db.selectFrom('jobs').select('agent_id').where('id', '=', ownerId).executeTakeFirst();
   return job?.agent_id === agentId;
@@ -75,10 +84,28 @@ export async function listTenantArtifacts(
     if (query.owner_id) q = q.where('owner_id', '=', query.owner_id);
   }
   if (principal.kind === 'agent') {
-    // An agent lists the artifacts of its own jobs only.
+    // An agent lists the artifacts of its own jobs and its own sessions' steps only.
     const agentId = principal.agentId;
-    q = q.where('owner_type', '=', 'job').where('owner_id', 'in', (eb) =>
-      eb.selectFrom('jobs').select('id').where('agent_id', '=', agentId).where('tenant_id', '=', tenantId!),
+    q = q.where((eb) =>
+      eb.or([
+        eb.and([
+          eb('owner_type', '=', 'job'),
+          eb('owner_id', 'in', eb.selectFrom('jobs').select('id').where('agent_id', '=', agentId).where('tenant_id', '=', tenantId!)),
+        ]),
+        eb.and([
+          eb('owner_type', '=', 'session_step'),
+          eb(
+            'owner_id',
+            'in',
+            eb
+              .selectFrom('session_steps as st')
+              .innerJoin('sessions as s', 's.id', 'st.session_id')
+              .select('st.id')
+              .where('s.agent_id', '=', agentId)
+              .where('s.tenant_id', '=', tenantId!),
+          ),
+        ]),
+      ]),
     );
   }
   const result = page(await q.execute(), query.limit);
@@ -95,7 +122,7 @@ export async function openTenantArtifact(deps: JobDeps, principal: Principal, id
 /**
  * Deletes an artifact: its row goes, its bytes leave the tenant's storage account, and its blob leaves
  * the store unless another artifact has the same content. A second delete answers 404. Agents delete
- * their own jobs' artifacts, tenant admins any of their tenant's, the operator any.
+ * their own jobs' and sessions' artifacts, tenant admins any of their tenant's, the operator any.
  */
 export async function deleteArtifact(deps: JobDeps, principal: Principal, id: string): Promise<void> {
   requireTenantActive(principal);

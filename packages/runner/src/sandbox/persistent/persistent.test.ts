@@ -66,6 +66,37 @@ describe('persistent sandbox', () => {
     expect(statSync(`/proc/${sbx.initHostPid()}`).uid).toBe(sbx.uid);
   });
 
+  it('refuses TIOCSTI and TIOCLINUX (high bits set too) on a terminal of its own, and nothing is injected', async () => {
+    // A pty the step opens itself: without the filter TIOCSTI would push "X" into its input queue.
+    const script = `
+import ctypes, json, os, pty, tty
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def ioctl(fd, req, arg):
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(16), ctypes.c_long(fd), ctypes.c_ulong(req), ctypes.c_void_p(arg))
+    return ctypes.get_errno() if r == -1 else 0
+master, slave = pty.openpty()
+tty.setraw(slave)
+ch = ctypes.create_string_buffer(b"X")
+sub = ctypes.create_string_buffer(b"\\x02" + b"\\x00" * 15)
+res = {
+  "TIOCSTI": ioctl(slave, 0x5412, ctypes.addressof(ch)),
+  "TIOCSTI_high_bits": ioctl(slave, 0x100005412, ctypes.addressof(ch)),
+  "TIOCLINUX": ioctl(slave, 0x541C, ctypes.addressof(sub)),
+}
+os.set_blocking(slave, False)
+try:
+    res["injected"] = os.read(slave, 16).decode()
+except BlockingIOError:
+    res["injected"] = ""
+print(json.dumps(res))
+`;
+    const r = await sbx.exec(['python3', '-c', script]);
+    expect(r.stderr.toString()).toBe('');
+    expect(JSON.parse(r.stdout.toString())).toEqual({ TIOCSTI: 1, TIOCSTI_high_bits: 1, TIOCLINUX: 1, injected: '' });
+  });
+
   it('reports exit codes, streams output and passes stdin', async () => {
     const seen: string[] = [];
     const r = await sbx.exec('cat; echo oops >&2; exit 7', { stdin: 'in\n', onStdout: (c) => seen.push(c.toString()) });

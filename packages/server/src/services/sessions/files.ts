@@ -6,7 +6,7 @@ import { auditSuccess } from '../audit.js';
 import type { Principal } from '../context.js';
 import type { JobDeps } from '../job-deps.js';
 import { activeSessionEndpoint } from './lifecycle.js';
-import { callRunner, callRunnerJson } from './runner-link.js';
+import { callRunner, callRunnerJson, uploadToRunner } from './runner-link.js';
 
 /** Longest a file transfer may take end to end (100 MiB at a slow 1 MiB/s, with room). */
 const TRANSFER_TIMEOUT_MS = 10 * 60_000;
@@ -34,11 +34,7 @@ async function touched(deps: JobDeps, principal: Principal, sessionId: string, a
  */
 export async function writeSessionFile(deps: JobDeps, principal: Principal, sessionId: string, path: string, body: Readable) {
   const { row, runner } = await activeSessionEndpoint(deps, principal, sessionId);
-  const res = await callRunner(runner, 'PUT', `/v1/sessions/${sessionId}/files?${q(path)}`, undefined, {
-    stream: body,
-    timeoutMs: TRANSFER_TIMEOUT_MS,
-  });
-  const written = (await res.json()) as { path: string; size_bytes: number };
+  const written = await uploadToRunner<{ path: string; size_bytes: number }>(runner, `/v1/sessions/${sessionId}/files?${q(path)}`, body, TRANSFER_TIMEOUT_MS);
   await touched(deps, principal, sessionId, row.agent_id, 'session.file_write', { path, size_bytes: written.size_bytes });
   return written;
 }

@@ -94,8 +94,25 @@ export async function runnerEndpoint(h: DbHandle, runnerId: string): Promise<Run
   return runner;
 }
 
-/** A healthy runner in the zone with a session endpoint and room: the least loaded. */
-async function placeSession(deps: JobDeps, zone: string | undefined) {
+/** Runners a create tries at most: each refusal (no memory left there) costs one round trip. */
+const PLACEMENT_TRIES_MAX = 8;
+
+function noRoomError(zone: string | undefined, why?: string): KilnError {
+  // The fleet is full (or empty) for now: like a full queue, the caller is told when to retry.
+  const where = zone ? ` in zone ${zone}` : '';
+  return new KilnError(
+    'RATE_LIMITED',
+    `no healthy runner${where} has room for this session${why ? ` (${why})` : ''}; retry later${zone ? ', pick another zone' : ''} or ask for less memory`,
+    { ...(zone ? { field: 'body.zone' } : {}), extra: { retry_after: NO_ROOM_RETRY_AFTER_SECONDS, reason: 'no_session_capacity' } },
+  );
+}
+
+/**
+ * Healthy runners in the zone with a session endpoint and a free session place, least loaded first. Each
+ * runner also accounts the memory of its sandboxes (sessions and jobs) against its budget and refuses a
+ * session it cannot hold; the create then tries the next one.
+ */
+async function placementCandidates(deps: JobDeps, zone: string | undefined) {
   const runners = (await listRunners(deps.store, { limit: 1000 })).filter(
     (r) => r.status === 'healthy' && r.draining === 0 && r.address !== null && r.signing_key !== null && (!zone || r.zone === zone),
   );
@@ -103,19 +120,15 @@ async function placeSession(deps: JobDeps, zone: string | undefined) {
   const withRoom = runners
     .map((r) => ({ runner: r, load: (load.get(r.id) ?? 0) / (r.capacity * SESSIONS_PER_CAPACITY_SLOT) }))
     .filter((c) => c.load < 1)
-    .sort((a, b) => a.load - b.load);
-  const chosen = withRoom[0]?.runner;
-  if (!chosen) {
-    // The fleet is full (or empty) for now: like a full queue, the caller is told when to retry.
-    throw new KilnError(
-      'RATE_LIMITED',
-      zone
-        ? `no healthy runner with room for a session in zone ${zone}; retry later or pick another zone`
-        : 'no healthy runner with room for a session; retry later',
-      { ...(zone ? { field: 'body.zone' } : {}), extra: { retry_after: NO_ROOM_RETRY_AFTER_SECONDS, reason: 'no_session_capacity' } },
-    );
-  }
-  return chosen;
+    .sort((a, b) => a.load - b.load)
+    .slice(0, PLACEMENT_TRIES_MAX)
+    .map((c) => c.runner);
+  if (withRoom.length === 0) throw noRoomError(zone);
+  return withRoom;
+}
+
+function isCapacityRefusal(err: unknown): err is KilnError {
+  return err instanceof KilnError && err.code === 'CONFLICT' && err.extra?.runner_reason === 'no_session_capacity';
 }
 
 /**
@@ -139,7 +152,8 @@ export async function createSession(deps: JobDeps, principal: Principal, input: 
     });
   }
   const limits: Limits = limitCeilings(policy.ruleset.limits, quota);
-  const runner = await placeSession(deps, input.zone);
+  const candidates = await placementCandidates(deps, input.zone);
+  let runner = candidates[0]!;
   const nowMs = deps.clock.nowMs();
   const nowIso = toRfc3339(nowMs);
   const row: SessionRow = {
@@ -159,7 +173,7 @@ export async function createSession(deps: JobDeps, principal: Principal, input: 
     ended_at: null,
     zone: input.zone ?? null,
     metadata: JSON.stringify(input.metadata ?? {}),
-    seed: JSON.stringify({ env: input.env ?? {}, files: (input.files ?? []).map((f) => f.path) }),
+    seed: JSON.stringify({ env: input.env ?? {}, files: (input.files ?? []).map((f) => f.path), artifacts: policy.ruleset.artifacts }),
     sandbox_id: newId('sandbox', nowMs),
     reason: null,
     idle_timeout_seconds: rules.idle_timeout_seconds,
@@ -196,18 +210,42 @@ export async function createSession(deps: JobDeps, principal: Principal, input: 
       details: { policy_id: policy.id, policy_version: policy.version, runner_id: runner.id, ttl_seconds: ttlSeconds, zone: row.zone },
     });
   });
+  const startBody = {
+    session_id: row.id,
+    limits,
+    // The policy's egress rules: allowlist sessions reach their hosts through the runner's proxy.
+    network: policy.ruleset.network,
+    env: input.env ?? {},
+    files: (input.files ?? []).map((f) => ({
+      path: f.path,
+      content: f.encoding === 'base64' ? f.content : Buffer.from(f.content, 'utf8').toString('base64'),
+    })),
+  };
   try {
-    await callRunnerJson(runner, 'POST', '/v1/sessions', {
-      session_id: row.id,
-      limits,
-      // The policy's egress rules: allowlist sessions reach their hosts through the runner's proxy.
-      network: policy.ruleset.network,
-      env: input.env ?? {},
-      files: (input.files ?? []).map((f) => ({
-        path: f.path,
-        content: f.encoding === 'base64' ? f.content : Buffer.from(f.content, 'utf8').toString('base64'),
-      })),
-    });
+    for (let i = 0; ; i++) {
+      try {
+        await callRunnerJson(runner, 'POST', '/v1/sessions', startBody);
+        break;
+      } catch (err) {
+        const next = candidates[i + 1];
+        if (!isCapacityRefusal(err)) throw err;
+        if (!next) throw noRoomError(input.zone, `runner ${runner.name}: ${err.message}`);
+        // That runner's memory budget is taken (jobs and other sessions): the session moves to the next.
+        const from = runner;
+        runner = next;
+        await deps.store.transaction(async (tx) => {
+          await tx.db.updateTable('sessions').set({ runner_id: next.id }).where('id', '=', row.id).execute();
+          await tx.db.updateTable('sandbox_instances').set({ runner_id: next.id }).where('id', '=', row.sandbox_id!).execute();
+          await auditSuccess(deps, tx, principal, {
+            action: 'session.place',
+            resource_type: 'session',
+            resource_id: row.id,
+            subject_agent_id: agentId,
+            details: { from_runner_id: from.id, runner_id: next.id, reason: 'no_session_capacity', detail: err.message.slice(0, 300) },
+          });
+        });
+      }
+    }
   } catch (err) {
     // No sandbox, no session: it ends at once (audited) and the caller gets the runner's refusal.
     await deps.store.transaction(async (tx) => {

@@ -2,6 +2,7 @@ import { endedSessionsWithLiveSandbox, idleSince, sessionsDue } from '../../stor
 import type { JobDeps } from '../job-deps.js';
 import { startReaper } from '../reaper.js';
 import { destroySessionSandbox, endSessionsFor } from './lifecycle.js';
+import { failOrphanedSteps } from './steps.js';
 
 /** Sessions ended per pass, and sandboxes destroyed: a backlog drains over a few passes. */
 const BATCH = 100;
@@ -9,10 +10,14 @@ const BATCH = 100;
 /**
  * One pass of the SessionReaper (issue 8, point 2): active sessions past `expires_at` (→ expired, ttl) or
  * idle past their `idle_timeout_seconds` (→ expired, idle), each audited; then every ended session whose
- * sandbox is still live on its runner (deleted, suspended, disabled, expired) has it destroyed. Time is
+ * sandbox is still live on its runner (deleted, suspended, disabled, expired) has it destroyed, and
+ * steps whose driving replica died are failed (failOrphanedSteps). Time is
  * the deps' clock, so tests drive it with a ManualClock.
  */
-export async function sessionReaperPass(deps: JobDeps): Promise<{ expired: number; destroyed: number }> {
+export async function sessionReaperPass(
+  deps: JobDeps,
+  orphanSuspects: Map<string, number> = new Map(),
+): Promise<{ expired: number; destroyed: number; orphanedSteps: number }> {
   const nowMs = deps.clock.nowMs();
   const due = await sessionsDue(deps.store, nowMs, BATCH);
   let expired = 0;
@@ -35,9 +40,11 @@ export async function sessionReaperPass(deps: JobDeps): Promise<{ expired: numbe
     );
     if (ok) destroyed++;
   }
-  return { expired, destroyed };
+  const orphanedSteps = await failOrphanedSteps(deps, orphanSuspects);
+  return { expired, destroyed, orphanedSteps };
 }
 
 export function startSessionReaper(deps: JobDeps, intervalMs: number, onError: (err: unknown) => void): () => Promise<void> {
-  return startReaper(() => sessionReaperPass(deps), intervalMs, onError);
+  const orphanSuspects = new Map<string, number>();
+  return startReaper(() => sessionReaperPass(deps, orphanSuspects), intervalMs, onError);
 }
