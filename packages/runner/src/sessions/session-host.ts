@@ -490,6 +490,8 @@ export class SessionHost {
 function upstreamPath(pathWithQuery: string, prefixLength: number): string {
   const rest = pathWithQuery.slice(prefixLength);
   return rest.startsWith('/') ? rest : `/${rest}`;
+}
+
 /** One collected file in a step's answer, before its `end`: the control plane stores it as an artifact. */
 export interface StepArtifactLine {
   type: 'artifact';

@@ -4,7 +4,7 @@ import type { Checksum } from '../../artifacts/artifact-store.js';
 import { sha256Checksum } from '../../artifacts/content.js';
 import { addTenantArtifactBytes, insertUpload, releaseRecordedUploads } from '../../store/artifact-storage.js';
 import type { TxHandle } from '../../store/store.js';
-import { collectOrphanUploads, quotaReason, storageRoomBytes, trackInlineBlob } from '../artifact-storage.js';
+import { collectOrphanUploads, quotaReason, storageRoomBytes, trackInlineBlobs } from '../artifact-storage.js';
 import type { JobDeps } from '../job-deps.js';
 
 /**
@@ -24,7 +24,7 @@ export interface StepBlob {
 
 function trackAs(deps: JobDeps, tenantId: string, stepId: string) {
   return (blob: { checksum: Checksum; size_bytes: number }) =>
-    trackInlineBlob(deps, { tenantId, jobId: stepId, attempt: 1, checksum: blob.checksum, sizeBytes: blob.size_bytes });
+    trackInlineBlobs(deps, [{ tenantId, jobId: stepId, attempt: 1, checksum: blob.checksum, sizeBytes: blob.size_bytes }]);
 }
 
 /**
