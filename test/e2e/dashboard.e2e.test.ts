@@ -304,8 +304,16 @@ describe('the dashboard at /ui in Chromium', () => {
       expect(await page.evaluate(() => (window as unknown as { __pwned?: unknown }).__pwned)).toBeUndefined();
       expect(await page.title()).toBe('kiln');
 
-      // The list filters by status; another tenant's (or no) service shows the API's 404.
+      // A service whose command fails ends `terminated` with its reason, and the list says so.
+      const crashing = await admin.services.create({ command: 'exit 4', port: 8000 });
+      await eventually('the failing service to end', async () => (await admin.services.get(crashing.id)).status === 'terminated', 30_000);
       await page.click('nav a:has-text("Services")');
+      await page.selectOption('form[aria-label="filter services"] select[name=status]', 'terminated');
+      const crashed = page.locator(`tr[data-service="${crashing.id}"]`);
+      await crashed.waitFor();
+      expect(await crashed.textContent()).toContain(`terminated ${(await admin.services.get(crashing.id)).reason}`);
+
+      // The list filters by status; another tenant's (or no) service shows the API's 404.
       await page.selectOption('form[aria-label="filter services"] select[name=status]', 'running');
       await page.waitForSelector('text=No services.');
       await page.selectOption('form[aria-label="filter services"] select[name=status]', 'stopped');
