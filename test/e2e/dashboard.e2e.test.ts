@@ -358,6 +358,9 @@ describe('the dashboard at /ui in Chromium', () => {
       await signIn(agentKey);
       expect(await page.textContent('[data-testid=whoami]')).toContain('agent');
       await page.waitForSelector('text=No jobs.');
+      // The tenant admin's services are not the agent's: its list is empty.
+      await page.click('nav a:has-text("Services")');
+      await page.waitForSelector('text=No services.');
       // A page the agent's key may not read shows the API's refusal.
       await page.evaluate(() => (location.hash = '#/runners'));
       const refused = page.locator('[role=alert][data-code=FORBIDDEN]');
