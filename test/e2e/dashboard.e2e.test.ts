@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { DEFAULT_RULESET } from '@kiln/core';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, KilnSystem } from './support/kiln-system.js';
@@ -24,6 +25,14 @@ const HOSTILE_PROGRAM = [
   'open("out/result.txt", "w").write("artifact-body-42")',
   `open("out/<img src=x onerror=window.__pwned=1>.txt", "w").write("x")`,
 ].join('\n');
+
+/**
+ * A service whose log is hostile (markup, an inline handler, terminal escapes) before it serves its
+ * folder with Python's HTTP server; `/bin/sh -c` runs the string.
+ */
+const HOSTILE_SERVICE =
+  `printf '%s\\n' "<script>window.__pwned='svc'</script><img src=x onerror=\\"window.__pwned='svc-img'\\">"; ` +
+  `printf '\\033[31mRED\\033[0m\\033]0;evil title\\007 ready\\n'; exec python3 -m http.server 8000`;
 
 describe('the dashboard at /ui in Chromium', () => {
   const kiln = new KilnSystem('sqlite');
@@ -242,6 +251,80 @@ describe('the dashboard at /ui in Chromium', () => {
     });
   });
 
+  it('a service: running on the page, logs live, opened in a new tab with a scoped token, stopped; hostile log lines stay text', async () => {
+    await step('services', async () => {
+      const admin = kiln.client(tenantKey);
+      const policy = (await admin.policies.list()).items.find((p) => p.name === 'default')!;
+      await admin.policies.publish(policy.id, {
+        ruleset: { ...DEFAULT_RULESET, services: { ...DEFAULT_RULESET.services, allowed: true } },
+        expected_version: policy.version,
+      });
+      const svc = await admin.services.create({
+        files: [{ path: 'index.html', content: '<h1>hello from a sandbox</h1>\n', encoding: 'utf8' }],
+        command: HOSTILE_SERVICE,
+        port: 8000,
+        readiness: { path: '/', timeout_ms: 20_000 },
+      });
+      await page.click('nav a:has-text("Services")');
+      const row = page.locator(`tr[data-service="${svc.id}"]`);
+      await row.waitFor();
+      await row.locator('a').click();
+      await page.waitForURL(/#\/services\/svc_/);
+      // The page reads the service again while it lives: `starting` becomes `running` without a reload.
+      await page.waitForFunction(() => document.querySelector('[data-testid=service-status]')?.textContent === 'running', undefined, { timeout: 30_000 });
+      expect(await page.textContent('[data-testid=proxy-url]')).toBe(svc.proxy_url);
+      const placed = await admin.services.get(svc.id);
+      expect(await page.textContent('main')).toContain(placed.runner_id!);
+      expect(await page.textContent('main')).toContain(placed.sandbox_id!);
+      await page.waitForFunction(() => document.querySelector('[data-testid=live-output]')?.textContent?.includes('RED ready'));
+      const log = (await page.textContent('[data-testid=live-output]'))!;
+      expect(log).toContain(`<script>window.__pwned='svc'</script><img src=x onerror="window.__pwned='svc-img'">`);
+      expect(log).not.toMatch(/\x1b|\x07/);
+      expect(await page.locator('[data-testid=live-output] script, [data-testid=live-output] img').count()).toBe(0);
+
+      // Open: a token for this service alone in a new tab's URL (traded there for a cookie), never the key.
+      const [tab] = await Promise.all([page.context().waitForEvent('page'), page.click('[data-testid=open-service]')]);
+      await tab.waitForURL((u) => u.href === svc.proxy_url);
+      expect(await tab.textContent('h1')).toBe('hello from a sandbox');
+      expect(await tab.evaluate(() => window.opener)).toBeNull();
+      expect(tab.url()).not.toContain(tenantKey);
+      // The tab goes on with the cookie alone; the service's request log line arrives on the page, live.
+      expect((await tab.goto(`${svc.proxy_url}index.html?from=the-tab`))?.status()).toBe(200);
+      await tab.close();
+      await page.waitForFunction(() => document.querySelector('[data-testid=live-output]')?.textContent?.includes('"GET /index.html?from=the-tab HTTP/1.1" 200'));
+      expect(await page.textContent('[data-testid=stream-state]')).toContain('live');
+      mkdirSync(SHOTS, { recursive: true });
+      await page.screenshot({ path: join(SHOTS, 'dashboard-service.png'), fullPage: true });
+
+      await page.click('[data-testid=stop-service]');
+      await page.waitForFunction(() => document.querySelector('[data-testid=service-status]')?.textContent === 'stopped');
+      await page.waitForFunction(() => document.querySelector('[data-testid=stream-state]')?.textContent?.includes('ended'));
+      expect(await page.locator('[data-testid=open-service]').count()).toBe(0);
+      expect((await admin.services.get(svc.id)).status).toBe('stopped');
+      expect(await page.evaluate(() => (window as unknown as { __pwned?: unknown }).__pwned)).toBeUndefined();
+      expect(await page.title()).toBe('kiln');
+
+      // A service whose command fails ends `terminated` with its reason, and the list says so.
+      const crashing = await admin.services.create({ command: 'exit 4', port: 8000 });
+      await eventually('the failing service to end', async () => (await admin.services.get(crashing.id)).status === 'terminated', 30_000);
+      await page.click('nav a:has-text("Services")');
+      await page.selectOption('form[aria-label="filter services"] select[name=status]', 'terminated');
+      const crashed = page.locator(`tr[data-service="${crashing.id}"]`);
+      await crashed.waitFor();
+      expect(await crashed.textContent()).toContain(`terminated ${(await admin.services.get(crashing.id)).reason}`);
+
+      // The list filters by status; another tenant's (or no) service shows the API's 404.
+      await page.selectOption('form[aria-label="filter services"] select[name=status]', 'running');
+      await page.waitForSelector('text=No services.');
+      await page.selectOption('form[aria-label="filter services"] select[name=status]', 'stopped');
+      await row.waitFor();
+      await page.evaluate(() => (location.hash = '#/services/svc_0000000000000000000000000'));
+      const missing = page.locator('[role=alert][data-code=NOT_FOUND]');
+      await missing.waitFor();
+      expect(await missing.textContent()).toContain('404');
+    });
+  });
+
   it('the page policy blocks inline script even where markup got in', async () => {
     await step('csp', async () => {
       // Markup injected by the test itself (as a flaw would): the CSP refuses its inline handler.
@@ -275,6 +358,9 @@ describe('the dashboard at /ui in Chromium', () => {
       await signIn(agentKey);
       expect(await page.textContent('[data-testid=whoami]')).toContain('agent');
       await page.waitForSelector('text=No jobs.');
+      // The tenant admin's services are not the agent's: its list is empty.
+      await page.click('nav a:has-text("Services")');
+      await page.waitForSelector('text=No services.');
       // A page the agent's key may not read shows the API's refusal.
       await page.evaluate(() => (location.hash = '#/runners'));
       const refused = page.locator('[role=alert][data-code=FORBIDDEN]');

@@ -9,6 +9,7 @@ import { AuditPage } from './pages/audit';
 import { RunnersPage, SandboxesPage, TenantsPage } from './pages/fleet';
 import { JobDetail, JobsPage } from './pages/jobs';
 import { PoliciesPage, PolicyDetail } from './pages/policies';
+import { ServiceDetail, ServicesPage } from './pages/services';
 import { SessionDetail, SessionsPage } from './pages/sessions';
 import { WorkflowDetail, WorkflowsPage } from './pages/workflows';
 
@@ -27,6 +28,7 @@ function useRoute(): string[] {
 const TENANT_PAGES = [
   ['jobs', 'Jobs'],
   ['sessions', 'Sessions'],
+  ['services', 'Services'],
   ['workflows', 'Workflows'],
   ['policies', 'Policies'],
   ['audit', 'Audit'],
@@ -141,6 +143,8 @@ function Page({ me, page, id, sub }: { me: Whoami; page: string; id: string | un
       return id ? <JobDetail id={id} /> : <JobsPage me={me} />;
     case 'sessions':
       return id ? <SessionDetail id={id} /> : <SessionsPage />;
+    case 'services':
+      return id ? <ServiceDetail id={id} /> : <ServicesPage me={me} />;
     case 'workflows':
       return id ? <WorkflowDetail id={id} /> : <WorkflowsPage />;
     case 'policies':

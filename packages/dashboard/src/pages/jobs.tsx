@@ -1,6 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
-import { api, download, get, getPages, streamEvents, type Page, type Whoami } from '../api';
+import { api, download, get, getPages, type Page, type Whoami } from '../api';
 import { JobCharts } from '../charts';
+import { LiveStream } from '../live-stream';
 import { ago, bytes, ms, plainText, time } from '../text';
 import { Badge, Empty, Facts, Link, Loading, Problem, Section, useLoad } from '../ui';
 
@@ -194,78 +195,6 @@ export function JobsPage({ me }: { me: Whoami }) {
   );
 }
 
-/** The job's output as it arrives: SSE `output` chunks, then the end; always text, escapes removed. */
-function LiveOutput({ id, onEnd }: { id: string; onEnd: (job: Job) => void }) {
-  const [out, setOut] = useState<{ stream: string; text: string }[]>([]);
-  const [notices, setNotices] = useState<string[]>([]);
-  const [state, setState] = useState<'connecting' | 'live' | 'ended' | 'closed' | 'failed'>('connecting');
-  const [error, setError] = useState<unknown>();
-  const [attempt, setAttempt] = useState(0);
-  useEffect(() => {
-    const ctl = new AbortController();
-    // A reconnect replays what the server still holds: start the screen again.
-    setOut([]);
-    setError(undefined);
-    setState('connecting');
-    let chunks: { stream: string; text: string }[] = [];
-    let total = 0;
-    streamEvents(
-      `/v1/jobs/${encodeURIComponent(id)}/events`,
-      (event, data) => {
-        setState((s) => (s === 'connecting' ? 'live' : s));
-        const d = data as { stream?: string; data?: string; detail?: string; reason?: string };
-        if (event === 'output' && typeof d.data === 'string') {
-          // Bounded in the page too: the last ~1 MiB of live output is kept on screen.
-          total += d.data.length;
-          chunks = [...chunks, { stream: d.stream ?? 'stdout', text: plainText(d.data) }];
-          while (total > 1 << 20 && chunks.length > 1) total -= chunks.shift()!.text.length;
-          setOut(chunks);
-        } else if (event === 'truncated') {
-          setNotices((n) => [...n.slice(-9), d.detail ?? d.reason ?? 'live output is incomplete']);
-        } else if (event === 'end') {
-          setState('ended');
-          onEnd(data as Job);
-        }
-      },
-      ctl.signal,
-    ).then(
-      // Closed without an end (a replica restarting, a cut slow watcher): say so; the job is read again.
-      () => setState((s) => (s === 'ended' ? s : 'closed')),
-      (err: unknown) => {
-        if (!ctl.signal.aborted) {
-          setError(err);
-          setState('failed');
-        }
-      },
-    );
-    return () => ctl.abort();
-  }, [id, attempt]);
-  return (
-    <>
-      <p class="muted" data-testid="stream-state">
-        live output: {state}
-        {state === 'closed' || state === 'failed' ? (
-          <>
-            {' '}
-            <button class="secondary outline small" onClick={() => setAttempt((n) => n + 1)}>
-              Reconnect
-            </button>
-          </>
-        ) : null}
-      </p>
-      {notices.map((n) => (
-        <p class="notice">{n}</p>
-      ))}
-      <pre class="output" data-testid="live-output">
-        {out.map((c) => (
-          <span class={c.stream === 'stderr' ? 'stderr' : 'stdout'}>{c.text}</span>
-        ))}
-      </pre>
-      <Problem error={error} />
-    </>
-  );
-}
-
 export function JobDetail({ id }: { id: string }) {
   const job = useLoad((s) => get<Job>(`/v1/jobs/${encodeURIComponent(id)}`, undefined, s), [id]);
   const [ended, setEnded] = useState<Job | null>(null);
@@ -333,7 +262,7 @@ export function JobDetail({ id }: { id: string }) {
             </div>
           </div>
           <h3>Output</h3>
-          <LiveOutput id={id} onEnd={setEnded} />
+          <LiveStream path={`/v1/jobs/${encodeURIComponent(id)}/events`} label="live output" onEnd={(data) => setEnded(data as Job)} />
           {ended && (ended.stdout !== null || ended.stderr !== null) ? (
             <details>
               <summary>Whole stdout and stderr</summary>
