@@ -42,7 +42,9 @@ describe('limits, each proven by an attack', () => {
   });
 
   it('memory: tmpfs pages (/dev/shm) count against the sandbox memory', async () => {
-    const r = await runSh(driver, 'head -c 100M /dev/zero > /dev/shm/fill; echo wrote', {
+    // `&&`: 'wrote' means the whole 100 MiB landed. The OOM killer may pick `head` and leave the shell
+    // alive, so an unconditional echo could still run after the limit held.
+    const r = await runSh(driver, 'head -c 100M /dev/zero > /dev/shm/fill && echo wrote', {
       memory_bytes: 48 * MiB,
       disk_bytes: 200 * MiB,
       file_size_bytes: 200 * MiB,
