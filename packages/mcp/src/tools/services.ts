@@ -23,7 +23,7 @@ const getServiceUrlInput = z.object({
     .min(1)
     .max(TOKEN_MAX_TTL_SECONDS)
     .optional()
-    .describe('how long the token works; default 3600 (giving it implies token: true)'),
+    .describe('how long the token works; default 3600 (giving it implies token: true, unless token is false)'),
 });
 type GetServiceUrlArgs = z.infer<typeof getServiceUrlInput>;
 
@@ -70,7 +70,7 @@ export function registerServiceTools(server: McpServer, client: KilnClient, opti
     },
     (args) =>
       guarded(async () => {
-        const minting = args.token === true || args.token_ttl_seconds !== undefined;
+        const minting = args.token ?? args.token_ttl_seconds !== undefined;
         const ttl = args.token_ttl_seconds !== undefined ? { ttl_seconds: args.token_ttl_seconds } : {};
         const target = targetOf(args);
         if (target.kind === 'service') {
