@@ -1,12 +1,13 @@
-import { DEFAULT_RULESET } from '@kiln/core';
+import { DEFAULT_RULESET, type Service } from '@kiln/core';
+import type { KilnClient } from '@kiln/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestDns, type TestDns } from '../support/egress/test-dns.js';
 import { startTestHosts, type TestHosts } from '../support/egress/test-hosts.js';
-import { KilnSystem, type DbKind } from './support/kiln-system.js';
+import { eventually, KilnSystem, type DbKind } from './support/kiln-system.js';
 
 /**
- * Issue 9, point 4, with the real processes: a policy with `egress: "allowlist"` lets a job and a
- * session reach an allowed test host (in a network namespace, named by a resolver the test controls)
+ * Issue 9, point 4, with the real processes: a policy with `egress: "allowlist"` lets a job, a
+ * session and a service reach an allowed test host (in a network namespace, named by a resolver the test controls)
  * and nothing else; the refusals are audited in aggregate; `egress: none` stays as it was.
  */
 let hosts: TestHosts;
@@ -23,6 +24,31 @@ afterAll(async () => {
 });
 
 const ALLOW = ['api.allowed.test:80', 'api.allowed.test:443', 'meta.allowed.test:80'];
+const SERVICES_ALLOWED = { ...DEFAULT_RULESET.services, allowed: true, max_running: 2 };
+
+/**
+ * A service whose start-up runs `setup` in /workspace and then serves that folder on port 8000, so the
+ * test reads what the setup wrote through the service proxy (with a scoped token).
+ */
+async function serveAfter(client: KilnClient, setup: string, policyId?: string): Promise<Service> {
+  const created = await client.services.create({
+    command: `${setup}\nexec python3 -m http.server 8000 --bind 127.0.0.1`,
+    port: 8000,
+    ...(policyId ? { policy_id: policyId } : {}),
+  });
+  return eventually(`service ${created.id} to run`, async () => {
+    const s = await client.services.get(created.id);
+    if (s.status === 'terminated' || s.status === 'stopped') throw new Error(`service ended: ${JSON.stringify(s)}`);
+    return s.status === 'running' ? s : undefined;
+  });
+}
+
+async function readThroughProxy(client: KilnClient, service: Service, file: string): Promise<string> {
+  const { token } = await client.services.createToken(service.id, { ttl_seconds: 120 });
+  const res = await fetch(`${service.proxy_url}${file}`, { headers: { 'x-kiln-service-token': token } });
+  expect(res.status, file).toBe(200);
+  return res.text();
+}
 
 describe.each<DbKind>(['sqlite', 'postgres'])('egress by allowlist end to end (%s)', (db) => {
   const kiln = new KilnSystem(db);
@@ -41,7 +67,7 @@ describe.each<DbKind>(['sqlite', 'postgres'])('egress by allowlist end to end (%
     const t = await kiln.newTenant();
     const policy = await t.admin.policies.create({
       name: 'egress',
-      ruleset: { ...DEFAULT_RULESET, network: { egress: 'allowlist', allow: ALLOW } },
+      ruleset: { ...DEFAULT_RULESET, network: { egress: 'allowlist', allow: ALLOW }, services: SERVICES_ALLOWED },
     });
     return { ...t, policy };
   }
@@ -103,5 +129,42 @@ describe.each<DbKind>(['sqlite', 'postgres'])('egress by allowlist end to end (%
     const audit = await admin.audit.list({ action: 'egress.deny', resource_id: session.body.id });
     expect(audit.items).toHaveLength(1);
     expect(audit.items[0]!.details).toMatchObject({ connections_denied: 1, connections_allowed: 1 });
+  }, 60_000);
+
+  it('a service reaches an allowed host and is refused another; its denials are audited when it stops', async () => {
+    const { admin, policy } = await tenantWithEgress();
+    const setup = [
+      "env | grep -ci '^\\(http\\|https\\|all\\)_proxy=' > proxies.txt",
+      'curl -sS http://api.allowed.test/from-service > reached.txt 2>&1',
+      'curl -sS -o /dev/null -w "%{http_code}" http://other.blocked.test/ > refused.txt 2>&1',
+    ].join('\n');
+    const service = await serveAfter(admin, setup, policy.id);
+    // Six variables: HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and their lower-case forms.
+    expect((await readThroughProxy(admin, service, 'proxies.txt')).trim()).toBe('6');
+    expect(await readThroughProxy(admin, service, 'reached.txt')).toContain('GET /from-service host=api.allowed.test');
+    expect(await readThroughProxy(admin, service, 'refused.txt')).toBe('403');
+    expect((await admin.services.stop(service.id)).status).toBe('stopped');
+    const audit = await eventually('the service\'s egress.deny event', async () => {
+      const page = await admin.audit.list({ action: 'egress.deny', resource_id: service.id });
+      return page.items.length > 0 ? page.items : undefined;
+    });
+    expect(audit).toHaveLength(1);
+    expect(audit[0]).toMatchObject({ outcome: 'denied', resource_type: 'service' });
+    expect(audit[0]!.details).toMatchObject({
+      connections_denied: 1,
+      connections_allowed: 1,
+      denied: [{ host: 'other.blocked.test', port: 80, reason: 'not_allowed', count: 1 }],
+    });
+  }, 60_000);
+
+  it('a service under the default egress none keeps no proxy variables and no network', async () => {
+    const { admin } = await kiln.newTenant();
+    const policy = (await admin.policies.list()).items.find((p) => p.name === 'default')!;
+    await admin.policies.publish(policy.id, { ruleset: { ...DEFAULT_RULESET, services: SERVICES_ALLOWED }, expected_version: policy.version });
+    const service = await serveAfter(admin, 'env | grep -ci _proxy= > proxies.txt\ncurl -sS -m 3 http://api.allowed.test/ > curl.txt 2>&1');
+    expect((await readThroughProxy(admin, service, 'proxies.txt')).trim()).toBe('0');
+    expect(await readThroughProxy(admin, service, 'curl.txt')).toMatch(/Could not resolve|Failed|Couldn't/);
+    await admin.services.stop(service.id);
+    expect((await admin.audit.list({ action: 'egress.deny' })).items).toHaveLength(0);
   }, 60_000);
 });

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
+import { DEFAULT_RULESET } from '@kiln/core';
 import { KILN_MCP_TOOLS } from '@kiln/mcp';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
@@ -18,7 +19,77 @@ async function keyedTenant(kiln: KilnSystem) {
   const admin = kiln.client((await kiln.operator.tenants.createKey(tenant.id)).key);
   const agent = await admin.agents.create({ name: 'mcp-agent' });
   const agentKey = (await admin.agents.createKey(agent.id)).key;
+  // Services allowed, so get_service_url has a real service to answer.
+  const policy = (await admin.policies.list()).items.find((p) => p.name === 'default')!;
+  await admin.policies.publish(policy.id, {
+    ruleset: { ...DEFAULT_RULESET, services: { ...DEFAULT_RULESET.services, allowed: true, max_running: 2 } },
+    expected_version: policy.version,
+  });
   return { tenant, admin, agent, agentKey, agentClient: kiln.client(agentKey) };
+}
+
+/** A real service (Python's http.server) serving a page that says `served`, once it runs. */
+async function servePage(tenant: Tenant) {
+  const created = await tenant.agentClient.services.create({ command: 'echo served > index.html; exec python3 -m http.server 8000 --bind 127.0.0.1', port: 8000 });
+  return eventually(`service ${created.id} to run`, async () => {
+    const s = await tenant.agentClient.services.get(created.id);
+    if (s.status === 'terminated' || s.status === 'stopped') throw new Error(`service ended: ${JSON.stringify(s)}`);
+    return s.status === 'running' ? s : undefined;
+  });
+}
+
+/** get_service_url on a real service and a sandbox port: the URLs it answers open through the proxy with its token. */
+async function exerciseServiceUrls(client: Client, me: Tenant, other: Tenant, sandboxId: string) {
+  const service = await servePage(me);
+  try {
+    const plain = await ok(client, 'get_service_url', { service_id: service.id });
+    expect(plain.body).toMatchObject({ service_id: service.id, status: 'running', port: 8000, public: false, url: service.proxy_url });
+    expect(plain.body.token).toBeUndefined();
+    expect(plain.body.how_to_open).toContain('token: true');
+    // Private: the URL alone is refused.
+    expect((await fetch(plain.body.url)).status).toBe(401);
+
+    const opened = await ok(client, 'get_service_url', { service_id: service.id, token_ttl_seconds: 120 });
+    expect(opened.body).toMatchObject({ url: service.proxy_url, token_header: 'X-Kiln-Service-Token' });
+    expect(opened.body.browser_url).toBe(`${service.proxy_url}?kiln_token=${encodeURIComponent(opened.body.token)}`);
+    expect(Date.parse(opened.body.token_expires_at) - Date.now()).toBeLessThanOrEqual(120_000);
+    const byHeader = await fetch(opened.body.url, { headers: { [opened.body.token_header]: opened.body.token } });
+    expect(byHeader.status).toBe(200);
+    expect(await byHeader.text()).toBe('served\n');
+    // As a browser: the ?kiln_token= URL once, then its cookie.
+    const first = await fetch(opened.body.browser_url, { redirect: 'manual' });
+    expect(first.status).toBe(303);
+    const cookie = first.headers.get('set-cookie')!.split(';')[0]!;
+    const again = await fetch(new URL(first.headers.get('location')!, opened.body.url), { headers: { cookie } });
+    expect(await again.text()).toBe('served\n');
+
+    // Another tenant's service and sandbox are NOT_FOUND; bad arguments name their field.
+    const theirs = await other.agentClient.services.create({ command: 'exec sleep 60', port: 8000 });
+    expect((await refused(client, 'get_service_url', { service_id: theirs.id, token: true })).code).toBe('NOT_FOUND');
+    await other.agentClient.services.stop(theirs.id);
+    expect(await refused(client, 'get_service_url', {})).toMatchObject({ code: 'VALIDATION_FAILED', field: 'service_id' });
+    expect(await refused(client, 'get_service_url', { sandbox_id: sandboxId })).toMatchObject({ code: 'VALIDATION_FAILED', field: 'port' });
+    expect(await refused(client, 'get_service_url', { service_id: service.id, sandbox_id: sandboxId, port: 1 })).toMatchObject({ code: 'VALIDATION_FAILED' });
+    const theirBox = await other.agentClient.request<{ id: string }>('POST', '/v1/sessions', { body: {} });
+    expect((await refused(client, 'get_service_url', { sandbox_id: theirBox.id, port: 9000 })).code).toBe('NOT_FOUND');
+    await other.agentClient.request('DELETE', `/v1/sessions/${theirBox.id}`);
+  } finally {
+    await me.agentClient.services.stop(service.id);
+  }
+
+  // A port of a sandbox: a server started in it, opened with the token get_service_url minted.
+  await ok(client, 'run_command', { sandbox_id: sandboxId, command: 'python3 -m http.server 9000 --bind 127.0.0.1', background: true });
+  const port = await ok(client, 'get_service_url', { sandbox_id: sandboxId, port: 9000, token: true });
+  expect(port.body).toMatchObject({ sandbox_id: sandboxId, port: 9000, status: 'active', url: `${port.body.browser_url.split('?')[0]}` });
+  expect(port.body.url).toMatch(new RegExp(`/v1/sessions/${sandboxId}/ports/9000/proxy/$`));
+  const file = await eventually('the sandbox port to answer', async () => {
+    const res = await fetch(`${port.body.url}src/data.txt`, { headers: { [port.body.token_header]: port.body.token } });
+    return res.status === 200 ? res.text() : undefined;
+  });
+  expect(file).toBe('line one\n');
+  const unminted = await ok(client, 'get_service_url', { sandbox_id: sandboxId, port: 9000 });
+  expect(unminted.body.url).toBe(port.body.url);
+  expect((await fetch(unminted.body.url)).status).toBe(401);
 }
 
 async function httpClient(url: string, key: string | undefined): Promise<Client> {
@@ -213,6 +284,8 @@ async function exerciseEveryTool(client: Client, me: Tenant, other: Tenant) {
     expect((await refused(client, name, { sandbox_id: theirBox.id, ...args })).code, name).toBe('NOT_FOUND');
   }
   await other.agentClient.request('DELETE', `/v1/sessions/${theirBox.id}`);
+
+  await exerciseServiceUrls(client, me, other, id);
 
   expect((await ok(client, 'kill_sandbox', { sandbox_id: id })).body).toMatchObject({ status: 'terminated', reason: 'deleted' });
   const afterKill = await refused(client, 'run_command', { sandbox_id: id, command: 'true' });

@@ -6,6 +6,7 @@ import { ListToolsRequestSchema, type Tool } from '@modelcontextprotocol/sdk/typ
 import { registerArtifactTools } from './tools/artifacts.js';
 import { registerJobTools } from './tools/jobs.js';
 import { registerSandboxTools } from './tools/sandboxes.js';
+import { registerServiceTools } from './tools/services.js';
 
 /** The tools every kiln MCP server offers, by name. */
 export const KILN_MCP_TOOLS = [
@@ -20,11 +21,17 @@ export const KILN_MCP_TOOLS = [
   'read_file',
   'list_files',
   'kill_sandbox',
+  'get_service_url',
 ] as const;
 
 export interface KilnMcpOptions {
   /** The kiln API to call, and the key to call it with: every tool acts with exactly that key's rights. */
   client: KilnClientOptions & { url: string; apiKey: string };
+  /**
+   * The URL people and browsers reach the control plane at, which service and sandbox-port URLs name.
+   * @default client.url
+   */
+  publicUrl?: string;
   /** Reported to clients as the server's version. */
   version: string;
 }
@@ -49,6 +56,7 @@ function buildServer(options: KilnMcpOptions): McpServer {
       instructions:
         'kiln runs untrusted code in isolated sandboxes. run_code runs a program once; for work across calls, ' +
         'create_sandbox, then run_command / write_file / read_file / list_files, then kill_sandbox. ' +
+        'get_service_url answers where a service or a sandbox port is opened (with a scoped token for a browser). ' +
         'Errors come back as results with a kiln error code (NOT_FOUND, POLICY_VIOLATION, VALIDATION_FAILED, RATE_LIMITED, …).',
     },
   );
@@ -56,6 +64,7 @@ function buildServer(options: KilnMcpOptions): McpServer {
   registerJobTools(server, client);
   registerArtifactTools(server, client);
   registerSandboxTools(server, client, options.client);
+  registerServiceTools(server, client, options.client, options.publicUrl ?? options.client.url);
   return server;
 }
 

@@ -128,7 +128,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     install: (app) => {
       acceptRawUploads(app);
       installSessionPty(app as KilnApp, deps, stepEvents);
-      installMcpEndpoint(app as KilnApp, '0.1.0');
+      installMcpEndpoint(app as KilnApp, '0.1.0', hosting);
       installServiceProxy(app as KilnApp, deps, hosting);
       const compat = options.compat ?? DEFAULT_COMPAT_CONFIG;
       installPistonConnect(app as KilnApp, deps, compat.pistonAgentId);

@@ -32,6 +32,7 @@ export interface GateIdentity {
   tenant_id?: string;
   job_id?: string;
   session_id?: string;
+  service_id?: string;
 }
 
 interface ConnectionBytes {

@@ -23,7 +23,7 @@ export interface SandboxNetwork {
   egress: 'none' | 'allowlist';
   allow?: string[];
   /** Who the egress log lines name besides the sandbox. */
-  owner?: { tenant_id?: string; job_id?: string; session_id?: string };
+  owner?: { tenant_id?: string; job_id?: string; session_id?: string; service_id?: string };
 }
 
 export interface OneShotSpec {

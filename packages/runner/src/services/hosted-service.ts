@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events';
 import http from 'node:http';
-import { SANDBOX_BASE_ENV } from '../sandbox/bwrap-args.js';
 import { openInitTunnel, runInitCommand, type PersistentSandbox } from '../sandbox/persistent/index.js';
 
 /** Output of a service kept for `logs` (from the start; past it, the oldest chunks go). */
@@ -101,7 +100,7 @@ export class HostedService extends EventEmitter {
       try {
         const result = await runInitCommand(
           this.sandbox.hostPaths.controlSocket,
-          { argv, env: { ...SANDBOX_BASE_ENV, ...this.spec.env }, cwd: '/workspace', timeoutMs: this.spec.max_run_ms },
+          { argv, env: this.sandbox.commandEnv(this.spec.env), cwd: '/workspace', timeoutMs: this.spec.max_run_ms },
           {
             outputLimitBytes: SERVICE_LOG_MAX_BYTES,
             keepOutput: false,

@@ -1,8 +1,9 @@
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
-import { KilnError, limitsSchema, type Limits } from '@kiln/core';
+import { KilnError, limitsSchema, networkRulesSchema, type Limits } from '@kiln/core';
 import { z } from 'zod';
 import { findLanguage } from '../languages/catalog/index.js';
+import type { EgressSummary } from '../egress/egress-stats.js';
 import type { SandboxDriver } from '../sandbox/driver.js';
 import { PersistentSandbox } from '../sandbox/persistent/index.js';
 import { json, parseJson } from '../sessions/session-host.js';
@@ -23,6 +24,8 @@ const startBody = z.strictObject({
   readiness: z.strictObject({ path: z.string().max(1024).nullable(), timeout_ms: z.number().int().min(1) }),
   restart: z.enum(['never', 'on-failure']),
   max_run_ms: z.number().int().min(1),
+  /** The service policy's egress rules; `none` when an older control plane sends none. */
+  network: networkRulesSchema.default({ egress: 'none', allow: [] }),
 });
 
 /**
@@ -42,8 +45,8 @@ export class ServiceHost {
     if (parts.length === 2 && method === 'GET') return json(res, 200, { services: this.states() });
     if (parts.length === 2 && method === 'POST') return json(res, 201, await this.start(parseJson(startBody, body)));
     if (parts.length === 3 && id && method === 'DELETE') {
-      await this.destroy(id);
-      return json(res, 200, { destroyed: true });
+      const egress = await this.destroy(id);
+      return json(res, 200, { destroyed: true, egress: egress ?? null });
     }
     if (parts.length === 4 && id && parts[3] === 'logs' && method === 'GET') return this.logs(id, res, url.searchParams.get('follow') !== 'false');
     throw new KilnError('NOT_FOUND', 'no such route');
@@ -91,7 +94,13 @@ export class ServiceHost {
       if (!language) throw new KilnError('UNSUPPORTED_LANGUAGE', `this runner does not offer ${JSON.stringify(input.language)}`, { field: 'language' });
       files.unshift({ path: language.sourceFile, content: input.code });
     }
-    const handle = await this.driver.start({ limits: input.limits as Limits, env: input.env, files });
+    const handle = await this.driver.start({
+      limits: input.limits as Limits,
+      // Allowlist services reach their hosts through the runner's egress proxy, as sessions do.
+      network: { ...input.network, owner: { service_id: input.service_id } },
+      env: input.env,
+      files,
+    });
     if (!(handle instanceof PersistentSandbox)) {
       await handle.destroy();
       throw new KilnError('INTERNAL', 'the sandbox driver did not start a persistent sandbox');
@@ -120,13 +129,15 @@ export class ServiceHost {
     return { sandbox_id: handle.id };
   }
 
-  private async destroy(id: string): Promise<void> {
+  /** Destroys the service's sandbox; answers what it did through the egress proxy (allowlist only). */
+  private async destroy(id: string): Promise<EgressSummary | undefined> {
     const s = this.services.get(id);
-    if (!s) return;
+    if (!s) return undefined;
     this.services.delete(id);
     s.stop();
     s.emit('destroyed');
     await s.sandbox.destroy();
+    return s.sandbox.egressSummary;
   }
 
   /** NDJSON: the kept log, then (following) live chunks, then `{type:"end"}` once the service ends or goes. */

@@ -79,6 +79,14 @@ export class PersistentSandbox implements SandboxHandle {
     this.parts.baseEnv = { ...env };
   }
 
+  /**
+   * The environment a command gets: the sandbox's base (with the egress proxy's variables, for an
+   * allowlist sandbox), then `extra`.
+   */
+  commandEnv(extra: Record<string, string> = {}): Record<string, string> {
+    return { ...SANDBOX_BASE_ENV, ...this.parts.baseEnv, ...extra };
+  }
+
   /** False once the sandbox was destroyed or its init died. */
   get alive(): boolean {
     return this.endedBecause === undefined;
@@ -99,7 +107,7 @@ export class PersistentSandbox implements SandboxHandle {
         field: 'timeoutMs',
       });
     }
-    const env = { ...SANDBOX_BASE_ENV, ...this.parts.baseEnv, ...(options.env ?? {}) };
+    const env = this.commandEnv(options.env);
     for (const [name, value] of Object.entries(env)) {
       if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) || value.includes('\0')) {
         throw new KilnError('VALIDATION_FAILED', `bad environment variable ${JSON.stringify(name)}`, { field: 'env' });

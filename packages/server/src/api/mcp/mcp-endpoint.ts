@@ -6,6 +6,7 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import type { FastifyRequest } from 'fastify';
 import { authenticate } from '../../services/auth.js';
 import type { Principal } from '../../services/context.js';
+import type { ServiceHosting } from '../../services/hosted-services/hosting.js';
 import type { KilnApp } from '../app.js';
 
 export const MCP_PATH = '/mcp';
@@ -18,7 +19,7 @@ export const MCP_MAX_IN_FLIGHT_PER_KEY = 8;
  * `kiln mcp`, and call this control plane's own HTTP API with the caller's key, so every role, quota,
  * rate limit, audit event and other-tenant 404 is exactly the API's.
  */
-export function installMcpEndpoint(app: KilnApp, version: string): void {
+export function installMcpEndpoint(app: KilnApp, version: string, hosting: ServiceHosting): void {
   const inFlight = new Map<string, number>();
   const calls = new CallsInFlight();
 
@@ -53,7 +54,7 @@ export function installMcpEndpoint(app: KilnApp, version: string): void {
         else inFlight.set(holder, left);
       });
 
-      const server = createKilnMcpServer({ client: { url: selfUrl(app), apiKey: bearerOf(request) }, version });
+      const server = createKilnMcpServer({ client: { url: selfUrl(app), apiKey: bearerOf(request) }, publicUrl: hosting.publicUrl, version });
       const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
       const conversation = conversationOf(request);
       // A cancellation arrives as a POST of its own: it closes the server answering the call it names,

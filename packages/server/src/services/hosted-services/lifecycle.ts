@@ -4,6 +4,7 @@ import {
   newId,
   toRfc3339,
   type CreateServiceRequest,
+  type EgressSummary,
   type Limits,
   type Service,
   type ServiceEndReason,
@@ -24,6 +25,7 @@ import { activeSessionsByRunner, markSessionSandbox as markServiceSandbox } from
 import type { DbHandle, TxHandle } from '../../store/store.js';
 import { notFound, requireTenantActive, requireTenantMember } from '../access.js';
 import { auditSuccess } from '../audit.js';
+import { auditEgressDenials, destroyedSandboxEgress } from '../egress-audit.js';
 import type { Principal } from '../context.js';
 import type { JobDeps } from '../job-deps.js';
 import { resolveAgent, resolvePolicy, visibleToAgent } from '../jobs.js';
@@ -220,6 +222,8 @@ export async function createService(deps: JobDeps, hosting: ServiceHosting, prin
       readiness,
       restart: input.restart,
       max_run_ms: ttlSeconds * 1000 + RUN_MARGIN_MS,
+      // The policy's egress rules: allowlist services reach their hosts through the runner's proxy.
+      network: policy.ruleset.network,
     });
   } catch (err) {
     // No sandbox, no service: it ends at once (audited) and the caller gets the runner's refusal.
@@ -285,14 +289,19 @@ export async function destroyServiceSandbox(
 ): Promise<boolean> {
   const tail = await readLogTail(runner, service.id).catch(() => undefined);
   if (tail) await deps.store.db.updateTable('services').set({ log_tail: JSON.stringify(tail) }).where('id', '=', service.id).execute();
+  let egress: EgressSummary | null = null;
   try {
-    await callRunner(runner, 'DELETE', `/v1/services/${service.id}`, undefined);
+    egress = destroyedSandboxEgress(await (await callRunner(runner, 'DELETE', `/v1/services/${service.id}`, undefined)).json());
   } catch (err) {
     if (!(err instanceof KilnError && err.code === 'NOT_FOUND')) return false;
   }
-  if (service.sandbox_id) {
-    await deps.store.transaction((tx) => markServiceSandbox(tx, service.sandbox_id!, 'terminated', deps.clock.nowMs()));
-  }
+  const owner = egress && egress.connections_denied > 0 ? await getService(deps.store, service.id) : undefined;
+  await deps.store.transaction(async (tx) => {
+    if (service.sandbox_id) await markServiceSandbox(tx, service.sandbox_id, 'terminated', deps.clock.nowMs());
+    if (owner) {
+      await auditEgressDenials(tx, { resource_type: 'service', id: owner.id, tenant_id: owner.tenant_id, agent_id: owner.agent_id }, runner.id, egress, deps.clock.nowMs());
+    }
+  });
   return true;
 }
 

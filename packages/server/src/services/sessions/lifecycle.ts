@@ -1,5 +1,4 @@
 import {
-  egressSummarySchema,
   type EgressSummary,
   KilnError,
   newId,
@@ -25,7 +24,7 @@ import type { DbHandle, TxHandle } from '../../store/store.js';
 import { appendAuditEvent } from '../../store/audit.js';
 import { notFound, requireTenantActive, requireTenantMember } from '../access.js';
 import { auditSuccess } from '../audit.js';
-import { egressAuditDetails } from '../job-completion.js';
+import { auditEgressDenials, destroyedSandboxEgress } from '../egress-audit.js';
 import type { Principal } from '../context.js';
 import type { JobDeps } from '../job-deps.js';
 import { resolveAgent, resolvePolicy, visibleToAgent } from '../jobs.js';
@@ -283,31 +282,15 @@ export async function destroySessionSandbox(
 ): Promise<boolean> {
   let egress: EgressSummary | null = null;
   try {
-    const answer = (await (await callRunner(runner, 'DELETE', `/v1/sessions/${session.id}`, undefined)).json()) as { egress?: unknown };
-    // Older runners answer no summary; a malformed one is not worth failing the destroy for.
-    egress = egressSummarySchema.safeParse(answer.egress).data ?? null;
+    egress = destroyedSandboxEgress(await (await callRunner(runner, 'DELETE', `/v1/sessions/${session.id}`, undefined)).json());
   } catch (err) {
     if (!(err instanceof KilnError && err.code === 'NOT_FOUND')) return false;
   }
   const owner = egress && egress.connections_denied > 0 ? await getSession(deps.store, session.id) : undefined;
   await deps.store.transaction(async (tx) => {
     if (session.sandbox_id) await markSessionSandbox(tx, session.sandbox_id, 'terminated', deps.clock.nowMs());
-    if (owner && egress) {
-      // The session's refused connections, in aggregate, once its sandbox is gone.
-      await appendAuditEvent(
-        tx,
-        {
-          tenant_id: owner.tenant_id,
-          actor_id: runner.id,
-          action: 'egress.deny',
-          resource_type: 'session',
-          resource_id: owner.id,
-          subject_agent_id: owner.agent_id,
-          outcome: 'denied',
-          details: { actor_kind: 'runner', ...egressAuditDetails(egress) },
-        },
-        deps.clock.nowMs(),
-      );
+    if (owner) {
+      await auditEgressDenials(tx, { resource_type: 'session', id: owner.id, tenant_id: owner.tenant_id, agent_id: owner.agent_id }, runner.id, egress, deps.clock.nowMs());
     }
   });
   return true;
