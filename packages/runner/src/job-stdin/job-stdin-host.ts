@@ -43,6 +43,8 @@ export class JobStdinHost {
   private readonly waiting = new Map<string, Set<() => void>>();
   private waitingCount = 0;
 
+  constructor(private readonly openWaitMs = OPEN_WAIT_MS) {}
+
   /** The driver's writer of a starting job's stdin (RunnerAgent passes it as `openStdin`). */
   attach(jobId: string, attempt: number, writer: StdinWriter): void {
     this.open.set(jobId, { attempt, writer, pendingBytes: 0, chain: Promise.resolve(), ended: false });
@@ -104,7 +106,7 @@ export class JobStdinHost {
       const timer = setTimeout(() => {
         settle();
         reject(new KilnError('NOT_FOUND', `job ${jobId} runs no program with an open stdin on this runner`));
-      }, OPEN_WAIT_MS);
+      }, this.openWaitMs);
       wakes.add(wake);
     });
   }

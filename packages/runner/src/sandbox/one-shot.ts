@@ -164,7 +164,7 @@ export async function collectInto(result: RunResult, workspace: Workspace, globs
  * A writer for a job's open stdin: each write resolves once the pipe took its bytes, so a caller that
  * awaits it (src/job-stdin) never queues more than one chunk in memory while the program does not read.
  */
-function pipeWriter(stdin: import('node:stream').Writable): StdinWriter {
+export function pipeWriter(stdin: import('node:stream').Writable): StdinWriter {
   return {
     write: (data) =>
       new Promise<void>((resolve, reject) => {
