@@ -42,15 +42,18 @@ async function stdinBytes(request: FastifyRequest): Promise<Buffer> {
   if (mediaType !== 'application/octet-stream' || !(request.body instanceof Readable)) {
     throw new KilnError('UNSUPPORTED_MEDIA_TYPE', 'send stdin as raw bytes with content-type application/octet-stream', { field: 'headers.content-type' });
   }
+  const tooLarge = () =>
+    new KilnError('PAYLOAD_TOO_LARGE', `one stdin write carries at most ${JOB_STDIN_CHUNK_MAX_BYTES} bytes; split it`, { field: 'body' });
+  const declared = Number(request.headers['content-length'] ?? 0);
+  if (declared > JOB_STDIN_CHUNK_MAX_BYTES) throw tooLarge();
+  // A chunked body is counted as it comes; past the bound the rest is read and dropped, so the answer
+  // still reaches the client (a reset connection would not tell it why).
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of request.body as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > JOB_STDIN_CHUNK_MAX_BYTES) {
-      request.body.destroy();
-      throw new KilnError('PAYLOAD_TOO_LARGE', `one stdin write carries at most ${JOB_STDIN_CHUNK_MAX_BYTES} bytes; split it`, { field: 'body' });
-    }
-    chunks.push(chunk);
+    if (size <= JOB_STDIN_CHUNK_MAX_BYTES) chunks.push(chunk);
   }
+  if (size > JOB_STDIN_CHUNK_MAX_BYTES) throw tooLarge();
   return Buffer.concat(chunks);
 }
