@@ -49,7 +49,8 @@ describe('live stdin for a running job (sqlite)', () => {
     const answer = await write(id, 'second\n');
     expect(answer.status).toBe(200);
     expect(await answer.json()).toEqual({ written_bytes: 7, eof: false });
-    expect((await write(id, 'third\n', true)).status).toBe(200);
+    // The SDK's method, the same call.
+    expect(await kiln.client(key).jobs.writeStdin(id, 'third\n', { eof: true })).toEqual({ written_bytes: 6, eof: true });
     const done = await ended(id);
     expect(done).toMatchObject({ status: 'succeeded', stdout: 'got first\ngot second\ngot third\neof\n' });
     const audit = await (await api(`/v1/audit-events?action=job.stdin&limit=10`)).json();
