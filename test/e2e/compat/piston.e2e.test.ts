@@ -208,7 +208,8 @@ describe('Piston v2 compatibility (sqlite)', () => {
     let out = '';
     let sent = 0;
     const { got, code } = await connect(
-      [{ type: 'init', language: 'python', version: '*', files: [{ content: echo }], stdin: `${lines[sent++]}\n` }],
+      // The first line follows init at once: it waits (bounded) for the job to be leased and started.
+      [{ type: 'init', language: 'python', version: '*', files: [{ content: echo }] }, { type: 'data', stream: 'stdin', data: `${lines[sent++]}\n` }],
       (m, ws) => {
         if (m.type !== 'data' || m.stream !== 'stdout') return;
         out += m.data;
