@@ -106,6 +106,9 @@ export const JOB_BODY_LIMIT_BYTES = 20 * MiB;
 /** Characters of code, file contents and stdin of one job request, together. */
 export const JOB_TEXT_MAX_CHARS = 8 * MiB;
 
+/** The most bytes one `POST /v1/jobs/{id}/stdin` (or one Piston stdin message) carries. */
+export const JOB_STDIN_CHUNK_MAX_BYTES = 64 * KiB;
+
 /** A job request (ARCHITECTURE.md §5). Exactly one of `code` and `files`. */
 export const createJobSchema = z
   .strictObject({
@@ -115,6 +118,11 @@ export const createJobSchema = z
     files: z.array(jobFileSchema).min(1).max(256).optional(),
     entrypoint: workspacePathSchema.optional(),
     stdin: z.string().max(8 * MiB).optional(),
+    /**
+     * Keep the program's stdin open after `stdin`: more arrives with `POST /v1/jobs/{id}/stdin` while
+     * the job runs (`?eof=true` closes it); the job's wall time still bounds a program that waits.
+     */
+    stdin_open: z.boolean().optional(),
     args: z.array(z.string().max(4096)).max(256).optional(),
     env: z
       .record(envNameSchema, z.string().max(32 * KiB))

@@ -121,6 +121,8 @@ export const jobSpecSchema = z.object({
   files: z.array(jobFileSchema),
   entrypoint: workspacePathSchema.nullable(),
   stdin: z.string().nullable(),
+  /** The program's stdin stays open for writes through the runner's signed endpoint; absent = closed. */
+  stdin_open: z.boolean().optional(),
   args: z.array(z.string()),
   env: z.record(z.string(), z.string()),
   limits: limitsSchema,

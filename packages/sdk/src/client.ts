@@ -235,6 +235,14 @@ export class KilnClient {
     list: (o: ListOptions & { status?: string; agent_id?: string; language?: string; verdict?: string } = {}) =>
       this.request<Page<Job>>('GET', '/v1/jobs', { query: { ...o } }),
     cancel: (id: string) => this.request<Job>('POST', `/v1/jobs/${enc(id)}/cancel`, { body: {} }),
+    /**
+     * Writes to the stdin of a running job submitted with `stdin_open: true` (at most 64 KiB a call);
+     * `eof` closes it. Resolves once the program's pipe took the bytes.
+     */
+    writeStdin: async (id: string, data: string | Uint8Array, o: { eof?: boolean } = {}) => {
+      const res = await this.requestRaw('POST', `/v1/jobs/${enc(id)}/stdin`, { rawBody: data, ...(o.eof ? { query: { eof: true } } : {}) });
+      return (await res.json()) as { written_bytes: number; eof: boolean };
+    },
     /** Deletes an ended job with its artifacts (a queued or running one is a ConflictError: cancel first). */
     delete: (id: string) => this.request<void>('DELETE', `/v1/jobs/${enc(id)}`),
     /**

@@ -11,6 +11,7 @@ import { logPlaneEvents } from './api/plane-log.js';
 import { fleetRoutes } from './api/fleet-routes.js';
 import { jobRoutes } from './api/job-routes.js';
 import { compatRoutes, DEFAULT_COMPAT_CONFIG } from './api/compat/index.js';
+import { jobStdinRoutes } from './api/job-stdin/job-stdin-routes.js';
 import { installPistonConnect } from './api/compat/piston/piston-connect.js';
 import { PISTON_PREFIX } from './api/compat/piston/piston-routes.js';
 import { acceptCompatBodies } from './api/compat/compat-errors.js';
@@ -118,6 +119,7 @@ export async function createJobPlane(options: JobPlaneOptions): Promise<JobPlane
     hosting,
     routes: [
       ...jobRoutes(deps),
+      ...jobStdinRoutes(deps),
       ...workflowRoutes(deps),
       ...runnerRoutes(deps),
       ...fleetRoutes(deps),

@@ -1,7 +1,7 @@
 import { piston } from 'piston-client';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KilnSystem } from '../support/kiln-system.js';
+import { eventually, KilnSystem } from '../support/kiln-system.js';
 
 /**
  * Piston v2 at /api/v2 (issue 12, point 1): the npm `piston-client` unchanged against an operator
@@ -201,6 +201,58 @@ describe('Piston v2 compatibility (sqlite)', () => {
     expect((await connect([init, { type: 'signal', signal: 'SIGNOPE' }])).code).toBe(4005);
     expect((await connect([])).code).toBe(4001);
     await expect(connect([init], undefined, 'kiln_agent_wrong')).rejects.toThrow(/401/);
+  }, 60_000);
+
+  it('WebSocket: stdin data reaches a running program, each answer before the next line is sent', async () => {
+    const echo = 'import sys\nfor line in sys.stdin:\n    print("echo:" + line.strip(), flush=True)\n    if line.strip() == "bye": break';
+    const lines = ['one', 'two', 'three', 'bye'];
+    const answers: string[] = [];
+    let out = '';
+    let sent = 0;
+    const { got, code } = await connect(
+      // The first line follows init at once: it waits (bounded) for the job to be leased and started.
+      [{ type: 'init', language: 'python', version: '*', files: [{ content: echo }] }, { type: 'data', stream: 'stdin', data: `${lines[sent++]}\n` }],
+      (m, ws) => {
+        if (m.type !== 'data' || m.stream !== 'stdout') return;
+        out += m.data;
+        // The next line goes only once the answer to the one before has come back: a true dialogue.
+        while (out.includes('\n')) {
+          const [line, ...rest] = out.split('\n');
+          out = rest.join('\n');
+          answers.push(line!);
+          if (sent < lines.length) ws.send(JSON.stringify({ type: 'data', stream: 'stdin', data: `${lines[sent++]}\n` }));
+        }
+      },
+    );
+    expect(answers).toEqual(['echo:one', 'echo:two', 'echo:three', 'echo:bye']);
+    expect(code).toBe(4999);
+    expect(got.at(-1)).toEqual({ type: 'exit', stage: 'run', code: 0, signal: null });
+    // A program that waits on stdin (Piston has no end of file) is still ended by a signal.
+    const waiting = await connect(
+      [{ type: 'init', language: 'python', version: '*', files: [{ content: 'import sys\nprint("ready", flush=True)\nsys.stdin.read()' }] }],
+      (m, ws) => {
+        if (m.type === 'data') ws.send(JSON.stringify({ type: 'signal', signal: 'SIGTERM' }));
+      },
+    );
+    expect(waiting.code).toBe(4999);
+    expect(waiting.got.at(-1)).toMatchObject({ type: 'exit', stage: 'run' });
+  }, 60_000);
+
+  it('WebSocket: a flood of stdin messages to a program that does not read is bounded: error, close, job canceled', async () => {
+    const chunk = 'x'.repeat(8 * 1024);
+    const { got, code } = await connect(
+      [{ type: 'init', language: 'python', version: '*', files: [{ content: 'import time\nprint("up", flush=True)\ntime.sleep(60)' }] }],
+      (m, ws) => {
+        // 2 000 messages, 16 MB: far past what waits for the program (its pipe holds 64 KiB).
+        if (m.type === 'data') for (let i = 0; i < 2000 && ws.readyState === ws.OPEN; i++) ws.send(JSON.stringify({ type: 'data', stream: 'stdin', data: chunk }));
+      },
+    );
+    expect(code).toBe(4002);
+    expect(got.find((m) => m.type === 'error')?.message).toMatch(/stdin is flooded/);
+    // The newest job (ids sort by time) is the flooding one: closing the socket canceled it.
+    await eventually('the flooding job is canceled', async () => (await listJobs()).items[0]!.status === 'canceled');
+    // The server still answers.
+    expect((await execute({ language: 'bash', version: '*', files: [{ content: 'echo alive' }] })).body.run.stdout).toBe('alive\n');
   }, 60_000);
 
   it('accepts a body without a JSON content type; a wrong key is 401 even where key-less calls are mapped', async () => {

@@ -16,6 +16,7 @@ import { ControlPlaneError, type ControlPlaneClient } from './control-plane-clie
 import { detectHostCapacity, hostRefusal, MemoryLedger, type HostCapacity } from './host-capacity.js';
 import { OutputBatcher } from './output-batcher.js';
 import type { PoolStats } from '../pool/warm-pool.js';
+import type { JobStdinHost } from '../job-stdin/job-stdin-host.js';
 
 export interface AgentLogger {
   info(obj: object, msg?: string): void;
@@ -52,6 +53,8 @@ export interface RunnerAgentOptions {
   slotMemoryBytes?: number;
   /** The warm pool's counts, sent with each heartbeat (the control plane's /metrics shows them). */
   poolStats?: () => PoolStats;
+  /** Where a `stdin_open` job's stdin writer goes, for the signed endpoint to write to. */
+  jobStdin?: JobStdinHost;
 }
 
 interface RunningJob {
@@ -311,9 +314,11 @@ export class RunnerAgent {
         const runSpec = this.options.toRunSpec(lease.spec);
         // The egress proxy's log lines name the tenant and the job the sandbox runs for.
         const owner = { tenant_id: lease.tenant_id, job_id: lease.job_id };
+        const { jobStdin } = this.options;
         result = await driver.run({
           ...runSpec,
           ...(runSpec.network ? { network: { ...runSpec.network, owner } } : {}),
+          ...(lease.spec.stdin_open && jobStdin ? { openStdin: (w) => jobStdin.attach(lease.job_id, lease.attempt, w) } : {}),
           signal: entry.abort.signal,
           onStdout: stream('stdout'),
           onStderr: stream('stderr'),
@@ -323,6 +328,7 @@ export class RunnerAgent {
         error = err instanceof Error ? err.message : String(err);
         result = setupFailure(error);
       } finally {
+        this.options.jobStdin?.detach(lease.job_id, lease.attempt);
         if (admitted) this.memory.release(memoryBytes);
       }
     }

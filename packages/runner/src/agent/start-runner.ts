@@ -12,6 +12,7 @@ import { detectHostCapacity, formatBytes, MemoryLedger } from './host-capacity.j
 import { credentialFile, preparePrivateDir } from './credential-file.js';
 import { ServiceHost } from '../services/service-host.js';
 import { SessionHost } from '../sessions/session-host.js';
+import { JobStdinHost } from '../job-stdin/job-stdin-host.js';
 import { PooledDriver } from '../pool/pooled-driver.js';
 import type { WarmPool } from '../pool/warm-pool.js';
 import { DEFAULT_LIMITS } from '@kiln/core';
@@ -136,11 +137,13 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
           onBuildError: (err) => config.logger.warn({ err: err.message }, 'warm pool: a sandbox could not be built'),
         })
       : undefined;
+  const jobStdin = new JobStdinHost();
   const sessions = new SessionHost({
     driver: pooled ?? driver,
     services: new ServiceHost(driver),
     host,
     memory,
+    jobStdin,
     signingKey: () => client.signingKey(),
     ...(config.sessionListen ? { listen: config.sessionListen } : {}),
   });
@@ -151,6 +154,7 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
     address: config.sessionAddress ?? listening,
     driver: pooled ?? driver,
     ...(pooled ? { poolStats: () => pooled.pool.stats() } : {}),
+    jobStdin,
     languages,
     toRunSpec: (spec) => jobToRunSpec(spec, detected),
     name: config.name ?? defaultRunnerName(dataDir),

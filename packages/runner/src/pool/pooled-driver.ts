@@ -37,8 +37,9 @@ export class PooledDriver implements SandboxDriver {
   }
 
   async run(spec: OneShotSpec): Promise<RunResult> {
-    // What the pooled path cannot do goes the one-shot way: a compile step reporting on fd 3, a network.
-    if (spec.reportsCompileStatus || (spec.network && spec.network.egress !== 'none') || spec.signal?.aborted) {
+    // What the pooled path cannot do goes the one-shot way: a compile step reporting on fd 3, a network,
+    // an open stdin (the one-shot pipe gives its writer back-pressure; the init's socket does not).
+    if (spec.reportsCompileStatus || (spec.network && spec.network.egress !== 'none') || spec.openStdin || spec.signal?.aborted) {
       return this.inner.run(spec);
     }
     // The same refusals as a one-shot run, before anything is taken.

@@ -51,6 +51,11 @@ export interface OneShotSpec {
    * program, so the program cannot forge it. Set by the language catalog for compiled languages.
    */
   reportsCompileStatus?: boolean;
+  /**
+   * Keep the program's stdin open after `stdin`: called once, as the program starts, with a writer for
+   * more input (`end()` closes it). A job submitted with `stdin_open` (see src/job-stdin).
+   */
+  openStdin?: (writer: StdinWriter) => void;
 }
 
 /** A file collected from the workspace after a run, read without following links. */
@@ -99,7 +104,8 @@ export interface ExecOptions {
 }
 
 export interface StdinWriter {
-  write(data: Buffer): void;
+  /** A one-shot run's writer resolves once the pipe took the bytes (back-pressure); a step's at once. */
+  write(data: Buffer): void | Promise<void>;
   end(): void;
 }
 

@@ -6,7 +6,7 @@ import { dirname } from 'node:path';
 import { buildBwrapArgs, ownSystemFolders, EXEC_HELPER_INSIDE, hideBwrapArgs } from './bwrap-args.js';
 import type { CgroupBackend, SandboxCgroup } from './cgroups/index.js';
 import { EGRESS_DIR_INSIDE, type EgressLease, type EgressProxy } from '../egress/egress-proxy.js';
-import type { OneShotSpec, RunResult } from './driver.js';
+import type { OneShotSpec, RunResult, StdinWriter } from './driver.js';
 import {
   BWRAP_ARGS_FD,
   buildLaunchArgs,
@@ -160,6 +160,30 @@ export async function collectInto(result: RunResult, workspace: Workspace, globs
   }
 }
 
+/**
+ * A writer for a job's open stdin: each write resolves once the pipe took its bytes, so a caller that
+ * awaits it (src/job-stdin) never queues more than one chunk in memory while the program does not read.
+ */
+export function pipeWriter(stdin: import('node:stream').Writable): StdinWriter {
+  return {
+    write: (data) =>
+      new Promise<void>((resolve, reject) => {
+        if (stdin.destroyed || stdin.writableEnded) return reject(new KilnError('CONFLICT', 'the program\'s stdin is closed'));
+        if (stdin.write(data)) return resolve();
+        const settle = () => {
+          stdin.off('drain', settle);
+          stdin.off('close', settle);
+          resolve();
+        };
+        stdin.once('drain', settle);
+        stdin.once('close', settle);
+      }),
+    end: () => {
+      if (!stdin.destroyed && !stdin.writableEnded) stdin.end();
+    },
+  };
+}
+
 async function supervise(
   spec: OneShotSpec,
   limits: Limits,
@@ -244,7 +268,10 @@ async function supervise(
     stdin.on('error', () => {
       // the payload may exit without reading its stdin (EPIPE): not an error of the run
     });
-    if (spec.stdin !== undefined && spec.stdin.length > 0) stdin.end(spec.stdin);
+    if (spec.openStdin) {
+      if (spec.stdin !== undefined && spec.stdin.length > 0) stdin.write(spec.stdin);
+      spec.openStdin(pipeWriter(stdin));
+    } else if (spec.stdin !== undefined && spec.stdin.length > 0) stdin.end(spec.stdin);
     else stdin.end();
 
     const wallTimer = setTimeout(() => {

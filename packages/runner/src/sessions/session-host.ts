@@ -26,6 +26,7 @@ import { forwardHttp, forwardUpgrade } from '../services/forward.js';
 import type { ServiceHost } from '../services/service-host.js';
 import { startSessionSandbox } from './session-sandbox.js';
 import { WorkspaceFiles } from './workspace-files.js';
+import { jobStdinBody, type JobStdinHost } from '../job-stdin/job-stdin-host.js';
 
 /** The largest JSON body the host reads (a session's seed files included). */
 const MAX_JSON_BODY_BYTES = 8 * 1024 * 1024;
@@ -112,6 +113,8 @@ export interface SessionHostOptions {
   nowMs?: () => number;
   /** Services on the same signed endpoint (`/v1/services…`, issue 9). */
   services?: ServiceHost;
+  /** Jobs' open stdin on the same signed endpoint (`POST /v1/jobs/{id}/stdin`). */
+  jobStdin?: JobStdinHost;
 }
 
 /** `/v1/services/{id}/proxy…` and `/v1/sessions/{id}/ports/{port}/proxy…`: proxied traffic. */
@@ -193,6 +196,10 @@ export class SessionHost {
       throw new KilnError('UNAUTHORIZED', 'refused: the body is not the one signed');
     }
     if (parts[0] === 'v1' && parts[1] === 'services' && this.options.services) return this.options.services.handle(parts, url, method, body, res);
+    if (parts[0] === 'v1' && parts[1] === 'jobs' && parts.length === 4 && parts[3] === 'stdin' && method === 'POST' && this.options.jobStdin) {
+      if (!idPattern.test(parts[2]!)) throw new KilnError('NOT_FOUND', 'no such job');
+      return json(res, 200, await this.options.jobStdin.write(parts[2]!, parseJson(jobStdinBody, body)));
+    }
     // /v1/sessions[/:id[/steps[/:seq/kill]]]
     if (parts[0] !== 'v1' || parts[1] !== 'sessions') throw new KilnError('NOT_FOUND', 'no such route');
     const id = parts[2];
@@ -424,7 +431,10 @@ export class SessionHost {
     let connected: StdinWriter | undefined;
     if (step.stdin_open) {
       entry.stdin = {
-        write: (data) => (connected ? connected.write(data) : early.push(data)),
+        write: (data) => {
+          if (connected) return connected.write(data);
+          early.push(data);
+        },
         end: () => (connected ? connected.end() : early.push(null)),
       };
     }

@@ -194,6 +194,7 @@ export async function prepareJob(deps: JobDeps, principal: Principal, input: Cre
     files: input.files ?? [],
     entrypoint: input.entrypoint ?? null,
     stdin: input.stdin ?? null,
+    ...(input.stdin_open ? { stdin_open: true } : {}),
     args: input.args ?? [],
     env: input.env ?? {},
     limits,

@@ -230,10 +230,17 @@ export async function findPistonRuntime(deps: JobDeps, language: string, version
 }
 
 /** Submits a Piston request as a kiln job under the caller's policy (audited, in `/v1/jobs`). */
-export async function startPiston(deps: JobDeps, principal: Principal, body: PistonExecuteRequest): Promise<{ job: Job; runtime: PistonRuntime }> {
+export async function startPiston(
+  deps: JobDeps,
+  principal: Principal,
+  body: PistonExecuteRequest,
+  /** The WebSocket's job keeps its stdin open for later `data` messages. */
+  options: { stdinOpen?: boolean } = {},
+): Promise<{ job: Job; runtime: PistonRuntime }> {
   const runtime = await findPistonRuntime(deps, body.language, body.version);
   const limits = await pistonLimits(deps, principal, body, runtime);
-  return { job: await submitJob(deps, principal, toJobRequest(body, runtime, limits)), runtime };
+  const request = { ...toJobRequest(body, runtime, limits), ...(options.stdinOpen ? { stdin_open: true } : {}) };
+  return { job: await submitJob(deps, principal, request), runtime };
 }
 
 /** Runs a Piston request as a kiln job and waits (bounded) for its end. */

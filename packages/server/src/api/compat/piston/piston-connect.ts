@@ -10,6 +10,7 @@ import { cancelJob, getTenantJob } from '../../../services/jobs.js';
 import { isTerminalStatus } from '../../../services/job-views.js';
 import type { KilnApp } from '../../app.js';
 import { PISTON_PREFIX } from './piston-routes.js';
+import { PISTON_STDIN_MAX_QUEUED_BYTES, PISTON_STDIN_MAX_QUEUED_MESSAGES, PistonStdin } from './piston-stdin.js';
 
 const CONNECT_PATH = `${PISTON_PREFIX}/connect`;
 /** Piston's close codes. */
@@ -32,8 +33,8 @@ const SIGNALS = new Set(['SIGABRT', 'SIGALRM', 'SIGBUS', 'SIGCHLD', 'SIGCONT', '
  * Piston's interactive WebSocket, `/api/v2/connect`: `init` starts a kiln job (as `POST /execute` does),
  * then `runtime`, `stage`, `data` (stdout/stderr as the job writes them) and `exit` messages, and close
  * 4999 when the job is done. A `signal` really kills the job's sandbox (kiln cancels it: Piston itself
- * only forwards the signal to its process). The job's stdin is what `init` carries: a kiln job's stdin
- * is fixed when it starts, so `data` on stdin afterwards is answered with an `error` message.
+ * only forwards the signal to its process). The job runs with an open stdin: `init`'s `stdin` first,
+ * then each stdin `data` message as it comes (piston-stdin.ts; no end of file, as in Piston).
  */
 export function installPistonConnect(app: KilnApp, deps: JobDeps, agentId: string | undefined): void {
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
@@ -60,10 +61,12 @@ function serve(ws: WebSocket, deps: JobDeps, principal: Principal): void {
   let initialized = false;
   let jobId: string | undefined;
   let leave = () => {};
+  const stdin = new PistonStdin(deps, principal, (message) => send({ type: 'error', message }));
   const initTimer = setTimeout(() => ws.close(PISTON_CLOSE.initializationTimeout, 'Initialization Timeout'), INIT_TIMEOUT_MS);
   let completed = false;
   ws.on('close', () => {
     clearTimeout(initTimer);
+    stdin.close();
     leave();
     // A client that goes away takes its job with it (as Piston does): nothing runs for nobody.
     if (jobId && !completed) void cancelJob(deps, principal, jobId).catch(() => {});
@@ -82,13 +85,15 @@ function serve(ws: WebSocket, deps: JobDeps, principal: Principal): void {
       clearTimeout(initTimer);
       const parsed = pistonExecuteSchema.safeParse(message);
       if (!parsed.success) return fail(`${parsed.error.issues[0]!.path.join('.')}: ${parsed.error.issues[0]!.message}`);
-      void startPiston(deps, principal, parsed.data).then(
+      void startPiston(deps, principal, parsed.data, { stdinOpen: true }).then(
         ({ job, runtime }) => {
           jobId = job.id;
+          stdin.start(job.id);
           if (ws.readyState !== ws.OPEN) return void cancelJob(deps, principal, job.id).catch(() => {});
           send({ type: 'runtime', language: runtime.language, version: runtime.version });
           leave = follow(deps, principal, job, runtime.compiled, send, (result) => {
             completed = true;
+            stdin.close();
             // Compiled languages: the compile step's output comes with its result, before the run's.
             void (async () => {
               const piston = await pistonResultOf(deps, principal, result, runtime);
@@ -113,7 +118,11 @@ function serve(ws: WebSocket, deps: JobDeps, principal: Principal): void {
     if (!initialized) return ws.close(PISTON_CLOSE.notYetInitialized, 'Not yet Initialized');
     if (message.type === 'data') {
       if (message.stream !== 'stdin') return ws.close(PISTON_CLOSE.canOnlyWriteToStdin, 'Can only write to stdin');
-      return send({ type: 'error', message: 'a kiln job reads the stdin its init carried; send stdin in init' });
+      if (typeof message.data !== 'string') return fail('a stdin data message carries its text in "data"');
+      if (!stdin.push(message.data)) {
+        return fail(`stdin is flooded: more than ${PISTON_STDIN_MAX_QUEUED_MESSAGES} messages or ${PISTON_STDIN_MAX_QUEUED_BYTES} bytes wait for a program that does not read them`);
+      }
+      return;
     }
     if (message.type === 'signal') {
       if (typeof message.signal !== 'string' || !SIGNALS.has(message.signal)) return ws.close(PISTON_CLOSE.invalidSignal, 'Invalid signal');
