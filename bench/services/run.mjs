@@ -20,6 +20,8 @@ const arg = (name, fallback) => {
 const REQUESTS = arg('requests', 2000);
 const SECONDS = arg('seconds', 5);
 const CONCURRENCY = arg('concurrency', 16);
+// `--profile DIR`: the control plane and its runner write V8 CPU profiles (.cpuprofile) into DIR.
+const PROFILE_DIR = process.argv.includes('--profile') ? process.argv[process.argv.indexOf('--profile') + 1] : undefined;
 
 // The same server inside the sandbox and on the host: HTTP/1.1 keep-alive, a small answer.
 const SERVER = `require('http').createServer((req, res) => res.end('hello from the service\\n')).listen(Number(process.argv.at(-1)), '127.0.0.1');`;
@@ -100,7 +102,8 @@ async function measure(name, url, headers = {}) {
 const loadBefore = loadavg().map((l) => l.toFixed(1)).join(' ');
 // A runtime folder of its own: the relay socket found below is this run's, never another kiln's.
 const runtimeDir = mkdtempSync(join(tmpdir(), 'kiln-bench-run-'));
-const kiln = await startKilnUp({ env: { KILN_RUNTIME_DIR: runtimeDir } });
+const nodeArgs = PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : [];
+const kiln = await startKilnUp({ env: { KILN_RUNTIME_DIR: runtimeDir }, nodeArgs });
 let directPid = 0;
 const direct = spawn(process.execPath, ['-e', SERVER, String(await freePort())], { stdio: 'ignore' });
 try {
