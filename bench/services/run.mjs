@@ -6,7 +6,7 @@
 //   node bench/services/run.mjs [--requests 2000] [--seconds 5] [--concurrency 16] [--access-cache-ms N] [--profile DIR]
 import { execFileSync, spawn } from 'node:child_process';
 import http from 'node:http';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { DEFAULT_RULESET } from '@kiln/core';
 import { KilnClient } from '@kiln/sdk';
 import { startKilnUp } from '../support/kiln-up.mjs';
+import { descendantsCpu } from './processes.mjs';
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -67,30 +68,7 @@ function get(url, headers) {
 }
 
 /** CPU seconds used so far by this process's descendants but `exclude` (kiln up, its runner, the sandbox). */
-function descendantsCpuSeconds(exclude) {
-  const tick = 100; // USER_HZ
-  let total = 0;
-  const walk = (pid) => {
-    let children = [];
-    try {
-      children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-    } catch {
-      return;
-    }
-    for (const child of children) {
-      if (child === exclude) continue;
-      try {
-        const fields = readFileSync(`/proc/${child}/stat`, 'utf8').split(') ')[1].split(' ');
-        total += (Number(fields[11]) + Number(fields[12])) / tick;
-      } catch {
-        // gone
-      }
-      walk(child);
-    }
-  };
-  walk(process.pid);
-  return total;
-}
+const descendantsCpuSeconds = (exclude) => [...descendantsCpu(exclude).values()].reduce((sum, p) => sum + p.seconds, 0);
 
 const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
