@@ -147,6 +147,8 @@ export const serverEnvSchema = z.object({
     .optional(),
   /** A proxied request whose answer has not begun within this is 504. @default 30000 */
   KILN_SERVICES_UPSTREAM_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
+  /** How long an allowed proxy access decision is reused per replica (revocation takes effect within it); 0 disables. @default 1000 */
+  KILN_SERVICES_ACCESS_CACHE_MS: z.coerce.number().int().min(0).max(10_000).default(1000),
   /** Output of a running job kept in memory for watchers that join late (per replica). @default 1048576 */
   KILN_LIVE_OUTPUT_MAX_BYTES_PER_JOB: z.coerce.number().int().min(0).max(64 * 1024 ** 2).default(1024 * 1024),
   /** Event streams open at once on one job (per replica); more is 429 RATE_LIMITED. @default 32 */
@@ -211,6 +213,7 @@ export interface ServerConfig {
   publicUrl: string | undefined;
   servicesDomain: string | undefined;
   servicesUpstreamTimeoutMs: number;
+  servicesAccessCacheMs: number;
   /** The compatibility faces (Piston at /api/v2, Judge0 CE at `judge0Prefix`). */
   compat: CompatConfig;
 }
@@ -316,6 +319,7 @@ export function loadServerConfig(
     publicUrl: parsed.KILN_PUBLIC_URL,
     servicesDomain: parsed.KILN_SERVICES_DOMAIN,
     servicesUpstreamTimeoutMs: parsed.KILN_SERVICES_UPSTREAM_TIMEOUT_MS,
+    servicesAccessCacheMs: parsed.KILN_SERVICES_ACCESS_CACHE_MS,
     compat: {
       pistonAgentId: parsed.KILN_PISTON_AGENT,
       judge0Prefix: parsed.KILN_JUDGE0_PREFIX,

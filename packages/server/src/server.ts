@@ -72,7 +72,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         artifactRetentionSeconds: config.artifactRetentionSeconds,
         jobRetentionSeconds: config.jobRetentionSeconds,
       },
-      services: { publicUrl: config.publicUrl, domain: config.servicesDomain, upstreamTimeoutMs: config.servicesUpstreamTimeoutMs },
+      services: { publicUrl: config.publicUrl, domain: config.servicesDomain, upstreamTimeoutMs: config.servicesUpstreamTimeoutMs, accessCacheMs: config.servicesAccessCacheMs },
       onError: (err) => logger.error({ err }, 'reaper pass failed'),
       compat: config.compat,
       warn: (fields, message) => logger.warn(fields, message),

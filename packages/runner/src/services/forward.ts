@@ -57,9 +57,13 @@ export function forwardHttp(req: http.IncomingMessage, res: http.ServerResponse,
     { socketPath, method: req.method, path, headers: endToEndHeaders(req.headers), agent: relayAgent },
     (answer) => {
       res.writeHead(answer.statusCode ?? 502, answer.statusMessage, endToEndHeaders(answer.headers));
-      // Server-sent events and other streams go out as they come.
-      res.flushHeaders();
       answer.pipe(res);
+      // A body already here goes out in one write with the head. An answer whose body has not begun by
+      // the next turn (server-sent events, a slow stream) gets its head at once: the control plane's
+      // upstream timeout waits for the head, and the client may act on it.
+      setImmediate(() => {
+        if (!res.headersSent && !res.destroyed) res.flushHeaders();
+      });
       answer.on('error', () => res.destroy());
     },
   );

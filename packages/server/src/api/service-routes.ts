@@ -64,7 +64,7 @@ export function serviceRoutes(deps: JobDeps, hosting: ServiceHosting): RouteSpec
       audit: { action: 'service.stop', resourceType: 'service' },
       params: idParams,
       response: serviceSchema,
-      handler: ({ principal, params }) => stopService(deps, hosting, principal, params.id),
+      handler: ({ principal, params }) => forgetting(hosting, params.id, stopService(deps, hosting, principal, params.id)),
     }),
     defineRoute({
       method: 'GET',
@@ -135,7 +135,7 @@ export function serviceRoutes(deps: JobDeps, hosting: ServiceHosting): RouteSpec
       audit: { action: 'service.token.revoke', resourceType: 'service' },
       params: tokenParams,
       response: revokedSchema,
-      handler: ({ principal, params }) => revokeToken(deps, principal, 'service', params.id, params.token_id),
+      handler: ({ principal, params }) => revokeToken(deps, hosting, principal, 'service', params.id, params.token_id),
     }),
     defineRoute({
       method: 'POST',
@@ -160,7 +160,16 @@ export function serviceRoutes(deps: JobDeps, hosting: ServiceHosting): RouteSpec
       audit: { action: 'session.token.revoke', resourceType: 'session' },
       params: tokenParams,
       response: revokedSchema,
-      handler: ({ principal, params }) => revokeToken(deps, principal, 'session', params.id, params.token_id),
+      handler: ({ principal, params }) => revokeToken(deps, hosting, principal, 'session', params.id, params.token_id),
     }),
   ];
+}
+
+/** Once a service is stopped, this replica's proxy forgets what it had allowed there (other replicas within the cache's while). */
+async function forgetting<T>(hosting: ServiceHosting, ownerId: string, change: Promise<T>): Promise<T> {
+  try {
+    return await change;
+  } finally {
+    hosting.grants.forgetOwner(ownerId);
+  }
 }

@@ -1,3 +1,5 @@
+import { DEFAULT_ACCESS_CACHE_MS, GrantCache } from './grant-cache.js';
+
 /** How the control plane serves services: where their URLs point, and the proxy's bounds. */
 export interface ServiceHostingSettings {
   /**
@@ -9,6 +11,8 @@ export interface ServiceHostingSettings {
   domain?: string | undefined;
   /** A proxied request whose answer has not begun within this is a 504. @default 30000 */
   upstreamTimeoutMs?: number;
+  /** How long an allowed proxy access decision is reused (KILN_SERVICES_ACCESS_CACHE_MS); 0 disables. @default 1000 */
+  accessCacheMs?: number;
 }
 
 /** A proxied service's `last_activity_at` is written at most this often per replica. */
@@ -19,12 +23,15 @@ export class ServiceHosting {
   publicUrl: string;
   readonly domain: string | undefined;
   readonly upstreamTimeoutMs: number;
+  /** Allowed proxy decisions of this replica, reused for `accessCacheMs`. */
+  readonly grants: GrantCache;
   private readonly lastWrite = new Map<string, number>();
 
   constructor(settings: ServiceHostingSettings = {}) {
     this.publicUrl = (settings.publicUrl ?? 'http://127.0.0.1:8080').replace(/\/+$/, '');
     this.domain = settings.domain?.toLowerCase().replace(/^\.+|\.+$/g, '') || undefined;
     this.upstreamTimeoutMs = settings.upstreamTimeoutMs ?? 30_000;
+    this.grants = new GrantCache(settings.accessCacheMs ?? DEFAULT_ACCESS_CACHE_MS);
   }
 
   /** `{public base}/v1/services/{id}/proxy/` */

@@ -2,8 +2,9 @@ import { newId, toRfc3339 } from '@kiln/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DB_KINDS } from '../../store/testing.js';
 import { createAgent } from '../agents.js';
-import { createAgentKey, createTenantKey } from '../keys.js';
+import { createAgentKey, createTenantKey, revokeKey } from '../keys.js';
 import { expectKilnError, openJobBed, type JobBed } from '../job-testing.js';
+import { MAX_CACHED_GRANTS, GrantCache } from './grant-cache.js';
 import { ServiceHosting } from './hosting.js';
 import { grantProxy, proxyTargetOf } from './proxy-access.js';
 import { createServiceToken, revokeToken, tokenOpens } from './tokens.js';
@@ -96,7 +97,7 @@ describe.each(DB_KINDS)('service tokens and the proxy grant on %s', (kind) => {
     // Another tenant cannot mint a token for it (404, as if it did not exist).
     await expectKilnError(createServiceToken(bed.deps, hosting, rival.admin, mine, 60), 'NOT_FOUND');
     // Revoked: refused at once; the revocation is audited.
-    await revokeToken(bed.deps, acme.admin, 'service', mine, token.id);
+    await revokeToken(bed.deps, hosting, acme.admin, 'service', mine, token.id);
     await expectKilnError(grantProxy(bed.deps, secrets, hosting, target(mine), { 'x-kiln-service-token': token.token }), 'UNAUTHORIZED');
     const actions = await bed.store.db.selectFrom('audit_events').select('action').where('resource_id', '=', mine).execute();
     expect(actions.map((a) => a.action)).toEqual(['service.token.create', 'service.token.revoke']);
@@ -127,5 +128,61 @@ describe.each(DB_KINDS)('service tokens and the proxy grant on %s', (kind) => {
     await grantProxy(bed.deps, secrets, hosting, target(agentsOwn), { ...agentKey });
     await expectKilnError(grantProxy(bed.deps, secrets, hosting, target(othersOwn), { ...agentKey }), 'NOT_FOUND');
     await expectKilnError(grantProxy(bed.deps, secrets, hosting, target(agentsOwn), { ...rivalKey }), 'NOT_FOUND');
+  });
+
+  it('allowed decisions are reused for at most the access cache while: a revoked key is refused once it passes, a revoked token or a stopped service at once', async () => {
+    const acme = await bed.newTenant('acme-cache');
+    const runner = await bed.runner('cache-node');
+    const svc = await runningService(acme.tenantId, acme.policyId, runner);
+    const cached = new ServiceHosting({ publicUrl: 'http://kiln.test:8080', accessCacheMs: 1000 });
+    const key = await createTenantKey(bed.deps, { kind: 'operator' }, acme.tenantId);
+    const target = proxyTargetOf(`/v1/services/${svc}/proxy/`, 'kiln.test', cached)!;
+    const withKey = () => ({ authorization: `Bearer ${key.key!}` });
+    await grantProxy(bed.deps, secrets, cached, target, withKey());
+    expect(cached.grants.size).toBe(1);
+
+    // Revoked on another replica (the store alone): this replica still lets it pass within its while, never after.
+    await revokeKey(bed.deps, { kind: 'operator' }, key.id);
+    bed.clock.advance(999);
+    await grantProxy(bed.deps, secrets, cached, target, withKey());
+    bed.clock.advance(1);
+    await expectKilnError(grantProxy(bed.deps, secrets, cached, target, withKey()), 'UNAUTHORIZED');
+    // A refusal is never remembered: it is checked again (and refused again) each time.
+    await expectKilnError(grantProxy(bed.deps, secrets, cached, target, withKey()), 'UNAUTHORIZED');
+
+    // A token: revoked through this replica, refused at once; an entry never outlives its token's expiry.
+    const token = await createServiceToken(bed.deps, cached, acme.admin, svc, 2);
+    const withToken = () => ({ 'x-kiln-service-token': token.token });
+    await grantProxy(bed.deps, secrets, cached, target, withToken());
+    bed.clock.advance(1500);
+    await grantProxy(bed.deps, secrets, cached, target, withToken());
+    bed.clock.advance(600); // past the token's expiry, though within the while of the entry made at 1.5 s
+    await expectKilnError(grantProxy(bed.deps, secrets, cached, target, withToken()), 'UNAUTHORIZED');
+    const second = await createServiceToken(bed.deps, cached, acme.admin, svc, 60);
+    await grantProxy(bed.deps, secrets, cached, target, { 'x-kiln-service-token': second.token });
+    await revokeToken(bed.deps, cached, acme.admin, 'service', svc, second.id);
+    await expectKilnError(grantProxy(bed.deps, secrets, cached, target, { 'x-kiln-service-token': second.token }), 'UNAUTHORIZED');
+
+    // 0 turns the cache off: every request is decided against the store.
+    const uncached = new ServiceHosting({ accessCacheMs: 0 });
+    const third = await createServiceToken(bed.deps, uncached, acme.admin, svc, 60);
+    await grantProxy(bed.deps, secrets, uncached, target, { 'x-kiln-service-token': third.token });
+    expect(uncached.grants.size).toBe(0);
+  });
+});
+
+describe('GrantCache', () => {
+  it('is bounded (the oldest decisions go first) and keeps credentials only as digests', () => {
+    const cache = new GrantCache(1000);
+    const runner = { id: 'run_1', address: 'http://127.0.0.1:1', signing_key: 'k' };
+    const scope = { owner_type: 'service' as const, owner_id: 'svc_a', port: 0 };
+    const first = GrantCache.keyOf(scope, 'token:kst_first');
+    expect(first).not.toContain('kst_first');
+    cache.remember(first, 'svc_a', { runner, port: 8000 }, 0);
+    for (let i = 0; i < MAX_CACHED_GRANTS; i++) cache.remember(GrantCache.keyOf(scope, `token:${i}`), 'svc_a', { runner, port: 8000 }, 0);
+    expect(cache.size).toBe(MAX_CACHED_GRANTS);
+    expect(cache.get(first, 1)).toBeUndefined();
+    cache.forgetOwner('svc_a');
+    expect(cache.size).toBe(0);
   });
 });

@@ -9,7 +9,8 @@ import { visibleToAgent } from '../jobs.js';
 import type { RunnerEndpoint } from '../sessions/runner-link.js';
 import type { ServiceHosting } from './hosting.js';
 import { runnerEndpoint } from '../sessions/lifecycle.js';
-import { tokenOpens, type TokenScope } from './tokens.js';
+import { GrantCache, type CachedGrant } from './grant-cache.js';
+import { tokenOpensUntil, type TokenScope } from './tokens.js';
 
 /** The cookie a `?kiln_token=` leaves, scoped to the one service (its path, or its host). */
 export const SERVICE_TOKEN_COOKIE = 'kiln_service_token';
@@ -119,6 +120,37 @@ export async function grantProxy(
   stripCredentials(headers, kilnKey);
 
   const { scope } = target;
+  const nowMs = deps.clock.nowMs();
+  const presented = target.queryToken ?? headerToken ?? cookie;
+  // Which credential decides, as below: a token first, then a kiln key, else none (a public service).
+  const credential = presented !== undefined ? `token:${presented}` : kilnKey ? `key:${bearer}` : 'none';
+  const cacheKey = GrantCache.keyOf(scope, credential);
+  const decided = hosting.grants.get(cacheKey, nowMs) ?? (await decide(deps, secrets, hosting, scope, presented, kilnKey, authorization, cacheKey, nowMs));
+
+  if (hosting.activityDue(scope.owner_id, nowMs)) {
+    // Proxied traffic is activity (a session's idle timer restarts); written at most every few seconds.
+    const touch = scope.owner_type === 'service' ? touchService(deps.store, scope.owner_id, nowMs) : touchSession(deps.store, scope.owner_id, nowMs);
+    touch.catch(() => {});
+  }
+  const runnerPath =
+    scope.owner_type === 'service'
+      ? `/v1/services/${scope.owner_id}/proxy${target.upstreamPath}`
+      : `/v1/sessions/${scope.owner_id}/ports/${decided.port}/proxy${target.upstreamPath}`;
+  return { runner: decided.runner, runnerPath, setCookieToken: target.queryToken };
+}
+
+/** The full check against the store; an allowed decision is remembered for the grant cache's short while. */
+async function decide(
+  deps: JobDeps,
+  secrets: AuthSecrets,
+  hosting: ServiceHosting,
+  scope: TokenScope,
+  presented: string | undefined,
+  kilnKey: boolean,
+  authorization: string | undefined,
+  cacheKey: string,
+  nowMs: number,
+): Promise<CachedGrant> {
   const owner =
     scope.owner_type === 'service'
       ? await getService(deps.store, scope.owner_id)
@@ -128,16 +160,17 @@ export async function grantProxy(
   if (!owner || !owner.runner_id) throw notFound;
   const port = scope.owner_type === 'service' ? ((owner as { port: number | null }).port ?? 0) : scope.port;
   const tokenScope = { ...scope, port };
-  const nowMs = deps.clock.nowMs();
 
-  const presented = target.queryToken ?? headerToken ?? cookie;
   let allowed = false;
+  let notAfterMs = Infinity;
   if (presented !== undefined) {
-    allowed = await tokenOpens(deps.store, presented, tokenScope, nowMs);
-    if (!allowed) {
+    const expiresAtMs = await tokenOpensUntil(deps.store, presented, tokenScope, nowMs);
+    if (expiresAtMs === undefined) {
       if (!live) throw notFound;
       throw unauthorized('the service token is not valid for this service (wrong service or port, expired or revoked)');
     }
+    allowed = true;
+    notAfterMs = expiresAtMs;
   } else if (kilnKey) {
     const principal = await authenticate(deps, secrets, authorization);
     const member = (principal.kind === 'tenant' || principal.kind === 'agent') && principal.tenantId === owner.tenant_id;
@@ -148,17 +181,9 @@ export async function grantProxy(
   }
   if (!live) throw notFound;
   if (!allowed) throw unauthorized(`${scope.owner_type} ${scope.owner_id} is private`);
-
-  if (hosting.activityDue(scope.owner_id, nowMs)) {
-    // Proxied traffic is activity (a session's idle timer restarts); written at most every few seconds.
-    const touch = scope.owner_type === 'service' ? touchService(deps.store, scope.owner_id, nowMs) : touchSession(deps.store, scope.owner_id, nowMs);
-    touch.catch(() => {});
-  }
-  const runnerPath =
-    scope.owner_type === 'service'
-      ? `/v1/services/${scope.owner_id}/proxy${target.upstreamPath}`
-      : `/v1/sessions/${scope.owner_id}/ports/${port}/proxy${target.upstreamPath}`;
-  return { runner: await runnerEndpoint(deps.store, owner.runner_id), runnerPath, setCookieToken: target.queryToken };
+  const grant = { runner: await runnerEndpoint(deps.store, owner.runner_id), port };
+  hosting.grants.remember(cacheKey, scope.owner_id, grant, nowMs, notAfterMs);
+  return grant;
 }
 
 /** Kiln's own credentials never reach the sandbox: the token header, the token cookie, a kiln key. */

@@ -90,8 +90,11 @@ export async function createSessionPortToken(deps: JobDeps, hosting: ServiceHost
   return issue(deps, principal, session.tenant_id, session.agent_id, scope, ttlSeconds, hosting.sessionPortUrl(id, port));
 }
 
-/** `DELETE /v1/services/{id}/tokens/{token_id}`: the token is refused from now on. */
-export async function revokeToken(deps: JobDeps, principal: Principal, ownerType: TokenScope['owner_type'], ownerId: string, tokenId: string) {
+/**
+ * `DELETE /v1/services/{id}/tokens/{token_id}`: the token is refused from now on: at once on this replica
+ * (its proxy forgets what it allowed there), within the access cache's while on the others.
+ */
+export async function revokeToken(deps: JobDeps, hosting: ServiceHosting, principal: Principal, ownerType: TokenScope['owner_type'], ownerId: string, tokenId: string) {
   const owner = ownerType === 'service' ? await loadVisibleService(deps.store, principal, ownerId) : await loadVisibleSession(deps.store, principal, ownerId);
   const row = await getServiceToken(deps.store, tokenId);
   if (!row || row.owner_id !== ownerId || row.owner_type !== ownerType) throw notFound('token', tokenId);
@@ -105,20 +108,23 @@ export async function revokeToken(deps: JobDeps, principal: Principal, ownerType
       details: { token_id: tokenId },
     });
   });
+  hosting.grants.forgetOwner(ownerId);
   const revoked = (await getServiceToken(deps.store, tokenId))!;
   return { id: revoked.id, revoked_at: revoked.revoked_at };
 }
 
 /** Whether `presented` is a live token for exactly this scope. */
 export async function tokenOpens(h: DbHandle, presented: string, scope: TokenScope, nowMs: number): Promise<boolean> {
-  if (!presented.startsWith(TOKEN_PREFIX) || presented.length > 128) return false;
+  return (await tokenOpensUntil(h, presented, scope, nowMs)) !== undefined;
+}
+
+/** When `presented`, a live token for exactly this scope, expires (ms); undefined when it opens nothing here. */
+export async function tokenOpensUntil(h: DbHandle, presented: string, scope: TokenScope, nowMs: number): Promise<number | undefined> {
+  if (!presented.startsWith(TOKEN_PREFIX) || presented.length > 128) return undefined;
   const row = await findServiceToken(h, hashSecret(presented));
-  return (
-    row !== undefined &&
-    row.revoked_at === null &&
-    Date.parse(row.expires_at) > nowMs &&
-    row.owner_type === scope.owner_type &&
-    row.owner_id === scope.owner_id &&
-    row.port === scope.port
-  );
+  if (!row || row.revoked_at !== null || row.owner_type !== scope.owner_type || row.owner_id !== scope.owner_id || row.port !== scope.port) {
+    return undefined;
+  }
+  const expiresAtMs = Date.parse(row.expires_at);
+  return expiresAtMs > nowMs ? expiresAtMs : undefined;
 }
