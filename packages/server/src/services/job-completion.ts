@@ -197,13 +197,18 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
       compile_result: report.compile ? JSON.stringify(report.compile) : null,
     };
     let status = job.status;
+    // The row as this transaction leaves it, built from what it wrote rather than read back.
+    let written: JobRow;
     if (job.status === 'running') {
       status = statusOf(report.verdict);
       Object.assign(values, { verdict: report.verdict, completed_at: nowIso });
       if (!(await moveJob(tx, job, status, values, nowMs))) throw new KilnError('STALE_ATTEMPT', `job ${jobId} changed under the report`);
+      written = { ...job, ...values, status, updated_at: nowIso };
     } else {
       // Canceled while it ran: keep `canceled` and why (tenant_suspended…), record what the sandbox produced.
-      await tx.db.updateTable('jobs').set({ ...values, error: report.error ?? job.error, updated_at: nowIso }).where('id', '=', jobId).execute();
+      const set = { ...values, error: report.error ?? job.error, updated_at: nowIso };
+      await tx.db.updateTable('jobs').set(set).where('id', '=', jobId).execute();
+      written = { ...job, ...set };
     }
     if (job.sandbox_id) {
       // A short job's runner reports its start with its end: the sandbox ran, so it passes through running.
@@ -256,7 +261,7 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
     }
     // A workflow step's end advances its workflow in this same transaction (the next step's job, or its end).
     await advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes);
-    return (await getJob(tx, jobId))!;
+    return written;
   });
   wakes.publish(deps);
   if (finished) {
