@@ -14,7 +14,6 @@ import type { Checksum } from '../artifacts/artifact-store.js';
 import { sha256Checksum } from '../artifacts/content.js';
 import { addTenantArtifactBytes, releaseRecordedUploads } from '../store/artifact-storage.js';
 import { appendAuditEvent } from '../store/audit.js';
-import { markSandboxRunning } from '../store/fleet.js';
 import { endSandbox, getJob, getLeasedJob, moveJob, type JobRow } from '../store/jobs.js';
 import { collectOrphanUploads, quotaReason, storageRoomBytes, trackInlineBlobs } from './artifact-storage.js';
 import type { JobDeps } from './job-deps.js';
@@ -211,8 +210,8 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
       written = { ...job, ...set };
     }
     if (job.sandbox_id) {
-      // A short job's runner reports its start with its end: the sandbox ran, so it passes through running.
-      if (report.verdict !== 'system_error') await markSandboxRunning(tx, job.sandbox_id);
+      // A short job's runner reports its start with its end: the sandbox goes from provisioning to its
+      // end in one step (a pass through running inside this transaction would be seen by no one).
       await endSandbox(tx, job.sandbox_id, report.verdict === 'system_error' ? 'failed' : 'terminated', nowMs);
     }
     const actor = runnerId;
@@ -261,18 +260,21 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
     }
     // A workflow step's end advances its workflow in this same transaction (the next step's job, or its end).
     await advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes);
-    return written;
+    // Every blob this attempt named is recorded and no earlier attempt left any: nothing is orphaned.
+    const orphansPossible = rejected.length > 0 || job.attempt > 1;
+    return { row: written, orphansPossible };
   });
   wakes.publish(deps);
   if (finished) {
-    deps.events.emit(jobEnded(finished));
+    deps.events.emit(jobEnded(finished.row));
     deps.liveOutput.end(jobId);
-    deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished) });
+    deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished.row) });
     // Its runner slot and its tenant's running-job cap are free: waiting lease polls claim again now,
     // instead of at their next recheck (a capped tenant's next job would wait up to that long).
     deps.notifier.publish(topics.work);
   }
   // What this job uploaded and the completion did not record (refused, lost attempts) goes now, after
-  // the watchers heard the end; what fails here the retention sweeper collects later.
-  await collectOrphanUploads(deps, { jobId }).catch(() => {});
+  // the watchers heard the end; what fails here the retention sweeper collects later. A clean first
+  // attempt has none to look for (an upload its report did not name is the sweeper's, after its grace).
+  if (finished?.orphansPossible !== false) await collectOrphanUploads(deps, { jobId }).catch(() => {});
 }

@@ -334,17 +334,37 @@ export async function cancelJob(deps: JobDeps, principal: Principal, id: string)
   return view;
 }
 
-/** Waits until the job is terminal or `timeoutMs` passes; answers the job as it is then. */
-export async function waitForJob(deps: JobDeps, principal: Principal, id: string, timeoutMs: number, signal?: AbortSignal): Promise<Job> {
+/**
+ * Waits until the job is terminal or `timeoutMs` passes; answers the job as it is then. `submitted` is
+ * the job its caller just wrote (not read back); the `end` message of the replica that recorded the end
+ * carries the job as it ended, so a waiting submission reads the row only when a message says less.
+ */
+export async function waitForJob(
+  deps: JobDeps,
+  principal: Principal,
+  id: string,
+  timeoutMs: number,
+  signal?: AbortSignal,
+  submitted?: Job,
+): Promise<Job> {
   const deadline = Date.now() + timeoutMs;
+  let known = submitted?.id === id ? submitted : undefined;
   for (;;) {
     const { wake, cancel } = pendingWake(deps.notifier, topics.job(id), Math.min(1000, Math.max(0, deadline - Date.now())), signal);
     try {
-      const row = await findTenantJob(deps, principal, id);
-      if (isTerminalStatus(row.status) || Date.now() >= deadline || signal?.aborted) return jobFromRow(row);
-      await wake;
+      const job = known ?? jobFromRow(await findTenantJob(deps, principal, id));
+      known = undefined;
+      if (isTerminalStatus(job.status) || Date.now() >= deadline || signal?.aborted) return job;
+      known = endedJobOf(await wake, id);
+      if (known) return known;
     } finally {
       cancel();
     }
   }
+}
+
+/** The job an `end` message carries, when it is this job's and says it ended. */
+function endedJobOf(message: unknown, id: string): Job | undefined {
+  const m = message as { type?: unknown; job?: Job } | undefined;
+  return m?.type === 'end' && m.job?.id === id && isTerminalStatus(m.job.status) ? m.job : undefined;
 }

@@ -2,7 +2,7 @@ import { KilnError, newId, toRfc3339, type JobSpec } from '@kiln/core';
 import type { Selectable } from 'kysely';
 import { jobMachine, sandboxInstanceMachine } from '../domain/machines.js';
 import { assertTransition, sourcesOf, type StateMachine } from '../domain/state-machine.js';
-import { lastServedTurn, lockActiveTenant, queueHead, recordServedTurn, runningJobCount, tenantsInTurnOrder } from './job-queue.js';
+import { lockActiveTenant, queueHead, recordServedTurn, runningJobCount, tenantsInTurnOrder } from './job-queue.js';
 import type { JobsTable } from './schema.js';
 import type { DbHandle, TxHandle } from './store.js';
 
@@ -119,8 +119,9 @@ export async function endSandbox(
 export async function claimJobs(tx: TxHandle, req: ClaimRequest): Promise<ClaimedJob[]> {
   if (req.freeSlots <= 0 || req.languages.length === 0) return [];
   const claim: ClaimState = { tx, req, highestLock: undefined };
-  let round: TenantTurn[] = (await tenantsInTurnOrder(tx)).map((id) => ({ id, locked: false, running: undefined, skipped: [] }));
-  let turn = round.length > 0 ? await lastServedTurn(tx) : 0;
+  const inTurn = await tenantsInTurnOrder(tx);
+  let round: TenantTurn[] = inTurn.ids.map((id) => ({ id, locked: false, running: undefined, skipped: [] }));
+  let turn = inTurn.lastTurn;
   const claimed: ClaimedJob[] = [];
   const served = new Map<string, number>();
   while (round.length > 0 && claimed.length < req.freeSlots) {
