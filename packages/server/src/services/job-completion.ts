@@ -260,21 +260,18 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
     }
     // A workflow step's end advances its workflow in this same transaction (the next step's job, or its end).
     await advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes);
-    // Every blob this attempt named is recorded and no earlier attempt left any: nothing is orphaned.
-    const orphansPossible = rejected.length > 0 || job.attempt > 1;
-    return { row: written, orphansPossible };
+    return written;
   });
   wakes.publish(deps);
   if (finished) {
-    deps.events.emit(jobEnded(finished.row));
+    deps.events.emit(jobEnded(finished));
     deps.liveOutput.end(jobId);
-    deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished.row) });
+    deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished) });
     // Its runner slot and its tenant's running-job cap are free: waiting lease polls claim again now,
     // instead of at their next recheck (a capped tenant's next job would wait up to that long).
     deps.notifier.publish(topics.work);
   }
   // What this job uploaded and the completion did not record (refused, lost attempts) goes now, after
-  // the watchers heard the end; what fails here the retention sweeper collects later. A clean first
-  // attempt has none to look for (an upload its report did not name is the sweeper's, after its grace).
-  if (finished?.orphansPossible !== false) await collectOrphanUploads(deps, { jobId }).catch(() => {});
+  // the watchers heard the end; what fails here the retention sweeper collects later.
+  await collectOrphanUploads(deps, { jobId }).catch(() => {});
 }
