@@ -24,6 +24,7 @@ import { notFound, requireTenantActive, requireTenantMember } from './access.js'
 import { auditSuccess } from './audit.js';
 import type { Principal } from './context.js';
 import type { JobDeps } from './job-deps.js';
+import { cachesOf } from './caching/short-lived-cache.js';
 import { isTerminalStatus, jobFromRow } from './job-views.js';
 import { pendingWake, topics } from './notifier.js';
 import { effectiveQuota } from './quotas.js';
@@ -56,9 +57,17 @@ export async function resolveAgent(deps: JobDeps, principal: Principal, tenantId
 }
 
 export async function resolvePolicy(deps: JobDeps, tenantId: string, policyId?: string): Promise<Policy> {
-  const policy = policyId
-    ? await findPolicy(deps.store, tenantId, policyId)
-    : await findPolicyByName(deps.store, tenantId, DEFAULT_POLICY_NAME);
+  // Through the store's short-lived cache (CACHE_TTL_MS): publishing through this replica drops it.
+  const cache = cachesOf(deps.store).policies;
+  const key = `${tenantId}/${policyId ?? `#${DEFAULT_POLICY_NAME}`}`;
+  const nowMs = deps.clock.nowMs();
+  const hit = cache.get(key, nowMs);
+  const policy = hit
+    ? hit.value
+    : policyId
+      ? await findPolicy(deps.store, tenantId, policyId)
+      : await findPolicyByName(deps.store, tenantId, DEFAULT_POLICY_NAME);
+  if (!hit) cache.set(key, policy, nowMs);
   if (!policy) {
     throw policyId
       ? new KilnError('NOT_FOUND', `policy ${policyId} does not exist`, { field: 'body.policy_id' })

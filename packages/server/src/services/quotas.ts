@@ -10,7 +10,7 @@ import {
 } from '@kiln/core';
 import { quotaExcesses } from '../domain/quota.js';
 import { findQuotaOverrides, saveQuotaOverrides, type QuotaOverridesRecord } from '../store/quotas.js';
-import { quotaCacheOf } from './caching/quota-cache.js';
+import { cachesOf } from './caching/short-lived-cache.js';
 import type { DbHandle } from '../store/store.js';
 import { findTenant } from '../store/tenants.js';
 import { notFound, requireOperator, requireTenantMember } from './access.js';
@@ -37,11 +37,11 @@ export async function loadTenantQuota(deps: ServiceDeps, h: DbHandle, tenantId: 
 }
 
 async function readOverrides(deps: ServiceDeps, h: DbHandle, tenantId: string, fresh: boolean): Promise<QuotaOverridesRecord | undefined> {
-  const cache = quotaCacheOf(deps.store);
+  const cache = cachesOf(deps.store).quotas;
   const nowMs = deps.clock.nowMs();
   if (!fresh) {
     const hit = cache.get(tenantId, nowMs);
-    if (hit) return hit.record;
+    if (hit) return hit.value;
   }
   const record = await findQuotaOverrides(h, tenantId);
   // A writer's read inside its own transaction may still be rolled back: only committed rows are kept.
@@ -104,7 +104,7 @@ export async function putTenantQuota(
   overrides: TenantQuotaOverrides,
 ): Promise<TenantQuotaView & { policies_above_quota: { policy_id: string; fields: string[] }[] }> {
   requireOperator(principal);
-  const cache = quotaCacheOf(deps.store);
+  const cache = cachesOf(deps.store).quotas;
   cache.forget(tenantId);
   try {
     return await saveTenantQuota(deps, principal, tenantId, overrides);
