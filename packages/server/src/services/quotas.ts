@@ -23,7 +23,7 @@ export function quotaDefaultsOf(deps: Pick<ServiceDeps, 'quotaDefaults'>): Tenan
 
 /**
  * The quota in force for a tenant, with the overrides it came from. Read through the store's short-lived
- * cache (`QUOTA_CACHE_TTL_MS`) unless `fresh`: writers and the operator's own reads ask for the row.
+ * cache (`CACHE_TTL_MS`) unless `fresh`: writers and the operator's own reads ask for the row.
  */
 export async function loadTenantQuota(deps: ServiceDeps, h: DbHandle, tenantId: string, options: { fresh?: boolean } = {}): Promise<TenantQuotaView> {
   const record = await readOverrides(deps, h, tenantId, options.fresh === true);

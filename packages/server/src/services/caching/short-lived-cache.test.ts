@@ -14,7 +14,7 @@ describe.each(DB_KINDS)('the short-lived caches on %s', (kind) => {
   let dir: string;
   let seeded: Awaited<ReturnType<typeof seedTenant>>;
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'kiln-quota-cache-'));
+    dir = mkdtempSync(join(tmpdir(), 'kiln-short-lived-cache-'));
     t = await openTestApp(kind, { jobs: { artifactsDir: dir } });
     await registerIdleRunner(t);
     seeded = await seedTenant(t);
