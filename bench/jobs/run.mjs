@@ -97,8 +97,12 @@ async function main() {
   const env = {};
   if (process.env.KILN_SPAWNER) env.KILN_SPAWNER = process.env.KILN_SPAWNER;
   if (process.env.KILN_RUNNER_POOL_SIZE) env.KILN_RUNNER_POOL_SIZE = process.env.KILN_RUNNER_POOL_SIZE;
-  // The drain queues more than the default quota lets one tenant queue.
-  if (drainJobs > 0) env.KILN_QUOTA_MAX_QUEUED_JOBS = String(Math.max(1000, drainJobs + 100));
+  // The drain queues more than the default quota lets one tenant queue, faster than a key's default rate.
+  if (drainJobs > 0) {
+    env.KILN_QUOTA_MAX_QUEUED_JOBS = String(Math.max(1000, drainJobs + 100));
+    env.KILN_QUOTA_RATE_PER_SECOND = '100000';
+    env.KILN_QUOTA_RATE_BURST = '100000';
+  }
   const nodeArgs = flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${resolve(flags.profile)}`] : [];
   const up = await startKilnUp({ args: capacity ? ['--capacity', String(capacity)] : [], env, nodeArgs });
   const oneShotDriver = new BubblewrapDriver({ reapStale: false });

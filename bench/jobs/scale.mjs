@@ -54,6 +54,21 @@ function seed(file, templateJobId, from, count) {
   db.close();
 }
 
+/**
+ * The seeding blocks this process's event loop for minutes: the server closes the idle keep-alive
+ * sockets meanwhile, and fetch would hand the first requests a dead one ("other side closed").
+ */
+async function dropStaleConnections(url) {
+  for (let i = 0; i < 16; i++) {
+    try {
+      await fetch(`${url}/healthz`).then((r) => r.arrayBuffer());
+      return;
+    } catch {
+      // that socket was closed by the server; the pool drops it and the next try opens another
+    }
+  }
+}
+
 async function measure(url, key) {
   const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
   const body = JSON.stringify({ language: 'python', code: 'print(1)' });
@@ -115,6 +130,7 @@ async function main() {
     const load1 = loadAverage();
     const small = await measure(up.url, up.tenantKey);
     grow(targetRows);
+    await dropStaleConnections(up.url);
     const load2 = loadAverage();
     const large = await measure(up.url, up.tenantKey);
     const lines = [

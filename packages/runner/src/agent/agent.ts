@@ -79,6 +79,9 @@ const REJECTED_NAMED_MAX = 100;
 /** How long a job runs before its first heartbeat (a long poll that carries cancels) is sent. */
 const FIRST_BEAT_GRACE_MS = 250;
 
+/** What a heartbeat may take beyond the two intervals (the server's hold and one more) before it is sent again. */
+const HEARTBEAT_TIMEOUT_SLACK_MS = 2000;
+
 /** The least time between two heartbeats, so a server that answers at once cannot make us spin. */
 const MIN_HEARTBEAT_GAP_MS = 100;
 
@@ -208,7 +211,8 @@ export class RunnerAgent {
         // A job just started: most small jobs end within a moment, and their report says all a beat
         // would. Only a job still running after the grace costs the long poll that carries its cancel.
         if (jobStarted.signal.aborted) {
-          await sleep(FIRST_BEAT_GRACE_MS, signal);
+          // Never past the beat that was due anyway: the grace saves a beat, it must not make one late.
+          await sleep(Math.min(FIRST_BEAT_GRACE_MS, Math.max(0, lastBeatMs + this.heartbeatIntervalMs - Date.now())), signal);
           if (this.leaseRefs().length === 0 && Date.now() < lastBeatMs + this.heartbeatIntervalMs) continue;
         }
       }
@@ -216,12 +220,17 @@ export class RunnerAgent {
       if (signal.aborted) break;
       lastBeatMs = Date.now();
       try {
-        const answer = await this.options.client.heartbeat({
-          runner_id: this.runnerId!,
-          leases: this.leaseRefs(),
-          sandboxes: [],
-          ...(this.options.poolStats ? { pool: this.options.poolStats() } : {}),
-        });
+        // The server holds a beat for up to one interval; one that takes much longer (a dead connection,
+        // a stalled server) is given up and sent again, so one lost request never silences the node.
+        const answer = await this.options.client.heartbeat(
+          {
+            runner_id: this.runnerId!,
+            leases: this.leaseRefs(),
+            sandboxes: [],
+            ...(this.options.poolStats ? { pool: this.options.poolStats() } : {}),
+          },
+          { timeoutMs: 2 * this.heartbeatIntervalMs + HEARTBEAT_TIMEOUT_SLACK_MS },
+        );
         this.draining = answer.draining;
         for (const stop of answer.stop) {
           const job = this.running.get(stop.job_id);

@@ -80,8 +80,8 @@ export class ControlPlaneClient {
     return answer;
   }
 
-  heartbeat(body: HeartbeatRequest): Promise<HeartbeatResponse> {
-    return this.json('POST', '/v1/runner/heartbeat', body);
+  heartbeat(body: HeartbeatRequest, options: { timeoutMs?: number } = {}): Promise<HeartbeatResponse> {
+    return this.json('POST', '/v1/runner/heartbeat', body, options);
   }
 
   /** Long-polls for work; resolves with no leases when the wait ends empty. */

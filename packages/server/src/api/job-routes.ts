@@ -68,7 +68,7 @@ export function jobRoutes(jobDeps: JobDeps): RouteSpec[] {
         const submitted = await submitJob(jobDeps, principal, body);
         if (!query.wait) return submitted;
         const timeoutMs = Math.min(query.timeout_ms ?? jobDeps.fleet.maxWaitMs, jobDeps.fleet.maxWaitMs);
-        const job = await waitForJob(jobDeps, principal, submitted.id, timeoutMs, pollSignal(jobDeps, request));
+        const job = await waitForJob(jobDeps, principal, submitted.id, timeoutMs, pollSignal(jobDeps, request), submitted);
         // Still running when the wait ends: 202 and where to look, not a 201 that reads as done.
         if (!isTerminalStatus(job.status)) reply.code(202).header('location', `/v1/jobs/${job.id}`);
         return job;

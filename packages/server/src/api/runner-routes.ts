@@ -115,7 +115,12 @@ export function runnerRoutes(jobDeps: JobDeps): RouteSpec[] {
       body: leaseRequestSchema,
       response: leaseResponseSchema,
       handler: ({ body, request, principal }) =>
-        leaseWork(jobDeps, { ...body, runner_id: boundRunner(principal, body.runner_id) }, pollSignal(jobDeps, request)),
+        leaseWork(
+          jobDeps,
+          { ...body, runner_id: boundRunner(principal, body.runner_id) },
+          pollSignal(jobDeps, request),
+          principal.kind === 'runner' ? principal.node : undefined,
+        ),
     }),
     defineRoute({
       method: 'POST',

@@ -95,7 +95,7 @@ async function recordKeyUse(deps: ServiceDeps, keyId: string, lastUsedAt: string
 async function authenticateRunner(deps: ServiceDeps, credential: { runnerId: string; secret: string }): Promise<Principal> {
   const row = await deps.store.db
     .selectFrom('runner_nodes')
-    .select(['id', 'credential_hash'])
+    .selectAll()
     .where('id', '=', credential.runnerId)
     .executeTakeFirst();
   const matches = digestsEqual(hashSecret(credential.secret), row?.credential_hash ?? DUMMY_DIGEST);
@@ -104,5 +104,8 @@ async function authenticateRunner(deps: ServiceDeps, credential: { runnerId: str
       extra: { hint: 'a runner sends its own credential, issued by POST /v1/runner/register' },
     });
   }
-  return { kind: 'runner', runnerId: row.id };
+  const principal: Principal = { kind: 'runner', runnerId: row.id };
+  // Not enumerable: the row holds the runner's signing key, and a logged principal must never show it.
+  Object.defineProperty(principal, 'node', { value: row, enumerable: false });
+  return principal;
 }

@@ -1,3 +1,4 @@
+import type { RunnerRow } from '../store/fleet.js';
 import type { Clock, TenantQuota } from '@kiln/core';
 import type { Store } from '../store/store.js';
 import type { Notifier } from './notifier.js';
@@ -25,8 +26,11 @@ export type Principal =
   | { kind: 'agent'; tenantId: string; agentId: string; keyId: string; tenantStatus: string }
   /** The fleet's join token (KILN_RUNNER_TOKEN): it may only register a runner. */
   | { kind: 'runner_join' }
-  /** A runner's own credential: everything it does is bound to `runnerId`. */
-  | { kind: 'runner'; runnerId: string }
+  /**
+   * A runner's own credential: everything it does is bound to `runnerId`. `node` is its row as the
+   * authentication read it, for the request that follows (a lease poll's first claim) to reuse.
+   */
+  | { kind: 'runner'; runnerId: string; node?: RunnerRow }
   | { kind: 'anonymous' };
 
 /** The actor_id the audit records: the agent for agent keys, the key for tenant admins, `operator`. */

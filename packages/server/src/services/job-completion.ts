@@ -14,7 +14,6 @@ import type { Checksum } from '../artifacts/artifact-store.js';
 import { sha256Checksum } from '../artifacts/content.js';
 import { addTenantArtifactBytes, releaseRecordedUploads } from '../store/artifact-storage.js';
 import { appendAuditEvent } from '../store/audit.js';
-import { markSandboxRunning } from '../store/fleet.js';
 import { endSandbox, getJob, getLeasedJob, moveJob, type JobRow } from '../store/jobs.js';
 import { collectOrphanUploads, quotaReason, storageRoomBytes, trackInlineBlobs } from './artifact-storage.js';
 import type { JobDeps } from './job-deps.js';
@@ -197,17 +196,22 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
       compile_result: report.compile ? JSON.stringify(report.compile) : null,
     };
     let status = job.status;
+    // The row as this transaction leaves it, built from what it wrote rather than read back.
+    let written: JobRow;
     if (job.status === 'running') {
       status = statusOf(report.verdict);
       Object.assign(values, { verdict: report.verdict, completed_at: nowIso });
       if (!(await moveJob(tx, job, status, values, nowMs))) throw new KilnError('STALE_ATTEMPT', `job ${jobId} changed under the report`);
+      written = { ...job, ...values, status, updated_at: nowIso };
     } else {
       // Canceled while it ran: keep `canceled` and why (tenant_suspended…), record what the sandbox produced.
-      await tx.db.updateTable('jobs').set({ ...values, error: report.error ?? job.error, updated_at: nowIso }).where('id', '=', jobId).execute();
+      const set = { ...values, error: report.error ?? job.error, updated_at: nowIso };
+      await tx.db.updateTable('jobs').set(set).where('id', '=', jobId).execute();
+      written = { ...job, ...set };
     }
     if (job.sandbox_id) {
-      // A short job's runner reports its start with its end: the sandbox ran, so it passes through running.
-      if (report.verdict !== 'system_error') await markSandboxRunning(tx, job.sandbox_id);
+      // A short job's runner reports its start with its end: the sandbox goes from provisioning to its
+      // end in one step (a pass through running inside this transaction would be seen by no one).
       await endSandbox(tx, job.sandbox_id, report.verdict === 'system_error' ? 'failed' : 'terminated', nowMs);
     }
     const actor = runnerId;
@@ -256,7 +260,7 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
     }
     // A workflow step's end advances its workflow in this same transaction (the next step's job, or its end).
     await advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes);
-    return (await getJob(tx, jobId))!;
+    return written;
   });
   wakes.publish(deps);
   if (finished) {

@@ -24,6 +24,7 @@ import { notFound, requireTenantActive, requireTenantMember } from './access.js'
 import { auditSuccess } from './audit.js';
 import type { Principal } from './context.js';
 import type { JobDeps } from './job-deps.js';
+import { cachesOf } from './caching/short-lived-cache.js';
 import { isTerminalStatus, jobFromRow } from './job-views.js';
 import { pendingWake, topics } from './notifier.js';
 import { effectiveQuota } from './quotas.js';
@@ -56,9 +57,17 @@ export async function resolveAgent(deps: JobDeps, principal: Principal, tenantId
 }
 
 export async function resolvePolicy(deps: JobDeps, tenantId: string, policyId?: string): Promise<Policy> {
-  const policy = policyId
-    ? await findPolicy(deps.store, tenantId, policyId)
-    : await findPolicyByName(deps.store, tenantId, DEFAULT_POLICY_NAME);
+  // Through the store's short-lived cache (CACHE_TTL_MS): publishing through this replica drops it.
+  const cache = cachesOf(deps.store).policies;
+  const key = `${tenantId}/${policyId ?? `#${DEFAULT_POLICY_NAME}`}`;
+  const nowMs = deps.clock.nowMs();
+  const hit = cache.get(key, nowMs);
+  const policy = hit
+    ? hit.value
+    : policyId
+      ? await findPolicy(deps.store, tenantId, policyId)
+      : await findPolicyByName(deps.store, tenantId, DEFAULT_POLICY_NAME);
+  if (!hit) cache.set(key, policy, nowMs);
   if (!policy) {
     throw policyId
       ? new KilnError('NOT_FOUND', `policy ${policyId} does not exist`, { field: 'body.policy_id' })
@@ -335,17 +344,37 @@ export async function cancelJob(deps: JobDeps, principal: Principal, id: string)
   return view;
 }
 
-/** Waits until the job is terminal or `timeoutMs` passes; answers the job as it is then. */
-export async function waitForJob(deps: JobDeps, principal: Principal, id: string, timeoutMs: number, signal?: AbortSignal): Promise<Job> {
+/**
+ * Waits until the job is terminal or `timeoutMs` passes; answers the job as it is then. `submitted` is
+ * the job its caller just wrote (not read back); the `end` message of the replica that recorded the end
+ * carries the job as it ended, so a waiting submission reads the row only when a message says less.
+ */
+export async function waitForJob(
+  deps: JobDeps,
+  principal: Principal,
+  id: string,
+  timeoutMs: number,
+  signal?: AbortSignal,
+  submitted?: Job,
+): Promise<Job> {
   const deadline = Date.now() + timeoutMs;
+  let known = submitted?.id === id ? submitted : undefined;
   for (;;) {
     const { wake, cancel } = pendingWake(deps.notifier, topics.job(id), Math.min(1000, Math.max(0, deadline - Date.now())), signal);
     try {
-      const row = await findTenantJob(deps, principal, id);
-      if (isTerminalStatus(row.status) || Date.now() >= deadline || signal?.aborted) return jobFromRow(row);
-      await wake;
+      const job = known ?? jobFromRow(await findTenantJob(deps, principal, id));
+      known = undefined;
+      if (isTerminalStatus(job.status) || Date.now() >= deadline || signal?.aborted) return job;
+      known = endedJobOf(await wake, id);
+      if (known) return known;
     } finally {
       cancel();
     }
   }
+}
+
+/** The job an `end` message carries, when it is this job's and says it ended. */
+function endedJobOf(message: unknown, id: string): Job | undefined {
+  const m = message as { type?: unknown; job?: Job } | undefined;
+  return m?.type === 'end' && m.job?.id === id && isTerminalStatus(m.job.status) ? m.job : undefined;
 }

@@ -11,7 +11,22 @@ import { clampRulesetToQuota } from '../domain/quota.js';
 import { notFound, requireTenantActive, requireTenantAdmin, requireTenantMember } from './access.js';
 import { auditSuccess } from './audit.js';
 import { actorIdOf, type Principal, type ServiceDeps } from './context.js';
+import { cachesOf } from './caching/short-lived-cache.js';
 import { assertRulesetWithinQuota, effectiveQuota } from './quotas.js';
+
+/**
+ * Runs a write of the tenant's policies with its cached policies dropped before and after the commit,
+ * so this replica's next submission reads what was written.
+ */
+async function writingPolicies<T>(deps: ServiceDeps, tenantId: string, write: () => Promise<T>): Promise<T> {
+  const cache = cachesOf(deps.store).policies;
+  cache.forget(`${tenantId}/`);
+  try {
+    return await write();
+  } finally {
+    cache.forget(`${tenantId}/`);
+  }
+}
 
 /**
  * Creates a policy at version 1; a second policy with the same name is CONFLICT. A ruleset above the
@@ -34,7 +49,7 @@ export async function createPolicy(
     created_at: nowIso,
     updated_at: nowIso,
   };
-  return deps.store.transaction(async (tx) => {
+  return writingPolicies(deps, tenantId, () => deps.store.transaction(async (tx) => {
     const quota = await effectiveQuota(deps, tx, tenantId);
     if (input.ruleset) assertRulesetWithinQuota(input.ruleset, quota);
     else policy.ruleset = clampRulesetToQuota(DEFAULT_RULESET, quota);
@@ -51,7 +66,7 @@ export async function createPolicy(
       details: { name: policy.name, version: 1 },
     });
     return policy;
-  });
+  }));
 }
 
 /**
@@ -67,7 +82,7 @@ export async function publishPolicy(
 ): Promise<Policy> {
   const tenantId = requireTenantAdmin(principal);
   requireTenantActive(principal);
-  return deps.store.transaction(async (tx) => {
+  return writingPolicies(deps, tenantId, () => deps.store.transaction(async (tx) => {
     assertRulesetWithinQuota(input.ruleset, await effectiveQuota(deps, tx, tenantId));
     const published = await publishPolicyVersion(tx, {
       policyId,
@@ -93,7 +108,7 @@ export async function publishPolicy(
       details: { name: published.name, version: published.version },
     });
     return published;
-  });
+  }));
 }
 
 export async function getPolicy(deps: ServiceDeps, principal: Principal, id: string): Promise<Policy> {

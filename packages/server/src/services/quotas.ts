@@ -9,7 +9,8 @@ import {
   type TenantQuotaView,
 } from '@kiln/core';
 import { quotaExcesses } from '../domain/quota.js';
-import { findQuotaOverrides, saveQuotaOverrides } from '../store/quotas.js';
+import { findQuotaOverrides, saveQuotaOverrides, type QuotaOverridesRecord } from '../store/quotas.js';
+import { cachesOf } from './caching/short-lived-cache.js';
 import type { DbHandle } from '../store/store.js';
 import { findTenant } from '../store/tenants.js';
 import { notFound, requireOperator, requireTenantMember } from './access.js';
@@ -20,9 +21,12 @@ export function quotaDefaultsOf(deps: Pick<ServiceDeps, 'quotaDefaults'>): Tenan
   return deps.quotaDefaults ?? DEFAULT_TENANT_QUOTA;
 }
 
-/** The quota in force for a tenant, with the overrides it came from. */
-export async function loadTenantQuota(deps: ServiceDeps, h: DbHandle, tenantId: string): Promise<TenantQuotaView> {
-  const record = await findQuotaOverrides(h, tenantId);
+/**
+ * The quota in force for a tenant, with the overrides it came from. Read through the store's short-lived
+ * cache (`CACHE_TTL_MS`) unless `fresh`: writers and the operator's own reads ask for the row.
+ */
+export async function loadTenantQuota(deps: ServiceDeps, h: DbHandle, tenantId: string, options: { fresh?: boolean } = {}): Promise<TenantQuotaView> {
+  const record = await readOverrides(deps, h, tenantId, options.fresh === true);
   const overrides = record?.overrides ?? {};
   return {
     tenant_id: tenantId,
@@ -30,6 +34,19 @@ export async function loadTenantQuota(deps: ServiceDeps, h: DbHandle, tenantId: 
     overrides,
     updated_at: record?.updated_at ?? null,
   };
+}
+
+async function readOverrides(deps: ServiceDeps, h: DbHandle, tenantId: string, fresh: boolean): Promise<QuotaOverridesRecord | undefined> {
+  const cache = cachesOf(deps.store).quotas;
+  const nowMs = deps.clock.nowMs();
+  if (!fresh) {
+    const hit = cache.get(tenantId, nowMs);
+    if (hit) return hit.value;
+  }
+  const record = await findQuotaOverrides(h, tenantId);
+  // A writer's read inside its own transaction may still be rolled back: only committed rows are kept.
+  if (!fresh || h === deps.store) cache.set(tenantId, record, nowMs);
+  return record;
 }
 
 /** Just the values in force (what submission and publishing check against). */
@@ -67,12 +84,12 @@ export function assertRulesetWithinQuota(ruleset: Ruleset, quota: TenantQuota, r
 export async function getTenantQuota(deps: ServiceDeps, principal: Principal, tenantId: string): Promise<TenantQuotaView> {
   requireOperator(principal);
   if (!(await findTenant(deps.store, tenantId))) throw notFound('tenant', tenantId);
-  return loadTenantQuota(deps, deps.store, tenantId);
+  return loadTenantQuota(deps, deps.store, tenantId, { fresh: true });
 }
 
 /** A tenant admin or agent reads its own tenant's quota. */
 export async function getOwnQuota(deps: ServiceDeps, principal: Principal): Promise<TenantQuotaView> {
-  return loadTenantQuota(deps, deps.store, requireTenantMember(principal));
+  return loadTenantQuota(deps, deps.store, requireTenantMember(principal), { fresh: true });
 }
 
 /**
@@ -87,10 +104,26 @@ export async function putTenantQuota(
   overrides: TenantQuotaOverrides,
 ): Promise<TenantQuotaView & { policies_above_quota: { policy_id: string; fields: string[] }[] }> {
   requireOperator(principal);
+  const cache = cachesOf(deps.store).quotas;
+  cache.forget(tenantId);
+  try {
+    return await saveTenantQuota(deps, principal, tenantId, overrides);
+  } finally {
+    // Dropped again once committed: a read between the first drop and the commit cached the old row.
+    cache.forget(tenantId);
+  }
+}
+
+async function saveTenantQuota(
+  deps: ServiceDeps,
+  principal: Principal,
+  tenantId: string,
+  overrides: TenantQuotaOverrides,
+): Promise<TenantQuotaView & { policies_above_quota: { policy_id: string; fields: string[] }[] }> {
   return deps.store.transaction(async (tx) => {
     if (!(await findTenant(tx, tenantId))) throw notFound('tenant', tenantId);
     await saveQuotaOverrides(tx, { tenantId, overrides, nowIso: toRfc3339(deps.clock.nowMs()), updatedBy: actorIdOf(principal) });
-    const view = await loadTenantQuota(deps, tx, tenantId);
+    const view = await loadTenantQuota(deps, tx, tenantId, { fresh: true });
     const quota = valuesOf(view);
     // Bounded: the answer is a hint for the operator, not a report of every policy a tenant ever made.
     const policies = await tx.db

@@ -241,13 +241,22 @@ async function heartbeatAnswer(deps: JobDeps, req: BoundToRunner<HeartbeatReques
  * A lease poll: claims queued work the runner can take, or waits (long poll) until work appears or
  * `wait_ms` passes. A degraded, offline or draining runner gets nothing.
  */
-export async function leaseWork(deps: JobDeps, req: BoundToRunner<LeaseRequest>, signal?: AbortSignal): Promise<LeaseResponse> {
+export async function leaseWork(
+  deps: JobDeps,
+  req: BoundToRunner<LeaseRequest>,
+  signal?: AbortSignal,
+  /** the runner's row its authentication just read: the first claim uses it, later rechecks read it again */
+  authenticated?: RunnerRow,
+): Promise<LeaseResponse> {
   const deadline = Date.now() + req.wait_ms;
+  let known = authenticated?.id === req.runner_id ? authenticated : undefined;
   for (;;) {
     const recheckMs = Math.max(0, Math.min(deadline - Date.now(), deps.fleet.leaseRecheckIntervalMs));
     const { wake, cancel } = pendingWake(deps.notifier, topics.work, recheckMs, signal);
     try {
-      const answer = await claimOnce(deps, req);
+      const runner = known ?? (await requireRunner(deps, req.runner_id));
+      known = undefined;
+      const answer = await claimOnce(deps, req, runner);
       if (answer) {
         // A full answer may have left claimable work: on PostgreSQL another claim may have passed over
         // a tenant this one held. Polls waiting elsewhere look again.
@@ -274,8 +283,7 @@ function runnerReach(column: string): { languages: string[]; versions: Record<st
 }
 
 /** One claim attempt for a lease poll: the leases, or undefined when there was nothing to hand out. */
-async function claimOnce(deps: JobDeps, req: BoundToRunner<LeaseRequest>): Promise<LeaseResponse | undefined> {
-  const runner = await requireRunner(deps, req.runner_id);
+async function claimOnce(deps: JobDeps, req: BoundToRunner<LeaseRequest>, runner: RunnerRow): Promise<LeaseResponse | undefined> {
   if (runner.status === 'healthy' && runner.draining === 0 && req.free_slots > 0) {
     const { languages, versions } = runnerReach(runner.languages);
     const nowMs = deps.clock.nowMs();

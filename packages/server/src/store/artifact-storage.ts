@@ -14,14 +14,14 @@ import type { DbHandle, TxHandle } from './store.js';
  * bytes of its artifact rows plus the bytes reserved by its unrecorded uploads.
  */
 export async function lockTenantStorage(tx: TxHandle, tenantId: string): Promise<{ storedBytes: number; reservedBytes: number }> {
-  await tx.db
+  // One statement creates the account row if needed, locks it (an upsert's update takes the row lock on
+  // PostgreSQL, as FOR UPDATE would) and answers its bytes.
+  const row = await tx.db
     .insertInto('tenant_storage')
     .values({ tenant_id: tenantId, artifact_bytes: 0 })
-    .onConflict((oc) => oc.column('tenant_id').doNothing())
-    .execute();
-  let query = tx.db.selectFrom('tenant_storage').select('artifact_bytes').where('tenant_id', '=', tenantId);
-  if (tx.dialect === 'postgres') query = query.forUpdate();
-  const row = await query.executeTakeFirstOrThrow();
+    .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ artifact_bytes: sql<number>`tenant_storage.artifact_bytes` }))
+    .returning('artifact_bytes')
+    .executeTakeFirstOrThrow();
   const reserved = await tx.db
     .selectFrom('blob_uploads')
     .select((eb) => eb.fn.coalesce(eb.fn.sum<number>('size_bytes'), sql<number>`0`).as('n'))

@@ -33,10 +33,11 @@ export interface RunnerReach {
  * the index (one seek per tenant with queued work, never a read of its queue), so a tenant with 20,000
  * queued jobs costs what a tenant with one does.
  */
-export async function tenantsInTurnOrder(h: DbHandle): Promise<string[]> {
+export async function tenantsInTurnOrder(h: DbHandle): Promise<{ ids: string[]; lastTurn: number }> {
   // `order by tenant_id, language` is the partial index's own order: no other index gives it, so the
   // planner cannot walk jobs_by_tenant_status (tenant_id, status) through other tenants' finished jobs.
-  const { rows } = await sql<{ id: string }>`
+  // The highest turn handed out so far comes along (index tenants_by_served_turn): no second statement.
+  const { rows } = await sql<{ id: string; top: number | string | null }>`
     with recursive queued (tenant_id) as (
       select (select tenant_id from jobs where status = 'queued' order by tenant_id, language limit 1)
       union all
@@ -45,10 +46,10 @@ export async function tenantsInTurnOrder(h: DbHandle): Promise<string[]> {
         order by j.tenant_id, j.language limit 1)
       from queued q where q.tenant_id is not null
     )
-    select t.id from queued q join tenants t on t.id = q.tenant_id
+    select t.id, (select max(last_served_turn) from tenants) as top from queued q join tenants t on t.id = q.tenant_id
     where t.status = 'active'
     order by t.last_served_turn, t.id`.execute(h.db);
-  return rows.map((r) => r.id);
+  return { ids: rows.map((r) => r.id), lastTurn: Number(rows[0]?.top ?? 0) };
 }
 
 /**
@@ -107,15 +108,6 @@ export async function lockActiveTenant(tx: TxHandle, tenantId: string, wait: boo
   const query = tx.db.selectFrom('tenants').select(['id', 'status']).where('id', '=', tenantId).forNoKeyUpdate();
   const row = await (wait ? query : query.skipLocked()).executeTakeFirst();
   return row?.status === 'active';
-}
-
-/** The highest round-robin turn handed out so far (index tenants_by_served_turn). */
-export async function lastServedTurn(h: DbHandle): Promise<number> {
-  const row = await h.db
-    .selectFrom('tenants')
-    .select((eb) => eb.fn.max('last_served_turn').as('turn'))
-    .executeTakeFirst();
-  return Number(row?.turn ?? 0);
 }
 
 export async function recordServedTurn(tx: TxHandle, tenantId: string, turn: number): Promise<void> {

@@ -2,7 +2,7 @@ import { KilnError, newId, toRfc3339, type JobSpec } from '@kiln/core';
 import type { Selectable } from 'kysely';
 import { jobMachine, sandboxInstanceMachine } from '../domain/machines.js';
 import { assertTransition, sourcesOf, type StateMachine } from '../domain/state-machine.js';
-import { lastServedTurn, lockActiveTenant, queueHead, recordServedTurn, runningJobCount, tenantsInTurnOrder } from './job-queue.js';
+import { lockActiveTenant, queueHead, recordServedTurn, runningJobCount, tenantsInTurnOrder } from './job-queue.js';
 import type { JobsTable } from './schema.js';
 import type { DbHandle, TxHandle } from './store.js';
 
@@ -119,8 +119,9 @@ export async function endSandbox(
 export async function claimJobs(tx: TxHandle, req: ClaimRequest): Promise<ClaimedJob[]> {
   if (req.freeSlots <= 0 || req.languages.length === 0) return [];
   const claim: ClaimState = { tx, req, highestLock: undefined };
-  let round: TenantTurn[] = (await tenantsInTurnOrder(tx)).map((id) => ({ id, locked: false, running: undefined, skipped: [] }));
-  let turn = round.length > 0 ? await lastServedTurn(tx) : 0;
+  const inTurn = await tenantsInTurnOrder(tx);
+  let round: TenantTurn[] = inTurn.ids.map((id) => ({ id, locked: false, running: undefined, skipped: [] }));
+  let turn = inTurn.lastTurn;
   const claimed: ClaimedJob[] = [];
   const served = new Map<string, number>();
   while (round.length > 0 && claimed.length < req.freeSlots) {
@@ -181,10 +182,7 @@ async function claimNextOf(claim: ClaimState, tenant: TenantTurn): Promise<Claim
   while (tenant.skipped.length < MAX_HELD_HEADS) {
     const head = await queueHead(tx, tenant.id, req, tenant.skipped);
     if (!head || tenant.running >= head.max_running_jobs) return undefined;
-    let pick = tx.db.selectFrom('jobs').selectAll().where('id', '=', head.id).where('status', '=', 'queued');
-    if (tx.dialect === 'postgres') pick = pick.forUpdate().skipLocked();
-    const job = await pick.executeTakeFirst();
-    const claimed = job && (await leaseJob(tx, req, job));
+    const claimed = tx.dialect === 'sqlite' ? await leaseInPlace(tx, req, head.id) : await pickAndLease(tx, req, head.id);
     if (!claimed) {
       tenant.skipped.push(head.id);
       continue;
@@ -193,6 +191,57 @@ async function claimNextOf(claim: ClaimState, tenant: TenantTurn): Promise<Claim
     return claimed;
   }
   return undefined;
+}
+
+/** PostgreSQL: the job row locked (skipping one another transaction holds), then leased. */
+async function pickAndLease(tx: TxHandle, req: ClaimRequest, jobId: string): Promise<ClaimedJob | undefined> {
+  const job = await tx.db.selectFrom('jobs').selectAll().where('id', '=', jobId).where('status', '=', 'queued').forUpdate().skipLocked().executeTakeFirst();
+  return job && leaseJob(tx, req, job);
+}
+
+/**
+ * SQLite (one writer, nothing to lock): the queued job becomes running in one `update … returning`,
+ * so the claim neither reads the row first nor reads back what it wrote.
+ */
+async function leaseInPlace(tx: TxHandle, req: ClaimRequest, jobId: string): Promise<ClaimedJob | undefined> {
+  assertTransition(jobMachine, 'queued' as never, 'running' as never, jobId);
+  const nowIso = toRfc3339(req.nowMs);
+  const sandboxId = newId('sandbox', req.nowMs);
+  const job = await tx.db
+    .updateTable('jobs')
+    .set((eb) => ({
+      attempt: eb('attempt', '+', 1),
+      runner_id: req.runnerId,
+      lease_expires_at: toRfc3339(req.nowMs + req.leaseTtlMs),
+      sandbox_id: sandboxId,
+      started_at: eb.fn.coalesce('started_at', eb.val(nowIso)),
+      status: 'running',
+      updated_at: nowIso,
+    }))
+    .where('id', '=', jobId)
+    .where('status', '=', 'queued')
+    .returningAll()
+    .executeTakeFirst();
+  if (!job) return undefined;
+  await insertJobSandbox(tx, req, job.id, sandboxId, nowIso);
+  return { job, sandboxId, spec: JSON.parse(job.request) as JobSpec };
+}
+
+async function insertJobSandbox(tx: TxHandle, req: ClaimRequest, jobId: string, sandboxId: string, nowIso: string): Promise<void> {
+  await tx.db
+    .insertInto('sandbox_instances')
+    .values({
+      id: sandboxId,
+      kind: 'job',
+      job_id: jobId,
+      session_id: null,
+      service_id: null,
+      runner_id: req.runnerId,
+      status: sandboxInstanceMachine.initial,
+      created_at: nowIso,
+      terminated_at: null,
+    })
+    .execute();
 }
 
 /** Makes a queued job running on the claiming runner, with a new sandbox instance for this attempt. */
@@ -214,20 +263,7 @@ async function leaseJob(tx: TxHandle, req: ClaimRequest, job: JobRow): Promise<C
     req.nowMs,
   );
   if (!moved) return undefined;
-  await tx.db
-    .insertInto('sandbox_instances')
-    .values({
-      id: sandboxId,
-      kind: 'job',
-      job_id: job.id,
-      session_id: null,
-      service_id: null,
-      runner_id: req.runnerId,
-      status: sandboxInstanceMachine.initial,
-      created_at: nowIso,
-      terminated_at: null,
-    })
-    .execute();
+  await insertJobSandbox(tx, req, job.id, sandboxId, nowIso);
   return {
     job: { ...job, status: 'running', attempt, runner_id: req.runnerId, sandbox_id: sandboxId },
     sandboxId,

@@ -47,6 +47,16 @@ export async function ownerStatusForSubmission(
   tenantId: string,
   agentId: string | null,
 ): Promise<{ tenant: string | undefined; agent: string | undefined }> {
+  if (tx.dialect === 'sqlite' && agentId !== null) {
+    // One statement: SQLite's single writer already holds off a concurrent disable.
+    const row = await tx.db
+      .selectNoFrom((eb) => [
+        eb.selectFrom('tenants').select('status').where('id', '=', tenantId).as('tenant'),
+        eb.selectFrom('agents').select('status').where('id', '=', agentId).as('agent'),
+      ])
+      .executeTakeFirstOrThrow();
+    return { tenant: row.tenant ?? undefined, agent: row.agent ?? undefined };
+  }
   const tenant = await tx.db.selectFrom('tenants').select('status').where('id', '=', tenantId).executeTakeFirst();
   if (agentId === null) return { tenant: tenant?.status, agent: undefined };
   let query = tx.db.selectFrom('agents').select('status').where('id', '=', agentId);
