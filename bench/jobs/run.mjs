@@ -9,13 +9,13 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { DEFAULT_LIMITS } from '@kiln/core';
 import { BubblewrapDriver, buildOneShotSpec, PooledDriver } from '@kiln/runner';
 import { startKilnUp } from '../support/kiln-up.mjs';
 import { loadAverage, nodeCpuMs } from '../support/proc.mjs';
 import { drainQueue } from './drain.mjs';
+import { load } from '../support/load.mjs';
 
 const { values: flags } = parseArgs({
   options: {
@@ -64,24 +64,6 @@ function viaApi(url, key) {
     const job = await res.json();
     if (job.stdout !== 'hello\n' || job.status !== 'succeeded') throw new Error(`job failed: ${JSON.stringify(job)}`);
   };
-}
-
-/** Runs `count` calls of `fn` with `concurrency` in flight; per-call latencies and the elapsed seconds. */
-async function load(fn, count, concurrency) {
-  const latencies = [];
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < count) {
-        next++;
-        const t = performance.now();
-        await fn();
-        latencies.push(performance.now() - t);
-      }
-    }),
-  );
-  return { latencies, seconds: (performance.now() - t0) / 1000 };
 }
 
 /** p50 and p95 of a list of milliseconds (nearest rank). */
