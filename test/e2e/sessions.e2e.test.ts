@@ -300,6 +300,8 @@ describe.each<DbKind>(['sqlite', 'postgres'])('sessions end to end (%s)', (db) =
         const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', KILN_URL: kiln.url, KILN_API_KEY: agentKey } });
         let stdout = '';
         child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+        // What the CLI says on stderr shows beside a failure (vitest labels it with the test).
+        child.stderr.pipe(process.stderr);
         child.on('close', (code) => resolve({ code, stdout }));
         if (input !== undefined) child.stdin.end(input);
       });
