@@ -282,6 +282,8 @@ export class SandboxGate {
     pump.once('error', () => {
       // spawn failures arrive here too; the close below still settles the counts
     });
+    // A pump killed at the byte cap resets its pipe: without a listener that error would end the runner.
+    pump.stdout!.on('error', () => undefined);
     pump.once('close', () => {
       this.pumps.delete(pump);
       this.stats.open -= 1;
