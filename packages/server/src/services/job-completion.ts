@@ -33,10 +33,18 @@ function statusOf(verdict: Verdict): 'succeeded' | 'failed' | 'canceled' {
   return 'failed';
 }
 
+/**
+ * The inline copy of an output: UTF-8 text, where invalid bytes already become U+FFFD; so does NUL, which
+ * PostgreSQL text cannot hold (a program printing one would otherwise fail its job). The stdout and
+ * stderr artifacts keep the exact bytes.
+ */
 async function inlineText(deps: JobDeps, blob: ReportedBlob): Promise<string | null> {
   if (blob.size_bytes > INLINE_OUTPUT_MAX_BYTES) return null;
-  if (blob.content_base64 !== undefined) return Buffer.from(blob.content_base64, 'base64').toString('utf8');
-  return text(await deps.artifacts.open(deps.artifacts.uriOf(blob.checksum as Checksum)));
+  const decoded =
+    blob.content_base64 !== undefined
+      ? Buffer.from(blob.content_base64, 'base64').toString('utf8')
+      : await text(await deps.artifacts.open(deps.artifacts.uriOf(blob.checksum as Checksum)));
+  return decoded.replaceAll('\0', '\uFFFD');
 }
 
 /**

@@ -269,6 +269,17 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       expect((await sandbox(leased!.sandbox_id)).status).toBe('terminated');
     });
 
+    it('records output holding a NUL byte: inline as U+FFFD, the artifact byte for byte', async () => {
+      const r1 = await bed.runner('node-a');
+      const job = await submit();
+      await lease(r1);
+      await completeJob(bed.deps, await bed.holder(job.id), job.id, await bed.report(job.id, 1, { stdoutText: 'a\0b\n' }));
+      const row = (await getJob(bed.store, job.id))!;
+      expect(row).toMatchObject({ status: 'succeeded', stdout_inline: 'a\uFFFDb\n' });
+      const stdout = (await artifactRows(job.id)).find((a) => a.name === 'stdout')!;
+      expect(stdout.size_bytes).toBe(4);
+    });
+
     it('acknowledges the same completion sent twice at once, recording it once', async () => {
       const r1 = await bed.runner('node-a');
       const job = await submit();
