@@ -82,3 +82,28 @@ export function Facts({ rows }: { rows: [string, ComponentChildren][] }) {
     </dl>
   );
 }
+
+/**
+ * A list filter: "any {label}" (the empty value) first, then each option. Options are values or
+ * `{ value, text }` pairs (an agent's id and name); every one is rendered as text.
+ */
+export function FilterSelect({
+  name,
+  label,
+  value,
+  options,
+  onChange,
+}: {
+  name?: string;
+  label: string;
+  value: string;
+  options: readonly (string | { value: string; text: string })[];
+  onChange: (e: Event) => void;
+}) {
+  return (
+    <select name={name} aria-label={label} onChange={onChange} value={value}>
+      <option value="">any {label}</option>
+      {options.map((o) => (typeof o === 'string' ? <option value={o}>{o}</option> : <option value={o.value}>{o.text}</option>))}
+    </select>
+  );
+}

@@ -3,7 +3,7 @@ import { api, download, get, getPages, type Page, type Whoami } from '../api';
 import { JobCharts } from '../charts';
 import { LiveStream } from '../live-stream';
 import { ago, bytes, ms, plainText, time } from '../text';
-import { Badge, Empty, Facts, Link, Loading, Problem, Section, useLoad } from '../ui';
+import { Badge, Empty, Facts, FilterSelect, Link, Loading, Problem, Section, useLoad } from '../ui';
 
 export interface Job {
   id: string;
@@ -130,27 +130,18 @@ export function JobsPage({ me }: { me: Whoami }) {
       <Section title="Jobs" actions={<button class="secondary outline small" onClick={jobs.reload}>Refresh</button>}>
         <RunJob onSubmitted={(job) => (location.hash = `#/jobs/${job.id}`)} />
         <form class="filters grid" aria-label="filter jobs" onSubmit={(e) => e.preventDefault()}>
-          <select name="status" aria-label="status" onChange={set('status')} value={filters.status}>
-            <option value="">any status</option>
-            {STATUSES.map((s) => (
-              <option value={s}>{s}</option>
-            ))}
-          </select>
+          <FilterSelect name="status" label="status" onChange={set('status')} value={filters.status} options={STATUSES} />
           {me.kind === 'tenant' ? (
-            <select name="agent_id" aria-label="agent" onChange={set('agent_id')} value={filters.agent_id}>
-              <option value="">any agent</option>
-              {(agents.data?.items ?? []).map((a) => (
-                <option value={a.id}>{a.name}</option>
-              ))}
-            </select>
+            <FilterSelect
+              name="agent_id"
+              label="agent"
+              onChange={set('agent_id')}
+              value={filters.agent_id}
+              options={(agents.data?.items ?? []).map((a) => ({ value: a.id, text: a.name }))}
+            />
           ) : null}
           <input name="language" aria-label="language" placeholder="language" value={filters.language} onChange={set('language')} />
-          <select name="verdict" aria-label="verdict" onChange={set('verdict')} value={filters.verdict}>
-            <option value="">any verdict</option>
-            {VERDICTS.map((v) => (
-              <option value={v}>{v}</option>
-            ))}
-          </select>
+          <FilterSelect name="verdict" label="verdict" onChange={set('verdict')} value={filters.verdict} options={VERDICTS} />
         </form>
         <Problem error={jobs.error} />
         <Loading when={jobs.loading && !jobs.data} />

@@ -2,7 +2,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { api, get, type Page, type Whoami } from '../api';
 import { LiveStream } from '../live-stream';
 import { ago, time } from '../text';
-import { Badge, Empty, Facts, Link, Loading, Problem, Section, useLoad } from '../ui';
+import { Badge, Empty, Facts, FilterSelect, Link, Loading, Problem, Section, useLoad } from '../ui';
 
 interface Service {
   id: string;
@@ -58,19 +58,15 @@ export function ServicesPage({ me }: { me: Whoami }) {
   return (
     <Section title="Services" actions={<button class="secondary outline small" onClick={list.reload}>Refresh</button>}>
       <form class="filters grid" aria-label="filter services" onSubmit={(e) => e.preventDefault()}>
-        <select name="status" aria-label="status" onChange={set('status')} value={filters.status}>
-          <option value="">any status</option>
-          {STATUSES.map((s) => (
-            <option value={s}>{s}</option>
-          ))}
-        </select>
+        <FilterSelect name="status" label="status" onChange={set('status')} value={filters.status} options={STATUSES} />
         {me.kind === 'tenant' ? (
-          <select name="agent_id" aria-label="agent" onChange={set('agent_id')} value={filters.agent_id}>
-            <option value="">any agent</option>
-            {(agents.data?.items ?? []).map((a) => (
-              <option value={a.id}>{a.name}</option>
-            ))}
-          </select>
+          <FilterSelect
+            name="agent_id"
+            label="agent"
+            onChange={set('agent_id')}
+            value={filters.agent_id}
+            options={(agents.data?.items ?? []).map((a) => ({ value: a.id, text: a.name }))}
+          />
         ) : null}
       </form>
       <Problem error={list.error} />

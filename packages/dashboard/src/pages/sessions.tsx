@@ -3,7 +3,7 @@ import { Terminal } from '@xterm/xterm';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, get, session as auth, type Page } from '../api';
 import { ago, ms, plainText, time } from '../text';
-import { Badge, Empty, Facts, Link, Loading, Problem, Section, useLoad } from '../ui';
+import { Badge, Empty, Facts, FilterSelect, Link, Loading, Problem, Section, useLoad } from '../ui';
 
 interface Session {
   id: string;
@@ -40,12 +40,7 @@ export function SessionsPage() {
   const list = useLoad((s) => get<Page<Session>>('/v1/sessions', { status, limit: 100 }, s), [status]);
   return (
     <Section title="Sessions" actions={<button class="secondary outline small" onClick={list.reload}>Refresh</button>}>
-      <select aria-label="status" value={status} onChange={(e) => setStatus(e.currentTarget.value)}>
-        <option value="">any status</option>
-        {['active', 'expired', 'terminated'].map((s) => (
-          <option value={s}>{s}</option>
-        ))}
-      </select>
+      <FilterSelect label="status" value={status} onChange={(e) => setStatus((e.currentTarget as HTMLSelectElement).value)} options={['active', 'expired', 'terminated']} />
       <Problem error={list.error} />
       <Loading when={list.loading && !list.data} />
       <table class="striped">

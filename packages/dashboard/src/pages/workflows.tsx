@@ -1,7 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, get, type Page } from '../api';
 import { ago, ms, time } from '../text';
-import { Badge, Empty, Link, Loading, Problem, Section, useLoad } from '../ui';
+import { Badge, Empty, FilterSelect, Link, Loading, Problem, Section, useLoad } from '../ui';
 
 interface WorkflowStep {
   id: string;
@@ -32,12 +32,7 @@ export function WorkflowsPage() {
   const list = useLoad((s) => get<Page<Workflow>>('/v1/workflows', { status, limit: 100 }, s), [status]);
   return (
     <Section title="Workflows" actions={<button class="secondary outline small" onClick={list.reload}>Refresh</button>}>
-      <select aria-label="status" value={status} onChange={(e) => setStatus(e.currentTarget.value)}>
-        <option value="">any status</option>
-        {['queued', 'running', 'succeeded', 'failed', 'canceled'].map((s) => (
-          <option value={s}>{s}</option>
-        ))}
-      </select>
+      <FilterSelect label="status" value={status} onChange={(e) => setStatus((e.currentTarget as HTMLSelectElement).value)} options={['queued', 'running', 'succeeded', 'failed', 'canceled']} />
       <Problem error={list.error} />
       <Loading when={list.loading && !list.data} />
       <table class="striped">

@@ -1,7 +1,10 @@
-import { egressSummarySchema, type EgressSummary } from '@kiln/core';
+import { egressSummarySchema, KilnError, type EgressSummary } from '@kiln/core';
 import { appendAuditEvent } from '../store/audit.js';
+import { markSessionSandbox } from '../store/sessions.js';
 import type { TxHandle } from '../store/store.js';
+import type { JobDeps } from './job-deps.js';
 import { egressAuditDetails } from './job-completion.js';
+import { callRunner, type RunnerEndpoint } from './sessions/runner-link.js';
 
 /** What a persistent sandbox (a session's or a service's) is for, as its `egress.deny` event names it. */
 export interface EgressOwner {
@@ -39,4 +42,32 @@ export async function auditEgressDenials(tx: TxHandle, owner: EgressOwner, runne
     },
     nowMs,
   );
+}
+
+/**
+ * Destroys a session's or a service's sandbox on its runner (best effort: the reaper and the reconciler
+ * retry on false) and records it: the sandbox row terminated, its refused connections audited in
+ * aggregate. A runner that no longer knows the sandbox counts as destroyed.
+ */
+export async function destroyPersistentSandbox(
+  deps: JobDeps,
+  kind: EgressOwner['resource_type'],
+  owner: { id: string; sandbox_id: string | null },
+  runner: RunnerEndpoint,
+  loadOwner: (id: string) => Promise<Omit<EgressOwner, 'resource_type'> | undefined>,
+): Promise<boolean> {
+  let egress: EgressSummary | null = null;
+  try {
+    egress = destroyedSandboxEgress(await (await callRunner(runner, 'DELETE', `/v1/${kind}s/${owner.id}`, undefined)).json());
+  } catch (err) {
+    if (!(err instanceof KilnError && err.code === 'NOT_FOUND')) return false;
+  }
+  const denied = egress && egress.connections_denied > 0 ? await loadOwner(owner.id) : undefined;
+  await deps.store.transaction(async (tx) => {
+    if (owner.sandbox_id) await markSessionSandbox(tx, owner.sandbox_id, 'terminated', deps.clock.nowMs());
+    if (denied) {
+      await auditEgressDenials(tx, { resource_type: kind, id: denied.id, tenant_id: denied.tenant_id, agent_id: denied.agent_id }, runner.id, egress, deps.clock.nowMs());
+    }
+  });
+  return true;
 }

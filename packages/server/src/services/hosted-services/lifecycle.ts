@@ -4,7 +4,6 @@ import {
   newId,
   toRfc3339,
   type CreateServiceRequest,
-  type EgressSummary,
   type Limits,
   type Service,
   type ServiceEndReason,
@@ -25,13 +24,13 @@ import { activeSessionsByRunner, markSessionSandbox as markServiceSandbox } from
 import type { DbHandle, TxHandle } from '../../store/store.js';
 import { notFound, requireTenantActive, requireTenantMember } from '../access.js';
 import { auditSuccess } from '../audit.js';
-import { auditEgressDenials, destroyedSandboxEgress } from '../egress-audit.js';
+import { destroyPersistentSandbox } from '../egress-audit.js';
 import type { Principal } from '../context.js';
 import type { JobDeps } from '../job-deps.js';
 import { resolveAgent, resolvePolicy, visibleToAgent } from '../jobs.js';
 import { effectiveQuota } from '../quotas.js';
 import { runnerEndpoint, SESSIONS_PER_CAPACITY_SLOT } from '../sessions/lifecycle.js';
-import { callRunner, callRunnerJson, type RunnerEndpoint } from '../sessions/runner-link.js';
+import { callRunnerJson, type RunnerEndpoint } from '../sessions/runner-link.js';
 import { listTenantWork, type TenantWorkListQuery } from '../tenant-lists.js';
 import { readLogTail } from './logs.js';
 import type { ServiceHosting } from './hosting.js';
@@ -289,20 +288,7 @@ export async function destroyServiceSandbox(
 ): Promise<boolean> {
   const tail = await readLogTail(runner, service.id).catch(() => undefined);
   if (tail) await deps.store.db.updateTable('services').set({ log_tail: JSON.stringify(tail) }).where('id', '=', service.id).execute();
-  let egress: EgressSummary | null = null;
-  try {
-    egress = destroyedSandboxEgress(await (await callRunner(runner, 'DELETE', `/v1/services/${service.id}`, undefined)).json());
-  } catch (err) {
-    if (!(err instanceof KilnError && err.code === 'NOT_FOUND')) return false;
-  }
-  const owner = egress && egress.connections_denied > 0 ? await getService(deps.store, service.id) : undefined;
-  await deps.store.transaction(async (tx) => {
-    if (service.sandbox_id) await markServiceSandbox(tx, service.sandbox_id, 'terminated', deps.clock.nowMs());
-    if (owner) {
-      await auditEgressDenials(tx, { resource_type: 'service', id: owner.id, tenant_id: owner.tenant_id, agent_id: owner.agent_id }, runner.id, egress, deps.clock.nowMs());
-    }
-  });
-  return true;
+  return destroyPersistentSandbox(deps, 'service', service, runner, (id) => getService(deps.store, id));
 }
 
 /**

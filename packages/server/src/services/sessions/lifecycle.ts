@@ -1,5 +1,4 @@
 import {
-  type EgressSummary,
   KilnError,
   newId,
   toRfc3339,
@@ -24,13 +23,13 @@ import type { DbHandle, TxHandle } from '../../store/store.js';
 import { appendAuditEvent } from '../../store/audit.js';
 import { notFound, requireTenantActive, requireTenantMember } from '../access.js';
 import { auditSuccess } from '../audit.js';
-import { auditEgressDenials, destroyedSandboxEgress } from '../egress-audit.js';
+import { destroyPersistentSandbox } from '../egress-audit.js';
 import type { Principal } from '../context.js';
 import type { JobDeps } from '../job-deps.js';
 import { resolveAgent, resolvePolicy, visibleToAgent } from '../jobs.js';
 import { effectiveQuota } from '../quotas.js';
 import { listTenantWork, type TenantWorkListQuery } from '../tenant-lists.js';
-import { callRunner, callRunnerJson, type RunnerEndpoint } from './runner-link.js';
+import { callRunnerJson, type RunnerEndpoint } from './runner-link.js';
 
 /** Sessions a runner holds per job slot of its capacity: sessions are mostly idle between steps. */
 export const SESSIONS_PER_CAPACITY_SLOT = 16;
@@ -280,20 +279,7 @@ export async function destroySessionSandbox(
   session: { id: string; sandbox_id: string | null },
   runner: RunnerEndpoint,
 ): Promise<boolean> {
-  let egress: EgressSummary | null = null;
-  try {
-    egress = destroyedSandboxEgress(await (await callRunner(runner, 'DELETE', `/v1/sessions/${session.id}`, undefined)).json());
-  } catch (err) {
-    if (!(err instanceof KilnError && err.code === 'NOT_FOUND')) return false;
-  }
-  const owner = egress && egress.connections_denied > 0 ? await getSession(deps.store, session.id) : undefined;
-  await deps.store.transaction(async (tx) => {
-    if (session.sandbox_id) await markSessionSandbox(tx, session.sandbox_id, 'terminated', deps.clock.nowMs());
-    if (owner) {
-      await auditEgressDenials(tx, { resource_type: 'session', id: owner.id, tenant_id: owner.tenant_id, agent_id: owner.agent_id }, runner.id, egress, deps.clock.nowMs());
-    }
-  });
-  return true;
+  return destroyPersistentSandbox(deps, 'session', session, runner, (id) => getSession(deps.store, id));
 }
 
 /** `DELETE /v1/sessions/{id}`: → terminated (deleted), sandbox destroyed. Idempotent. */
