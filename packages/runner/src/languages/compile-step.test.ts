@@ -38,9 +38,11 @@ describe('compile step', () => {
   }, 60_000);
 
   it('stops a compile past its own timeout as time_limit, while the run keeps its limits', async () => {
-    // The preprocessor includes the file from itself forever: a compile that never ends on its own.
+    // D runs f() at compile time and it never returns: a compile that only its timeout ends, holding no
+    // memory and writing no output (a C include bomb may end first by OOM or the file-size limit).
     const r = await run({
-      files: [{ path: 'main.c', content: '#include "loop.h"\nint main(){return 0;}' }, { path: 'loop.h', content: '#include "loop.h"\n#include "loop.h"\n' }],
+      language: 'd',
+      files: [{ path: 'main.d', content: 'int f() { for (;;) {} }\nenum x = f();\nvoid main() {}\n' }],
       compileLimits: { wall_time_ms: 600 },
     });
     expect(r.verdict).toBe('compile_error');
