@@ -71,7 +71,13 @@ describe.each<DbKind>(['sqlite', 'postgres'])('a poisoned job never takes a runn
     });
     expect(flood).toMatchObject({ status: 'failed', verdict: 'output_limit', attempt: 1, stdout: 'flooded\n' });
     expect(flood.error).toMatch(/collection stopped: more than 10000 entries/);
-    const after = await runner();
+    // The flood may end inside one heartbeat interval (500 ms here): wait, bounded, for the next beat.
+    // A runner whose event loop the collection froze would never send it.
+    let after = await runner();
+    for (let i = 0; i < 100 && Date.parse(after.last_heartbeat_at!) <= Date.parse(before.last_heartbeat_at!); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = await runner();
+    }
     expect(after.status).toBe('healthy');
     expect(Date.parse(after.last_heartbeat_at!)).toBeGreaterThan(Date.parse(before.last_heartbeat_at!));
 
