@@ -272,14 +272,32 @@ export async function leaseWork(
 }
 
 /** The languages and versions a runner's registration offers, as the claim reads them. */
-function runnerReach(column: string): { languages: string[]; versions: Record<string, string[]> } {
+interface OfferedReach {
+  languages: string[];
+  versions: Record<string, string[]>;
+}
+
+/**
+ * Parsed reaches by the registration's column text: a runner's offer changes only when it registers, and
+ * the whole catalog's JSON is parsed on every lease poll otherwise. Bounded: the fleet's distinct
+ * registrations, at most REACH_CACHE_MAX, oldest dropped first.
+ */
+const parsedReaches = new Map<string, OfferedReach>();
+const REACH_CACHE_MAX = 64;
+
+function runnerReach(column: string): OfferedReach {
+  const known = parsedReaches.get(column);
+  if (known) return known;
   const offers = JSON.parse(column) as ({ name: string; version?: string } | string)[];
   const versions: Record<string, string[]> = {};
   for (const o of offers) {
     const offered = (versions[typeof o === 'string' ? o : o.name] ??= []);
     if (typeof o !== 'string' && o.version !== undefined) offered.push(o.version);
   }
-  return { languages: Object.keys(versions), versions };
+  const reach = { languages: Object.keys(versions), versions };
+  if (parsedReaches.size >= REACH_CACHE_MAX) parsedReaches.delete(parsedReaches.keys().next().value!);
+  parsedReaches.set(column, reach);
+  return reach;
 }
 
 /** One claim attempt for a lease poll: the leases, or undefined when there was nothing to hand out. */

@@ -26,6 +26,7 @@ export interface NewAuditEvent {
  * Appends an event to its tenant's hash chain, inside the caller's transaction, signed with the audit key
  * (an HMAC over the event and the previous event's hash). Appends to one chain are serialised: on
  * PostgreSQL by the head row's lock (taken by the upsert that reads it), on SQLite by its single writer.
+ * Two statements: the head's upsert and the event's insert, whose trigger moves the head.
  */
 export async function appendAuditEvent(tx: TxHandle, event: NewAuditEvent, nowMs: number): Promise<AuditEvent> {
   const chainId = event.tenant_id ?? OPERATOR_CHAIN;
@@ -58,11 +59,7 @@ export async function appendAuditEvent(tx: TxHandle, event: NewAuditEvent, nowMs
     .insertInto('audit_events')
     .values({ ...fields, chain_id: chainId, details: JSON.stringify(fields.details), hash })
     .execute();
-  await tx.db
-    .updateTable('audit_chain_heads')
-    .set({ last_seq: fields.chain_seq, last_hash: hash })
-    .where('chain_id', '=', chainId)
-    .execute();
+  // The head follows the insert by trigger (migration 0020).
   return auditEventFromRow({ ...fields, chain_id: chainId, details: JSON.stringify(fields.details), hash });
 }
 

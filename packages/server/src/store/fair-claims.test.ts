@@ -97,6 +97,23 @@ describe.each(DB_KINDS)('fair claims on %s', (kind) => {
     expect(claimed.map((c) => c.job.id)).toEqual([python!.id, zoned!.id]);
   });
 
+  it("takes a tenant's oldest job this runner can run, among the first few of its queue or far behind them", async () => {
+    const runner = await bed.runner('r1', { languages: ['python'] });
+    const versions = { python: ['3.11'] };
+    // Near the head (the one-seek window): a ruby job and a python job for a version this runner lacks.
+    await queue(acme, 1, { fromMs: t0, language: 'ruby' });
+    await insertQueuedJob(bed.store, acme, { requestedAtMs: t0 + 1, version: '3.12' });
+    const near = await insertQueuedJob(bed.store, acme, { requestedAtMs: t0 + 2, version: '3.11' });
+    const later = await insertQueuedJob(bed.store, acme, { requestedAtMs: t0 + 3 });
+    expect((await claim(runner, { versions })).map((c) => c.job.id)).toEqual([near.id]);
+    expect((await claim(runner, { versions })).map((c) => c.job.id)).toEqual([later.id]);
+    // Far behind: 20 jobs it cannot run, then one it can (found by the walk over what the runner offers).
+    await queue(globex, 20, { fromMs: t0 + 10, zone: 'eu' });
+    const [far] = await queue(globex, 1, { fromMs: t0 + 40 });
+    expect((await claim(runner, { versions })).map((c) => c.job.id)).toEqual([far!.id]);
+    expect(await claim(runner, { versions, freeSlots: 5 })).toEqual([]);
+  });
+
   it('never hands out a job of a suspended tenant or of a disabled agent, and claims the tenant\'s next job instead', async () => {
     const runner = await bed.runner('r1');
     // Work that a submission racing the status change left queued.

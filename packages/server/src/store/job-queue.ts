@@ -3,10 +3,11 @@ import type { DbHandle, TxHandle } from './store.js';
 
 /**
  * What the fair claim (`claimJobs` in jobs.ts) reads of the queue. Every read is a few index seeks
- * (index `jobs_queued_by_tenant_version`: tenant_id, language, coalesce(language_version, ''),
- * coalesce(zone, ''), requested_at, id of the queued jobs, migration 0017), so its cost does not grow
- * with the number of jobs a tenant has queued. The queries spell `status = 'queued'` and the coalesces
- * literally, as the index does: that is how both planners know the partial index applies.
+ * (partial indexes on the queued jobs: `jobs_queued_in_order` on tenant_id, requested_at, id, migration
+ * 0019; `jobs_queued_by_tenant_version` on tenant_id, language, coalesce(language_version, ''),
+ * coalesce(zone, ''), requested_at, id, migration 0017), so its cost does not grow with the number of
+ * jobs a tenant has queued. The queries spell `status = 'queued'` and the coalesces literally, as the
+ * indexes do: that is how both planners know the partial index applies.
  */
 
 /** The oldest queued job of a tenant that a runner can take, as much of it as the cap check needs. */
@@ -52,14 +53,52 @@ export async function tenantsInTurnOrder(h: DbHandle): Promise<{ ids: string[]; 
   return { ids: rows.map((r) => r.id), lastTurn: Number(rows[0]?.top ?? 0) };
 }
 
+/** How many of a tenant's oldest queued jobs the claim reads in one seek before it walks by offer. */
+const HEAD_WINDOW = 8;
+
+interface HeadCandidate extends QueueHead {
+  language: string;
+  language_version: string | null;
+  zone: string | null;
+  /** 1 unless the job's agent is disabled (its queued jobs are being canceled) */
+  runnable: number | string;
+}
+
 /**
  * A tenant's oldest queued job that this runner can take (its language, no version or one it offers, no
- * zone or the runner's), of an agent that is not disabled, leaving out `exclude`. One seek per (language,
- * version, zone) in the index: the jobs a runner cannot take (another language, version or zone) are
- * never read. Disabling an agent cancels its queued jobs; one a submission racing the disable still
- * queued is passed over here, never run.
+ * zone or the runner's), of an agent that is not disabled, leaving out `exclude`. Disabling an agent
+ * cancels its queued jobs; one a submission racing the disable still queued is passed over here, never
+ * run. The common case is one seek: the oldest few of the tenant's queue (index jobs_queued_in_order,
+ * migration 0019), of which the first this runner can take is the answer. Only when all of those are
+ * for other runners does the claim walk the queue by what this runner offers.
  */
 export async function queueHead(h: DbHandle, tenantId: string, reach: RunnerReach, exclude: readonly string[] = []): Promise<QueueHead | undefined> {
+  const skip = exclude.length > 0 ? sql`and j.id not in (${sql.join([...exclude])})` : sql``;
+  const { rows } = await sql<HeadCandidate>`
+    select j.id, j.requested_at, j.max_running_jobs, j.language, j.language_version, j.zone,
+      case when j.agent_id is null or exists (select 1 from agents a where a.id = j.agent_id and a.status = 'active')
+        then 1 else 0 end as runnable
+    from jobs j
+    where j.status = 'queued' and j.tenant_id = ${tenantId} ${skip}
+    order by j.requested_at, j.id limit ${HEAD_WINDOW}`.execute(h.db);
+  const head = rows.find((job) => Number(job.runnable) === 1 && canRun(reach, job));
+  if (head) return { id: head.id, requested_at: head.requested_at, max_running_jobs: Number(head.max_running_jobs) };
+  return rows.length < HEAD_WINDOW ? undefined : queueHeadByOffer(h, tenantId, reach, exclude);
+}
+
+/** Whether a runner of this reach may take the job: the same rule as the per-offer walk's rows. */
+function canRun(reach: RunnerReach, job: Pick<HeadCandidate, 'language' | 'language_version' | 'zone'>): boolean {
+  if (!reach.languages.includes(job.language)) return false;
+  if (job.language_version !== null && !(reach.versions?.[job.language] ?? []).includes(job.language_version)) return false;
+  return job.zone === null || job.zone === reach.zone;
+}
+
+/**
+ * The per-offer walk: one seek per (language, version, zone) this runner offers in index
+ * jobs_queued_by_tenant_version, so the jobs it cannot take (another language, version or zone) are
+ * never read however many there are.
+ */
+async function queueHeadByOffer(h: DbHandle, tenantId: string, reach: RunnerReach, exclude: readonly string[]): Promise<QueueHead | undefined> {
   // One row per (language, version, zone): '' stands for "no version asked" and "no zone", as in the
   // index's coalesces.
   const zones = reach.zone === null ? [''] : ['', reach.zone];

@@ -13,6 +13,8 @@ import { servicesMigration } from './migration-0014-services.js';
 import { compatMigration } from './migration-0016-compat.js';
 import { versionPlacementMigration } from './migration-0017-version-placement.js';
 import { hotPathMigration } from './migration-0018-hot-path.js';
+import { queueOrderMigration } from './migration-0019-queue-order.js';
+import { auditHeadTriggerMigration } from './migration-0020-audit-head-trigger.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
 
@@ -323,6 +325,8 @@ export const MIGRATIONS: readonly Migration[] = [
   compatMigration,
   versionPlacementMigration,
   hotPathMigration,
+  queueOrderMigration,
+  auditHeadTriggerMigration,
 ];
 
 /**

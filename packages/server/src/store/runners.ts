@@ -17,8 +17,20 @@ const stringsOf = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x 
  * may land on any of them). A runner's `languages` column is a JSON array of `{name, version, aliases?,
  * runtime?, libraries?}` (a bare name string is accepted too, from older runners).
  */
-export async function listFleetLanguages(h: DbHandle): Promise<LanguageOffer[]> {
+export async function listFleetLanguages(h: DbHandle): Promise<readonly LanguageOffer[]> {
   const rows = await h.db.selectFrom('runner_nodes').select(['languages']).where('status', '!=', 'offline').execute();
+  // Every submission asks, and the fleet's offers change only when a runner registers or goes offline:
+  // the union is built again only when the columns read differ from the last ones (one entry kept).
+  const key = rows.map((r) => r.languages).join('\u0000');
+  if (lastUnion?.key === key) return lastUnion.offers;
+  const offers = Object.freeze(unionOfOffers(rows));
+  lastUnion = { key, offers };
+  return offers;
+}
+
+let lastUnion: { key: string; offers: readonly LanguageOffer[] } | undefined;
+
+function unionOfOffers(rows: readonly { languages: string }[]): LanguageOffer[] {
   const offers = new Map<string, OfferBuilder>();
   for (const row of rows) {
     let entries: unknown;
