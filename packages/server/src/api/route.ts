@@ -215,13 +215,16 @@ function requireJsonBody(request: FastifyRequest): void {
   });
 }
 
+const REQUEST_ENDED = new Error('the request ended');
+
 /**
  * Aborts when the client goes away or the control plane shuts down, so a long poll (lease, heartbeat,
  * `wait`) stops waiting for a caller that left and never outlives the server.
  */
 export function pollSignal(deps: { shutdown: AbortSignal }, request: FastifyRequest): AbortSignal {
   const poll = new AbortController();
-  const abort = () => poll.abort();
+  // A shared reason: `abort()` without one builds a DOMException and its stack for every request.
+  const abort = () => poll.abort(REQUEST_ENDED);
   if (deps.shutdown.aborted) abort();
   deps.shutdown.addEventListener('abort', abort, { once: true });
   // 'close' comes when the request ends, answered or not: the shutdown listener goes with it.
