@@ -8,6 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Checksum } from '../artifacts/artifact-store.js';
 import { tenantArtifactBytes } from '../store/artifact-storage.js';
 import { getJob } from '../store/jobs.js';
+import { insertJudge0Submission } from '../store/judge0.js';
 import { DB_KINDS } from '../store/testing.js';
 import { sweepFleet } from './fleet.js';
 import { completeJob } from './job-completion.js';
@@ -222,6 +223,25 @@ describe.each(DB_KINDS)('artifact storage quota and retention on %s', (kind) => 
       const expiry = await bed.store.db.selectFrom('audit_events').selectAll().where('action', '=', 'job.expire').execute();
       expect(JSON.parse(expiry[0]!.details)).toMatchObject({ count: 1 });
       expect(await auditOf(bed.store, 'job.complete', ended.id)).toHaveLength(1);
+    });
+
+    it('takes the Judge0 submissions of deleted jobs with them, once every run of a submission is gone', async () => {
+      const [endedAlone, endedBeside] = [await runningJob(), await runningJob()];
+      for (const job of [endedAlone, endedBeside]) await finish(job.id, []);
+      const running = await runningJob();
+      const submission = (token: string, jobIds: string[]) =>
+        insertJudge0Submission(bed.store, {
+          token, tenant_id: acme.tenantId, agent_id: null, language_id: 71, job_ids: JSON.stringify(jobIds),
+          request: '{"source_code":"print(1)"}', callback_url: null, callback_state: null, created_at: new Date(bed.clock.nowMs()).toISOString(),
+        });
+      await submission('one-run', [endedAlone.id]);
+      await submission('two-runs', [endedBeside.id, running.id]);
+      bed.clock.advance(31 * DAY_MS);
+      await bed.store.db.updateTable('jobs').set({ lease_expires_at: null }).where('id', '=', running.id).execute();
+      expect((await sweepRetention(bed.deps)).jobs).toBe(2);
+      // The submission whose only run went is gone, source and all; the other keeps its running job's run.
+      expect((await bed.store.db.selectFrom('judge0_submissions').select('token').execute()).map((r) => r.token)).toEqual(['two-runs']);
+      expect((await bed.store.db.selectFrom('judge0_runs').select('job_id').execute()).map((r) => r.job_id)).toEqual([running.id]);
     });
 
     it('keeps everything when retention is 0, and deletes in bounded batches', async () => {

@@ -2,6 +2,7 @@ import { KilnError, toRfc3339 } from '@kiln/core';
 import { deleteArtifactRows, type DeletedArtifact } from '../store/artifact-storage.js';
 import { appendAuditEvent } from '../store/audit.js';
 import { getJob } from '../store/jobs.js';
+import { deleteJudge0RunsOfJobs } from '../store/judge0.js';
 import type { TxHandle } from '../store/store.js';
 import { notFound, requireTenantActive, requireTenantMember } from './access.js';
 import { collectBlobs, collectOrphanUploads } from './artifact-storage.js';
@@ -20,8 +21,8 @@ import { visibleToAgent } from './jobs.js';
 
 /**
  * Deletes ended jobs with everything that hangs off them: their artifacts (bytes off the tenants'
- * accounts), sandbox instance rows and unrecorded uploads; workflow steps that ran them keep the step
- * without the job. Answers the deleted artifacts, whose blobs the caller collects after the commit.
+ * accounts), sandbox instance rows, unrecorded uploads and Judge0 submissions left with no run; workflow
+ * steps that ran them keep the step without the job. Answers the deleted artifacts, whose blobs the caller collects after the commit.
  */
 async function purgeJobs(tx: TxHandle, jobIds: string[]): Promise<{ jobs: { id: string; tenant_id: string }[]; artifacts: DeletedArtifact[]; uploads: (string | null)[] }> {
   if (jobIds.length === 0) return { jobs: [], artifacts: [], uploads: [] };
@@ -35,6 +36,7 @@ async function purgeJobs(tx: TxHandle, jobIds: string[]): Promise<{ jobs: { id: 
   const uploads = await tx.db.deleteFrom('blob_uploads').where('job_id', 'in', jobIds).returning('checksum').execute();
   await tx.db.deleteFrom('sandbox_instances').where('job_id', 'in', jobIds).execute();
   await tx.db.updateTable('workflow_steps').set({ job_id: null }).where('job_id', 'in', jobIds).execute();
+  await deleteJudge0RunsOfJobs(tx, jobIds);
   const jobs = await tx.db.deleteFrom('jobs').where('id', 'in', jobIds).returning(['id', 'tenant_id']).execute();
   return { jobs, artifacts, uploads: uploads.map((u) => u.checksum) };
 }

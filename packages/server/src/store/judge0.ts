@@ -40,3 +40,21 @@ export async function deleteJudge0Submission(h: DbHandle, token: string): Promis
   await h.db.deleteFrom('judge0_runs').where('token', '=', token).execute();
   await h.db.deleteFrom('judge0_submissions').where('token', '=', token).execute();
 }
+
+/**
+ * Retention deleting jobs takes their Judge0 runs with them, and a submission whose every run is gone:
+ * its source and expected output must not outlive the jobs that ran them.
+ */
+export async function deleteJudge0RunsOfJobs(h: DbHandle, jobIds: readonly string[]): Promise<void> {
+  if (jobIds.length === 0) return;
+  const runs = await h.db.deleteFrom('judge0_runs').where('job_id', 'in', [...jobIds]).returning('token').execute();
+  const tokens = [...new Set(runs.map((r) => r.token))];
+  if (tokens.length === 0) return;
+  await h.db
+    .deleteFrom('judge0_submissions')
+    .where('token', 'in', tokens)
+    .where(({ not, exists, selectFrom }) =>
+      not(exists(selectFrom('judge0_runs').select('judge0_runs.job_id').whereRef('judge0_runs.token', '=', 'judge0_submissions.token'))),
+    )
+    .execute();
+}
