@@ -1,5 +1,7 @@
 import { KilnError, toRfc3339 } from '@kiln/core';
 import { touchApiKey } from '../store/api-keys.js';
+import { getRunner } from '../store/fleet.js';
+import { precompiled } from '../store/precompiled.js';
 import { digestsEqual, hashSecret, parseApiKey, parseRunnerCredential, secretMatches } from '../domain/keys.js';
 import type { Principal, ServiceDeps } from './context.js';
 
@@ -10,6 +12,31 @@ export interface AuthSecrets {
   /** the fleet's join token (KILN_RUNNER_TOKEN): it only registers; new runners are refused when unset */
   runnerToken?: string | undefined;
 }
+
+/** A key with its tenant's and agent's status: every keyed request reads it. */
+const keyWithOwners = precompiled<[keyId: string], {
+  id: string; kind: string; hash: string; revoked_at: string | null; last_used_at: string | null;
+  tenant_id: string | null; agent_id: string | null; tenant_status: string | null; agent_status: string | null;
+}>(
+  (db, keyId) =>
+    db
+      .selectFrom('api_keys')
+      .leftJoin('tenants', 'tenants.id', 'api_keys.tenant_id')
+      .leftJoin('agents', 'agents.id', 'api_keys.agent_id')
+      .select([
+        'api_keys.id',
+        'api_keys.kind',
+        'api_keys.hash',
+        'api_keys.revoked_at',
+        'api_keys.last_used_at',
+        'api_keys.tenant_id',
+        'api_keys.agent_id',
+        'tenants.status as tenant_status',
+        'agents.status as agent_status',
+      ])
+      .where('api_keys.id', '=', keyId),
+  1,
+);
 
 // Compared against when a key id is unknown, so a miss costs the same as a hit.
 const DUMMY_DIGEST = hashSecret('kiln-no-such-key');
@@ -42,23 +69,7 @@ export async function authenticate(
     digestsEqual(hashSecret(presented), DUMMY_DIGEST);
     throw unauthorized('the API key is not valid');
   }
-  const row = await deps.store.db
-    .selectFrom('api_keys')
-    .leftJoin('tenants', 'tenants.id', 'api_keys.tenant_id')
-    .leftJoin('agents', 'agents.id', 'api_keys.agent_id')
-    .select([
-      'api_keys.id',
-      'api_keys.kind',
-      'api_keys.hash',
-      'api_keys.revoked_at',
-      'api_keys.last_used_at',
-      'api_keys.tenant_id',
-      'api_keys.agent_id',
-      'tenants.status as tenant_status',
-      'agents.status as agent_status',
-    ])
-    .where('api_keys.id', '=', parsed.keyId)
-    .executeTakeFirst();
+  const [row] = (await keyWithOwners(deps.store, parsed.keyId)).rows;
   const matches = digestsEqual(hashSecret(parsed.secret), row?.hash ?? DUMMY_DIGEST);
   if (!row || !matches || row.kind !== parsed.kind || row.tenant_id === null) {
     throw unauthorized('the API key is not valid');
@@ -93,11 +104,7 @@ async function recordKeyUse(deps: ServiceDeps, keyId: string, lastUsedAt: string
 
 /** A runner's own credential: valid while its hash is the one stored for that runner (not revoked). */
 async function authenticateRunner(deps: ServiceDeps, credential: { runnerId: string; secret: string }): Promise<Principal> {
-  const row = await deps.store.db
-    .selectFrom('runner_nodes')
-    .selectAll()
-    .where('id', '=', credential.runnerId)
-    .executeTakeFirst();
+  const row = await getRunner(deps.store, credential.runnerId);
   const matches = digestsEqual(hashSecret(credential.secret), row?.credential_hash ?? DUMMY_DIGEST);
   if (!row || !matches) {
     throw new KilnError('UNAUTHORIZED', 'the runner credential is not valid (revoked or replaced); register again with the join token', {

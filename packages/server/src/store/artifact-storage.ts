@@ -1,5 +1,6 @@
 import { newId, toRfc3339 } from '@kiln/core';
 import { sql } from 'kysely';
+import { precompiled } from './precompiled.js';
 import type { DbHandle, TxHandle } from './store.js';
 
 /**
@@ -16,29 +17,44 @@ import type { DbHandle, TxHandle } from './store.js';
 export async function lockTenantStorage(tx: TxHandle, tenantId: string): Promise<{ storedBytes: number; reservedBytes: number }> {
   // One statement creates the account row if needed, locks it (an upsert's update takes the row lock on
   // PostgreSQL, as FOR UPDATE would) and answers its bytes.
-  const row = await tx.db
-    .insertInto('tenant_storage')
-    .values({ tenant_id: tenantId, artifact_bytes: 0 })
-    .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ artifact_bytes: sql<number>`tenant_storage.artifact_bytes` }))
-    .returning('artifact_bytes')
-    .executeTakeFirstOrThrow();
-  const reserved = await tx.db
-    .selectFrom('blob_uploads')
-    .select((eb) => eb.fn.coalesce(eb.fn.sum<number>('size_bytes'), sql<number>`0`).as('n'))
-    .where('tenant_id', '=', tenantId)
-    .executeTakeFirstOrThrow();
-  return { storedBytes: Number(row.artifact_bytes), reservedBytes: Number(reserved.n) };
+  const [row] = (await lockAccount(tx, tenantId)).rows;
+  const [reserved] = (await reservedOf(tx, tenantId)).rows;
+  return { storedBytes: Number(row?.artifact_bytes ?? 0), reservedBytes: Number(reserved?.n ?? 0) };
 }
+
+const lockAccount = precompiled<[tenantId: string], { artifact_bytes: number | string }>(
+  (db, tenantId) =>
+    db
+      .insertInto('tenant_storage')
+      .values({ tenant_id: tenantId, artifact_bytes: 0 })
+      .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ artifact_bytes: sql<number>`tenant_storage.artifact_bytes` }))
+      .returning('artifact_bytes'),
+  1,
+);
+
+const reservedOf = precompiled<[tenantId: string], { n: number | string }>(
+  (db, tenantId) =>
+    db
+      .selectFrom('blob_uploads')
+      .select((eb) => eb.fn.coalesce(eb.fn.sum<number>('size_bytes'), sql<number>`0`).as('n'))
+      .where('tenant_id', '=', tenantId),
+  1,
+);
 
 /** Adds (or, negative, removes) bytes of artifact rows to the tenant's account. */
 export async function addTenantArtifactBytes(tx: TxHandle, tenantId: string, deltaBytes: number): Promise<void> {
   if (deltaBytes === 0) return;
-  await tx.db
-    .insertInto('tenant_storage')
-    .values({ tenant_id: tenantId, artifact_bytes: Math.max(0, deltaBytes) })
-    .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ artifact_bytes: sql<number>`tenant_storage.artifact_bytes + ${deltaBytes}` }))
-    .execute();
+  await addToAccount(tx, tenantId, Math.max(0, deltaBytes), deltaBytes);
 }
+
+const addToAccount = precompiled<[tenantId: string, initialBytes: number, deltaBytes: number], never>(
+  (db, tenantId, initialBytes, deltaBytes) =>
+    db
+      .insertInto('tenant_storage')
+      .values({ tenant_id: tenantId, artifact_bytes: initialBytes })
+      .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ artifact_bytes: sql<number>`tenant_storage.artifact_bytes + ${deltaBytes}` })),
+  3,
+);
 
 export async function tenantArtifactBytes(h: DbHandle, tenantId: string): Promise<number> {
   const row = await h.db.selectFrom('tenant_storage').select('artifact_bytes').where('tenant_id', '=', tenantId).executeTakeFirst();

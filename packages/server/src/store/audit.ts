@@ -3,6 +3,7 @@ import { newId, toRfc3339, type AuditEvent, type AuditOutcome } from '@kiln/core
 import { GENESIS_HASH, macAuditEvent } from '../domain/audit-chain.js';
 import { escapeAuditText, sanitizeAuditDetails } from '../domain/audit-details.js';
 import { decodeCursor, page } from './pagination.js';
+import { precompiled } from './precompiled.js';
 import { auditEventFromRow } from './rows.js';
 import type { DbHandle, TxHandle } from './store.js';
 
@@ -22,6 +23,28 @@ export interface NewAuditEvent {
   subject_agent_id?: string | null | undefined;
 }
 
+/** Makes the chain's head if it is new and reads it; its no-op update takes the head's row lock on PostgreSQL. */
+const lockChainHead = precompiled<[chainId: string], { last_seq: number; last_hash: string }>(
+  (db, chainId) =>
+    db
+      .insertInto('audit_chain_heads')
+      .values({ chain_id: chainId, last_seq: 0, last_hash: GENESIS_HASH })
+      .onConflict((oc) => oc.column('chain_id').doUpdateSet({ last_seq: sql<number>`audit_chain_heads.last_seq` }))
+      .returning(['last_seq', 'last_hash']),
+  1,
+);
+
+const EVENT_COLUMNS = [
+  'id', 'tenant_id', 'chain_id', 'chain_seq', 'actor_id', 'action', 'resource_type', 'resource_id', 'timestamp',
+  'outcome', 'details', 'prev_hash', 'hash', 'subject_agent_id', 'hmac_key_id',
+] as const;
+
+/** The event's row, its columns in EVENT_COLUMNS order. */
+const insertEvent = precompiled<unknown[], never>(
+  (db, ...values) => db.insertInto('audit_events').values(Object.fromEntries(EVENT_COLUMNS.map((c, i) => [c, values[i]])) as never),
+  EVENT_COLUMNS.length,
+);
+
 /**
  * Appends an event to its tenant's hash chain, inside the caller's transaction, signed with the audit key
  * (an HMAC over the event and the previous event's hash). Appends to one chain are serialised: on
@@ -32,12 +55,8 @@ export async function appendAuditEvent(tx: TxHandle, event: NewAuditEvent, nowMs
   const chainId = event.tenant_id ?? OPERATOR_CHAIN;
   // One statement makes the head if the chain is new and reads it; its no-op update takes the head's
   // row lock on PostgreSQL (as FOR UPDATE would), so appends to one chain queue behind each other.
-  const head = await tx.db
-    .insertInto('audit_chain_heads')
-    .values({ chain_id: chainId, last_seq: 0, last_hash: GENESIS_HASH })
-    .onConflict((oc) => oc.column('chain_id').doUpdateSet({ last_seq: sql<number>`audit_chain_heads.last_seq` }))
-    .returning(['last_seq', 'last_hash'])
-    .executeTakeFirstOrThrow();
+  const [head] = (await lockChainHead(tx, chainId)).rows;
+  if (!head) throw new Error(`the audit chain head of ${chainId} was not returned`);
 
   const fields = {
     id: newId('audit_event', nowMs),
@@ -55,10 +74,8 @@ export async function appendAuditEvent(tx: TxHandle, event: NewAuditEvent, nowMs
     hmac_key_id: tx.audit.key.id,
   };
   const hash = macAuditEvent(tx.audit.key, fields);
-  await tx.db
-    .insertInto('audit_events')
-    .values({ ...fields, chain_id: chainId, details: JSON.stringify(fields.details), hash })
-    .execute();
+  const row: Record<(typeof EVENT_COLUMNS)[number], unknown> = { ...fields, chain_id: chainId, details: JSON.stringify(fields.details), hash };
+  await insertEvent(tx, ...EVENT_COLUMNS.map((column) => row[column]));
   // The head follows the insert by trigger (migration 0020).
   return auditEventFromRow({ ...fields, chain_id: chainId, details: JSON.stringify(fields.details), hash });
 }

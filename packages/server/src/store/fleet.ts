@@ -4,6 +4,7 @@ import { runnerNodeMachine, sandboxInstanceMachine } from '../domain/machines.js
 import { assertTransition, sourcesOf, type StateMachine } from '../domain/state-machine.js';
 import type { RunnerNodesTable, SandboxInstancesTable } from './schema.js';
 import type { DbHandle, TxHandle } from './store.js';
+import { precompiled } from './precompiled.js';
 
 export type RunnerRow = Selectable<RunnerNodesTable>;
 export type SandboxRow = Selectable<SandboxInstancesTable>;
@@ -38,8 +39,10 @@ export function sandboxFromRow(row: SandboxRow): SandboxInstance {
   };
 }
 
+const runnerById = precompiled<[id: string], RunnerRow>((db, id) => db.selectFrom('runner_nodes').selectAll().where('id', '=', id), 1);
+
 export async function getRunner(h: DbHandle, id: string): Promise<RunnerRow | undefined> {
-  return h.db.selectFrom('runner_nodes').selectAll().where('id', '=', id).executeTakeFirst();
+  return (await runnerById(h, id)).rows[0];
 }
 
 /**

@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { precompiled } from './precompiled.js';
 import type { DbHandle, TxHandle } from './store.js';
 
 /**
@@ -128,14 +129,19 @@ async function queueHeadByOffer(h: DbHandle, tenantId: string, reach: RunnerReac
 
 /** How many of the tenant's jobs run now (index jobs_by_tenant_status: at most its cap is read). */
 export async function runningJobCount(h: DbHandle, tenantId: string): Promise<number> {
-  const row = await h.db
-    .selectFrom('jobs')
-    .select((eb) => eb.fn.countAll<number>().as('n'))
-    .where('tenant_id', '=', tenantId)
-    .where('status', '=', 'running')
-    .executeTakeFirstOrThrow();
-  return Number(row.n);
+  const [row] = (await runningOf(h, tenantId)).rows;
+  return Number(row?.n ?? 0);
 }
+
+const runningOf = precompiled<[tenantId: string], { n: number | string }>(
+  (db, tenantId) =>
+    db
+      .selectFrom('jobs')
+      .select((eb) => eb.fn.countAll<number | string>().as('n'))
+      .where('tenant_id', '=', tenantId)
+      .where('status', '=', 'running'),
+  1,
+);
 
 /**
  * Locks an active tenant's row for the rest of the transaction (PostgreSQL), re-reading its status:
@@ -150,5 +156,10 @@ export async function lockActiveTenant(tx: TxHandle, tenantId: string, wait: boo
 }
 
 export async function recordServedTurn(tx: TxHandle, tenantId: string, turn: number): Promise<void> {
-  await tx.db.updateTable('tenants').set({ last_served_turn: turn }).where('id', '=', tenantId).execute();
+  await servedTurn(tx, turn, tenantId);
 }
+
+const servedTurn = precompiled<[turn: number, tenantId: string], never>(
+  (db, turn, tenantId) => db.updateTable('tenants').set({ last_served_turn: turn }).where('id', '=', tenantId),
+  2,
+);

@@ -5,6 +5,7 @@ import { assertTransition, sourcesOf, type StateMachine } from '../domain/state-
 import { lockActiveTenant, queueHead, recordServedTurn, runningJobCount, tenantsInTurnOrder } from './job-queue.js';
 import type { JobsTable } from './schema.js';
 import type { DbHandle, TxHandle } from './store.js';
+import { precompiled } from './precompiled.js';
 
 export type JobRow = Selectable<JobsTable>;
 
@@ -60,8 +61,11 @@ export function queuedJobRow(job: NewJob, nowMs: number): JobRow {
   };
 }
 
+const jobById = precompiled<[id: string], JobRow>((db, id) => db.selectFrom('jobs').selectAll().where('id', '=', id), 1);
+const jobByIdForUpdate = precompiled<[id: string], JobRow>((db, id) => db.selectFrom('jobs').selectAll().where('id', '=', id).forUpdate(), 1);
+
 export async function getJob(h: DbHandle, id: string): Promise<JobRow | undefined> {
-  return h.db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+  return (await jobById(h, id)).rows[0];
 }
 
 /** Moves one job's state through its transition table; the WHERE on the old status makes it race-safe. */
@@ -207,41 +211,50 @@ async function leaseInPlace(tx: TxHandle, req: ClaimRequest, jobId: string): Pro
   assertTransition(jobMachine, 'queued' as never, 'running' as never, jobId);
   const nowIso = toRfc3339(req.nowMs);
   const sandboxId = newId('sandbox', req.nowMs);
-  const job = await tx.db
-    .updateTable('jobs')
-    .set((eb) => ({
-      attempt: eb('attempt', '+', 1),
-      runner_id: req.runnerId,
-      lease_expires_at: toRfc3339(req.nowMs + req.leaseTtlMs),
-      sandbox_id: sandboxId,
-      started_at: eb.fn.coalesce('started_at', eb.val(nowIso)),
-      status: 'running',
-      updated_at: nowIso,
-    }))
-    .where('id', '=', jobId)
-    .where('status', '=', 'queued')
-    .returningAll()
-    .executeTakeFirst();
+  const [job] = (await leaseQueued(tx, req.runnerId, toRfc3339(req.nowMs + req.leaseTtlMs), sandboxId, nowIso, jobId)).rows;
   if (!job) return undefined;
   await insertJobSandbox(tx, req, job.id, sandboxId, nowIso);
   return { job, sandboxId, spec: JSON.parse(job.request) as JobSpec };
 }
 
-async function insertJobSandbox(tx: TxHandle, req: ClaimRequest, jobId: string, sandboxId: string, nowIso: string): Promise<void> {
-  await tx.db
-    .insertInto('sandbox_instances')
-    .values({
-      id: sandboxId,
+/** SQLite's claim of one queued job: running with attempt+1, a lease and its sandbox, read back as written. */
+const leaseQueued = precompiled<[runnerId: string, leaseExpiresAt: string, sandboxId: string, nowIso: string, jobId: string], JobRow>(
+  (db, runnerId, leaseExpiresAt, sandboxId, nowIso, jobId) =>
+    db
+      .updateTable('jobs')
+      .set((eb) => ({
+        attempt: eb('attempt', '+', 1),
+        runner_id: runnerId,
+        lease_expires_at: leaseExpiresAt,
+        sandbox_id: sandboxId,
+        started_at: eb.fn.coalesce('started_at', eb.val(nowIso)),
+        status: 'running',
+        updated_at: nowIso,
+      }))
+      .where('id', '=', jobId)
+      .where('status', '=', 'queued')
+      .returningAll(),
+  5,
+);
+
+const insertSandbox = precompiled<[id: string, jobId: string, runnerId: string, createdAt: string], never>(
+  (db, id, jobId, runnerId, createdAt) =>
+    db.insertInto('sandbox_instances').values({
+      id,
       kind: 'job',
       job_id: jobId,
       session_id: null,
       service_id: null,
-      runner_id: req.runnerId,
+      runner_id: runnerId,
       status: sandboxInstanceMachine.initial,
-      created_at: nowIso,
+      created_at: createdAt,
       terminated_at: null,
-    })
-    .execute();
+    }),
+  4,
+);
+
+async function insertJobSandbox(tx: TxHandle, req: ClaimRequest, jobId: string, sandboxId: string, nowIso: string): Promise<void> {
+  await insertSandbox(tx, sandboxId, jobId, req.runnerId, nowIso);
 }
 
 /** Makes a queued job running on the claiming runner, with a new sandbox instance for this attempt. */
@@ -276,9 +289,7 @@ export async function getLeasedJob(
   tx: TxHandle,
   args: { jobId: string; attempt: number },
 ): Promise<JobRow> {
-  let query = tx.db.selectFrom('jobs').selectAll().where('id', '=', args.jobId);
-  if (tx.dialect === 'postgres') query = query.forUpdate();
-  const job = await query.executeTakeFirst();
+  const [job] = (await (tx.dialect === 'postgres' ? jobByIdForUpdate : jobById)(tx, args.jobId)).rows;
   if (!job) throw new KilnError('NOT_FOUND', `job ${args.jobId} does not exist`);
   // A job canceled while it ran still takes its runner's final report (outputs, usage), once.
   const held = job.status === 'running' || (job.status === 'canceled' && job.output_refs === null);

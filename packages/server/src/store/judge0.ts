@@ -1,5 +1,6 @@
 import { assertCallbackTransition, type Judge0CallbackState } from '../domain/compat/judge0-callback.js';
 import type { Judge0SubmissionsTable } from './schema.js';
+import { precompiled } from './precompiled.js';
 import type { DbHandle } from './store.js';
 
 export type Judge0SubmissionRow = Judge0SubmissionsTable;
@@ -15,13 +16,19 @@ export async function findJudge0Submission(h: DbHandle, tenantId: string, token:
   return h.db.selectFrom('judge0_submissions').selectAll().where('token', '=', token).where('tenant_id', '=', tenantId).executeTakeFirst();
 }
 
+const submissionOfJob = precompiled<[jobId: string], Judge0SubmissionRow>(
+  (db, jobId) =>
+    db
+      .selectFrom('judge0_runs')
+      .innerJoin('judge0_submissions', 'judge0_submissions.token', 'judge0_runs.token')
+      .selectAll('judge0_submissions')
+      .where('judge0_runs.job_id', '=', jobId),
+  1,
+);
+
+/** The submission a job runs for, if it is a Judge0 run (one indexed lookup per job end). */
 export async function findJudge0SubmissionOfJob(h: DbHandle, jobId: string): Promise<Judge0SubmissionRow | undefined> {
-  return h.db
-    .selectFrom('judge0_runs')
-    .innerJoin('judge0_submissions', 'judge0_submissions.token', 'judge0_runs.token')
-    .selectAll('judge0_submissions')
-    .where('judge0_runs.job_id', '=', jobId)
-    .executeTakeFirst();
+  return (await submissionOfJob(h, jobId)).rows[0];
 }
 
 /** Moves the callback from one state to the next; false when another replica moved it first. */

@@ -1,5 +1,6 @@
 import type { TenantQuotaOverrides } from '@kiln/core';
 import type { DbHandle, TxHandle } from './store.js';
+import { precompiled } from './precompiled.js';
 
 export interface QuotaOverridesRecord {
   overrides: TenantQuotaOverrides;
@@ -49,13 +50,8 @@ export async function ownerStatusForSubmission(
 ): Promise<{ tenant: string | undefined; agent: string | undefined }> {
   if (tx.dialect === 'sqlite' && agentId !== null) {
     // One statement: SQLite's single writer already holds off a concurrent disable.
-    const row = await tx.db
-      .selectNoFrom((eb) => [
-        eb.selectFrom('tenants').select('status').where('id', '=', tenantId).as('tenant'),
-        eb.selectFrom('agents').select('status').where('id', '=', agentId).as('agent'),
-      ])
-      .executeTakeFirstOrThrow();
-    return { tenant: row.tenant ?? undefined, agent: row.agent ?? undefined };
+    const [row] = (await ownerStatuses(tx, tenantId, agentId)).rows;
+    return { tenant: row?.tenant ?? undefined, agent: row?.agent ?? undefined };
   }
   const tenant = await tx.db.selectFrom('tenants').select('status').where('id', '=', tenantId).executeTakeFirst();
   if (agentId === null) return { tenant: tenant?.status, agent: undefined };
@@ -65,13 +61,25 @@ export async function ownerStatusForSubmission(
   return { tenant: tenant?.status, agent: agent?.status };
 }
 
+const ownerStatuses = precompiled<[tenantId: string, agentId: string], { tenant: string | null; agent: string | null }>(
+  (db, tenantId, agentId) =>
+    db.selectNoFrom((eb) => [
+      eb.selectFrom('tenants').select('status').where('id', '=', tenantId).as('tenant'),
+      eb.selectFrom('agents').select('status').where('id', '=', agentId).as('agent'),
+    ]),
+  2,
+);
+
+const queuedUpTo = precompiled<[tenantId: string, upTo: number], { n: number | string }>(
+  (db, tenantId, upTo) =>
+    db
+      .selectFrom((eb) => eb.selectFrom('jobs').select('id').where('tenant_id', '=', tenantId).where('status', '=', 'queued').limit(upTo).as('q'))
+      .select((eb) => eb.fn.countAll<number | string>().as('n')),
+  2,
+);
+
 /** The tenant's queued jobs, counted up to `upTo` (the cap): the cost stays flat however long the queue. */
 export async function countQueuedJobs(h: DbHandle, tenantId: string, upTo: number): Promise<number> {
-  const row = await h.db
-    .selectFrom((eb) =>
-      eb.selectFrom('jobs').select('id').where('tenant_id', '=', tenantId).where('status', '=', 'queued').limit(upTo).as('q'),
-    )
-    .select((eb) => eb.fn.countAll<number | string>().as('n'))
-    .executeTakeFirstOrThrow();
-  return Number(row.n);
+  const [row] = (await queuedUpTo(h, tenantId, upTo)).rows;
+  return Number(row?.n ?? 0);
 }

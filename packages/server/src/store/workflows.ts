@@ -6,6 +6,7 @@ import type { JobRow } from './jobs.js';
 import type { WorkflowsTable } from './schema.js';
 import type { WorkflowStepRow } from './steps.js';
 import type { DbHandle, TxHandle } from './store.js';
+import { precompiled } from './precompiled.js';
 
 export type WorkflowRow = Selectable<WorkflowsTable>;
 export type { WorkflowStepRow };
@@ -29,10 +30,14 @@ export async function stepsOf(h: DbHandle, workflowId: string): Promise<Workflow
   return h.db.selectFrom('workflow_steps').selectAll().where('workflow_id', '=', workflowId).orderBy('sequence').execute();
 }
 
+const stepOfJob = precompiled<[jobId: string], { workflow_id: string }>(
+  (db, jobId) => db.selectFrom('workflow_steps').select('workflow_id').where('job_id', '=', jobId),
+  1,
+);
+
 /** The workflow a job belongs to as a step, if any (one indexed lookup per job end). */
 export async function workflowOfJob(h: DbHandle, jobId: string): Promise<string | undefined> {
-  const row = await h.db.selectFrom('workflow_steps').select('workflow_id').where('job_id', '=', jobId).executeTakeFirst();
-  return row?.workflow_id;
+  return (await stepOfJob(h, jobId)).rows[0]?.workflow_id;
 }
 
 /** The jobs of these steps, by id. */
