@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { DEFAULT_RULESET, toRfc3339, type Job } from '@kiln/core';
+import { completionReportSchema, DEFAULT_RULESET, toRfc3339, type Job } from '@kiln/core';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { getRunner } from '../store/fleet.js';
 import { getJob } from '../store/jobs.js';
@@ -407,6 +407,12 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
           expect(watcher.seen).toEqual([{ type: 'end' }]);
           expect(bed.deps.liveOutput.since(job.id)).toEqual([]);
         }
+        // The counts themselves are bounded by the protocol.
+        const report = await bed.report('job_x', 1, { stdout: inlineBlob(''), stderr: inlineBlob('') });
+        for (const stdout of [2 ** 48 + 1, -1, 1.5]) {
+          expect(completionReportSchema.safeParse({ ...report, live_bytes: { stdout, stderr: 0 } }).success, String(stdout)).toBe(false);
+        }
+        expect(completionReportSchema.safeParse({ ...report, live_bytes: { stdout: 0, stderr: 0, other: 1 } }).success).toBe(false);
       });
 
       it('announces as missing, not as output, what the events did not carry of an uploaded output', async () => {
