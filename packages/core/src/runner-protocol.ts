@@ -53,6 +53,11 @@ export const registerRunnerResponseSchema = z.object({
    * request, output batches included, well under it. Absent from older servers: assume 1 MiB.
    */
   max_request_bytes: z.number().int().positive().optional(),
+  /**
+   * True when the control plane takes `live_bytes` in a completion report (and feeds live watchers
+   * the output the runner's events did not carry). Absent from older servers: send every event.
+   */
+  accepts_live_bytes: z.boolean().optional(),
 });
 export type RegisterRunnerResponse = z.infer<typeof registerRunnerResponseSchema>;
 
@@ -195,6 +200,8 @@ export type ReportedBlob = z.infer<typeof reportedBlobSchema>;
 /** Longest artifact name (its path under /workspace) a report may carry; longer files are not collected. */
 export const ARTIFACT_NAME_MAX_LENGTH = 1024;
 
+const liveByteCount = z.number().int().nonnegative().max(2 ** 48);
+
 export const completionReportSchema = z.strictObject({
   attempt: z.number().int().min(1),
   verdict: verdictSchema,
@@ -218,5 +225,12 @@ export const completionReportSchema = z.strictObject({
     .extend({ stdout: z.string().max(COMPILE_OUTPUT_MAX_BYTES), stderr: z.string().max(COMPILE_OUTPUT_MAX_BYTES) })
     .nullable()
     .default(null),
+  /**
+   * Bytes of each stream, from its start, that the runner's events carried (or announced lost). The
+   * rest the control plane feeds to live watchers from the inline copy before it announces the end, so
+   * output still pending when a short job ends costs no events request. Absent (older runners): the
+   * events carried everything.
+   */
+  live_bytes: z.strictObject({ stdout: liveByteCount, stderr: liveByteCount }).optional(),
 });
 export type CompletionReport = z.infer<typeof completionReportSchema>;

@@ -55,6 +55,8 @@ export interface RunnerAgentOptions {
   poolStats?: () => PoolStats;
   /** Where a `stdin_open` job's stdin writer goes, for the signed endpoint to write to. */
   jobStdin?: JobStdinHost;
+  /** How long a job's output gathers before it is sent to live watchers. @default 50 */
+  outputFlushIntervalMs?: number;
 }
 
 interface RunningJob {
@@ -106,6 +108,8 @@ export class RunnerAgent {
   private heartbeatIntervalMs = 2000;
   /** The control plane's body limit, from its register answer (older servers do not say). */
   private maxRequestBytes: number | undefined;
+  /** The control plane feeds watchers the output a report says its events did not carry (older ones do not). */
+  private acceptsLiveBytes = false;
   private readonly running = new Map<string, RunningJob>();
   private readonly stopController = new AbortController();
   private slotFreed: (() => void) | undefined;
@@ -181,6 +185,7 @@ export class RunnerAgent {
         this.runnerId = answer.runner_id;
         this.heartbeatIntervalMs = answer.heartbeat_interval_ms;
         this.maxRequestBytes = answer.max_request_bytes;
+        this.acceptsLiveBytes = answer.accepts_live_bytes === true;
         options.logger.info({ runner_id: answer.runner_id }, 'registered with the control plane');
         return;
       } catch (err) {
@@ -301,6 +306,7 @@ export class RunnerAgent {
       logger,
       jobId: lease.job_id,
       ...(this.maxRequestBytes ? { maxRequestBytes: this.maxRequestBytes } : {}),
+      ...(this.options.outputFlushIntervalMs !== undefined ? { flushIntervalMs: this.options.outputFlushIntervalMs } : {}),
     });
     // `started` goes out with the first batch of output, or after one batch interval of silence. A job
     // that ends sooner says so in its completion report instead: one request fewer for short jobs.
@@ -341,10 +347,19 @@ export class RunnerAgent {
         if (admitted) this.memory.release(memoryBytes);
       }
     }
-    if (batcher.onlyPending('started')) batcher.discard();
-    await batcher.flush();
     // A lost lease belongs to someone else now, and a shutdown leaves the job to be leased again.
-    if (entry.stopReason === 'lost' || entry.stopReason === 'shutdown') {
+    const abandoned = entry.stopReason === 'lost' || entry.stopReason === 'shutdown';
+    // Output still pending at the end rides in the report (inline when each stream fits) rather than in
+    // a request of its own: the report says how much the events carried, the control plane feeds
+    // watchers the rest before it announces the end. A short job costs the lease and the report only.
+    let liveBytes: CompletionReport['live_bytes'];
+    if (this.acceptsLiveBytes && !abandoned && result.stdout.length <= INLINE_BLOB_MAX_BYTES && result.stderr.length <= INLINE_BLOB_MAX_BYTES) {
+      liveBytes = await batcher.finishForReport();
+    } else {
+      if (batcher.onlyPending('started')) batcher.discard();
+      await batcher.flush();
+    }
+    if (abandoned) {
       logger.info({ job_id: lease.job_id, reason: entry.stopReason }, 'job abandoned without a report');
       return;
     }
@@ -400,6 +415,7 @@ export class RunnerAgent {
       error,
       egress: result.egress ?? null,
       compile: result.compile ?? null,
+      ...(liveBytes ? { live_bytes: liveBytes } : {}),
     };
     await this.retry(() => client.complete(lease.job_id, report).then(() => true));
   }

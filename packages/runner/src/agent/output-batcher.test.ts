@@ -117,4 +117,61 @@ describe('OutputBatcher', () => {
     await batcher.flush();
     expect(calls).toBe(1);
   });
+
+  describe('at the end of a job whose report carries its output', () => {
+    it('leaves a short job\'s pending output to the report: no request, nothing counted as carried', async () => {
+      const sent = recorder();
+      const batcher = new OutputBatcher({ send: sent.send, logger: logger(), jobId: 'job_1' });
+      batcher.push({ type: 'started' });
+      batcher.pushOutput('stdout', Buffer.from('1\n'));
+      expect(await batcher.finishForReport()).toEqual({ stdout: 0, stderr: 0 });
+      await new Promise((r) => setTimeout(r, 100)); // no timer left to send it later
+      expect(sent.bodies).toEqual([]);
+    });
+
+    it('leaves only the rest of one stream to the report, after what went out before', async () => {
+      const sent = recorder();
+      const batcher = new OutputBatcher({ send: sent.send, logger: logger(), jobId: 'job_1' });
+      batcher.pushOutput('stderr', Buffer.from('warning\n'));
+      batcher.pushOutput('stdout', Buffer.from('first\n'));
+      await batcher.flush();
+      batcher.pushOutput('stdout', Buffer.from('last\n'));
+      expect(await batcher.finishForReport()).toEqual({ stdout: 6, stderr: 8 });
+      expect(sent.output()).toBe('warning\nfirst\n');
+    });
+
+    it('sends pending output of both streams, so watchers keep the order it was written in', async () => {
+      const sent = recorder();
+      const batcher = new OutputBatcher({ send: sent.send, logger: logger(), jobId: 'job_1' });
+      batcher.pushOutput('stdout', Buffer.from('out\n'));
+      batcher.pushOutput('stderr', Buffer.from('err\n'));
+      expect(await batcher.finishForReport()).toEqual({ stdout: 4, stderr: 4 });
+      expect(sent.output()).toBe('out\nerr\n');
+    });
+
+    it('sends everything, losses announced, once output was lost', async () => {
+      const sent = recorder();
+      let refuse = true;
+      const batcher = new OutputBatcher({
+        send: async (batch) => {
+          await new Promise((r) => setTimeout(r, 20));
+          if (refuse) {
+            refuse = false;
+            throw new ControlPlaneError(413, 'PAYLOAD_TOO_LARGE', 'too large');
+          }
+          await sent.send(batch);
+        },
+        logger: logger(),
+        jobId: 'job_1',
+      });
+      batcher.pushOutput('stdout', Buffer.from('refused\n'));
+      await batcher.flush();
+      batcher.pushOutput('stdout', Buffer.from('pending\n'));
+      expect(await batcher.finishForReport()).toEqual({ stdout: 16, stderr: 0 });
+      expect(sent.events).toEqual([
+        { type: 'output_lost', stream: 'stdout', bytes: 8, reason: 'runner_refused' },
+        { type: 'output', stream: 'stdout', data_base64: Buffer.from('pending\n').toString('base64') },
+      ]);
+    });
+  });
 });

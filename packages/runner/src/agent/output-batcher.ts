@@ -1,4 +1,4 @@
-import type { JobEvent } from '@kiln/core';
+import type { CompletionReport, JobEvent } from '@kiln/core';
 import type { AgentLogger } from './agent.js';
 import { ControlPlaneError } from './control-plane-client.js';
 
@@ -7,6 +7,8 @@ const EVENT_OVERHEAD_BYTES = 96;
 const REPORT_OVERHEAD_BYTES = 128;
 /** The most events one report may carry (the protocol allows 256). */
 const MAX_EVENTS_PER_BATCH = 200;
+
+export type LiveBytes = NonNullable<CompletionReport['live_bytes']>;
 
 export interface OutputBatcherOptions {
   /** Sends one batch; rejects when it was not delivered. */
@@ -45,6 +47,9 @@ export class OutputBatcher {
   private sending: Promise<void> = Promise.resolve();
   private sentAny = false;
   private stale = false;
+  private lostAny = false;
+  /** Bytes of each stream handed to the sender or announced lost: what the events carry, from the start. */
+  private readonly liveBytes: LiveBytes = { stdout: 0, stderr: 0 };
   /** Undelivered output not yet announced, per stream. */
   private readonly lost = { stdout: { runner_refused: 0, runner_backlog: 0 }, stderr: { runner_refused: 0, runner_backlog: 0 } };
   private readonly batchBytes: number;
@@ -95,6 +100,26 @@ export class OutputBatcher {
     this.pendingBytes = 0;
   }
 
+  /**
+   * The job ended and its report will carry its output inline: pending output that is the whole rest of
+   * one stream is left for the report to carry (no request of its own); anything else is sent as
+   * `flush` does. Answers how much of each stream the events carried, for the report's `live_bytes`.
+   */
+  async finishForReport(): Promise<LiveBytes> {
+    // A batch in flight may yet be refused (output lost), and its timer may cut another meanwhile.
+    for (let sending = this.sending; ; sending = this.sending) {
+      await sending;
+      if (sending === this.sending) break;
+    }
+    const pendingStreams = new Set(this.pending.flatMap((e) => (e.type === 'output' ? [e.stream] : [])));
+    // After a loss the pending output is not the exact rest of its stream any more; and two streams'
+    // output would lose its interleaving, which watchers see today.
+    const leaveToReport = !this.lostAny && !this.stale && pendingStreams.size <= 1;
+    if (leaveToReport) this.discard();
+    else await this.flush();
+    return { ...this.liveBytes };
+  }
+
   /** Sends what is pending (and what was lost, announced) and waits for every send so far. */
   async flush(): Promise<void> {
     this.cutBatch();
@@ -126,6 +151,9 @@ export class OutputBatcher {
     if (batch.length === 0 || this.stale) return;
     this.sentAny = true;
     this.inFlightBytes += bytes;
+    for (const event of batch) {
+      if (event.type === 'output') this.liveBytes[event.stream] += Buffer.byteLength(event.data_base64, 'base64');
+    }
     this.sending = this.sending.then(async () => {
       try {
         if (!this.stale) await this.options.send(batch);
@@ -153,6 +181,7 @@ export class OutputBatcher {
         this.lost[event.stream][event.reason] += event.bytes;
       }
     }
+    this.lostAny = true;
     this.options.logger.warn(
       { job_id: this.options.jobId, bytes, err: String(err) },
       'a batch of live output was not delivered; watchers are told, and the stdout/stderr artifacts hold it',
@@ -162,6 +191,8 @@ export class OutputBatcher {
 
   private noteLost(stream: 'stdout' | 'stderr', reason: 'runner_refused' | 'runner_backlog', bytes: number): void {
     const first = this.lost[stream][reason] === 0;
+    this.lostAny = true;
+    this.liveBytes[stream] += bytes;
     this.lost[stream][reason] += bytes;
     if (first && reason === 'runner_backlog') {
       this.options.logger.warn(

@@ -56,6 +56,8 @@ export interface RunnerConfig {
   poolPerShape?: number;
   /** A shape nobody asked for in this long loses its ready sandboxes (KILN_RUNNER_POOL_IDLE_MS). @default 60000 */
   poolIdleMs?: number;
+  /** How long a job's output gathers before it is sent to live watchers. @default 50 */
+  outputFlushIntervalMs?: number;
   logger: AgentLogger;
 }
 
@@ -165,6 +167,7 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
     host,
     memory,
     ...(config.slotMemoryBytes !== undefined ? { slotMemoryBytes: config.slotMemoryBytes } : {}),
+    ...(config.outputFlushIntervalMs !== undefined ? { outputFlushIntervalMs: config.outputFlushIntervalMs } : {}),
   });
   await agent.start();
   // The default policy's shape is the likeliest first request: build it before any job arrives.

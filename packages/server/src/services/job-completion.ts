@@ -18,6 +18,7 @@ import { endSandbox, getJob, getLeasedJob, moveJob, type JobRow } from '../store
 import { collectOrphanUploads, quotaReason, storageRoomBytes, trackInlineBlobs } from './artifact-storage.js';
 import type { JobDeps } from './job-deps.js';
 import { jobFromRow } from './job-views.js';
+import { feedUnstreamedOutput } from './live-output-feed.js';
 import { topics } from './notifier.js';
 import { assertHeldBy, auditRunnerAction } from './runner-protocol.js';
 import { advanceWorkflowOfJob, WorkflowWakes } from './workflows/engine.js';
@@ -270,6 +271,8 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
     await advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes);
     return written;
   });
+  // Output the runner's events did not carry reaches the live watchers before the end does.
+  if (finished) await feedUnstreamedOutput(deps, jobId, report);
   wakes.publish(deps);
   if (finished) {
     deps.events.emit(jobEnded(finished));

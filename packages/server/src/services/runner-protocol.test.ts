@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { DEFAULT_RULESET, toRfc3339, type Job } from '@kiln/core';
+import { completionReportSchema, DEFAULT_RULESET, toRfc3339, type Job } from '@kiln/core';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { getRunner } from '../store/fleet.js';
 import { getJob } from '../store/jobs.js';
@@ -349,6 +349,82 @@ describe.each(DB_KINDS)('runner protocol on %s', (kind) => {
       expect((await sandbox(leased!.sandbox_id)).status).toBe('running');
       expect(bed.deps.liveOutput.since(job.id)).toEqual([{ seq: 1, stream: 'stdout', data: 'hi\n' }]);
       expect(seen).toEqual([{ type: 'output', origin: bed.deps.liveOutput.origin, seq: 1, stream: 'stdout', data: 'hi\n' }]);
+    });
+
+    describe('output a completion carries that the events did not', () => {
+      const inlineBlob = (text: string) => {
+        const content = Buffer.from(text);
+        return { checksum: `sha256:${createHash('sha256').update(content).digest('hex')}`, size_bytes: content.length, content_base64: content.toString('base64') };
+      };
+      /** Every output, loss and end message of the job, in the order watchers get them. */
+      const watch = (jobId: string) => {
+        const seen: { type: string; stream?: string; data?: string; lost_bytes?: number; reason?: string }[] = [];
+        let ended!: () => void;
+        const end = new Promise<void>((resolve) => (ended = resolve));
+        const unsubscribe = bed.deps.notifier.subscribe(topics.job(jobId), (p) => {
+          const m = p as (typeof seen)[number];
+          if (m.type === 'status') return;
+          seen.push(m.type === 'end' ? { type: 'end' } : { type: m.type, stream: m.stream, ...(m.type === 'output' ? { data: m.data } : { lost_bytes: m.lost_bytes, reason: m.reason }) });
+          if (m.type === 'end') ended();
+        });
+        return { seen, ended: end.then(unsubscribe) };
+      };
+
+      it('feeds live watchers the rest of each stream before it announces the end, once', async () => {
+        const r1 = await bed.runner('node-a');
+        const job = await submit();
+        await lease(r1);
+        const watcher = watch(job.id);
+        // The events carried "hel" (and a character cut in two), the report the whole output.
+        const hello = Buffer.from('hel\u00e9lo\n');
+        await reportJobEvents(bed.deps, await bed.holder(job.id), job.id, {
+          attempt: 1,
+          events: [{ type: 'output', stream: 'stdout', data_base64: hello.subarray(0, 4).toString('base64') }],
+        });
+        const report = await bed.report(job.id, 1, { stdout: inlineBlob('hel\u00e9lo\n'), stderr: inlineBlob('oops\n'), live_bytes: { stdout: 4, stderr: 0 } });
+        await completeJob(bed.deps, await bed.holder(job.id), job.id, report);
+        await watcher.ended;
+        expect(watcher.seen).toEqual([
+          { type: 'output', stream: 'stdout', data: 'hel' },
+          { type: 'output', stream: 'stdout', data: '\u00e9lo\n' },
+          { type: 'output', stream: 'stderr', data: 'oops\n' },
+          { type: 'end' },
+        ]);
+        // A watcher joining later replays the same from the live buffer; a repeated report adds nothing.
+        await completeJob(bed.deps, await bed.holder(job.id), job.id, report);
+        expect(bed.deps.liveOutput.since(job.id).map((c) => ('data' in c ? c.data : ''))).toEqual(['hel', '\u00e9lo\n', 'oops\n']);
+      });
+
+      it('feeds nothing for a report without live_bytes (an older runner) or whose events carried all', async () => {
+        const r1 = await bed.runner('node-a');
+        for (const live_bytes of [undefined, { stdout: 3, stderr: 2 ** 48 }]) {
+          const job = await submit();
+          await lease(r1);
+          const watcher = watch(job.id);
+          const report = await bed.report(job.id, 1, { stdout: inlineBlob('hi\n'), stderr: inlineBlob('') });
+          await completeJob(bed.deps, await bed.holder(job.id), job.id, live_bytes ? { ...report, live_bytes } : report);
+          await watcher.ended;
+          expect(watcher.seen).toEqual([{ type: 'end' }]);
+          expect(bed.deps.liveOutput.since(job.id)).toEqual([]);
+        }
+        // The counts themselves are bounded by the protocol.
+        const report = await bed.report('job_x', 1, { stdout: inlineBlob(''), stderr: inlineBlob('') });
+        for (const stdout of [2 ** 48 + 1, -1, 1.5]) {
+          expect(completionReportSchema.safeParse({ ...report, live_bytes: { stdout, stderr: 0 } }).success, String(stdout)).toBe(false);
+        }
+        expect(completionReportSchema.safeParse({ ...report, live_bytes: { stdout: 0, stderr: 0, other: 1 } }).success).toBe(false);
+      });
+
+      it('announces as missing, not as output, what the events did not carry of an uploaded output', async () => {
+        const r1 = await bed.runner('node-a');
+        const job = await submit();
+        await lease(r1);
+        const watcher = watch(job.id);
+        const report = await bed.report(job.id, 1, { stdoutText: 'x'.repeat(1000), live_bytes: { stdout: 400, stderr: 0 } });
+        await completeJob(bed.deps, await bed.holder(job.id), job.id, report);
+        await watcher.ended;
+        expect(watcher.seen).toEqual([{ type: 'lost', stream: 'stdout', lost_bytes: 600, reason: 'not_buffered' }, { type: 'end' }]);
+      });
     });
 
     it('refuses a blob for an attempt that is not leased', async () => {

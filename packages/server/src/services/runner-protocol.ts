@@ -1,6 +1,5 @@
 import { jobEnded, type PlaneEvent } from './plane-events.js';
 import type { Readable } from 'node:stream';
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import {
   KilnError,
   planeSigningKey,
@@ -30,7 +29,7 @@ import type { TxHandle } from '../store/store.js';
 import type { JobDeps } from './job-deps.js';
 import { receiveUpload } from './artifact-storage.js';
 import { jobFromRow } from './job-views.js';
-import { outputPieces } from './live-output.js';
+import { publishLoss, publishOutput } from './live-output-feed.js';
 import { pendingWake, topics } from './notifier.js';
 import { withSecretEnv } from './secret-env.js';
 import { advanceWorkflowOfJob, WorkflowWakes } from './workflows/engine.js';
@@ -185,6 +184,7 @@ export async function registerRunner(
     heartbeat_interval_ms: deps.fleet.heartbeatIntervalMs,
     lease_ttl_ms: deps.fleet.leaseTtlMs,
     max_request_bytes: deps.fleet.maxRequestBytes,
+    accepts_live_bytes: true,
   };
 }
 
@@ -348,9 +348,6 @@ async function claimOnce(deps: JobDeps, req: BoundToRunner<LeaseRequest>, runner
   return undefined;
 }
 
-/** Output published per turn of the event loop. */
-const OUTPUT_BYTES_PER_TURN = 32 * 1024;
-
 /**
  * Output and start events of a running attempt: the sandbox is running; chunks go to live watchers, and
  * output the runner could not deliver is counted and announced to them.
@@ -365,26 +362,10 @@ export async function reportJobEvents(deps: JobDeps, runnerId: string, jobId: st
   for (const event of report.events) {
     if (event.type === 'started') {
       if (job.sandbox_id) await deps.store.transaction((tx) => markSandboxRunning(tx, job.sandbox_id!));
-      continue;
-    }
-    if (event.type === 'output_lost') {
-      const loss = deps.liveOutput.appendLoss(jobId, event.stream, event.reason, event.bytes);
-      deps.notifier.publish(topics.job(jobId), { type: 'lost', origin: deps.liveOutput.origin, ...loss });
-      continue;
-    }
-    const data = deps.liveOutput.decode(jobId, event.stream, Buffer.from(event.data_base64, 'base64'));
-    // NOTIFY carries at most 8000 bytes, so long chunks travel in pieces.
-    let sinceTurn = 0;
-    for (const piece of outputPieces(data)) {
-      const chunk = deps.liveOutput.append(jobId, event.stream, piece);
-      deps.notifier.publish(topics.job(jobId), { type: 'output', origin: deps.liveOutput.origin, ...chunk });
-      // Let sockets take what was written before writing more: written in one go, a whole batch would
-      // sit in every watcher's buffer at once, and count against even a fast reader's bound.
-      sinceTurn += piece.length;
-      if (sinceTurn >= OUTPUT_BYTES_PER_TURN) {
-        sinceTurn = 0;
-        await nextTurn();
-      }
+    } else if (event.type === 'output_lost') {
+      publishLoss(deps, jobId, event.stream, event.reason, event.bytes);
+    } else {
+      await publishOutput(deps, jobId, event.stream, Buffer.from(event.data_base64, 'base64'));
     }
   }
   // The report is answered once its output is on its way to every replica: a runner that writes faster
