@@ -131,22 +131,33 @@ describe.each(DB_KINDS)('a runner\'s traffic to the control plane (%s)', (kind) 
 
   it('still streams a batch\'s worth of output live while the job runs, and sends the rest before its report', async () => {
     const stdout = 'x'.repeat(300_000) + '\nlast\n';
-    const job = await submit({ language: 'python', code: 'import time\nprint("x" * 300000, flush=True)\ntime.sleep(1)\nprint("last")' }, true);
-    expect(job.status).toBe('succeeded');
-    // A full batch goes at once (not after the interval), before the heartbeat a job still running after
-    // its first 250 ms sends; the rest, over the inline size, in its own request before the report.
-    const outputs = arrived.flatMap((r, i) => (isOutput(r) ? [i] : []));
-    const during = arrived.indexOf('heartbeat', arrived.indexOf('lease'));
-    expect(outputs.length, arrived.join(' ')).toBeGreaterThanOrEqual(2);
-    expect(outputs[0], arrived.join(' ')).toBeLessThan(during);
-    expect(during).toBeLessThan(outputs.at(-1)!);
-    expect(outputs.at(-1)).toBeLessThan(arrived.indexOf('complete'));
-    // A watcher joining now replays all of it (read as it comes: an unread stream is cut as a slow one).
+    // A full batch goes at once, not after the (here disabled) interval: a watcher sees it while the job
+    // still sleeps. The rest, over the inline size, goes in its own request before the report.
+    const job = await submit({ language: 'python', code: 'import time\nprint("x" * 300000, flush=True)\ntime.sleep(3)\nprint("last")' });
     const res = await fetch(`${url}/v1/jobs/${job.id}/events`, { headers: { authorization: `Bearer ${agentKey}` } });
-    const replay = sseEvents(await res.text());
-    const live = replay.filter((e) => e.event === 'output').map((e) => (JSON.parse(e.data) as { data: string }).data).join('');
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let body = '';
+    let statusAtFirstOutput: string | undefined;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      body += decoder.decode(value, { stream: true });
+      if (statusAtFirstOutput === undefined && /^event: output$/m.test(body)) {
+        statusAtFirstOutput = (await t.call('GET', `/v1/jobs/${job.id}`, agentKey)).json().status;
+      }
+    }
+    expect(statusAtFirstOutput, 'the first output arrived while the job ran').toBe('running');
+    // (in the order they arrived: the report's answer may leave after the stream's end)
+    const outputs = arrived.flatMap((r, i) => (isOutput(r) ? [i] : []));
+    expect(outputs.length, arrived.join(' ')).toBeGreaterThanOrEqual(2);
+    expect(outputs.at(-1), arrived.join(' ')).toBeLessThan(arrived.indexOf('complete'));
+    // Read as it came (an unread stream is cut as a slow one): every byte, in order, nothing cut.
+    const events = sseEvents(body);
+    const live = events.filter((e) => e.event === 'output').map((e) => (JSON.parse(e.data) as { data: string }).data).join('');
     expect(live.length).toBe(stdout.length);
     expect(live === stdout, 'every byte, in order').toBe(true);
-    expect(replay.filter((e) => e.event === 'truncated')).toEqual([]);
+    expect(events.filter((e) => e.event === 'truncated')).toEqual([]);
+    expect(events.at(-1)).toMatchObject({ event: 'end' });
   }, 120_000);
 });
