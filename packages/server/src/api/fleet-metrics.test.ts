@@ -33,5 +33,14 @@ describe.each(DB_KINDS)('queue and fleet metrics on %s', (kind) => {
     expect(text).toMatch(/^kiln_jobs\{status="running"\} 1$/m);
     expect(text).toMatch(/^kiln_runners\{status="healthy"\} 1$/m);
     expect(text).toMatch(/^kiln_sandboxes\{status="provisioning"\} 1$/m);
+
+    // The sandbox counts follow every change (kept by triggers, not counted over all rows): ended, then deleted.
+    await t.db.store.db.updateTable('sandbox_instances').set({ status: 'terminated' }).execute();
+    let after = (await t.call('GET', '/metrics')).body;
+    expect(after).toMatch(/^kiln_sandboxes\{status="terminated"\} 1$/m);
+    expect(after).not.toMatch(/^kiln_sandboxes\{status="provisioning"\}/m);
+    await t.db.store.db.deleteFrom('sandbox_instances').execute();
+    after = (await t.call('GET', '/metrics')).body;
+    expect(after).not.toMatch(/^kiln_sandboxes\{/m);
   });
 });

@@ -1,15 +1,16 @@
 import { Gauge, type Registry } from 'prom-client';
 import type { RunnerPoolStats } from '@kiln/core';
 import type { JobDeps } from '../services/job-deps.js';
-import { jobCountsByStatus } from '../store/job-counts.js';
+import { jobCountsByStatus, sandboxCountsByStatus } from '../store/job-counts.js';
 
 /**
  * Gauges of the queue and the fleet, read from the database when Prometheus scrapes, so every replica
- * reports the same truth: jobs by status (from the counts the job triggers keep: cheap at any size),
- * runners by status, live sandboxes, and the runners' warm pools.
+ * reports the same truth: jobs and sandboxes by status (from the counts their triggers keep: cheap at any
+ * size), runners by status, and the runners' warm pools.
  */
 export function registerFleetMetrics(registry: Registry, deps: JobDeps): void {
-  const countBy = async (table: 'runner_nodes' | 'sandbox_instances') =>
+  // Runners are few; sandboxes (one per job attempt ever run) are counted by their triggers' table.
+  const countBy = async (table: 'runner_nodes') =>
     deps.store.db
       .selectFrom(table)
       .select(['status', (eb) => eb.fn.countAll<number>().as('n')])
@@ -92,7 +93,7 @@ export function registerFleetMetrics(registry: Registry, deps: JobDeps): void {
     registers: [registry],
     async collect() {
       this.reset();
-      for (const row of await countBy('sandbox_instances')) this.set({ status: row.status }, Number(row.n));
+      for (const row of await sandboxCountsByStatus(deps.store)) this.set({ status: row.status }, row.n);
     },
   });
 }

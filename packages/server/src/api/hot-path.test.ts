@@ -90,7 +90,7 @@ async function oneJob(b: Bed): Promise<string> {
 }
 
 /** The tables that grow without bound: no hot statement may read all of them. */
-const GROWING = ['jobs', 'audit_events'];
+const GROWING = ['jobs', 'audit_events', 'sandbox_instances'];
 
 /** What in a statement's plan reads a growing table whole (empty when every access is an index seek). */
 async function fullScans(b: Bed, kind: 'sqlite' | 'postgres', s: Statement): Promise<string[]> {

@@ -15,6 +15,7 @@ import { versionPlacementMigration } from './migration-0017-version-placement.js
 import { hotPathMigration } from './migration-0018-hot-path.js';
 import { queueOrderMigration } from './migration-0019-queue-order.js';
 import { auditHeadTriggerMigration } from './migration-0020-audit-head-trigger.js';
+import { sandboxCountsMigration } from './migration-0021-sandbox-counts.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
 
@@ -327,6 +328,7 @@ export const MIGRATIONS: readonly Migration[] = [
   hotPathMigration,
   queueOrderMigration,
   auditHeadTriggerMigration,
+  sandboxCountsMigration,
 ];
 
 /**

@@ -266,7 +266,7 @@ export interface RunnerNodesTable {
   pool_stats: string | null;
 }
 
-/** Jobs by status, kept by triggers on `jobs` (migration 0018). */
+/** Jobs by status, kept by triggers on `jobs` (migration 0018); sandboxes' the same way (migration 0021). */
 export interface JobStatusCountsTable {
   status: string;
   n: number;
@@ -377,6 +377,8 @@ export interface Database {
   runner_nodes: RunnerNodesTable;
   job_status_counts: JobStatusCountsTable;
   job_status_deltas: JobStatusDeltasTable;
+  sandbox_status_counts: JobStatusCountsTable;
+  sandbox_status_deltas: JobStatusDeltasTable;
   sandbox_instances: SandboxInstancesTable;
   job_secrets: JobSecretsTable;
   audit_events: AuditEventsTable;
