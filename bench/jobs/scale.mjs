@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The million-row run: the hot path measured with 1,000 stored jobs, then again after seeding up to
-// 1,000,000 (each with its audit events), in one run against the real `kiln up` on SQLite. Measured:
+// 1,000,000 (each with its audit events and its ended sandbox), in one run against the real `kiln up` on SQLite. Measured:
 // submission (POST /v1/jobs), a whole job with wait (submission + claim + run + report), GET
 // /v1/jobs/{id}, the list (first page, a keyset page deep down, filtered by status) and /metrics.
 //   node bench/jobs/scale.mjs [--rows 1000000] [--samples 100]
@@ -44,11 +44,19 @@ function seed(file, templateJobId, from, count) {
        resource_id: seqId('job'),
      })} from n, (select * from audit_events where resource_id = ? limit 1) t`,
   );
+  // And one ended sandbox instance per job, as every run leaves (the metrics count them by status).
+  const sandboxCols = db.prepare('select name from pragma_table_info(?)').all('sandbox_instances').map((c) => c.name);
+  const sandboxes = db.prepare(
+    `with recursive n(i) as (select ? union all select i + 1 from n where i < ?)
+     insert into sandbox_instances (${sandboxCols.join(', ')})
+     select ${pick(sandboxCols, { id: seqId('sbx'), job_id: seqId('job') })} from n, (select * from sandbox_instances where job_id = ? limit 1) t`,
+  );
   for (let start = from; start < from + count; start += BATCH) {
     const end = Math.min(from + count, start + BATCH) - 1;
     db.transaction(() => {
       jobs.run(start, end, templateJobId);
       for (let k = 0; k < 3; k++) events.run(start, end, k, k, templateJobId);
+      sandboxes.run(start, end, templateJobId);
     })();
   }
   db.close();
@@ -97,7 +105,7 @@ async function measure(url, key) {
     );
     out.listDeep.push(await timed(() => call(`/v1/jobs?limit=50&cursor=${encodeURIComponent(deepCursor)}`)));
     out.listStatus.push(await timed(() => call('/v1/jobs?status=succeeded&limit=50')));
-    if (i % 10 === 0) out.metrics.push(await timed(() => fetch(`${url}/metrics`).then((r) => r.text())));
+    out.metrics.push(await timed(() => fetch(`${url}/metrics`).then((r) => r.text())));
   }
   // Submissions apart, with no runner time in between: a burst the runner drains afterwards.
   for (let i = 0; i < samples; i++) out.submit.push(await timed(() => call('/v1/jobs', { method: 'POST', body })));
@@ -123,7 +131,7 @@ async function main() {
     const grow = (to) => {
       const t = performance.now();
       seed(file, template.id, seeded + 1, to - seeded);
-      console.error(`seeded ${to - seeded} jobs (+ ${3 * (to - seeded)} audit events) in ${((performance.now() - t) / 1000).toFixed(0)} s`);
+      console.error(`seeded ${to - seeded} jobs (+ ${3 * (to - seeded)} audit events, ${to - seeded} sandboxes) in ${((performance.now() - t) / 1000).toFixed(0)} s`);
       seeded = to;
     };
     grow(SMALL);
