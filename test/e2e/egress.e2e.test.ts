@@ -99,6 +99,14 @@ describe.each<DbKind>(['sqlite', 'postgres'])('egress by allowlist end to end (%
         { host: 'meta.allowed.test', port: 80, reason: 'address_refused', count: 1 },
       ]),
     });
+    // Counted in /metrics too, by kind, outcome and reason (never by host). This is the file's first job.
+    const metrics = await (await fetch(`${kiln.url}/metrics`)).text();
+    expect(metrics).toMatch(/^kiln_egress_connections_total\{sandbox="job",outcome="allowed"\} 1$/m);
+    expect(metrics).toMatch(/^kiln_egress_connections_total\{sandbox="job",outcome="denied"\} 3$/m);
+    expect(metrics).toMatch(/^kiln_egress_denials_total\{sandbox="job",reason="not_allowed"\} 2$/m);
+    expect(metrics).toMatch(/^kiln_egress_denials_total\{sandbox="job",reason="address_refused"\} 1$/m);
+    expect(Number(/^kiln_egress_bytes_total\{sandbox="job",direction="received"\} (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThan(0);
+    expect(metrics).not.toContain('blocked.test');
   }, 60_000);
 
   it('the default policy keeps egress none: no proxy, no audit, no network', async () => {
@@ -129,6 +137,9 @@ describe.each<DbKind>(['sqlite', 'postgres'])('egress by allowlist end to end (%
     const audit = await admin.audit.list({ action: 'egress.deny', resource_id: session.body.id });
     expect(audit.items).toHaveLength(1);
     expect(audit.items[0]!.details).toMatchObject({ connections_denied: 1, connections_allowed: 1 });
+    const metrics = await (await fetch(`${kiln.url}/metrics`)).text();
+    expect(metrics).toMatch(/^kiln_egress_connections_total\{sandbox="session",outcome="allowed"\} 1$/m);
+    expect(metrics).toMatch(/^kiln_egress_denials_total\{sandbox="session",reason="not_allowed"\} 1$/m);
   }, 60_000);
 
   it('a service reaches an allowed host and is refused another; its denials are audited when it stops', async () => {

@@ -55,6 +55,26 @@ export function registerJobMetrics(registry: Registry, events: PlaneEvents): voi
     labelNames: ['to'],
     registers: [registry],
   });
+  // Egress of sandboxes under an allowlist, as their runners reported it (the summary of a job's report,
+  // of a session's or a service's teardown). Labels are enums: never a host, which the audit names.
+  const egressConnections = new Counter({
+    name: 'kiln_egress_connections_total',
+    help: 'Egress connections of sandboxes, by sandbox kind and outcome (allowed, denied, failed: allowed but unreachable)',
+    labelNames: ['sandbox', 'outcome'],
+    registers: [registry],
+  });
+  const egressBytes = new Counter({
+    name: 'kiln_egress_bytes_total',
+    help: 'Egress bytes of sandboxes, by sandbox kind and direction (sent to hosts, received from them)',
+    labelNames: ['sandbox', 'direction'],
+    registers: [registry],
+  });
+  const egressDenials = new Counter({
+    name: 'kiln_egress_denials_total',
+    help: 'Refused egress connections of sandboxes, by sandbox kind and reason (of the denial groups a report carries: at most 64 a sandbox)',
+    labelNames: ['sandbox', 'reason'],
+    registers: [registry],
+  });
   // Every language label comes from the runners' catalog, but a hostile runner registers what it likes: cap it.
   const boundedLanguage = (language: string) => (/^[a-z0-9+#_-]{1,32}$/.test(language) ? language : 'other');
 
@@ -80,6 +100,16 @@ export function registerJobMetrics(registry: Registry, events: PlaneEvents): voi
         runnerChanges.inc({ to: event.to });
         if (event.to === 'degraded' || (event.to === 'offline' && event.from === 'healthy')) late.inc({ to: event.to });
         break;
+      case 'egress': {
+        const { sandbox, summary } = event;
+        egressConnections.inc({ sandbox, outcome: 'allowed' }, summary.connections_allowed);
+        egressConnections.inc({ sandbox, outcome: 'denied' }, summary.connections_denied);
+        egressConnections.inc({ sandbox, outcome: 'failed' }, summary.connections_failed);
+        egressBytes.inc({ sandbox, direction: 'sent' }, summary.bytes_sent);
+        egressBytes.inc({ sandbox, direction: 'received' }, summary.bytes_received);
+        for (const d of summary.denied) egressDenials.inc({ sandbox, reason: d.reason }, d.count);
+        break;
+      }
     }
   });
 }

@@ -69,5 +69,6 @@ export async function destroyPersistentSandbox(
       await auditEgressDenials(tx, { resource_type: kind, id: denied.id, tenant_id: denied.tenant_id, agent_id: denied.agent_id }, runner.id, egress, deps.clock.nowMs());
     }
   });
+  if (egress) deps.events.emit({ type: 'egress', sandbox: kind, summary: egress });
   return true;
 }

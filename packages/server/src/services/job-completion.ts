@@ -276,6 +276,7 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
   wakes.publish(deps);
   if (finished) {
     deps.events.emit(jobEnded(finished));
+    if (report.egress) deps.events.emit({ type: 'egress', sandbox: 'job', summary: report.egress });
     deps.liveOutput.end(jobId);
     deps.notifier.publish(topics.job(jobId), { type: 'end', job: jobFromRow(finished) });
     // Its runner slot and its tenant's running-job cap are free: waiting lease polls claim again now,

@@ -1,3 +1,4 @@
+import type { EgressSummary } from '@kiln/core';
 import type { JobRow } from '../store/jobs.js';
 
 /**
@@ -23,7 +24,9 @@ export type PlaneEvent =
   | { type: 'lease_granted'; jobId: string; runnerId: string; language: string; attempt: number }
   | { type: 'lease_expired'; jobId: string; runnerId: string | null; requeued: boolean }
   | { type: 'job_requeued'; jobId: string; reason: string }
-  | { type: 'runner_state'; runnerId: string; name?: string; from: string | null; to: string; reason: string };
+  | { type: 'runner_state'; runnerId: string; name?: string; from: string | null; to: string; reason: string }
+  /** what a sandbox under an egress allowlist did on the network, told once when its runner reports it */
+  | { type: 'egress'; sandbox: 'job' | 'session' | 'service'; summary: EgressSummary };
 
 export type PlaneListener = (event: PlaneEvent) => void;
 
