@@ -20,15 +20,18 @@ const stringsOf = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x 
 export async function listFleetLanguages(h: DbHandle): Promise<readonly LanguageOffer[]> {
   const rows = await h.db.selectFrom('runner_nodes').select(['languages']).where('status', '!=', 'offline').execute();
   // Every submission asks, and the fleet's offers change only when a runner registers or goes offline:
-  // the union is built again only when the columns read differ from the last ones (one entry kept).
-  const key = rows.map((r) => r.languages).join('\u0000');
-  if (lastUnion?.key === key) return lastUnion.offers;
+  // the union is built again only when the columns read differ from the last ones (one entry kept,
+  // compared column by column: no joined copy of every runner's catalog per submission).
+  const columns = rows.map((r) => r.languages);
+  if (lastUnion && sameColumns(lastUnion.columns, columns)) return lastUnion.offers;
   const offers = Object.freeze(unionOfOffers(rows));
-  lastUnion = { key, offers };
+  lastUnion = { columns, offers };
   return offers;
 }
 
-let lastUnion: { key: string; offers: readonly LanguageOffer[] } | undefined;
+let lastUnion: { columns: readonly string[]; offers: readonly LanguageOffer[] } | undefined;
+
+const sameColumns = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((column, i) => column === b[i]);
 
 function unionOfOffers(rows: readonly { languages: string }[]): LanguageOffer[] {
   const offers = new Map<string, OfferBuilder>();
