@@ -201,10 +201,11 @@ export function sessionRoutes(deps: JobDeps, events: StepEvents): RouteSpec[] {
           }
           return await writeSessionFile(deps, principal, params.id, query.path, body);
         } catch (err) {
-          // Refused before the whole body was read (the disk is full, the path is bad): the connection
-          // closes after the answer. Kept open, the client would send its next request on a socket whose
-          // unread upload bytes are still arriving, and that request would be reset.
-          if (!(body instanceof Readable) || !body.readableEnded) reply.header('connection', 'close');
+          // A refused write (the disk is full, the path is bad) closes the connection after the answer.
+          // Refused before the whole body was read, a kept-open socket would still carry the upload's
+          // unread bytes and the client's next request on it would be reset. Whether the runner had read
+          // it all by then is a race (a fast pipe may take 16 MiB before the disk says no): always close.
+          reply.header('connection', 'close');
           throw err;
         }
       },
