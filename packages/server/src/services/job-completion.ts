@@ -11,8 +11,9 @@ import {
   type Verdict,
 } from '@kiln/core';
 import type { Checksum } from '../artifacts/artifact-store.js';
+import { JobFlag, mayBe } from '../domain/job-flags.js';
 import { sha256Checksum } from '../artifacts/content.js';
-import { addTenantArtifactBytes, releaseRecordedUploads } from '../store/artifact-storage.js';
+import { addTenantArtifactBytes, jobHasUploads, releaseRecordedUploads } from '../store/artifact-storage.js';
 import { appendAuditEvent } from '../store/audit.js';
 import { endSandbox, getJob, getLeasedJob, moveJob, type JobRow } from '../store/jobs.js';
 import { collectOrphanUploads, quotaReason, storageRoomBytes, trackInlineBlobs } from './artifact-storage.js';
@@ -146,6 +147,7 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
   const nowMs = deps.clock.nowMs();
   const nowIso = toRfc3339(nowMs);
   const wakes = new WorkflowWakes();
+  let leftUploads = true;
   const finished = await deps.store.transaction(async (tx) => {
     const job = await getLeasedJob(tx, { jobId, attempt: report.attempt });
     assertHeldBy(job, runnerId);
@@ -193,6 +195,9 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
     if (recorded.length > 0) await tx.db.insertInto('artifacts').values(recorded).execute();
     await addTenantArtifactBytes(tx, job.tenant_id, recorded.reduce((sum, r) => sum + r.size_bytes, 0));
     await releaseRecordedUploads(tx, job.id, recorded.map((r) => r.checksum));
+    // What is still tracked for the job now (refused blobs, a lost attempt's uploads) is collected after
+    // the end; most jobs leave nothing, and then the collection's scan and transaction are skipped.
+    leftUploads = await jobHasUploads(tx, job.id);
     const values: Partial<JobRow> = {
       exit_status: JSON.stringify(report.exit_status),
       resource_usage: JSON.stringify(report.resource_usage),
@@ -268,7 +273,7 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
       );
     }
     // A workflow step's end advances its workflow in this same transaction (the next step's job, or its end).
-    await advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes);
+    if (mayBe(job.flags, JobFlag.workflowStep)) await advanceWorkflowOfJob(deps, tx, job.id, nowMs, wakes);
     return written;
   });
   // Output the runner's events did not carry reaches the live watchers before the end does.
@@ -285,5 +290,5 @@ export async function completeJob(deps: JobDeps, runnerId: string, jobId: string
   }
   // What this job uploaded and the completion did not record (refused, lost attempts) goes now, after
   // the watchers heard the end; what fails here the retention sweeper collects later.
-  await collectOrphanUploads(deps, { jobId }).catch(() => {});
+  if (leftUploads) await collectOrphanUploads(deps, { jobId }).catch(() => {});
 }

@@ -11,6 +11,7 @@ import {
   type Policy,
   type TenantQuota,
 } from '@kiln/core';
+import { JobFlag } from '../domain/job-flags.js';
 import { isVersionRequest, resolveVersion } from '../domain/languages/versions.js';
 import { limitCeilings } from '../domain/quota.js';
 import { findAgent } from '../store/agents.js';
@@ -232,11 +233,18 @@ export async function prepareJob(deps: JobDeps, principal: Principal, input: Cre
  * Submits a job: checked against the tenant's policy and quota and the fleet's languages, queued,
  * audited. A tenant with `concurrency.max_queued_jobs` jobs queued gets 429 RATE_LIMITED.
  */
-export async function submitJob(deps: JobDeps, principal: Principal, input: CreateJobRequest): Promise<Job> {
+export async function submitJob(
+  deps: JobDeps,
+  principal: Principal,
+  input: CreateJobRequest,
+  origin: { judge0Run?: boolean } = {},
+): Promise<Job> {
   const tenantId = requireTenantMember(principal);
   requireTenantActive(principal);
   const { newJob, policy, quota } = await prepareJob(deps, principal, input);
-  const row = queuedJobRow(newJob, deps.clock.nowMs());
+  const hasSecrets = input.secret_env !== undefined && Object.keys(input.secret_env).length > 0;
+  const flags = (hasSecrets ? JobFlag.secretEnv : 0) | (origin.judge0Run ? JobFlag.judge0Run : 0);
+  const row = queuedJobRow({ ...newJob, flags }, deps.clock.nowMs());
   await deps.store.transaction(async (tx) => {
     // Counted and inserted under the tenant's lock: concurrent submitters cannot both take the last place.
     await lockTenantForSubmission(tx, tenantId);
@@ -362,19 +370,30 @@ export async function waitForJob(
   for (;;) {
     const { wake, cancel } = pendingWake(deps.notifier, topics.job(id), Math.min(1000, Math.max(0, deadline - Date.now())), signal);
     try {
-      const job = known ?? jobFromRow(await findTenantJob(deps, principal, id));
+      // The answer at the deadline is read fresh; so is the job after a quiet second (a message this
+      // replica missed), which bounds what a lost message can cost.
+      const job = known !== undefined && Date.now() < deadline ? known : jobFromRow(await findTenantJob(deps, principal, id));
       known = undefined;
       if (isTerminalStatus(job.status) || Date.now() >= deadline || signal?.aborted) return job;
-      known = endedJobOf(await wake, id);
-      if (known) return known;
+      const message = await wake;
+      if (message === undefined) continue;
+      // A message is a change this wait was told of: its start carries the job as it is now, its output
+      // changes nothing the answer holds. Neither needs the row read again.
+      const carried = jobCarriedBy(message, id);
+      if (carried && isTerminalStatus(carried.status)) return carried;
+      known = carried ?? job;
     } finally {
       cancel();
     }
   }
 }
 
-/** The job an `end` message carries, when it is this job's and says it ended. */
-function endedJobOf(message: unknown, id: string): Job | undefined {
+/**
+ * The job a message on the job's topic carries (`status` and `end` do; `output` does not). An `end`
+ * that says less than the end, or a payload another replica could not fit in a notification, carries none.
+ */
+function jobCarriedBy(message: unknown, id: string): Job | undefined {
   const m = message as { type?: unknown; job?: Job } | undefined;
-  return m?.type === 'end' && m.job?.id === id && isTerminalStatus(m.job.status) ? m.job : undefined;
+  if ((m?.type !== 'end' && m?.type !== 'status') || m.job?.id !== id) return undefined;
+  return m.type === 'end' && !isTerminalStatus(m.job.status) ? undefined : m.job;
 }

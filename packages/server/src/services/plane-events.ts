@@ -20,6 +20,8 @@ export type PlaneEvent =
       runMs: number | null;
       /** files the sandbox made that were not kept (over the policy's or the quota's limits) */
       rejectedArtifacts: number;
+      /** the job's flags (domain/job-flags.ts); undefined when the row told did not carry them */
+      flags: number | undefined;
     }
   | { type: 'lease_granted'; jobId: string; runnerId: string; language: string; attempt: number }
   | { type: 'lease_expired'; jobId: string; runnerId: string | null; requeued: boolean }
@@ -55,6 +57,7 @@ const msBetween = (from: string | null, to: string | null) =>
 export function jobEnded(
   row: Pick<JobRow, 'id' | 'tenant_id' | 'agent_id' | 'language' | 'status' | 'verdict' | 'requested_at' | 'started_at' | 'completed_at'> & {
     rejected_artifacts?: string | null;
+    flags?: number;
   },
 ): PlaneEvent {
   return {
@@ -68,6 +71,7 @@ export function jobEnded(
     queueMs: msBetween(row.requested_at, row.started_at),
     runMs: msBetween(row.started_at, row.completed_at),
     rejectedArtifacts: countOf(row.rejected_artifacts),
+    flags: row.flags,
   };
 }
 

@@ -1,5 +1,6 @@
 import { KilnError, toRfc3339, type JobSpec } from '@kiln/core';
 import { sql } from 'kysely';
+import { JobFlag, mayBe } from '../domain/job-flags.js';
 import { openSecretEnv, sealSecretEnv } from '../domain/secret-box.js';
 import type { DbHandle, TxHandle } from '../store/store.js';
 import type { JobDeps } from './job-deps.js';
@@ -26,12 +27,18 @@ export async function storeSecretEnv(deps: JobDeps, tx: TxHandle, jobId: string,
 }
 
 /** The specs of freshly claimed jobs with their secret values merged into `env`, for the claiming runner only. */
-export async function withSecretEnv<T extends { job: { id: string }; spec: JobSpec }>(deps: JobDeps, h: DbHandle, claimed: T[]): Promise<T[]> {
-  if (claimed.length === 0) return claimed;
+export async function withSecretEnv<T extends { job: { id: string; flags?: number }; spec: JobSpec }>(
+  deps: JobDeps,
+  h: DbHandle,
+  claimed: T[],
+): Promise<T[]> {
+  // Only jobs submitted with secret_env have any (jobs.flags): most leases read nothing here.
+  const sealedOnes = claimed.filter((c) => mayBe(c.job.flags, JobFlag.secretEnv));
+  if (sealedOnes.length === 0) return claimed;
   const rows = await h.db
     .selectFrom('job_secrets')
     .select(['job_id', 'sealed'])
-    .where('job_id', 'in', claimed.map((c) => c.job.id))
+    .where('job_id', 'in', sealedOnes.map((c) => c.job.id))
     .execute();
   if (rows.length === 0) return claimed;
   if (!deps.secretsKey) throw new Error('jobs hold secret_env but this control plane has no secrets key (KILN_SECRETS_KEY)');

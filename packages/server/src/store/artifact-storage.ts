@@ -95,9 +95,8 @@ export async function insertUpload(tx: TxHandle, upload: NewUpload, nowMs: numbe
 export async function insertUploads(tx: TxHandle, uploads: readonly NewUpload[], nowMs: number): Promise<void> {
   if (uploads.length === 0) return;
   const checksums = [...new Set(uploads.map((u) => u.checksum).filter((c): c is string => c !== null))].sort();
-  // On SQLite one write takes the single writer's lock for them all.
+  // On SQLite the insert itself takes the single writer's lock, and nothing is read before it.
   if (tx.dialect === 'postgres') for (const checksum of checksums) await lockContent(tx, checksum);
-  else if (checksums.length > 0) await lockContent(tx, checksums[0]!);
   const createdAt = toRfc3339(nowMs);
   await tx.db
     .insertInto('blob_uploads')
@@ -142,6 +141,16 @@ export async function dropUpload(h: DbHandle, id: string): Promise<void> {
 export async function releaseRecordedUploads(tx: TxHandle, jobId: string, checksums: string[]): Promise<void> {
   if (checksums.length === 0) return;
   await tx.db.deleteFrom('blob_uploads').where('job_id', '=', jobId).where('checksum', 'in', checksums).execute();
+}
+
+const anyUploadOfJob = precompiled<[jobId: string], { id: string }>(
+  (db, jobId) => db.selectFrom('blob_uploads').select('id').where('job_id', '=', jobId).limit(1),
+  1,
+);
+
+/** Whether any upload of the job, of any attempt, is still tracked (one seek in blob_uploads_by_job). */
+export async function jobHasUploads(h: DbHandle, jobId: string): Promise<boolean> {
+  return (await anyUploadOfJob(h, jobId)).rows.length > 0;
 }
 
 /**

@@ -16,6 +16,11 @@ export interface QueueHead {
   id: string;
   requested_at: string;
   max_running_jobs: number;
+  /**
+   * The read saw the tenant's whole queue and nothing after this job that the runner could take: once
+   * it is claimed, the claim need not read this tenant's queue again.
+   */
+  lastForRunner?: boolean;
 }
 
 /**
@@ -82,8 +87,13 @@ export async function queueHead(h: DbHandle, tenantId: string, reach: RunnerReac
     from jobs j
     where j.status = 'queued' and j.tenant_id = ${tenantId} ${skip}
     order by j.requested_at, j.id limit ${HEAD_WINDOW}`.execute(h.db);
-  const head = rows.find((job) => Number(job.runnable) === 1 && canRun(reach, job));
-  if (head) return { id: head.id, requested_at: head.requested_at, max_running_jobs: Number(head.max_running_jobs) };
+  const takeable = (job: HeadCandidate) => Number(job.runnable) === 1 && canRun(reach, job);
+  const at = rows.findIndex(takeable);
+  if (at >= 0) {
+    const head = rows[at]!;
+    const lastForRunner = rows.length < HEAD_WINDOW && !rows.slice(at + 1).some(takeable);
+    return { id: head.id, requested_at: head.requested_at, max_running_jobs: Number(head.max_running_jobs), lastForRunner };
+  }
   return rows.length < HEAD_WINDOW ? undefined : queueHeadByOffer(h, tenantId, reach, exclude);
 }
 

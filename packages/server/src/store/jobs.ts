@@ -32,7 +32,7 @@ export interface ClaimedJob {
 export type NewJob = Pick<
   JobRow,
   'tenant_id' | 'agent_id' | 'policy_id' | 'policy_version' | 'language' | 'language_version' | 'request' | 'zone' | 'max_attempts' | 'max_running_jobs'
->;
+> & { flags?: number };
 
 /** A job row as it is first written: queued, with nothing run yet. */
 export function queuedJobRow(job: NewJob, nowMs: number): JobRow {
@@ -58,6 +58,7 @@ export function queuedJobRow(job: NewJob, nowMs: number): JobRow {
     compile_result: null,
     error: null,
     updated_at: nowIso,
+    flags: job.flags ?? 0,
   };
 }
 
@@ -165,6 +166,8 @@ interface TenantTurn {
   running: number | undefined;
   /** queued jobs another transaction holds (a cancel in flight): looked past in this claim */
   skipped: string[];
+  /** its last queued job this runner can take is claimed: its queue is not read again in this claim */
+  exhausted?: boolean;
 }
 
 // Queued jobs held by another transaction looked past per tenant, before it waits for the next claim.
@@ -173,6 +176,7 @@ const MAX_HELD_HEADS = 3;
 /** The tenant's next job for this claim, claimed; undefined when the tenant is passed over. */
 async function claimNextOf(claim: ClaimState, tenant: TenantTurn): Promise<ClaimedJob | undefined> {
   const { tx, req } = claim;
+  if (tenant.exhausted) return undefined;
   if (tx.dialect === 'postgres' && !tenant.locked) {
     // Unlocked look first: a tenant at its cap or with nothing for this runner is passed over without a lock.
     const head = await queueHead(tx, tenant.id, req, tenant.skipped);
@@ -192,6 +196,7 @@ async function claimNextOf(claim: ClaimState, tenant: TenantTurn): Promise<Claim
       continue;
     }
     tenant.running += 1;
+    tenant.exhausted = head.lastForRunner === true;
     return claimed;
   }
   return undefined;

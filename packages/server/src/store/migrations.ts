@@ -16,6 +16,7 @@ import { hotPathMigration } from './migration-0018-hot-path.js';
 import { queueOrderMigration } from './migration-0019-queue-order.js';
 import { auditHeadTriggerMigration } from './migration-0020-audit-head-trigger.js';
 import { sandboxCountsMigration } from './migration-0021-sandbox-counts.js';
+import { jobFlagsMigration } from './migration-0022-job-flags.js';
 
 export type DbDialect = 'sqlite' | 'postgres';
 
@@ -329,6 +330,7 @@ export const MIGRATIONS: readonly Migration[] = [
   queueOrderMigration,
   auditHeadTriggerMigration,
   sandboxCountsMigration,
+  jobFlagsMigration,
 ];
 
 /**

@@ -89,6 +89,8 @@ export interface JobsTable {
   max_running_jobs: number;
   /** a compiled language's compile step as JSON (CompileResult); null when none */
   compile_result: string | null;
+  /** what the job is part of (domain/job-flags.ts): a workflow step, a Judge0 run, sealed secrets */
+  flags: number;
 }
 
 /** A Judge0 CE submission over its jobs (one per run). */

@@ -5,6 +5,7 @@ import type { WorkflowStepState } from '../../domain/machines.js';
 import { isStepEnded, nextMoves, type StepState } from '../../domain/workflows/plan.js';
 import { findAgent } from '../../store/agents.js';
 import { appendAuditEvent } from '../../store/audit.js';
+import { JobFlag } from '../../domain/job-flags.js';
 import { queuedJobRow, type JobRow, type NewJob } from '../../store/jobs.js';
 import type { TxHandle } from '../../store/store.js';
 import {
@@ -184,7 +185,7 @@ async function startStep(
 ): Promise<boolean> {
   const prepared = await stepJobSpec(deps, tx, workflow, step, steps);
   if ('reason' in prepared) return endStep(tx, workflow, step, 'failed', prepared.reason, nowMs);
-  const job = queuedJobRow({ ...stepSpecOf(step).job, request: JSON.stringify(prepared.spec) }, nowMs);
+  const job = queuedJobRow({ ...stepSpecOf(step).job, request: JSON.stringify(prepared.spec), flags: JobFlag.workflowStep }, nowMs);
   // The guard first (only one advance moves the step), then the job, then the step's reference to it.
   if (!(await moveStep(tx, step, 'queued', { started_at: toRfc3339(nowMs) }))) return false;
   await tx.db.insertInto('jobs').values(job).execute();

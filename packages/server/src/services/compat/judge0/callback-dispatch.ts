@@ -1,3 +1,4 @@
+import { JobFlag, mayBe } from '../../../domain/job-flags.js';
 import type { Principal } from '../../context.js';
 import type { JobDeps } from '../../job-deps.js';
 import { findJudge0SubmissionOfJob, moveJudge0Callback } from '../../../store/judge0.js';
@@ -12,7 +13,7 @@ import { JUDGE0_DEFAULT_FIELDS, judge0View } from './submissions.js';
  */
 export function dispatchJudge0Callbacks(deps: JobDeps, onError: (err: unknown) => void): void {
   deps.events.on((event) => {
-    if (event.type !== 'job_ended') return;
+    if (event.type !== 'job_ended' || !mayBe(event.flags, JobFlag.judge0Run)) return;
     void (async () => {
       const row = await findJudge0SubmissionOfJob(deps.store, event.jobId);
       if (!row || row.callback_state !== 'pending' || !row.callback_url) return;

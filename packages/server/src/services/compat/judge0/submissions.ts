@@ -129,7 +129,7 @@ export async function createJudge0Submission(
   };
   const runs = input.number_of_runs ?? 1;
   const jobIds: string[] = [];
-  for (let i = 0; i < runs; i += 1) jobIds.push((await submitJob(deps, principal, job)).id);
+  for (let i = 0; i < runs; i += 1) jobIds.push((await submitJob(deps, principal, job, { judge0Run: true })).id);
   const stored: StoredRequest = {
     source_code: source,
     stdin,
