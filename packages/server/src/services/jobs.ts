@@ -27,7 +27,7 @@ import type { Principal } from './context.js';
 import type { JobDeps } from './job-deps.js';
 import { cachesOf } from './caching/short-lived-cache.js';
 import { isTerminalStatus, jobFromRow } from './job-views.js';
-import { pendingWake, topics } from './notifier.js';
+import { topics } from './notifier.js';
 import { effectiveQuota } from './quotas.js';
 import { jobEnded } from './plane-events.js';
 
@@ -354,8 +354,10 @@ export async function cancelJob(deps: JobDeps, principal: Principal, id: string)
 
 /**
  * Waits until the job is terminal or `timeoutMs` passes; answers the job as it is then. `submitted` is
- * the job its caller just wrote (not read back); the `end` message of the replica that recorded the end
- * carries the job as it ended, so a waiting submission reads the row only when a message says less.
+ * the job its caller just wrote (not read back). One subscription spans the whole wait, so no message
+ * falls between two waits: its start (`status`) and its end carry the job as it is, and output changes
+ * nothing the answer holds, so the row is read only after a quiet second (a message this replica missed:
+ * that is all a lost message can cost) and at the deadline.
  */
 export async function waitForJob(
   deps: JobDeps,
@@ -366,25 +368,60 @@ export async function waitForJob(
   submitted?: Job,
 ): Promise<Job> {
   const deadline = Date.now() + timeoutMs;
-  let known = submitted?.id === id ? submitted : undefined;
-  for (;;) {
-    const { wake, cancel } = pendingWake(deps.notifier, topics.job(id), Math.min(1000, Math.max(0, deadline - Date.now())), signal);
-    try {
-      // The answer at the deadline is read fresh; so is the job after a quiet second (a message this
-      // replica missed), which bounds what a lost message can cost.
-      const job = known !== undefined && Date.now() < deadline ? known : jobFromRow(await findTenantJob(deps, principal, id));
-      known = undefined;
-      if (isTerminalStatus(job.status) || Date.now() >= deadline || signal?.aborted) return job;
-      const message = await wake;
-      if (message === undefined) continue;
-      // A message is a change this wait was told of: its start carries the job as it is now, its output
-      // changes nothing the answer holds. Neither needs the row read again.
-      const carried = jobCarriedBy(message, id);
-      if (carried && isTerminalStatus(carried.status)) return carried;
-      known = carried ?? job;
-    } finally {
-      cancel();
+  const told = new JobMessages(id);
+  const unsubscribe = deps.notifier.subscribe(topics.job(id), (message) => told.add(message));
+  try {
+    let job = submitted?.id === id ? submitted : jobFromRow(await findTenantJob(deps, principal, id));
+    for (;;) {
+      if (told.ended) return told.ended;
+      if (isTerminalStatus(job.status) || signal?.aborted) return job;
+      if (Date.now() >= deadline) return jobFromRow(await findTenantJob(deps, principal, id));
+      const heard = await told.next(Math.min(1000, deadline - Date.now()), signal);
+      if (signal?.aborted) return told.ended ?? told.latest ?? job; // nobody is left to answer
+      job = heard ? (told.latest ?? job) : jobFromRow(await findTenantJob(deps, principal, id));
     }
+  } finally {
+    unsubscribe();
+  }
+}
+
+/** What a job's topic told one wait: the job as the last message carried it, its end, a wake-up. */
+class JobMessages {
+  latest: Job | undefined;
+  ended: Job | undefined;
+  private unread = false;
+  private wake: (() => void) | undefined;
+
+  constructor(private readonly id: string) {}
+
+  add(message: unknown): void {
+    const carried = jobCarriedBy(message, this.id);
+    if (carried && isTerminalStatus(carried.status)) this.ended = carried;
+    else if (carried) this.latest = carried;
+    this.unread = true;
+    this.wake?.();
+  }
+
+  /** True once a message arrived since the last call (at once if one did already), false after `timeoutMs`. */
+  next(timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    if (this.unread || signal?.aborted) {
+      const heard = this.unread;
+      this.unread = false;
+      return Promise.resolve(heard);
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        this.wake = undefined;
+        const heard = this.unread;
+        this.unread = false;
+        resolve(heard);
+      };
+      const timer = setTimeout(done, Math.max(0, timeoutMs));
+      signal?.addEventListener('abort', done, { once: true });
+      this.wake = done;
+    });
   }
 }
 
