@@ -10,6 +10,7 @@ import type {
   UploadedBlob,
 } from '@kiln/core';
 import { planeSigningKey } from '@kiln/core';
+import { KeepAliveHttp, type KeepAliveHttpOptions } from './keep-alive-http.js';
 
 /** An answer of the control plane that was not a success; `status` 409 means a stale attempt. */
 export class ControlPlaneError extends Error {
@@ -37,19 +38,25 @@ export interface CredentialKeeper {
  * The runner's side of the runner protocol (ARCHITECTURE.md §7): HTTP to any control-plane replica. The
  * fleet's join token only registers; registration issues this node a credential of its own, which every
  * other call carries and the next registration (a restart) presents to prove it is the same node. The
- * runner holds no database credentials.
+ * runner holds no database credentials. Requests go over a few kept-alive connections the client owns.
  */
 export class ControlPlaneClient {
-  private readonly baseUrl: string;
+  private readonly http: KeepAliveHttp;
   private credential: string | undefined;
 
   constructor(
     serverUrl: string,
     private readonly joinToken: string,
     private readonly keeper?: CredentialKeeper,
+    connections: KeepAliveHttpOptions = {},
   ) {
-    this.baseUrl = serverUrl.replace(/\/+$/, '');
+    this.http = new KeepAliveHttp(serverUrl, connections);
     this.credential = keeper?.load();
+  }
+
+  /** Closes the kept-alive connections (idle ones never keep the process alive, but the server sees them go). */
+  close(): void {
+    this.http.close();
   }
 
   /** The key the control plane signs its requests to this node with: derived from the credential held. */
@@ -114,19 +121,20 @@ export class ControlPlaneClient {
     options: { timeoutMs?: number; signal?: AbortSignal | undefined; token?: string } = {},
   ): Promise<T> {
     const isBinary = Buffer.isBuffer(body);
-    const timeout = AbortSignal.timeout(options.timeoutMs ?? 15_000);
-    const response = await fetch(this.baseUrl + path, {
+    const response = await this.http.request({
       method,
+      path,
       headers: {
         // Before registration there is no credential: the join token is refused everywhere but there.
         authorization: `Bearer ${options.token ?? this.credential ?? this.joinToken}`,
         'content-type': isBinary ? 'application/octet-stream' : 'application/json',
       },
       body: isBinary ? (body as Buffer) : JSON.stringify(body),
-      signal: options.signal ? AbortSignal.any([timeout, options.signal]) : timeout,
+      timeoutMs: options.timeoutMs ?? 15_000,
+      signal: options.signal,
     });
-    const text = await response.text();
-    if (!response.ok) {
+    const text = response.body.toString('utf8');
+    if (response.status < 200 || response.status > 299) {
       let code = `HTTP_${response.status}`;
       let detail = text.slice(0, 300);
       try {

@@ -181,6 +181,7 @@ export async function startRunner(config: RunnerConfig): Promise<RunningRunner> 
     sessions,
     stop: async () => {
       await running.stop();
+      client.close();
       await sessions.stop();
       await egress.closeAll();
       await (pooled ?? driver).drain().catch(() => {});
