@@ -6,6 +6,7 @@ import pg from 'pg';
 import { ephemeralAuditAnchor, type AuditAnchor } from './audit-anchor.js';
 import { migrate, type DbDialect } from './migrations.js';
 import type { Database } from './schema.js';
+import { WalCheckpointer } from './wal-checkpointer.js';
 
 export type { DbDialect } from './migrations.js';
 
@@ -37,7 +38,14 @@ export interface Store extends DbHandle {
 }
 
 export type StoreOptions = (
-  | { kind: 'sqlite'; /** a file path, or `:memory:` */ file: string; busyTimeoutMs?: number }
+  | {
+      kind: 'sqlite';
+      /** a file path, or `:memory:` */
+      file: string;
+      busyTimeoutMs?: number;
+      /** checkpoint the WAL from a worker thread (store/wal-checkpointer.ts): what a serving control plane wants */
+      backgroundCheckpoints?: boolean;
+    }
   | { kind: 'postgres'; url: string; poolSize?: number }
 ) & {
   /** Called with each statement's SQL and parameters as it runs (the hot-path tests count and EXPLAIN them). */
@@ -80,6 +88,7 @@ function withStatementCache(sqlite: SqliteDatabase.Database, maxStatements = 100
 export async function openStore(options: StoreOptions, audit: AuditAnchor = ephemeralAuditAnchor()): Promise<Store> {
   let db: Kysely<Database>;
   let dialect: DbDialect;
+  let checkpointer: WalCheckpointer | undefined;
   const onQuery = options.onQuery;
   const log = onQuery
     ? {
@@ -95,6 +104,7 @@ export async function openStore(options: StoreOptions, audit: AuditAnchor = ephe
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('synchronous = NORMAL');
+    if (options.backgroundCheckpoints && options.file !== ':memory:') checkpointer = new WalCheckpointer(sqlite, options.file);
     db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }), ...log });
   } else {
     dialect = 'postgres';
@@ -106,6 +116,7 @@ export async function openStore(options: StoreOptions, audit: AuditAnchor = ephe
   try {
     await migrate(db, dialect);
   } catch (err) {
+    await checkpointer?.close();
     await db.destroy();
     throw err;
   }
@@ -117,12 +128,15 @@ export async function openStore(options: StoreOptions, audit: AuditAnchor = ephe
     ping: async () => {
       await sql`select 1`.execute(db);
     },
-    close: () => db.destroy(),
+    close: async () => {
+      await checkpointer?.close();
+      await db.destroy();
+    },
   };
 }
 
 /** Chooses the database from the configuration: PostgreSQL when a URL is given, else SQLite in the data dir. */
 export function storeOptionsFor(config: { databaseUrl?: string | undefined; sqliteFile: string }): StoreOptions {
   if (config.databaseUrl) return { kind: 'postgres', url: config.databaseUrl };
-  return { kind: 'sqlite', file: config.sqliteFile };
+  return { kind: 'sqlite', file: config.sqliteFile, backgroundCheckpoints: true };
 }
