@@ -104,6 +104,7 @@ export async function openStore(options: StoreOptions, audit: AuditAnchor = ephe
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('synchronous = NORMAL');
+    sqlite.pragma('cache_size = -65536');
     if (options.backgroundCheckpoints && options.file !== ':memory:') checkpointer = new WalCheckpointer(sqlite, options.file);
     db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }), ...log });
   } else {
