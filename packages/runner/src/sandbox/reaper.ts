@@ -33,7 +33,9 @@ function unmount(root: string): Promise<void> {
  * Removes what a crashed runner left behind: sandbox cgroups with no process in them, and workspace
  * mounts whose sandbox has no cgroup any more, each older than `minAgeMs`. Live sandboxes always have
  * processes in their cgroup, so they are never touched. Uid locks of dead processes go too (the pool
- * would reclaim them anyway, lazily). Best effort: failures are reported, not thrown.
+ * would reclaim them anyway, lazily), and with them a sandbox still running as such a uid, which its
+ * runner died before it could take down (uid-pool.ts); its emptied cgroup goes at the next pass. Best
+ * effort: failures are reported, not thrown.
  */
 export async function reapStaleSandboxes(options: ReapOptions): Promise<ReapReport> {
   const minAgeMs = options.minAgeMs ?? 60_000;

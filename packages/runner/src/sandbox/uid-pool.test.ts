@@ -2,7 +2,10 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { UidPool } from './uid-pool.js';
+import { detectCgroupBackend } from './cgroups/index.js';
+import { nativeHelperPath } from './native-paths.js';
+import { waitFor } from './test-support.js';
+import { removeStaleUidLocks, UidPool } from './uid-pool.js';
 
 const lockDir = mkdtempSync('/tmp/kiln-uidpool-');
 afterAll(() => rmSync(lockDir, { recursive: true, force: true }));
@@ -78,5 +81,34 @@ describe('UidPool', () => {
     expect(new Set(again).size).toBe(100);
     expect(readdirSync(dir).filter((f) => f.endsWith('.reclaim'))).toEqual([]);
     expect(existsSync(dir)).toBe(true);
+  });
+
+  it('reclaims the uid of a dead holder only after killing the sandbox still running as it; never a process outside a sandbox', async () => {
+    // A runner killed while it built a sandbox can leave the sandbox running, and its uid's lock names the
+    // dead runner: reclaimed as is, the uid would go to a new sandbox while the old one still runs as it.
+    const backend = detectCgroupBackend();
+    const cg = backend.create(`sbx_uidtest${process.pid}`, { memoryBytes: 64 << 20, pids: 8 });
+    const orphanUid = 3_300_000 + (process.pid % 1000) * 2;
+    const outsiderUid = orphanUid + 1;
+    // The orphan joins the sandbox cgroup before it execs, as kiln-launch does for every sandbox.
+    const orphan = spawn(nativeHelperPath('kiln-launch'), [...cg.procsFiles.flatMap((f) => ['--cgroup', f]), '--uid', String(orphanUid), '--gid', String(orphanUid), '--', '/bin/sleep', '60'], { stdio: 'ignore' });
+    // Same kind of uid, no sandbox cgroup: a pool range set over a real user's uids must not kill them.
+    const outsider = spawn('/bin/sleep', ['60'], { uid: outsiderUid, gid: outsiderUid, stdio: 'ignore' });
+    const orphanEnd = new Promise<string | null>((resolve) => orphan.on('exit', (_code, signal) => resolve(signal)));
+    try {
+      expect(await waitFor(() => cg.pids().length === 1)).toBe(true);
+      const dir = mkdtempSync(`${lockDir}/orphans-`);
+      writeFileSync(`${dir}/${orphanUid}.lock`, '4194305 123\n');
+      writeFileSync(`${dir}/${outsiderUid}.lock`, '4194305 123\n');
+      expect(removeStaleUidLocks(dir).sort()).toEqual([orphanUid, outsiderUid]);
+      expect(await orphanEnd).toBe('SIGKILL');
+      expect(outsider.exitCode).toBeNull();
+      expect(() => process.kill(outsider.pid!, 0)).not.toThrow();
+    } finally {
+      orphan.kill('SIGKILL');
+      outsider.kill('SIGKILL');
+      cg.killAll();
+      await cg.remove();
+    }
   });
 });

@@ -50,6 +50,50 @@ function ownerIsAlive(lockFile: string): boolean {
   return actual !== undefined && (start === undefined || start === actual);
 }
 
+/**
+ * Kills every process that still runs as `uid`. Called only for a pool uid whose lock names a dead owner,
+ * under the reclaim guard: the lock is exclusive, so no live runner holds a sandbox of that uid, and what
+ * runs as it is a sandbox its runner left behind (killed while the sandbox was being built, before it
+ * could take it down). Reclaimed without this, the uid would be handed to a new sandbox while the old
+ * one still ran as it.
+ */
+function killOrphansOf(uid: number): void {
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let status: string;
+    try {
+      status = readFileSync(`/proc/${name}/status`, 'utf8');
+    } catch {
+      continue; // gone already
+    }
+    // "Uid:\treal\teffective\tsaved\tfs": any of them being the pool uid makes it the sandbox's.
+    const uids = /^Uid:\s+(.*)$/m.exec(status)?.[1]?.split(/\s+/).map(Number) ?? [];
+    if (!uids.includes(uid) || !inSandboxCgroup(name)) continue;
+    try {
+      process.kill(Number(name), 'SIGKILL');
+    } catch {
+      // exited in between
+    }
+  }
+}
+
+/**
+ * Whether the process is in a sandbox's own cgroup (`…/sbx_<id>`): a second proof, beside its uid, that it
+ * is a sandbox's, so that a pool range set over real users' uids could never kill their processes.
+ */
+function inSandboxCgroup(pid: string): boolean {
+  try {
+    return /\/sbx_[0-9a-z]+$/m.test(readFileSync(`/proc/${pid}/cgroup`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** The uid a lock file is for (`<uid>.lock`). */
+function uidOfLock(lockFile: string): number {
+  return Number(/(\d+)\.lock$/.exec(lockFile)?.[1]);
+}
+
 function tryCreate(path: string): boolean {
   try {
     const fd = openSync(path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600);
@@ -128,6 +172,7 @@ export class UidPool {
     }
     try {
       if (ownerIsAlive(lockFile)) return false;
+      killOrphansOf(uidOfLock(lockFile));
       tryUnlink(lockFile);
       return tryCreate(lockFile);
     } finally {
@@ -152,6 +197,7 @@ export function removeStaleUidLocks(lockDir?: string): number[] {
     if (!tryCreate(guard)) continue;
     try {
       if (!ownerIsAlive(lockFile)) {
+        killOrphansOf(Number(m[1]));
         tryUnlink(lockFile);
         freed.push(Number(m[1]));
       }
