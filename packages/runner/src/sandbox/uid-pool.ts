@@ -51,13 +51,16 @@ function ownerIsAlive(lockFile: string): boolean {
 }
 
 /**
- * Kills every process that still runs as `uid`. Called only for a pool uid whose lock names a dead owner,
+ * Kills every process that still runs as one of `uids`. Called only for pool uids whose locks name a dead
+ * owner,
  * under the reclaim guard: the lock is exclusive, so no live runner holds a sandbox of that uid, and what
  * runs as it is a sandbox its runner left behind (killed while the sandbox was being built, before it
  * could take it down). Reclaimed without this, the uid would be handed to a new sandbox while the old
  * one still ran as it.
  */
-function killOrphansOf(uid: number): void {
+function killOrphansOf(orphaned: ReadonlySet<number>): void {
+  if (orphaned.size === 0) return;
+  // One pass over /proc for every uid reclaimed at once: a crashed runner leaves a lock per sandbox.
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     let status: string;
@@ -68,7 +71,7 @@ function killOrphansOf(uid: number): void {
     }
     // "Uid:\treal\teffective\tsaved\tfs": any of them being the pool uid makes it the sandbox's.
     const uids = /^Uid:\s+(.*)$/m.exec(status)?.[1]?.split(/\s+/).map(Number) ?? [];
-    if (!uids.includes(uid) || !inSandboxCgroup(name)) continue;
+    if (!uids.some((uid) => orphaned.has(uid)) || !inSandboxCgroup(name)) continue;
     try {
       process.kill(Number(name), 'SIGKILL');
     } catch {
@@ -172,7 +175,7 @@ export class UidPool {
     }
     try {
       if (ownerIsAlive(lockFile)) return false;
-      killOrphansOf(uidOfLock(lockFile));
+      killOrphansOf(new Set([uidOfLock(lockFile)]));
       tryUnlink(lockFile);
       return tryCreate(lockFile);
     } finally {
@@ -187,25 +190,26 @@ export class UidPool {
  */
 export function removeStaleUidLocks(lockDir?: string): number[] {
   const dir = lockDir ?? runtimeSubdir('uids', 0o700);
-  const freed: number[] = [];
-  for (const name of readdirSync(dir)) {
-    const m = /^(\d+)\.lock$/.exec(name);
-    if (!m) continue;
-    const lockFile = `${dir}/${name}`;
-    if (ownerIsAlive(lockFile)) continue;
-    const guard = `${lockFile}.reclaim`;
-    if (!tryCreate(guard)) continue;
-    try {
-      if (!ownerIsAlive(lockFile)) {
-        killOrphansOf(Number(m[1]));
-        tryUnlink(lockFile);
-        freed.push(Number(m[1]));
-      }
-    } finally {
-      tryUnlink(guard);
+  // Every stale lock is taken under its guard first, then what still runs as those uids is killed in one
+  // pass, and only then are the locks removed.
+  const stale = new Map<number, { lockFile: string; guard: string }>();
+  try {
+    for (const name of readdirSync(dir)) {
+      const m = /^(\d+)\.lock$/.exec(name);
+      if (!m) continue;
+      const lockFile = `${dir}/${name}`;
+      if (ownerIsAlive(lockFile)) continue;
+      const guard = `${lockFile}.reclaim`;
+      if (!tryCreate(guard)) continue;
+      if (ownerIsAlive(lockFile)) tryUnlink(guard);
+      else stale.set(Number(m[1]), { lockFile, guard });
     }
+    killOrphansOf(new Set(stale.keys()));
+    for (const { lockFile } of stale.values()) tryUnlink(lockFile);
+    return [...stale.keys()];
+  } finally {
+    for (const { guard } of stale.values()) tryUnlink(guard);
   }
-  return freed;
 }
 
 let shared: UidPool | undefined;
